@@ -1,0 +1,203 @@
+/**
+ * Local processes as cluster members: `python -m dask scheduler|worker`, each launched from the
+ * same `daskProcessSpec` the cloud-init templates ship, in its own process group so a nanny and
+ * its worker die together.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile, chmod } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { BackendContext, ClusterBackend, Member, MemberSpec, SchedulerLaunch } from '../../src/cluster/backend';
+import { daskProcessSpec, protocolFor, type DaskProcessSpec } from '../../src/dask/command';
+import { LocalRuntimeError } from '../../src/errors';
+import { findPython } from './python';
+
+export interface LocalBackendOptions {
+  /** Python interpreter with `distributed`; default: DASK_CLOUD_PYTHON, then a search. */
+  python?: string;
+  /** Interface every process binds to (default 127.0.0.1). */
+  host?: string;
+  /** Scheduler port; default a free port. */
+  schedulerPort?: number;
+  /** Scheduler dashboard address, or false for none (default: a free port on `host`). */
+  dashboardAddress?: string | false;
+}
+
+const TAIL_LINES = 40;
+const STOP_GRACE_MS = 5_000;
+
+interface Proc {
+  member: Member;
+  child: ChildProcess;
+  tail: string[];
+  exited: Promise<number | null>;
+  stopping: boolean;
+}
+
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, host, () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+/** The parent's environment minus Dask settings, so a stray DASK_* of the caller cannot change the cluster. */
+function baseEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DASK_')) env[k] = v;
+  return env;
+}
+
+export class LocalBackend implements ClusterBackend {
+  readonly kind = 'local';
+  readonly #options: LocalBackendOptions;
+  readonly #procs = new Map<string, Proc>();
+  #dir: string | undefined;
+  #python: string | undefined;
+
+  constructor(options: LocalBackendOptions = {}) {
+    this.#options = options;
+  }
+
+  get host(): string {
+    return this.#options.host ?? '127.0.0.1';
+  }
+
+  async prepare(ctx: BackendContext): Promise<void> {
+    this.#python = (await findPython(this.#options.python)).path;
+    ctx.log('using %s', this.#python);
+    // Role keys live here while the cluster runs; removed on teardown.
+    this.#dir = await mkdtemp(path.join(os.tmpdir(), `${ctx.clusterId}-`));
+    await chmod(this.#dir, 0o700);
+  }
+
+  async launchScheduler(ctx: BackendContext, spec: MemberSpec): Promise<SchedulerLaunch> {
+    const port = this.#options.schedulerPort ?? (await freePort(this.host));
+    const dashboardAddress =
+      this.#options.dashboardAddress ?? (spec.process.dashboardAddress ?? `${this.host}:${await freePort(this.host)}`);
+    const member = await this.#launch(ctx, spec, { host: this.host, port, dashboardAddress });
+    const address = `${protocolFor(ctx.security)}://${this.host}:${port}`;
+    return { member, workerAddress: address, clientAddress: address };
+  }
+
+  async launchWorkers(ctx: BackendContext, specs: MemberSpec[]): Promise<Member[]> {
+    const members: Member[] = [];
+    for (const spec of specs) members.push(await this.#launch(ctx, spec, { host: this.host }));
+    return members;
+  }
+
+  async #launch(ctx: BackendContext, spec: MemberSpec, extra: { host: string; port?: number; dashboardAddress?: string | false }): Promise<Member> {
+    if (!this.#dir || !this.#python) throw new LocalRuntimeError('E_CLUSTER_STATE', 'local backend used before prepare()');
+    if (ctx.signal.aborted) throw ctx.signal.reason;
+    const processSpec: DaskProcessSpec = daskProcessSpec({
+      ...spec.process,
+      ...extra,
+      role: spec.role,
+      security: ctx.security,
+      tlsDir: this.#dir,
+    });
+    for (const f of processSpec.files) {
+      await writeFile(f.path, f.content, { mode: parseInt(f.mode, 8) });
+      await chmod(f.path, parseInt(f.mode, 8));
+    }
+    const child = spawn(this.#python, ['-m', 'dask', ...processSpec.args], {
+      env: { ...baseEnv(), ...processSpec.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    const member: Member = { id: `pid-${child.pid ?? 'none'}`, role: spec.role, name: spec.name, privateHost: this.host };
+    const tail: string[] = [];
+    const procLog = ctx.log.extend(spec.name);
+    const collect = (chunk: Buffer) => {
+      for (const line of chunk.toString('utf8').split('\n')) {
+        if (!line) continue;
+        procLog('%s', line);
+        tail.push(line);
+        if (tail.length > TAIL_LINES) tail.shift();
+      }
+    };
+    child.stdout?.on('data', collect);
+    child.stderr?.on('data', collect);
+    const proc: Proc = {
+      member,
+      child,
+      tail,
+      stopping: false,
+      exited: new Promise((resolve) => {
+        child.on('exit', (code, signal) => resolve(code ?? (signal ? -1 : null)));
+        child.on('error', () => resolve(null));
+      }),
+    };
+    this.#procs.set(member.id, proc);
+    child.on('error', (err) => {
+      ctx.memberFailed(member, new LocalRuntimeError('E_PROCESS_EXITED', `could not start ${spec.name}: ${err.message}`, { cause: err }));
+    });
+    child.on('exit', (code, signal) => {
+      if (proc.stopping) return;
+      const how = signal ? `signal ${signal}` : `exit code ${code}`;
+      ctx.memberFailed(
+        member,
+        new LocalRuntimeError('E_PROCESS_EXITED', `${spec.role} ${spec.name} exited unexpectedly (${how}); last output:\n${tail.slice(-15).join('\n')}`, {
+          details: { code, signal },
+        }),
+      );
+    });
+    ctx.log('started %s (%s) pid %d', spec.name, spec.role, child.pid);
+    return member;
+  }
+
+  async stopMembers(_ctx: BackendContext, members: Member[]): Promise<void> {
+    await Promise.all(members.map((m) => this.#stop(m.id)));
+  }
+
+  async #stop(id: string): Promise<void> {
+    const proc = this.#procs.get(id);
+    if (!proc) return; // already gone: done
+    proc.stopping = true;
+    const pid = proc.child.pid;
+    if (pid !== undefined && proc.child.exitCode === null && proc.child.signalCode === null) {
+      signalGroup(pid, 'SIGTERM');
+      const timer = setTimeout(() => signalGroup(pid, 'SIGKILL'), STOP_GRACE_MS);
+      await proc.exited;
+      clearTimeout(timer);
+    }
+    // A nanny's worker child may outlive its parent by a moment: make sure the group is gone.
+    if (pid !== undefined) signalGroup(pid, 'SIGKILL');
+    this.#procs.delete(id);
+  }
+
+  async teardown(ctx: BackendContext): Promise<void> {
+    await this.stopMembers(ctx, [...this.#procs.values()].map((p) => p.member));
+    if (this.#dir) {
+      await rm(this.#dir, { recursive: true, force: true });
+      this.#dir = undefined;
+    }
+  }
+
+  async diagnostics(member: Member): Promise<string> {
+    return this.#procs.get(member.id)?.tail.join('\n') ?? '';
+  }
+
+  /** Process ids of the live members (for tests and diagnostics). */
+  pids(): number[] {
+    return [...this.#procs.values()].map((p) => p.child.pid).filter((p): p is number => p !== undefined);
+  }
+
+  killSync(): void {
+    for (const p of this.#procs.values()) if (p.child.pid !== undefined) signalGroup(p.child.pid, 'SIGKILL');
+  }
+}
+
+function signalGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // group already gone
+  }
+}

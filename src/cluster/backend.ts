@@ -1,0 +1,64 @@
+/**
+ * The small interface a cluster backend (a cloud provider, or local processes) implements.
+ * The core (`Cluster`) owns every bit of ordering, waiting, rollback and scaling; a backend only
+ * knows how to create and delete its own kind of member.
+ */
+import type { Debugger } from 'debug';
+import type { Security } from '../security/security';
+import type { DaskProcessOptions } from '../dask/command';
+import type { ClusterEvent } from './events';
+
+export type MemberRole = 'scheduler' | 'worker';
+
+/** What the core asks a backend to launch: a named Dask process with its options. */
+export interface MemberSpec {
+  role: MemberRole;
+  name: string;
+  /** Process options except what the backend decides (TLS dir, bind host). */
+  process: Omit<DaskProcessOptions, 'tlsDir' | 'security' | 'role'>;
+}
+
+/** A launched member: a process, a VM, a droplet. */
+export interface Member {
+  id: string;
+  role: MemberRole;
+  name: string;
+  /** Address cluster members use to reach it (private network). */
+  privateHost?: string;
+  /** Address reachable from outside the network, when it has one. */
+  publicHost?: string;
+}
+
+export interface SchedulerLaunch {
+  member: Member;
+  /** What workers dial: always the scheduler's private address. */
+  workerAddress: string;
+  /** What this library and the user's client dial. */
+  clientAddress: string;
+}
+
+export interface BackendContext {
+  clusterId: string;
+  security: Security | false;
+  /** Aborted when start is cancelled or fails; backends pass it to every wait. */
+  signal: AbortSignal;
+  log: Debugger;
+  emit(event: ClusterEvent): void;
+  /** A backend calls this when a member dies on its own (process exit, VM terminated). */
+  memberFailed(member: Member, error: Error): void;
+}
+
+export interface ClusterBackend {
+  /** Short name used in logs and errors, e.g. `local`, `gcp`. */
+  readonly kind: string;
+  /** Create shared resources (network, firewall). Called once, first. */
+  prepare(ctx: BackendContext): Promise<void>;
+  launchScheduler(ctx: BackendContext, spec: MemberSpec): Promise<SchedulerLaunch>;
+  launchWorkers(ctx: BackendContext, specs: MemberSpec[]): Promise<Member[]>;
+  /** Delete the given members. "Not found" counts as done. */
+  stopMembers(ctx: BackendContext, members: Member[]): Promise<void>;
+  /** Delete everything this backend created for the cluster. Idempotent; safe after a partial start. */
+  teardown(ctx: BackendContext): Promise<void>;
+  /** The tail of a member's log / console output, for error messages. Never throws. */
+  diagnostics(member: Member): Promise<string>;
+}

@@ -1,0 +1,478 @@
+/**
+ * The lifecycle of a Dask cluster, once for every backend: validate → credentials → network →
+ * scheduler (workers launched as soon as its address is known) → proven readiness → scale →
+ * close. Any failure during start deletes everything created so far before the error is thrown.
+ */
+import { randomBytes } from 'node:crypto';
+import createDebug from 'debug';
+import { Security } from '../security/security';
+import type { TemporaryOptions } from '../security/security';
+import { SchedulerClient, waitForScheduler, waitForWorkers } from '../dask';
+import type { WorkerIdentity } from '../dask';
+import { ClusterStartError, ClusterStateError, DaskCloudError, ValidationError } from '../errors';
+import type { BackendContext, ClusterBackend, Member, MemberSpec } from './backend';
+import type { ClusterEvent, ClusterEventListener, ClusterPhase } from './events';
+import { registerLive, unregisterLive } from './signals';
+import { writeClientConfig as writeConfig } from './client-config';
+
+export interface ClusterOptions {
+  /** Workers to start with (default 1). */
+  nWorkers?: number;
+  /**
+   * `undefined`/`true`: fresh cluster-scoped credentials (`Security.temporary()`);
+   * a `Security`: your own material; `false`: plain `tcp://`, no authentication, no encryption.
+   */
+  security?: Security | boolean;
+  /** Options for the generated credentials when `security` is not given. */
+  temporarySecurity?: TemporaryOptions;
+  /** Cluster name prefix; the id becomes `<name>-<8 hex>` (default `dask`). */
+  name?: string;
+  /** Threads per worker (`--nthreads`). */
+  workerNthreads?: number;
+  /** Memory limit per worker (`--memory-limit`), e.g. `'4GB'`. */
+  workerMemoryLimit?: string | number;
+  /** Extra `dask worker` arguments. */
+  workerOptions?: string[];
+  /** Extra `dask scheduler` arguments. */
+  schedulerOptions?: string[];
+  /** Scheduler shuts itself down after this long idle (Dask duration, e.g. `'2 hours'`). */
+  idleTimeout?: string;
+  /** Environment variables for scheduler and workers. */
+  env?: Record<string, string>;
+  /** Deadline for the scheduler to answer `identity` over (mutual) TLS. */
+  schedulerTimeoutMs?: number;
+  /** Deadline for the initial workers to register. */
+  workersTimeoutMs?: number;
+  /** Cancels `start()`; everything created so far is deleted. */
+  signal?: AbortSignal;
+  /** Typed progress events. */
+  onEvent?: ClusterEventListener;
+  /** Close the cluster on SIGINT/SIGTERM/SIGHUP (default true). */
+  closeOnSignals?: boolean;
+}
+
+export type ClusterState = 'new' | 'starting' | 'running' | 'closing' | 'closed' | 'failed';
+
+/** Defaults a backend can override (clouds boot slower than local processes). */
+export interface ClusterDefaults {
+  schedulerTimeoutMs: number;
+  workersTimeoutMs: number;
+}
+
+function checkNonNegativeInt(value: unknown, option: string): void {
+  if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value) || value < 0)) {
+    throw new ValidationError(`${option} must be a non-negative integer, got ${String(value)}`, { option });
+  }
+}
+
+function checkPositiveNumber(value: unknown, option: string): void {
+  if (value !== undefined && (typeof value !== 'number' || !Number.isFinite(value) || value <= 0)) {
+    throw new ValidationError(`${option} must be a positive number, got ${String(value)}`, { option });
+  }
+}
+
+function checkStringArray(value: unknown, option: string): void {
+  if (value !== undefined && (!Array.isArray(value) || value.some((v) => typeof v !== 'string'))) {
+    throw new ValidationError(`${option} must be an array of strings`, { option });
+  }
+}
+
+/** Validation shared by every cluster kind; providers add their own before calling `super`. */
+export function validateClusterOptions(options: ClusterOptions): void {
+  if (typeof options !== 'object' || options === null) throw new ValidationError('options must be an object');
+  checkNonNegativeInt(options.nWorkers, 'nWorkers');
+  checkPositiveNumber(options.workerNthreads, 'workerNthreads');
+  if (options.workerNthreads !== undefined && !Number.isInteger(options.workerNthreads)) {
+    throw new ValidationError('workerNthreads must be an integer', { option: 'workerNthreads' });
+  }
+  checkPositiveNumber(options.schedulerTimeoutMs, 'schedulerTimeoutMs');
+  checkPositiveNumber(options.workersTimeoutMs, 'workersTimeoutMs');
+  checkStringArray(options.workerOptions, 'workerOptions');
+  checkStringArray(options.schedulerOptions, 'schedulerOptions');
+  const sec = options.security;
+  if (sec !== undefined && typeof sec !== 'boolean' && !(sec instanceof Security)) {
+    throw new ValidationError('security must be true, false or a Security object', { option: 'security' });
+  }
+  if (options.name !== undefined && !/^[a-z][a-z0-9-]{0,30}$/.test(options.name)) {
+    throw new ValidationError(
+      `name must start with a lowercase letter and hold only lowercase letters, digits and '-' (at most 31 characters), got ${JSON.stringify(options.name)}`,
+      { option: 'name' },
+    );
+  }
+  if (options.env !== undefined) {
+    if (typeof options.env !== 'object' || options.env === null) {
+      throw new ValidationError('env must be an object of strings', { option: 'env' });
+    }
+    for (const [k, v] of Object.entries(options.env)) {
+      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new ValidationError(`env name ${JSON.stringify(k)} is not a valid variable name`, { option: 'env' });
+      if (typeof v !== 'string') throw new ValidationError(`env ${k} must be a string`, { option: 'env' });
+    }
+  }
+}
+
+export class Cluster implements AsyncDisposable {
+  /** Unique cluster id; every resource carries it. */
+  readonly id: string;
+  protected readonly options: ClusterOptions;
+  protected readonly backend: ClusterBackend;
+  protected readonly log: createDebug.Debugger;
+  readonly #defaults: ClusterDefaults;
+  #state: ClusterState = 'new';
+  #security: Security | false | undefined;
+  #scheduler: Member | undefined;
+  #workerAddress: string | undefined;
+  #clientAddress: string | undefined;
+  #workers: Member[] = [];
+  #workerSeq = 0;
+  #closing: Promise<void> | undefined;
+  #queue: Promise<unknown> = Promise.resolve();
+  #startAbort: AbortController | undefined;
+  #starting: Promise<this> | undefined;
+
+  protected constructor(options: ClusterOptions, backend: ClusterBackend, defaults: ClusterDefaults) {
+    validateClusterOptions(options);
+    this.options = { ...options };
+    this.backend = backend;
+    this.#defaults = defaults;
+    this.id = `${options.name ?? 'dask'}-${randomBytes(4).toString('hex')}`;
+    this.log = createDebug(`dask-cloud:cluster:${backend.kind}`);
+    if (options.security instanceof Security) this.#security = options.security;
+    if (options.security === false) this.#security = false;
+  }
+
+  get state(): ClusterState {
+    return this.#state;
+  }
+
+  /** The address clients dial, e.g. `tls://10.128.0.7:8786`. Only after `start()`. */
+  get schedulerAddress(): string {
+    if (this.#clientAddress === undefined) throw new ClusterStateError(`cluster ${this.id} has not started`);
+    return this.#clientAddress;
+  }
+
+  /** The scheduler's private address, which workers use. */
+  get schedulerPrivateAddress(): string {
+    if (this.#workerAddress === undefined) throw new ClusterStateError(`cluster ${this.id} has not started`);
+    return this.#workerAddress;
+  }
+
+  /** The credentials in use (`false` when security is off). Only after `start()` for generated ones. */
+  get security(): Security | false {
+    if (this.#security === undefined) throw new ClusterStateError(`cluster ${this.id} has no credentials yet: call start() first`);
+    return this.#security;
+  }
+
+  /** Members currently launched (scheduler first). */
+  get members(): readonly Member[] {
+    return this.#scheduler ? [this.#scheduler, ...this.#workers] : [...this.#workers];
+  }
+
+  protected emit(event: ClusterEvent): void {
+    this.log('%s %o', event.type, event);
+    try {
+      this.options.onEvent?.(event);
+    } catch (err) {
+      this.log('onEvent listener threw: %O', err);
+    }
+  }
+
+  #context(signal: AbortSignal): BackendContext {
+    return {
+      clusterId: this.id,
+      security: this.#security ?? false,
+      signal,
+      log: this.log,
+      emit: (e) => this.emit(e),
+      memberFailed: (member, error) => {
+        this.log('member %s (%s) failed: %s', member.id, member.name, error.message);
+        this.#startAbort?.abort(new MemberFailure(member, error));
+      },
+    };
+  }
+
+  async #phase<T>(phase: ClusterPhase, fn: () => Promise<T>): Promise<T> {
+    const start = Date.now();
+    this.emit({ type: 'phase-start', clusterId: this.id, phase, at: start });
+    const result = await fn();
+    const end = Date.now();
+    this.emit({ type: 'phase-end', clusterId: this.id, phase, at: end, durationMs: end - start });
+    return result;
+  }
+
+  #workerSpecs(count: number): MemberSpec[] {
+    const specs: MemberSpec[] = [];
+    for (let i = 0; i < count; i++) {
+      const name = `${this.id}-worker-${this.#workerSeq++}`;
+      specs.push({
+        role: 'worker',
+        name,
+        process: {
+          schedulerAddress: this.#workerAddress,
+          name,
+          nthreads: this.options.workerNthreads,
+          memoryLimit: this.options.workerMemoryLimit,
+          extraArgs: this.options.workerOptions,
+          env: this.options.env,
+        },
+      });
+    }
+    return specs;
+  }
+
+  /** Provision and wait until the scheduler answers over (mutual) TLS and the workers registered. */
+  async start(): Promise<this> {
+    if (this.#state !== 'new') throw new ClusterStateError(`cluster ${this.id} is ${this.#state}; start() runs once`);
+    this.#state = 'starting';
+    this.#starting = this.#start();
+    return this.#starting;
+  }
+
+  async #start(): Promise<this> {
+    const abort = new AbortController();
+    this.#startAbort = abort;
+    const userSignal = this.options.signal;
+    const onUserAbort = () => abort.abort(userSignal?.reason ?? new Error('aborted'));
+    if (userSignal?.aborted) onUserAbort();
+    userSignal?.addEventListener('abort', onUserAbort, { once: true });
+    if (this.options.closeOnSignals !== false) registerLive(this);
+    const ctx = this.#context(abort.signal);
+    let phase: ClusterPhase = 'credentials';
+    try {
+      await this.#phase('credentials', async () => {
+        if (this.#security === undefined) this.#security = await Security.temporary(this.options.temporarySecurity);
+      });
+      ctx.security = this.#security ?? false;
+      throwIfAborted(abort.signal);
+      phase = 'network';
+      await this.#phase('network', () => this.backend.prepare(ctx));
+      phase = 'scheduler';
+      // Backend calls are awaited (never raced): they honour ctx.signal, so nothing they create
+      // can appear after the rollback below has run.
+      const launch = await this.#phase('scheduler', () =>
+        this.backend.launchScheduler(ctx, {
+          role: 'scheduler',
+          name: `${this.id}-scheduler`,
+          process: {
+            idleTimeout: this.options.idleTimeout,
+            extraArgs: this.options.schedulerOptions,
+            env: this.options.env,
+          },
+        }),
+      );
+      this.#scheduler = launch.member;
+      this.#workerAddress = launch.workerAddress;
+      this.#clientAddress = launch.clientAddress;
+      this.emit({ type: 'member-launched', clusterId: this.id, role: 'scheduler', memberId: launch.member.id, name: launch.member.name, at: Date.now() });
+
+      // Workers boot in parallel with the scheduler: they only need its address, not its readiness.
+      phase = 'workers';
+      const nWorkers = this.options.nWorkers ?? 1;
+      const workersLaunched = this.#launchWorkers(ctx, nWorkers);
+      workersLaunched.catch(() => undefined); // observed below; avoid an unhandled rejection meanwhile
+
+      phase = 'scheduler';
+      await this.#phase('ready', async () => {
+        await waitForScheduler(launch.clientAddress, {
+          security: this.#security,
+          timeoutMs: this.options.schedulerTimeoutMs ?? this.#defaults.schedulerTimeoutMs,
+          signal: abort.signal,
+        });
+        this.emit({ type: 'scheduler-ready', clusterId: this.id, address: launch.clientAddress, at: Date.now() });
+        phase = 'workers';
+        await workersLaunched;
+        if (nWorkers > 0) {
+          await this.waitForWorkers(nWorkers, {
+            timeoutMs: this.options.workersTimeoutMs ?? this.#defaults.workersTimeoutMs,
+            signal: abort.signal,
+          });
+        }
+      });
+      this.#state = 'running';
+      return this;
+    } catch (err) {
+      const failure = abort.signal.reason instanceof MemberFailure ? abort.signal.reason : undefined;
+      const cause = failure?.error ?? err;
+      const failed = failure?.member ?? (phase === 'scheduler' ? this.#scheduler : undefined);
+      if (failure) phase = failure.member.role === 'scheduler' ? 'scheduler' : 'workers';
+      const consoleTail = failed ? await this.backend.diagnostics(failed) : '';
+      this.emit({ type: 'rollback', clusterId: this.id, reason: errorMessage(cause), at: Date.now() });
+      abort.abort(cause);
+      await this.#teardown('failed');
+      const where = failed ? ` (${failed.role} ${failed.name})` : '';
+      const message = `starting cluster ${this.id} failed during ${phase}${where}: ${errorMessage(cause)}` +
+        (consoleTail ? `\n--- last output of ${failed?.name} ---\n${consoleTail}` : '') +
+        '\nEverything created for this cluster has been deleted.';
+      const code = DaskCloudError.isInstance(cause) && cause.code === 'E_ABORTED' ? 'E_ABORTED' : 'E_START_FAILED';
+      throw new ClusterStartError(code, message, { cause, details: { phase, member: failed?.name, consoleTail } });
+    } finally {
+      userSignal?.removeEventListener('abort', onUserAbort);
+      this.#startAbort = undefined;
+    }
+  }
+
+  async #launchWorkers(ctx: BackendContext, count: number): Promise<Member[]> {
+    if (count === 0) return [];
+    const launched = await this.backend.launchWorkers(ctx, this.#workerSpecs(count));
+    this.#workers.push(...launched);
+    for (const m of launched) {
+      this.emit({ type: 'member-launched', clusterId: this.id, role: 'worker', memberId: m.id, name: m.name, at: Date.now() });
+    }
+    return launched;
+  }
+
+  /** Open a connection to the scheduler with the client credentials. Close it when done. */
+  async connect(options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<SchedulerClient> {
+    return SchedulerClient.connect(this.schedulerAddress, { security: this.security, ...options });
+  }
+
+  /** Wait until at least `n` workers are registered with the scheduler. */
+  async waitForWorkers(n: number, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<WorkerIdentity[]> {
+    checkNonNegativeInt(n, 'n');
+    const client = await this.connect({ signal: options.signal });
+    try {
+      const workers = await waitForWorkers(client, n, {
+        timeoutMs: options.timeoutMs ?? this.#defaults.workersTimeoutMs,
+        signal: options.signal,
+      });
+      this.emit({ type: 'workers-ready', clusterId: this.id, count: workers.length, at: Date.now() });
+      return workers;
+    } finally {
+      await client.close();
+    }
+  }
+
+  /** Workers the scheduler knows about right now. */
+  async workers(): Promise<WorkerIdentity[]> {
+    const client = await this.connect();
+    try {
+      return await client.workers();
+    } finally {
+      await client.close();
+    }
+  }
+
+  /**
+   * Scale to `n` workers. Up: launches new members (call `waitForWorkers` to wait for them).
+   * Down: the scheduler retires the newest workers first (moving their data), then their
+   * members are deleted.
+   */
+  async scale(n: number): Promise<void> {
+    checkNonNegativeInt(n, 'n');
+    return this.#serialize(async () => {
+      if (this.#state !== 'running') throw new ClusterStateError(`cannot scale cluster ${this.id}: it is ${this.#state}`);
+      const current = this.#workers.length;
+      const ctx = this.#context(new AbortController().signal);
+      if (n > current) {
+        await this.#phase('scale', () => this.#launchWorkers(ctx, n - current));
+        return;
+      }
+      if (n === current) return;
+      const victims = this.#workers.slice(n);
+      await this.#phase('scale', async () => {
+        const names = victims.map((m) => m.name);
+        let retiredNames: string[] = [];
+        try {
+          const client = await this.connect();
+          try {
+            const retired = await client.retireWorkers({ names, closeWorkers: true });
+            retiredNames = Object.values(retired).map((info) => String((info as { name?: unknown })?.name ?? ''));
+          } finally {
+            await client.close();
+          }
+        } catch (err) {
+          this.emit({ type: 'warning', clusterId: this.id, message: `retire_workers failed, deleting workers anyway: ${errorMessage(err)}`, at: Date.now() });
+        }
+        const notRetired = names.filter((x) => !retiredNames.includes(x));
+        this.emit({ type: 'workers-retired', clusterId: this.id, retired: retiredNames, notRetired, at: Date.now() });
+        await this.backend.stopMembers(ctx, victims);
+        this.#workers = this.#workers.filter((m) => !victims.includes(m));
+        for (const m of victims) {
+          this.emit({ type: 'member-stopped', clusterId: this.id, role: 'worker', memberId: m.id, name: m.name, at: Date.now() });
+        }
+      });
+    });
+  }
+
+  /**
+   * Write `ca.pem`, the client certificate and key (0600) and a Dask config (`dask.yaml`) into
+   * `dir` (0700), so that `DASK_CONFIG=dir` makes a Python `Client()` connect with no arguments.
+   */
+  async writeClientConfig(dir: string): Promise<{ dir: string; configFile: string }> {
+    return writeConfig(this.security, dir, this.schedulerAddress);
+  }
+
+  /** Delete every resource the cluster created. Idempotent; safe after a failed or partial start. */
+  async close(): Promise<void> {
+    if (this.#state === 'closed' || this.#state === 'failed') return;
+    if (this.#closing) return this.#closing;
+    this.#closing = (async () => {
+      if (this.#state === 'starting') {
+        // start() rolls back by itself once aborted; wait for that instead of racing it.
+        this.#startAbort?.abort(new DaskCloudErrorAborted('cluster closed during start'));
+        await this.#starting?.catch(() => undefined);
+        if ((this.#state as ClusterState) === 'failed') {
+          this.#state = 'closed';
+          return;
+        }
+      }
+      await this.#serialize(() => this.#teardown('closed'));
+    })();
+    return this.#closing;
+  }
+
+  async #teardown(final: 'closed' | 'failed'): Promise<void> {
+    this.#state = final === 'closed' ? 'closing' : this.#state;
+    const ctx = this.#context(new AbortController().signal);
+    await this.#phase('close', async () => {
+      const members = this.members;
+      try {
+        if (members.length > 0) await this.backend.stopMembers(ctx, [...members]);
+      } finally {
+        await this.backend.teardown(ctx);
+      }
+    });
+    for (const m of this.members) {
+      this.emit({ type: 'member-stopped', clusterId: this.id, role: m.role, memberId: m.id, name: m.name, at: Date.now() });
+    }
+    this.#workers = [];
+    this.#scheduler = undefined;
+    this.#state = final;
+    unregisterLive(this);
+    this.emit({ type: 'closed', clusterId: this.id, at: Date.now() });
+  }
+
+  /** Last-resort synchronous cleanup on process exit; backends that can, override `killSync`. */
+  killSync(): void {
+    (this.backend as { killSync?: () => void }).killSync?.();
+  }
+
+  #serialize<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn, fn);
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+class MemberFailure extends Error {
+  constructor(readonly member: Member, readonly error: Error) {
+    super(error.message);
+  }
+}
+
+class DaskCloudErrorAborted extends DaskCloudError {
+  constructor(message: string) {
+    super('E_ABORTED', message);
+  }
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function throwIfAborted(signal: AbortSignal): void {
+  if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new DaskCloudErrorAborted('aborted');
+}

@@ -1,0 +1,113 @@
+/**
+ * One error hierarchy for the whole library. Every error has a stable, machine-readable `code`;
+ * messages are written for people and never contain private key material.
+ *
+ * `isInstance` checks a brand symbol rather than the prototype chain, so it works across
+ * duplicate copies of the package (ESM + CJS, or two versions in one tree).
+ */
+
+const BRAND = Symbol.for('dask-cloud.error');
+
+export type ErrorCode =
+  // option / input validation
+  | 'E_INVALID_OPTION'
+  // security material
+  | 'E_PEM_FILE'
+  | 'E_PEM_INVALID'
+  | 'E_KEY_MISMATCH'
+  | 'E_CERT_NOT_ISSUED_BY_CA'
+  | 'E_CERT_EXPIRED'
+  | 'E_CERT_NOT_YET_VALID'
+  | 'E_KEY_TOO_SMALL'
+  | 'E_TLS_VERSION'
+  | 'E_TLS_CIPHERS'
+  | 'E_SECURITY_INCOMPLETE'
+  // cloud-init
+  | 'E_TEMPLATE'
+  | 'E_USER_DATA_TOO_LARGE'
+  // dask comm
+  | 'E_CONNECT_REFUSED'
+  | 'E_TLS_REFUSED'
+  | 'E_UNTRUSTED_SCHEDULER'
+  | 'E_PLAINTEXT_PEER'
+  | 'E_TLS_PEER'
+  | 'E_TIMEOUT'
+  | 'E_ABORTED'
+  | 'E_PROTOCOL'
+  | 'E_REMOTE'
+  | 'E_CONNECTION_CLOSED'
+  // processes / local runtime
+  | 'E_PYTHON_NOT_FOUND'
+  | 'E_PROCESS_EXITED'
+  // lifecycle
+  | 'E_START_FAILED'
+  | 'E_CLUSTER_STATE'
+  | 'E_CLOUD_API';
+
+export interface DaskCloudErrorOptions {
+  cause?: unknown;
+  /** Extra machine-readable details. Must never hold key material. */
+  details?: Record<string, unknown>;
+}
+
+export class DaskCloudError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown>;
+  readonly [BRAND] = true;
+
+  constructor(code: ErrorCode, message: string, options: DaskCloudErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.details = options.details ?? {};
+  }
+
+  /** True for any dask-cloud error (or subclass instance when called on a subclass). */
+  static isInstance<T extends typeof DaskCloudError>(this: T, value: unknown): value is InstanceType<T> {
+    if (typeof value !== 'object' || value === null || (value as Record<symbol, unknown>)[BRAND] !== true) {
+      return false;
+    }
+    if ((this as typeof DaskCloudError) === DaskCloudError) return true;
+    // Walk the prototype chain by constructor name so duplicated copies still match.
+    for (let p = Object.getPrototypeOf(value); p; p = Object.getPrototypeOf(p)) {
+      if (p.constructor?.name === this.name) return true;
+    }
+    return false;
+  }
+}
+
+/** An option passed by the caller is missing, of the wrong type, or out of range. */
+export class ValidationError extends DaskCloudError {
+  constructor(message: string, options: DaskCloudErrorOptions & { option?: string } = {}) {
+    super('E_INVALID_OPTION', message, { ...options, details: { option: options.option, ...options.details } });
+  }
+}
+
+/** TLS material is missing, malformed, inconsistent or out of date. */
+export class SecurityError extends DaskCloudError {}
+
+/** A template failed to render, or rendered user-data does not fit the provider's limit. */
+export class UserDataError extends DaskCloudError {}
+
+/** Talking to a Dask scheduler failed: connection, TLS, handshake, timeout or a remote error. */
+export class DaskCommError extends DaskCloudError {}
+
+/** No usable Python with `distributed`, or a local Dask process exited. */
+export class LocalRuntimeError extends DaskCloudError {}
+
+/** Starting a cluster failed; everything it created has been deleted before this is thrown. */
+export class ClusterStartError extends DaskCloudError {}
+
+/** An operation is not allowed in the cluster's current state (e.g. scale before start). */
+export class ClusterStateError extends DaskCloudError {
+  constructor(message: string, options: DaskCloudErrorOptions = {}) {
+    super('E_CLUSTER_STATE', message, options);
+  }
+}
+
+/** A cloud API call failed after retries. */
+export class CloudApiError extends DaskCloudError {
+  constructor(message: string, options: DaskCloudErrorOptions = {}) {
+    super('E_CLOUD_API', message, options);
+  }
+}

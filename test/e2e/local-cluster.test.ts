@@ -1,0 +1,200 @@
+/**
+ * LocalCluster against real Dask: lifecycle, computation from a Python client that only gets the
+ * written config, scaling through retire_workers, and clean rollback when start fails.
+ */
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { LocalCluster } from '../../providers/local';
+import { ClusterStartError, DaskCloudError, LocalRuntimeError, ValidationError } from '../../src/errors';
+import type { ClusterEvent } from '../../src/cluster/events';
+import { have, pythonWithDask, realDask } from '../helpers/prereq';
+
+const enabled = have(realDask());
+const opened: LocalCluster[] = [];
+const dirs: string[] = [];
+
+afterAll(async () => {
+  await Promise.all(opened.map((c) => c.close()));
+  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+});
+
+function track(c: LocalCluster): LocalCluster {
+  opened.push(c);
+  return c;
+}
+
+async function tempDir(): Promise<string> {
+  const d = await mkdtemp(path.join(os.tmpdir(), 'dc-local-test-'));
+  dirs.push(d);
+  return d;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Processes whose command line mentions the cluster id (workers carry it in --name). */
+function processesOf(clusterId: string): string[] {
+  try {
+    return execFileSync('pgrep', ['-f', clusterId], { encoding: 'utf8' }).trim().split('\n').filter(Boolean);
+  } catch {
+    return [];
+  }
+}
+
+function pythonWithConfig(dir: string, code: string): Promise<string> {
+  const env: NodeJS.ProcessEnv = { ...process.env, DASK_CONFIG: dir };
+  for (const k of Object.keys(env)) if (k.startsWith('DASK_') && k !== 'DASK_CONFIG') delete env[k];
+  return new Promise((resolve, reject) => {
+    execFile(pythonWithDask()!, ['-c', code], { env, timeout: 60_000 }, (err, stdout, stderr) =>
+      err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout.trim()),
+    );
+  });
+}
+
+describe.runIf(enabled)('LocalCluster with real Dask', () => {
+  it('starts 2 workers over mutual TLS, a Python client computes with only the written config, close leaves nothing', async () => {
+    const events: ClusterEvent[] = [];
+    const cluster = track(new LocalCluster({ nWorkers: 2, onEvent: (e) => events.push(e) }));
+    expect(cluster.state).toBe('new');
+    await cluster.start();
+    expect(cluster.state).toBe('running');
+    expect(cluster.schedulerAddress).toMatch(/^tls:\/\/127\.0\.0\.1:\d+$/);
+    expect(await cluster.workers()).toHaveLength(2);
+    const pids = cluster.pids();
+    expect(pids).toHaveLength(3);
+
+    const dir = await tempDir();
+    await cluster.writeClientConfig(dir);
+    expect((await stat(path.join(dir, 'client.key'))).mode & 0o777).toBe(0o600);
+    const out = await pythonWithConfig(
+      dir,
+      "from distributed import Client\nc = Client(timeout='20s')\nprint(sum(c.gather(c.map(lambda x: x * 2, range(10)))))\nc.close()",
+    );
+    expect(out.split('\n').pop()).toBe('90');
+
+    const phases = events.filter((e) => e.type === 'phase-end').map((e) => (e as { phase: string }).phase);
+    expect(phases).toEqual(['credentials', 'network', 'scheduler', 'ready']);
+
+    await cluster.close();
+    await cluster.close(); // idempotent
+    expect(cluster.state).toBe('closed');
+    expect(pids.filter(alive)).toEqual([]);
+    expect(processesOf(cluster.id)).toEqual([]);
+  });
+
+  it('works with security: false over plain tcp', async () => {
+    await using cluster = track(await LocalCluster.start({ nWorkers: 1, security: false }));
+    expect(cluster.schedulerAddress).toMatch(/^tcp:\/\//);
+    const dir = await tempDir();
+    await cluster.writeClientConfig(dir);
+    const out = await pythonWithConfig(dir, "from distributed import Client\nc = Client(timeout='20s')\nprint(c.submit(lambda: 41 + 1).result())\nc.close()");
+    expect(out.split('\n').pop()).toBe('42');
+  });
+
+  it('scales up, then down through retire_workers, deleting only retired workers', async () => {
+    const events: ClusterEvent[] = [];
+    await using cluster = track(await LocalCluster.start({ nWorkers: 1, onEvent: (e) => events.push(e) }));
+    await cluster.scale(3);
+    await cluster.waitForWorkers(3, { timeoutMs: 60_000 });
+    expect(await cluster.workers()).toHaveLength(3);
+    const before = cluster.pids();
+    await cluster.scale(1);
+    const workers = await cluster.workers();
+    expect(workers).toHaveLength(1);
+    expect(workers[0]!.name).toBe(`${cluster.id}-worker-0`);
+    const retired = events.find((e) => e.type === 'workers-retired') as Extract<ClusterEvent, { type: 'workers-retired' }>;
+    expect(retired.retired.sort()).toEqual([`${cluster.id}-worker-1`, `${cluster.id}-worker-2`]);
+    expect(retired.notRetired).toEqual([]);
+    expect(before.filter(alive)).toHaveLength(2);
+  });
+
+  it('a worker that cannot start fails start() with its output, and nothing is left behind', async () => {
+    const cluster = track(new LocalCluster({ nWorkers: 2, workerOptions: ['--no-such-flag'] }));
+    const err = await cluster.start().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(ClusterStartError.isInstance(err)).toBe(true);
+    const e = err as ClusterStartError;
+    expect(e.code).toBe('E_START_FAILED');
+    expect(e.message).toContain('no-such-flag');
+    expect(e.message).toMatch(/worker/);
+    expect(e.message).toContain('Everything created for this cluster has been deleted');
+    expect(cluster.state).toBe('failed');
+    expect(cluster.pids()).toEqual([]);
+    expect(processesOf(cluster.id)).toEqual([]);
+    await cluster.close(); // still fine
+  });
+
+  it('a scheduler that cannot start fails during the scheduler phase with its output', async () => {
+    const cluster = track(new LocalCluster({ nWorkers: 1, schedulerOptions: ['--bogus-option'] }));
+    const err = (await cluster.start().catch((e: unknown) => e)) as ClusterStartError;
+    expect(err.code).toBe('E_START_FAILED');
+    expect(err.details.phase).toBe('scheduler');
+    expect(err.message).toContain('bogus-option');
+    expect(processesOf(cluster.id)).toEqual([]);
+  });
+
+  it('abort during start rolls back and reports E_ABORTED', async () => {
+    const controller = new AbortController();
+    const cluster = track(
+      new LocalCluster({
+        nWorkers: 2,
+        signal: controller.signal,
+        onEvent: (e) => {
+          if (e.type === 'member-launched' && e.role === 'worker') controller.abort();
+        },
+      }),
+    );
+    const err = (await cluster.start().catch((e: unknown) => e)) as ClusterStartError;
+    expect(err.code).toBe('E_ABORTED');
+    expect(cluster.pids()).toEqual([]);
+    expect(processesOf(cluster.id)).toEqual([]);
+  });
+
+  it('close() during start waits for the rollback and leaves nothing', async () => {
+    const cluster = track(new LocalCluster({ nWorkers: 2 }));
+    const starting = cluster.start().catch((e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 300));
+    await cluster.close();
+    const result = await starting;
+    expect(result === cluster || DaskCloudError.isInstance(result)).toBe(true);
+    expect(cluster.state).toBe('closed');
+    expect(processesOf(cluster.id)).toEqual([]);
+  });
+});
+
+describe('LocalCluster input checks (before anything runs)', () => {
+  it('rejects bad options with a ValidationError', () => {
+    expect(() => new LocalCluster({ nWorkers: -1 })).toThrow(ValidationError);
+    expect(() => new LocalCluster({ nWorkers: 1.5 })).toThrow(/nWorkers/);
+    expect(() => new LocalCluster({ schedulerPort: 70000 })).toThrow(/schedulerPort/);
+    expect(() => new LocalCluster({ env: { 'BAD NAME': 'x' } })).toThrow(/env/);
+    expect(() => new LocalCluster({ security: 'yes' as unknown as boolean })).toThrow(/security/);
+    expect(() => new LocalCluster({ name: 'Bad_Name' })).toThrow(/name/);
+  });
+
+  it('says how to install Dask when the interpreter cannot import distributed', async () => {
+    const cluster = new LocalCluster({ nWorkers: 0, python: '/nonexistent/python3' });
+    const err = (await cluster.start().catch((e: unknown) => e)) as ClusterStartError;
+    expect(err.code).toBe('E_START_FAILED');
+    expect(LocalRuntimeError.isInstance(err.cause)).toBe(true);
+    expect((err.cause as LocalRuntimeError).code).toBe('E_PYTHON_NOT_FOUND');
+    expect(err.message).toMatch(/apt-get install python3-distributed|pip install distributed/);
+  });
+
+  it('refuses scale and schedulerAddress before start', async () => {
+    const cluster = new LocalCluster();
+    expect(() => cluster.schedulerAddress).toThrow(/not started/);
+    await expect(cluster.scale(2)).rejects.toThrow(/cannot scale/);
+  });
+});
