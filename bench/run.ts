@@ -36,7 +36,7 @@ function row(name: string, value: string, goal: string, ok: boolean): void {
 }
 
 async function benchImport(): Promise<void> {
-  const entry = path.join(root, 'dist/cjs/src/index.js');
+  const entry = path.join(root, 'dist/index.js');
   if (!existsSync(entry)) execFileSync(process.execPath, [path.join(root, 'scripts/build.mjs')], { stdio: 'inherit' });
   const bare: number[] = [];
   const lib: number[] = [];

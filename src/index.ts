@@ -1,5 +1,3 @@
-import 'reflect-metadata';
-
 export * from './errors';
 export { Security } from './security';
 export type * from './security';

@@ -33,8 +33,11 @@ export interface SchedulerLaunch {
   member: Member;
   /** What workers dial: always the scheduler's private address. */
   workerAddress: string;
-  /** What this library and the user's client dial. */
-  clientAddress: string;
+  /**
+   * What this library and the user's client dial. May still be resolving (a public address can
+   * appear only once the VM runs): the core launches the workers before awaiting it.
+   */
+  clientAddress: string | Promise<string>;
 }
 
 export interface BackendContext {

@@ -1,6 +1,6 @@
 import { mkdir, writeFile, chmod } from 'node:fs/promises';
 import * as path from 'node:path';
-import { stringify } from 'yaml';
+import { loadYaml } from '../lazy';
 import type { Security } from '../security/security';
 
 /**
@@ -20,6 +20,6 @@ export async function writeClientConfig(
   await mkdir(dir, { recursive: true, mode: 0o700 });
   await chmod(dir, 0o700);
   const configFile = path.join(dir, 'dask.yaml');
-  await writeFile(configFile, stringify({ 'scheduler-address': schedulerAddress }), { mode: 0o644 });
+  await writeFile(configFile, loadYaml().stringify({ 'scheduler-address': schedulerAddress }), { mode: 0o644 });
   return { dir, configFile };
 }

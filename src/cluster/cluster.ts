@@ -261,7 +261,6 @@ export class Cluster implements AsyncDisposable {
       );
       this.#scheduler = launch.member;
       this.#workerAddress = launch.workerAddress;
-      this.#clientAddress = launch.clientAddress;
       this.emit({ type: 'member-launched', clusterId: this.id, role: 'scheduler', memberId: launch.member.id, name: launch.member.name, at: Date.now() });
 
       // Workers boot in parallel with the scheduler: they only need its address, not its readiness.
@@ -272,12 +271,13 @@ export class Cluster implements AsyncDisposable {
 
       phase = 'scheduler';
       await this.#phase('ready', async () => {
-        await waitForScheduler(launch.clientAddress, {
+        this.#clientAddress = await launch.clientAddress;
+        await waitForScheduler(this.#clientAddress, {
           security: this.#security,
           timeoutMs: this.options.schedulerTimeoutMs ?? this.#defaults.schedulerTimeoutMs,
           signal: abort.signal,
         });
-        this.emit({ type: 'scheduler-ready', clusterId: this.id, address: launch.clientAddress, at: Date.now() });
+        this.emit({ type: 'scheduler-ready', clusterId: this.id, address: this.#clientAddress, at: Date.now() });
         phase = 'workers';
         await workersLaunched;
         if (nWorkers > 0) {
@@ -374,8 +374,20 @@ export class Cluster implements AsyncDisposable {
         try {
           const client = await this.connect();
           try {
-            const retired = await client.retireWorkers({ names, closeWorkers: true });
-            retiredNames = Object.values(retired).map((info) => String((info as { name?: unknown })?.name ?? ''));
+            // Match scheduler-side workers to members by name (local processes) or by host (VMs,
+            // whose shared user-data names no worker), then retire them by address.
+            const known = await client.workers();
+            const memberNames = new Set(this.#workers.map((m) => m.name));
+            const byMember = new Map<Member, string[]>();
+            for (const m of victims) {
+              const byName = known.filter((w) => String(w.name) === m.name);
+              const byHost = known.filter((w) => !memberNames.has(String(w.name)) && m.privateHost !== undefined && w.host === m.privateHost);
+              byMember.set(m, (byName.length > 0 ? byName : byHost).map((w) => w.address));
+            }
+            const addresses = [...byMember.values()].flat();
+            const retired = addresses.length > 0 ? await client.retireWorkers({ workers: addresses, closeWorkers: true }) : {};
+            const retiredAddresses = new Set(Object.keys(retired));
+            retiredNames = victims.filter((m) => (byMember.get(m) ?? []).some((a) => retiredAddresses.has(a))).map((m) => m.name);
           } finally {
             await client.close();
           }

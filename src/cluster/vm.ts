@@ -1,0 +1,338 @@
+/**
+ * Clusters of cloud VMs. Everything that is the same on every cloud lives here once: user-data
+ * rendering and size limits, labels, batching of creates, firewall planning, tracking of every
+ * resource created so a rollback can delete it, and the tag sweep on close. A cloud only
+ * implements the small `CloudAdapter` below.
+ */
+import { renderUserData, type RenderedUserData } from '../cloud-init';
+import { DEFAULT_DASHBOARD_PORT, DEFAULT_SCHEDULER_PORT, protocolFor } from '../dask/command';
+import { CloudApiError, ValidationError } from '../errors';
+import type { BackendContext, ClusterBackend, Member, MemberRole, MemberSpec, SchedulerLaunch } from './backend';
+import { Cluster, type ClusterOptions } from './cluster';
+import { retry } from './retry';
+
+/** Label / tag keys every resource carries from the moment it is created. */
+export const LABELS = Object.freeze({
+  cluster: 'dask-cloud-cluster',
+  role: 'dask-cloud-role',
+  expires: 'dask-cloud-expires',
+});
+
+export interface VMClusterOptions extends ClusterOptions {
+  /** No public addresses at all; the scheduler is reachable only from inside the network (default false). */
+  privateNetworking?: boolean;
+  /** Public mode: who may reach the scheduler port (default `['0.0.0.0/0']`: mutual TLS guards it). */
+  ingressCidrs?: string[];
+  /** Scheduler port (default 8786). */
+  schedulerPort?: number;
+  /** Open the dashboard port to `ingressCidrs` too (default false: reach it through a tunnel). */
+  exposeDashboard?: boolean;
+  /** `docker` (default) runs the Dask image; `native` runs the VM image's own `dask`. */
+  runtime?: 'docker' | 'native';
+  /** Docker image (default `ghcr.io/dask/dask:<pinned>`). */
+  image?: string;
+  /** Docker runtime: install Docker on boot when missing (default true). */
+  installDocker?: boolean;
+  /** Docker runtime: `--gpus all`. */
+  gpu?: boolean;
+  /** Native runtime: the interpreter that has `distributed` (default `/usr/bin/python3`). */
+  pythonPath?: string;
+  /** Shell commands each VM runs before Dask starts. */
+  bootstrap?: string[];
+  /** Power a VM off when its Dask process exits (default true). */
+  autoShutdown?: boolean;
+  /** Hours after which resources count as expired for `cleanup()` sweeps (default 24). */
+  expiresAfterHours?: number;
+}
+
+/** What the core tells an adapter about the network a cluster needs. */
+export interface NetworkPlan {
+  clusterId: string;
+  labels: Record<string, string>;
+  privateNetworking: boolean;
+  schedulerPort: number;
+  dashboardPort: number;
+  /**
+   * Ingress rules for the scheduler VM. Cluster members always reach each other on every TCP
+   * port (workers and nannies listen on random ports); adapters add that rule themselves using
+   * their own mechanism (self-referencing group, target tags, cluster tag).
+   */
+  ingress: Array<{ ports: [number, number]; cidrs: string[] | 'network'; why: string }>;
+}
+
+export interface InstanceRequest {
+  role: MemberRole;
+  /** One name per instance; a batch shares one user-data. */
+  names: string[];
+  userData: RenderedUserData;
+  labels: Record<string, string>;
+}
+
+export interface Instance {
+  id: string;
+  name: string;
+  role: MemberRole;
+  privateIp?: string;
+  publicIp?: string;
+}
+
+export interface AdapterContext {
+  clusterId: string;
+  signal: AbortSignal;
+  log: BackendContext['log'];
+}
+
+/** The cloud-specific part of a VM cluster. All methods honour `ctx.signal`; deletes treat "not found" as done. */
+export interface CloudAdapter {
+  readonly kind: string;
+  /** Max user-data bytes the cloud accepts. */
+  readonly userDataLimit: number;
+  /** Whether the cloud can carry gzip (binary) user-data. */
+  readonly binaryUserData: boolean;
+  /** Max instances one create call may make. */
+  readonly maxBatch: number;
+  /** Checks and look-ups that create nothing (image, network, quotas). */
+  preflight(ctx: AdapterContext, plan: NetworkPlan): Promise<void>;
+  /** Create the per-cluster firewall / security group. */
+  ensureNetwork(ctx: AdapterContext, plan: NetworkPlan): Promise<void>;
+  /** Create instances; resolve once ids exist. `onCreated` is called as soon as ids are known, before any wait. */
+  createInstances(ctx: AdapterContext, request: InstanceRequest, onCreated: (ids: string[]) => void): Promise<Instance[]>;
+  /** Wait until the instance has its private (and, if wanted, public) address. */
+  waitForAddresses(ctx: AdapterContext, instance: Instance, wantPublic: boolean): Promise<Instance>;
+  deleteInstances(ctx: AdapterContext, ids: string[]): Promise<void>;
+  /** Every instance carrying the cluster label (for the sweep on close). */
+  listInstances(ctx: AdapterContext): Promise<Instance[]>;
+  /** Delete the per-cluster network resources; retried by the core while instances are still going away. */
+  deleteNetwork(ctx: AdapterContext): Promise<void>;
+  /** Whether an error from deleteNetwork means "still in use, try again". */
+  isDependencyError?(err: unknown): boolean;
+  consoleOutput(ctx: AdapterContext, id: string): Promise<string>;
+}
+
+const CIDR = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
+
+export function validateVMOptions(options: VMClusterOptions): void {
+  if (options.privateNetworking !== undefined && typeof options.privateNetworking !== 'boolean') {
+    throw new ValidationError('privateNetworking must be a boolean', { option: 'privateNetworking' });
+  }
+  if (options.ingressCidrs !== undefined) {
+    if (!Array.isArray(options.ingressCidrs) || options.ingressCidrs.length === 0) {
+      throw new ValidationError('ingressCidrs must be a non-empty array of IPv4 CIDRs', { option: 'ingressCidrs' });
+    }
+    for (const c of options.ingressCidrs) {
+      const m = typeof c === 'string' ? CIDR.exec(c) : null;
+      if (!m || m.slice(1, 5).some((o) => Number(o) > 255) || Number(m[5]) > 32) {
+        throw new ValidationError(`ingressCidrs: ${JSON.stringify(c)} is not an IPv4 CIDR like 203.0.113.0/24`, { option: 'ingressCidrs' });
+      }
+    }
+  }
+  const port = options.schedulerPort;
+  if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) {
+    throw new ValidationError(`schedulerPort must be an integer from 1 to 65535, got ${String(port)}`, { option: 'schedulerPort' });
+  }
+  if (options.runtime !== undefined && options.runtime !== 'docker' && options.runtime !== 'native') {
+    throw new ValidationError(`runtime must be 'docker' or 'native', got ${JSON.stringify(options.runtime)}`, { option: 'runtime' });
+  }
+  if (options.bootstrap !== undefined && (!Array.isArray(options.bootstrap) || options.bootstrap.some((b) => typeof b !== 'string'))) {
+    throw new ValidationError('bootstrap must be an array of shell command strings', { option: 'bootstrap' });
+  }
+  const exp = options.expiresAfterHours;
+  if (exp !== undefined && (typeof exp !== 'number' || !(exp > 0))) {
+    throw new ValidationError('expiresAfterHours must be a positive number', { option: 'expiresAfterHours' });
+  }
+}
+
+/** Split into chunks of at most `size`. */
+function chunks<T>(items: T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+const TAIL_LINES = 40;
+
+export class VMBackend implements ClusterBackend {
+  readonly kind: string;
+  readonly #adapter: CloudAdapter;
+  readonly #options: VMClusterOptions;
+  /** Every instance id ever created, so rollback never depends on a create call having returned. */
+  readonly #created = new Set<string>();
+  #plan: NetworkPlan | undefined;
+  #networkCreated = false;
+
+  constructor(adapter: CloudAdapter, options: VMClusterOptions) {
+    this.kind = adapter.kind;
+    this.#adapter = adapter;
+    this.#options = options;
+  }
+
+  #actx(ctx: BackendContext): AdapterContext {
+    return { clusterId: ctx.clusterId, signal: ctx.signal, log: ctx.log };
+  }
+
+  labels(clusterId: string, role?: MemberRole): Record<string, string> {
+    const hours = this.#options.expiresAfterHours ?? 24;
+    const labels: Record<string, string> = {
+      [LABELS.cluster]: clusterId,
+      [LABELS.expires]: String(Math.floor(Date.now() / 1000 + hours * 3600)),
+    };
+    if (role) labels[LABELS.role] = role;
+    return labels;
+  }
+
+  plan(clusterId: string, security: unknown): NetworkPlan {
+    const o = this.#options;
+    const schedulerPort = o.schedulerPort ?? DEFAULT_SCHEDULER_PORT;
+    const dashboardPort = DEFAULT_DASHBOARD_PORT;
+    const ingress: NetworkPlan['ingress'] = [
+      { ports: [schedulerPort, schedulerPort], cidrs: 'network', why: 'clients inside the network reach the scheduler' },
+      { ports: [dashboardPort, dashboardPort], cidrs: 'network', why: 'the dashboard from inside the network' },
+    ];
+    if (!o.privateNetworking) {
+      const cidrs = o.ingressCidrs ?? ['0.0.0.0/0'];
+      ingress.push({ ports: [schedulerPort, schedulerPort], cidrs, why: security === false ? 'scheduler (NO TLS)' : 'scheduler (mutual TLS)' });
+      if (o.exposeDashboard) ingress.push({ ports: [dashboardPort, dashboardPort], cidrs, why: 'dashboard (exposeDashboard)' });
+    }
+    return { clusterId, labels: this.labels(clusterId), privateNetworking: o.privateNetworking ?? false, schedulerPort, dashboardPort, ingress };
+  }
+
+  async prepare(ctx: BackendContext): Promise<void> {
+    const plan = this.plan(ctx.clusterId, ctx.security);
+    this.#plan = plan;
+    if (ctx.security === false && !plan.privateNetworking) {
+      ctx.emit({
+        type: 'warning',
+        clusterId: ctx.clusterId,
+        message: `security is off and the scheduler port ${plan.schedulerPort} is open to ${(this.#options.ingressCidrs ?? ['0.0.0.0/0']).join(', ')}: anyone there can run code on this cluster`,
+        at: Date.now(),
+      });
+    }
+    await this.#adapter.preflight(this.#actx(ctx), plan);
+    this.#networkCreated = true; // from here on teardown must try to delete it, even if ensureNetwork fails half way
+    await this.#adapter.ensureNetwork(this.#actx(ctx), plan);
+  }
+
+  #render(ctx: BackendContext, spec: MemberSpec, schedulerAddress?: string): RenderedUserData {
+    const o = this.#options;
+    const p = spec.process;
+    return renderUserData({
+      role: spec.role,
+      security: ctx.security,
+      runtime: o.runtime,
+      image: o.image,
+      installDocker: o.installDocker,
+      gpu: o.gpu,
+      pythonPath: o.pythonPath,
+      env: p.env,
+      bootstrap: o.bootstrap,
+      autoShutdown: o.autoShutdown,
+      limitBytes: this.#adapter.userDataLimit,
+      gzip: this.#adapter.binaryUserData ? 'auto' : 'never',
+      ...(spec.role === 'scheduler'
+        ? { schedulerPort: this.#plan?.schedulerPort, idleTimeout: p.idleTimeout, schedulerOptions: p.extraArgs }
+        : { schedulerAddress, nthreads: p.nthreads, memoryLimit: p.memoryLimit, workerOptions: p.extraArgs }),
+    });
+  }
+
+  async #create(ctx: BackendContext, role: MemberRole, names: string[], userData: RenderedUserData): Promise<Instance[]> {
+    const batches = chunks(names, this.#adapter.maxBatch);
+    const results = await Promise.allSettled(
+      batches.map((batch) =>
+        this.#adapter.createInstances(
+          this.#actx(ctx),
+          { role, names: batch, userData, labels: this.labels(ctx.clusterId, role) },
+          (ids) => ids.forEach((id) => this.#created.add(id)),
+        ),
+      ),
+    );
+    const instances: Instance[] = [];
+    for (const r of results) {
+      if (r.status === 'fulfilled') {
+        for (const i of r.value) this.#created.add(i.id);
+        instances.push(...r.value);
+      }
+    }
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    return instances;
+  }
+
+  async launchScheduler(ctx: BackendContext, spec: MemberSpec): Promise<SchedulerLaunch> {
+    const userData = this.#render(ctx, spec);
+    const [created] = await this.#create(ctx, 'scheduler', [spec.name], userData);
+    if (!created) throw new CloudApiError(`${this.kind}: creating the scheduler returned no instance`);
+    const proto = protocolFor(ctx.security);
+    const port = this.#plan?.schedulerPort ?? DEFAULT_SCHEDULER_PORT;
+    const withPrivate = created.privateIp ? created : await this.#adapter.waitForAddresses(this.#actx(ctx), created, false);
+    const member = toMember(withPrivate);
+    const wantPublic = !(this.#options.privateNetworking ?? false);
+    const clientAddress = (async () => {
+      const full = wantPublic && !withPrivate.publicIp ? await this.#adapter.waitForAddresses(this.#actx(ctx), withPrivate, true) : withPrivate;
+      member.publicHost = full.publicIp;
+      const host = wantPublic ? full.publicIp : full.privateIp;
+      if (!host) throw new CloudApiError(`${this.kind}: scheduler ${created.id} has no ${wantPublic ? 'public' : 'private'} address`);
+      return `${proto}://${host}:${port}`;
+    })();
+    clientAddress.catch(() => undefined); // awaited by the core; avoid an unhandled rejection meanwhile
+    return { member, workerAddress: `${proto}://${withPrivate.privateIp}:${port}`, clientAddress };
+  }
+
+  async launchWorkers(ctx: BackendContext, specs: MemberSpec[]): Promise<Member[]> {
+    if (specs.length === 0) return [];
+    // One user-data for the whole batch (EC2 MinCount/MaxCount, GCP bulkInsert, DigitalOcean
+    // names[] all require it), so it names no worker: the scheduler knows workers by address.
+    const first = specs[0]!;
+    const userData = this.#render(ctx, { ...first, process: { ...first.process, name: undefined } }, first.process.schedulerAddress);
+    const instances = await this.#create(ctx, 'worker', specs.map((s) => s.name), userData);
+    return instances.map(toMember);
+  }
+
+  async stopMembers(ctx: BackendContext, members: Member[]): Promise<void> {
+    if (members.length === 0) return;
+    await this.#adapter.deleteInstances(this.#actx(ctx), members.map((m) => m.id));
+    for (const m of members) this.#created.delete(m.id);
+  }
+
+  async teardown(ctx: BackendContext): Promise<void> {
+    const actx = this.#actx(ctx);
+    // Sweep by label as well: an instance whose create call timed out still carries it.
+    let listed: Instance[] = [];
+    try {
+      listed = await this.#adapter.listInstances(actx);
+    } catch (err) {
+      ctx.log('listing instances for the sweep failed: %s', (err as Error).message);
+    }
+    const ids = new Set([...this.#created, ...listed.map((i) => i.id)]);
+    if (ids.size > 0) await this.#adapter.deleteInstances(actx, [...ids]);
+    this.#created.clear();
+    if (this.#networkCreated) {
+      await retry(() => this.#adapter.deleteNetwork(actx), {
+        retryable: (err) => this.#adapter.isDependencyError?.(err) ?? false,
+        timeoutMs: 5 * 60_000,
+        what: `${this.kind}: deleting the cluster network resources`,
+      });
+      this.#networkCreated = false;
+    }
+  }
+
+  async diagnostics(member: Member): Promise<string> {
+    try {
+      const out = await this.#adapter.consoleOutput({ clusterId: '', signal: new AbortController().signal, log: () => undefined } as unknown as AdapterContext, member.id);
+      return out.split('\n').slice(-TAIL_LINES).join('\n');
+    } catch (err) {
+      return `(console output unavailable: ${(err as Error).message})`;
+    }
+  }
+}
+
+function toMember(i: Instance): Member {
+  return { id: i.id, role: i.role, name: i.name, privateHost: i.privateIp, publicHost: i.publicIp };
+}
+
+/** Base class of GCPCluster, EC2Cluster and DropletCluster. */
+export class VMCluster extends Cluster {
+  protected constructor(options: VMClusterOptions, adapter: CloudAdapter) {
+    validateVMOptions(options);
+    super(options, new VMBackend(adapter, options), { schedulerTimeoutMs: 10 * 60_000, workersTimeoutMs: 10 * 60_000 });
+  }
+}
