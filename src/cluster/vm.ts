@@ -6,7 +6,8 @@
  */
 import { renderUserData, type RenderedUserData } from '../cloud-init';
 import { DEFAULT_DASHBOARD_PORT, DEFAULT_SCHEDULER_PORT, protocolFor } from '../dask/command';
-import { CloudApiError, ValidationError } from '../errors';
+import { CloudApiError, SecurityError, ValidationError } from '../errors';
+import { Security } from '../security/security';
 import type { BackendContext, ClusterBackend, Member, MemberRole, MemberSpec, SchedulerLaunch } from './backend';
 import { Cluster, type ClusterOptions } from './cluster';
 import { retry } from './retry';
@@ -136,6 +137,20 @@ export function validateVMOptions(options: VMClusterOptions): void {
   if (options.bootstrap !== undefined && (!Array.isArray(options.bootstrap) || options.bootstrap.some((b) => typeof b !== 'string'))) {
     throw new ValidationError('bootstrap must be an array of shell command strings', { option: 'bootstrap' });
   }
+  const sec = options.security;
+  if (sec instanceof Security) {
+    // VMs receive their own role's key; the client key must never leave this machine.
+    for (const role of ['scheduler', 'worker'] as const) {
+      if (!sec.hasRole(role) || sec.certPem(role) === sec.certPem('client')) {
+        throw new SecurityError(
+          'E_SECURITY_INCOMPLETE',
+          `security: the ${role} needs its own certificate and key (tls${role === 'scheduler' ? 'Scheduler' : 'Worker'}Cert/Key): ` +
+            'a VM cluster never ships the client key to a VM, so the client certificate cannot stand in for it',
+          { details: { role } },
+        );
+      }
+    }
+  }
   const exp = options.expiresAfterHours;
   if (exp !== undefined && (typeof exp !== 'number' || !(exp > 0))) {
     throw new ValidationError('expiresAfterHours must be a positive number', { option: 'expiresAfterHours' });
@@ -159,6 +174,7 @@ export class VMBackend implements ClusterBackend {
   readonly #created = new Set<string>();
   #plan: NetworkPlan | undefined;
   #networkCreated = false;
+  #diagContext: AdapterContext = { clusterId: '', signal: new AbortController().signal, log: Object.assign(() => undefined, { enabled: false }) as unknown as AdapterContext['log'] };
 
   constructor(adapter: CloudAdapter, options: VMClusterOptions) {
     this.kind = adapter.kind;
@@ -197,6 +213,7 @@ export class VMBackend implements ClusterBackend {
   }
 
   async prepare(ctx: BackendContext): Promise<void> {
+    this.#diagContext = { clusterId: ctx.clusterId, signal: new AbortController().signal, log: ctx.log };
     const plan = this.plan(ctx.clusterId, ctx.security);
     this.#plan = plan;
     if (ctx.security === false && !plan.privateNetworking) {
@@ -317,7 +334,7 @@ export class VMBackend implements ClusterBackend {
 
   async diagnostics(member: Member): Promise<string> {
     try {
-      const out = await this.#adapter.consoleOutput({ clusterId: '', signal: new AbortController().signal, log: () => undefined } as unknown as AdapterContext, member.id);
+      const out = await this.#adapter.consoleOutput(this.#diagContext, member.id);
       return out.split('\n').slice(-TAIL_LINES).join('\n');
     } catch (err) {
       return `(console output unavailable: ${(err as Error).message})`;

@@ -187,10 +187,18 @@ export class IpAllocator {
 export const PRIVATE_BLOCK = '10.77.0.0/20';
 export const PUBLIC_BLOCK = '10.77.128.0/20';
 
-/** One private and one public allocator, per fake. */
+/**
+ * One private and one public allocator, per fake. Blocks are configurable so a fake can hand out
+ * loopback addresses (127.77.0.0/16) when its instances run as local processes (test/sim).
+ */
 export class AddressPools {
-  readonly private = new IpAllocator(PRIVATE_BLOCK);
-  readonly public = new IpAllocator(PUBLIC_BLOCK);
+  readonly private: IpAllocator;
+  readonly public: IpAllocator;
+
+  constructor(blocks: { privateCidr?: string; publicCidr?: string } = {}) {
+    this.private = new IpAllocator(blocks.privateCidr ?? PRIVATE_BLOCK);
+    this.public = new IpAllocator(blocks.publicCidr ?? PUBLIC_BLOCK);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

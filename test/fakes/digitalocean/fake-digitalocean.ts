@@ -49,6 +49,9 @@ import { DoRateLimiter, type RateLimitOptions } from './rate-limit';
 // Public types
 
 export interface FakeDigitalOceanOptions {
+  /** Address blocks (default the simulated cloud's 10.77 blocks; loopback ones for process VMs). */
+  privateCidr?: string;
+  publicCidr?: string;
   /** The API token clients must send as `Authorization: Bearer <token>`. Default: a fixed fake token. */
   token?: string;
   /** Time source for lifecycles, firewall status and rate limits. Default: real time. */
@@ -127,7 +130,7 @@ export class FakeDigitalOcean {
   readonly server: FakeServer;
   readonly token: string;
   readonly clock: Clock;
-  readonly pools = new AddressPools();
+  readonly pools: AddressPools;
   readonly catalog = new Catalog();
   /** Errors raised by the booter (boot, setFirewall, stop); tests should expect this empty. */
   readonly bootErrors: { id: string; error: unknown }[] = [];
@@ -152,6 +155,7 @@ export class FakeDigitalOcean {
   private stopped = false;
 
   private constructor(opts: FakeDigitalOceanOptions) {
+    this.pools = new AddressPools({ privateCidr: opts.privateCidr, publicCidr: opts.publicCidr });
     this.token = opts.token ?? DEFAULT_TOKEN;
     this.clock = opts.clock ?? realClock;
     this.booter = opts.booter;
