@@ -108,6 +108,67 @@ export interface CloudAdapter {
   /** Whether an error from deleteNetwork means "still in use, try again". */
   isDependencyError?(err: unknown): boolean;
   consoleOutput(ctx: AdapterContext, id: string): Promise<string>;
+  /**
+   * Every cluster that has resources in this account/project/region, from their labels, with the
+   * expiry label when present. Used by `cleanup` sweeps; `ctx.clusterId` is empty here.
+   */
+  listClusters?(ctx: AdapterContext): Promise<Array<{ clusterId: string; expiresAt?: Date }>>;
+}
+
+export interface CleanupOptions {
+  /** Delete exactly these clusters' resources. */
+  clusterIds?: string[];
+  /** Delete every cluster whose expiry label has passed (needs `listClusters`). */
+  expired?: boolean;
+  /** Delete every dask-cloud cluster found (needs `listClusters`). */
+  all?: boolean;
+  /** Only report what would be deleted. */
+  dryRun?: boolean;
+  signal?: AbortSignal;
+  now?: Date;
+}
+
+export interface CleanupReport {
+  clusters: Array<{ clusterId: string; instances: string[]; deleted: boolean; error?: string }>;
+}
+
+/**
+ * Delete the resources of clusters left behind (a killed laptop, a crashed service): instances
+ * by label, then the per-cluster network resources. Safe to run any time: "not found" is done.
+ */
+export async function cleanupClusters(adapter: CloudAdapter, options: CleanupOptions, log: AdapterContext['log']): Promise<CleanupReport> {
+  const signal = options.signal ?? new AbortController().signal;
+  const now = options.now ?? new Date();
+  let ids = options.clusterIds ?? [];
+  if (options.expired || options.all) {
+    if (!adapter.listClusters) throw new ValidationError(`${adapter.kind}: listing clusters is not supported; pass clusterIds`);
+    const found = await adapter.listClusters({ clusterId: '', signal, log });
+    ids = [
+      ...ids,
+      ...found.filter((c) => options.all || (c.expiresAt !== undefined && c.expiresAt <= now)).map((c) => c.clusterId),
+    ];
+  }
+  const report: CleanupReport = { clusters: [] };
+  for (const clusterId of [...new Set(ids)]) {
+    const ctx: AdapterContext = { clusterId, signal, log };
+    const entry: CleanupReport['clusters'][number] = { clusterId, instances: [], deleted: false };
+    report.clusters.push(entry);
+    try {
+      entry.instances = (await adapter.listInstances(ctx)).map((i) => i.id);
+      if (options.dryRun) continue;
+      if (entry.instances.length > 0) await adapter.deleteInstances(ctx, entry.instances);
+      await retry(() => adapter.deleteNetwork(ctx), {
+        retryable: (err) => adapter.isDependencyError?.(err) ?? false,
+        timeoutMs: 5 * 60_000,
+        what: `${adapter.kind}: deleting the network resources of ${clusterId}`,
+        signal,
+      });
+      entry.deleted = true;
+    } catch (err) {
+      entry.error = err instanceof Error ? err.message : String(err);
+    }
+  }
+  return report;
 }
 
 const CIDR = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;

@@ -1,0 +1,322 @@
+/**
+ * FakeGcp: a Compute Engine v1 REST fake on loopback that the real `@google-cloud/compute` SDK
+ * reaches through its endpoint options (`fake.clientOptions()`).
+ *
+ * ```ts
+ * const fake = await FakeGcp.start({ clock, booter });
+ * const instances = new InstancesClient(fake.clientOptions());
+ * ...
+ * expect(fake.leaked()).toEqual({});
+ * await fake.stop();
+ * ```
+ * One project (`fake.project`) with the `default` network and a `default` subnetwork
+ * (10.77.0.0/20, the simulated-VM block) in every region; public images from debian-cloud,
+ * ubuntu-os-cloud and cos-cloud. Every request is checked against contracts/gcp.json first.
+ */
+import { OAuth2Client } from 'google-auth-library';
+import {
+  AddressPools, FakeServer, IdAllocator, ResourceRegistry, TokenBucket, realClock,
+  type Clock, type ContractViolation, type FakeRequest, type FakeResponse, type FaultHandle, type Faults,
+  type OperationMatcher, type ResourceSnapshot, type VmBooter,
+} from '../core';
+import { API, IMAGES, REGIONS, ZONES, imageWire, regionOf } from './catalog';
+import { gcpErrorShape, invalidField, notFound } from './errors';
+import { Firewalls, translateFirewalls } from './firewalls';
+import { Instances } from './instances';
+import { Operations, WAIT_MAX_MS, type OperationError, type OperationScope } from './operations';
+import { DEFAULT_TIMINGS, type GcpQuotas, type GcpTimings, type GcpWorld } from './world';
+
+export interface FakeGcpOptions {
+  /** The only project that exists (besides the public image projects). Default `dask-fake-project`. */
+  project?: string;
+  /** Time source for lifecycles, operations, waits and throttling. Default: real time. */
+  clock?: Clock;
+  /** Boots instances when they reach RUNNING (test/sim). Without one, instances only change state. */
+  booter?: VmBooter;
+  /** Lifecycle step durations (ms on `clock`); a number sets every step. Defaults: DEFAULT_TIMINGS (fast). */
+  lifecycleMs?: number | Partial<GcpTimings>;
+  /** Regional quotas (CPUS, INSTANCES, IN_USE_ADDRESSES); unlimited when omitted. */
+  quotas?: GcpQuotas;
+  /** Seed the `default-allow-internal/ssh/icmp` rules a new real project has. Default false. */
+  seedDefaultFirewalls?: boolean;
+  /** Contract handling: 'reject' (default) or 'record'. */
+  contractMode?: 'reject' | 'record';
+}
+
+/** What `@google-cloud/compute` clients need to reach the fake (pass to any `*Client` constructor). */
+export type GcpClientOptions = {
+  apiEndpoint: string;
+  port: number;
+  protocol: 'http';
+  authClient: OAuth2Client;
+};
+
+export class FakeGcp implements AsyncDisposable {
+  readonly project: string;
+  readonly projectNumber = '123456789012';
+  readonly server: FakeServer;
+  readonly clock: Clock;
+  readonly pools = new AddressPools();
+  /** Errors a booter threw (boot, stop, setFirewall), by instance id: a test should assert it is empty. */
+  readonly bootErrors: { id: string; error: unknown }[] = [];
+
+  private readonly registry = new ResourceRegistry();
+  private readonly ids = new IdAllocator();
+  private readonly operations: Operations;
+  private readonly instances: Instances;
+  private readonly firewalls: Firewalls;
+  private readonly booter?: VmBooter;
+  private authClient?: OAuth2Client;
+
+  private constructor(opts: FakeGcpOptions) {
+    this.project = opts.project ?? 'dask-fake-project';
+    this.clock = opts.clock ?? realClock;
+    this.booter = opts.booter;
+    this.server = new FakeServer({
+      name: 'gcp',
+      basePath: '/compute/v1',
+      contract: 'gcp',
+      contractMode: opts.contractMode ?? 'reject',
+      errorShape: gcpErrorShape,
+      clock: this.clock,
+    });
+    this.operations = new Operations(this.project, this.clock, this.ids);
+    const ms = opts.lifecycleMs;
+    const timings: GcpTimings = typeof ms === 'number'
+      ? { provisioningMs: ms, stagingMs: ms, stoppingMs: ms, globalOperationMs: ms }
+      : { ...DEFAULT_TIMINGS, ...(ms ?? {}) };
+    const world = this.world(timings, opts.quotas ?? {});
+    this.instances = new Instances(world);
+    this.firewalls = new Firewalls(world);
+    this.instances.rulesProvider = (vm) => this.rulesFor(vm);
+    this.instances.register(this.server);
+    this.firewalls.register(this.server);
+    if (opts.seedDefaultFirewalls) this.firewalls.seedDefaults();
+    this.registerInfrastructure();
+  }
+
+  /** Starts a fake on 127.0.0.1 and a free port. */
+  static async start(opts: FakeGcpOptions = {}): Promise<FakeGcp> {
+    const fake = new FakeGcp(opts);
+    await fake.server.start();
+    return fake;
+  }
+
+  /** `http://127.0.0.1:PORT/compute/v1`. */
+  get endpoint(): string {
+    return this.server.endpoint;
+  }
+
+  get port(): number {
+    return Number(new URL(this.server.origin).port);
+  }
+
+  get faults(): Faults {
+    return this.server.faults;
+  }
+
+  /** Requests that broke the published contract (for `assertNoContractViolations(fake)`). */
+  get contractViolations(): ContractViolation[] {
+    return this.server.contractViolations;
+  }
+
+  /**
+   * Options for any `@google-cloud/compute` client: `new InstancesClient(fake.clientOptions())`.
+   * The auth client holds a fixed token, so nothing asks Google for credentials.
+   */
+  clientOptions(): GcpClientOptions {
+    if (!this.authClient) {
+      this.authClient = new OAuth2Client();
+      // The auth library checks expiry against real time, not the fake's clock.
+      this.authClient.setCredentials({ access_token: 'fake-gcp-token', expiry_date: Date.now() + 365 * 24 * 3_600_000 });
+    }
+    return { apiEndpoint: '127.0.0.1', port: this.port, protocol: 'http', authClient: this.authClient };
+  }
+
+  /** Everything the project holds that a caller created: instances, disks, firewalls (by `zones/Z/instances/N` ...). */
+  resources(): ResourceSnapshot {
+    return this.registry.all();
+  }
+
+  /** Like resources(), without the seeded default firewall rules: `{}` when nothing leaked. */
+  leaked(): ResourceSnapshot {
+    return this.registry.leaked((kind, v) => kind === 'firewalls' && this.firewalls.seeded.has((v as { name: string }).name));
+  }
+
+  /**
+   * Per-minute API rate quota: more than `perMinute` calls (of `match`, default all) within a minute
+   * of the fake's clock answer 403 `rateLimitExceeded` (domain usageLimits), like Compute.
+   */
+  throttle(opts: { perMinute: number; match?: OperationMatcher }): FaultHandle {
+    const bucket = new TokenBucket({ capacity: opts.perMinute, refill: opts.perMinute, intervalMs: 60_000, clock: this.clock });
+    return this.faults.throttle(opts.match ?? '*', {
+      bucket,
+      reject: () => ({
+        status: 403,
+        code: 'rateLimitExceeded',
+        message: `Quota exceeded for quota metric 'Queries' and limit 'Queries per minute' of service 'compute.googleapis.com' for consumer 'project_number:${this.projectNumber}'.`,
+      }),
+    });
+  }
+
+  /**
+   * Makes the next `times` (default 1) operations of `operationType` ('insert', 'bulkInsert',
+   * 'delete'; default any) fail asynchronously: the call succeeds, the operation ends DONE with
+   * `error.errors[]` (default ZONE_RESOURCE_POOL_EXHAUSTED) and inserted instances disappear.
+   */
+  failOperations(opts: { operationType?: 'insert' | 'bulkInsert' | 'delete'; times?: number; error?: OperationError } = {}): { remove(): void } {
+    return this.instances.failOperations({
+      operationType: opts.operationType,
+      times: opts.times,
+      error: opts.error ?? {
+        code: 'ZONE_RESOURCE_POOL_EXHAUSTED',
+        message: "The zone 'projects/" + this.project + "/zones/us-central1-a' does not have enough resources available to fulfill the request.  Try a different zone, or try again later.",
+        httpStatus: 503,
+      },
+    });
+  }
+
+  /** Stops the server and every booted VM. Idempotent. */
+  async stop(): Promise<void> {
+    await this.server.stop();
+    await this.instances.stopAll();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  private world(timings: GcpTimings, quotas: GcpQuotas): GcpWorld {
+    const self = this;
+    return {
+      project: this.project,
+      projectNumber: this.projectNumber,
+      clock: this.clock,
+      ids: this.ids,
+      registry: this.registry,
+      pools: this.pools,
+      get faults() {
+        return self.server.faults;
+      },
+      timings,
+      quotas,
+      operations: this.operations,
+      booter: this.booter,
+      checkProject: (p) => this.checkProject(p),
+      checkZone: (z) => {
+        if (!ZONES.includes(z)) throw invalidField('zone', z, 'Unknown zone.');
+      },
+      networkUrl: (name) => `${API}/projects/${this.project}/global/networks/${name}`,
+      syncFirewalls: () => this.syncFirewalls(),
+      recordBootError: (id, error) => this.bootErrors.push({ id, error }),
+    };
+  }
+
+  private checkProject(project: string): void {
+    if (project !== this.project) throw notFound(`projects/${project}`);
+  }
+
+  private rulesFor(vm: { id: string; tags: string[]; serviceAccounts: string[] }) {
+    const network = `${API}/projects/${this.project}/global/networks/default`;
+    return translateFirewalls(this.firewalls.effective(), { ...vm, network }, this.instances.firewallSubjects());
+  }
+
+  private syncFirewalls(): void {
+    if (!this.booter) return;
+    for (const s of this.instances.firewallSubjects()) this.instances.pushFirewall(s.record, this.rulesFor(s));
+  }
+
+  /** Zones, the default network and subnetworks, public images, operations. */
+  private registerInfrastructure(): void {
+    const s = this.server;
+    const p = this.project;
+    s.route('GET', '/projects/:project/zones/:zone', 'compute.zones.get', (req) => {
+      this.checkProject(req.params.project);
+      const zone = req.params.zone;
+      if (!ZONES.includes(zone)) throw notFound(`projects/${p}/zones/${zone}`);
+      return {
+        body: {
+          kind: 'compute#zone',
+          id: String(2000 + ZONES.indexOf(zone)),
+          creationTimestamp: '1969-12-31T16:00:00.000-08:00',
+          name: zone,
+          description: zone,
+          status: 'UP',
+          region: `${API}/projects/${p}/regions/${regionOf(zone)}`,
+          selfLink: `${API}/projects/${p}/zones/${zone}`,
+          availableCpuPlatforms: ['Intel Broadwell', 'Intel Cascade Lake', 'AMD Milan'],
+          supportsPzs: false,
+        },
+      };
+    });
+    s.route('GET', '/projects/:project/global/networks/:network', 'compute.networks.get', (req) => {
+      this.checkProject(req.params.project);
+      if (req.params.network !== 'default') throw notFound(`projects/${p}/global/networks/${req.params.network}`);
+      return {
+        body: {
+          kind: 'compute#network',
+          id: '4000000000000000001',
+          creationTimestamp: '2024-01-01T00:00:00.000-08:00',
+          name: 'default',
+          description: 'Default network for the project',
+          selfLink: `${API}/projects/${p}/global/networks/default`,
+          selfLinkWithId: `${API}/projects/${p}/global/networks/4000000000000000001`,
+          autoCreateSubnetworks: true,
+          subnetworks: REGIONS.map((r) => `${API}/projects/${p}/regions/${r}/subnetworks/default`),
+          routingConfig: { routingMode: 'REGIONAL' },
+          networkFirewallPolicyEnforcementOrder: 'AFTER_CLASSIC_FIREWALL',
+        },
+      };
+    });
+    s.route('GET', '/projects/:project/regions/:region/subnetworks/:subnetwork', 'compute.subnetworks.get', (req) => {
+      const { project, region, subnetwork } = req.params;
+      this.checkProject(project);
+      if (!REGIONS.includes(region) || subnetwork !== 'default') throw notFound(`projects/${p}/regions/${region}/subnetworks/${subnetwork}`);
+      return {
+        body: {
+          kind: 'compute#subnetwork',
+          id: String(5000000000000000000n + BigInt(REGIONS.indexOf(region))),
+          creationTimestamp: '2024-01-01T00:00:00.000-08:00',
+          name: 'default',
+          network: `${API}/projects/${p}/global/networks/default`,
+          // Every region's default subnetwork is the simulated-VM block (real ones differ per region).
+          ipCidrRange: this.pools.private.cidr,
+          gatewayAddress: this.pools.private.cidr.replace(/\.0\/\d+$/, '.1'),
+          region: `${API}/projects/${p}/regions/${region}`,
+          selfLink: `${API}/projects/${p}/regions/${region}/subnetworks/default`,
+          privateIpGoogleAccess: false,
+          fingerprint: 'zZ3r0XkUq8E=',
+          purpose: 'PRIVATE',
+          stackType: 'IPV4_ONLY',
+        },
+      };
+    });
+    s.route('GET', '/projects/:project/global/images/family/:family', 'compute.images.getFromFamily', (req) => {
+      const { project, family } = req.params;
+      const image = IMAGES.find((i) => i.project === project && i.family === family);
+      if (!image) throw notFound(`projects/${project}/global/images/family/${family}`);
+      return { body: imageWire(image, { imageId: (name) => String(3000000000000000000n + BigInt(IMAGES.findIndex((i) => i.name === name))) }) };
+    });
+
+    const opRoutes: [string, string, (req: FakeRequest) => OperationScope][] = [
+      ['/projects/:project/zones/:zone/operations/:operation', 'compute.zoneOperations', (req) => ({ zone: req.params.zone })],
+      ['/projects/:project/global/operations/:operation', 'compute.globalOperations', () => 'global'],
+    ];
+    for (const [path, prefix, scopeOf] of opRoutes) {
+      s.route('GET', path, `${prefix}.get`, (req) => ({ body: this.findOperation(req, scopeOf(req)).wire }));
+      s.route('POST', `${path}/wait`, `${prefix}.wait`, async (req): Promise<FakeResponse> => {
+        const op = this.findOperation(req, scopeOf(req));
+        await op.waitDone(WAIT_MAX_MS);
+        return { body: op.wire };
+      });
+    }
+  }
+
+  private findOperation(req: FakeRequest, scope: OperationScope) {
+    this.checkProject(req.params.project);
+    if (scope !== 'global' && !ZONES.includes(scope.zone)) throw invalidField('zone', scope.zone, 'Unknown zone.');
+    return this.operations.get(scope, req.params.operation);
+  }
+}
