@@ -1,0 +1,271 @@
+/**
+ * The cloud-agnostic VM logic, driven through the CloudAdapter seam with an in-memory cloud:
+ * batching, one user-data per batch, tracking of everything created (also when a create call
+ * fails half way), the label sweep, retried network deletion, the firewall plan and cleanup.
+ * Each real cloud is tested through its own fake in test/providers.
+ */
+import createDebug from 'debug';
+import { describe, expect, it } from 'vitest';
+import { VMBackend, cleanupClusters, validateVMOptions, LABELS, type AdapterContext, type CloudAdapter, type Instance, type InstanceRequest, type NetworkPlan } from '../../src/cluster/vm';
+import type { BackendContext, MemberSpec } from '../../src/cluster/backend';
+import type { ClusterEvent } from '../../src/cluster/events';
+import { retry, type RetryClock } from '../../src/cluster/retry';
+import { DaskCloudError, SecurityError, ValidationError } from '../../src/errors';
+import { Security } from '../../src/security';
+
+class MemoryCloud implements CloudAdapter {
+  readonly kind = 'memory';
+  readonly userDataLimit = 16384;
+  readonly binaryUserData = true;
+  readonly instances = new Map<string, Instance & { labels: Record<string, string>; userData: Buffer }>();
+  readonly calls: string[] = [];
+  network: NetworkPlan | undefined;
+  seq = 0;
+  /** Fail the n-th createInstances call (1-based) after creating its instances (like a timed-out call). */
+  failCreateAfterCreating: number | undefined;
+  /** deleteNetwork fails this many times with a dependency error first. */
+  networkBusy = 0;
+  constructor(readonly maxBatch: number) {}
+
+  async preflight(): Promise<void> {
+    this.calls.push('preflight');
+  }
+  async ensureNetwork(_ctx: AdapterContext, plan: NetworkPlan): Promise<void> {
+    this.calls.push('ensureNetwork');
+    this.network = plan;
+  }
+  async createInstances(_ctx: AdapterContext, req: InstanceRequest, onCreated: (ids: string[]) => void): Promise<Instance[]> {
+    const n = this.calls.filter((c) => c.startsWith('create')).length + 1;
+    this.calls.push(`create:${req.role}:${req.names.length}`);
+    const made = req.names.map((name) => {
+      const id = `i-${++this.seq}`;
+      const inst = { id, name, role: req.role, privateIp: `127.77.0.${this.seq + 1}`, publicIp: `127.77.128.${this.seq + 1}`, labels: req.labels, userData: req.userData.body };
+      this.instances.set(id, inst);
+      return inst;
+    });
+    if (n === this.failCreateAfterCreating) throw new Error('create call timed out');
+    onCreated(made.map((i) => i.id));
+    return made.map(({ id, name, role, privateIp, publicIp }) => ({ id, name, role, privateIp, publicIp }));
+  }
+  async waitForAddresses(_ctx: AdapterContext, i: Instance): Promise<Instance> {
+    return i;
+  }
+  async deleteInstances(_ctx: AdapterContext, ids: string[]): Promise<void> {
+    this.calls.push(`delete:${ids.length}`);
+    for (const id of ids) this.instances.delete(id);
+  }
+  async listInstances(ctx: AdapterContext): Promise<Instance[]> {
+    this.calls.push('list');
+    return [...this.instances.values()].filter((i) => i.labels[LABELS.cluster] === ctx.clusterId);
+  }
+  async listClusters(): Promise<Array<{ clusterId: string; expiresAt?: Date }>> {
+    const seen = new Map<string, Date>();
+    for (const i of this.instances.values()) seen.set(i.labels[LABELS.cluster]!, new Date(Number(i.labels[LABELS.expires]) * 1000));
+    return [...seen].map(([clusterId, expiresAt]) => ({ clusterId, expiresAt }));
+  }
+  async deleteNetwork(): Promise<void> {
+    this.calls.push('deleteNetwork');
+    if (this.networkBusy > 0) {
+      this.networkBusy--;
+      throw Object.assign(new Error('still in use'), { dependency: true });
+    }
+    this.network = undefined;
+  }
+  isDependencyError(err: unknown): boolean {
+    return (err as { dependency?: boolean }).dependency === true;
+  }
+  async consoleOutput(_ctx: AdapterContext, id: string): Promise<string> {
+    return `console of ${id}\n`.repeat(3);
+  }
+}
+
+function context(clusterId: string, security: Security | false, events: ClusterEvent[] = []): BackendContext {
+  return {
+    clusterId,
+    security,
+    signal: new AbortController().signal,
+    log: createDebug('test'),
+    emit: (e) => events.push(e),
+    memberFailed: () => undefined,
+  };
+}
+
+const workerSpecs = (n: number, address: string): MemberSpec[] =>
+  Array.from({ length: n }, (_, i) => ({ role: 'worker', name: `c-worker-${i}`, process: { schedulerAddress: address, name: `c-worker-${i}` } }));
+
+describe('VMBackend', () => {
+  it('launches the scheduler, then workers in batches of maxBatch sharing one user-data that names no worker', async () => {
+    const cloud = new MemoryCloud(10);
+    const backend = new VMBackend(cloud, {});
+    const ctx = context('c1', false);
+    await backend.prepare(ctx);
+    const launch = await backend.launchScheduler(ctx, { role: 'scheduler', name: 'c1-scheduler', process: {} });
+    expect(launch.workerAddress).toBe('tcp://127.77.0.2:8786');
+    expect(await launch.clientAddress).toBe('tcp://127.77.128.2:8786');
+    const members = await backend.launchWorkers(ctx, workerSpecs(23, launch.workerAddress));
+    expect(members).toHaveLength(23);
+    expect(cloud.calls).toEqual(['preflight', 'ensureNetwork', 'create:scheduler:1', 'create:worker:10', 'create:worker:10', 'create:worker:3']);
+    const bodies = new Set([...cloud.instances.values()].filter((i) => i.role === 'worker').map((i) => i.userData.toString()));
+    expect(bodies.size).toBe(1);
+    const [body] = [...bodies];
+    expect(body).not.toContain('c-worker-');
+    expect(body).toContain('tcp://127.77.0.2:8786');
+    for (const i of cloud.instances.values()) {
+      expect(i.labels[LABELS.cluster]).toBe('c1');
+      expect(Number(i.labels[LABELS.expires])).toBeGreaterThan(Date.now() / 1000);
+    }
+    await backend.teardown(ctx);
+    expect(cloud.instances.size).toBe(0);
+    expect(cloud.network).toBeUndefined();
+  });
+
+  it('a batch that fails after creating still gets its instances deleted by the label sweep', async () => {
+    const cloud = new MemoryCloud(2);
+    cloud.failCreateAfterCreating = 3; // the second worker batch
+    const backend = new VMBackend(cloud, {});
+    const ctx = context('c2', false);
+    await backend.prepare(ctx);
+    const launch = await backend.launchScheduler(ctx, { role: 'scheduler', name: 's', process: {} });
+    await expect(backend.launchWorkers(ctx, workerSpecs(5, launch.workerAddress))).rejects.toThrow(/timed out/);
+    expect(cloud.instances.size).toBe(6);
+    await backend.teardown(ctx);
+    expect(cloud.instances.size).toBe(0);
+    expect(cloud.calls.slice(-3)).toEqual(['list', 'delete:6', 'deleteNetwork']);
+  });
+
+  it('retries network deletion while the cloud says it is still in use', async () => {
+    const cloud = new MemoryCloud(10);
+    cloud.networkBusy = 2;
+    const backend = new VMBackend(cloud, {});
+    const ctx = context('c3', false);
+    await backend.prepare(ctx);
+    await backend.teardown(ctx);
+    expect(cloud.calls.filter((c) => c === 'deleteNetwork')).toHaveLength(3);
+    expect(cloud.network).toBeUndefined();
+  });
+
+  it('plans the firewall: public mode opens only the scheduler port to ingressCidrs; private mode nothing public', () => {
+    const cloud = new MemoryCloud(10);
+    const pub = new VMBackend(cloud, { ingressCidrs: ['203.0.113.0/24'] }).plan('c', undefined);
+    expect(pub.ingress.map((r) => [r.ports, r.cidrs])).toEqual([
+      [[8786, 8786], 'network'],
+      [[8787, 8787], 'network'],
+      [[8786, 8786], ['203.0.113.0/24']],
+    ]);
+    const dash = new VMBackend(cloud, { exposeDashboard: true }).plan('c', undefined);
+    expect(dash.ingress.at(-1)).toMatchObject({ ports: [8787, 8787], cidrs: ['0.0.0.0/0'] });
+    const priv = new VMBackend(cloud, { privateNetworking: true, exposeDashboard: true }).plan('c', undefined);
+    expect(priv.ingress.every((r) => r.cidrs === 'network')).toBe(true);
+    expect(priv.privateNetworking).toBe(true);
+  });
+
+  it('warns loudly when security is off and the scheduler is publicly reachable', async () => {
+    const events: ClusterEvent[] = [];
+    await new VMBackend(new MemoryCloud(10), {}).prepare(context('c4', false, events));
+    expect(events.find((e) => e.type === 'warning')).toMatchObject({ message: expect.stringMatching(/security is off.*anyone there can run code/) });
+    const quiet: ClusterEvent[] = [];
+    await new VMBackend(new MemoryCloud(10), { privateNetworking: true }).prepare(context('c5', false, quiet));
+    expect(quiet.filter((e) => e.type === 'warning')).toEqual([]);
+  });
+
+  it('uses the private address for clients in private mode and reports console output for diagnostics', async () => {
+    const cloud = new MemoryCloud(10);
+    const backend = new VMBackend(cloud, { privateNetworking: true });
+    const ctx = context('c6', await Security.temporary());
+    await backend.prepare(ctx);
+    const launch = await backend.launchScheduler(ctx, { role: 'scheduler', name: 's', process: {} });
+    expect(await launch.clientAddress).toBe('tls://127.77.0.2:8786');
+    expect(await backend.diagnostics(launch.member)).toContain('console of i-1');
+    await backend.teardown(ctx);
+  });
+});
+
+describe('VM option validation', () => {
+  it('rejects bad networking options before anything is created', () => {
+    expect(() => validateVMOptions({ ingressCidrs: ['10.0.0.0/33'] })).toThrow(ValidationError);
+    expect(() => validateVMOptions({ ingressCidrs: ['0.0.0.0'] })).toThrow(/CIDR/);
+    expect(() => validateVMOptions({ ingressCidrs: [] })).toThrow(/non-empty/);
+    expect(() => validateVMOptions({ schedulerPort: 0 })).toThrow(/schedulerPort/);
+    expect(() => validateVMOptions({ runtime: 'podman' as 'docker' })).toThrow(/runtime/);
+    expect(() => validateVMOptions({ bootstrap: 'apt-get update' as unknown as string[] })).toThrow(/bootstrap/);
+    expect(() => validateVMOptions({ ingressCidrs: ['203.0.113.0/24'], schedulerPort: 8786, runtime: 'native' })).not.toThrow();
+  });
+
+  it('refuses a Security whose VMs would need the client key', async () => {
+    const t = await Security.temporary();
+    const clientOnly = Security.fromPem({ tlsCa: t.caCertPem, tlsClientCert: t.certPem('client'), tlsClientKey: t.clientTlsOptions().key });
+    expect(() => validateVMOptions({ security: clientOnly })).toThrow(SecurityError);
+    expect(() => validateVMOptions({ security: clientOnly })).toThrow(/never ships the client key/);
+    expect(() => validateVMOptions({ security: t })).not.toThrow();
+  });
+});
+
+describe('cleanupClusters', () => {
+  it('deletes given clusters, or every expired one, and can dry-run', async () => {
+    const cloud = new MemoryCloud(10);
+    const old = new VMBackend(cloud, { expiresAfterHours: 1 });
+    const fresh = new VMBackend(cloud, { expiresAfterHours: 48 });
+    for (const [b, id] of [[old, 'old'], [fresh, 'fresh']] as const) {
+      const ctx = context(id, false);
+      await b.prepare(ctx);
+      const l = await b.launchScheduler(ctx, { role: 'scheduler', name: `${id}-s`, process: {} });
+      await b.launchWorkers(ctx, workerSpecs(2, l.workerAddress));
+    }
+    const log = createDebug('test');
+    const inTwoHours = new Date(Date.now() + 2 * 3600_000);
+    const dry = await cleanupClusters(cloud, { expired: true, dryRun: true, now: inTwoHours }, log);
+    expect(dry.clusters).toEqual([{ clusterId: 'old', instances: expect.any(Array), deleted: false }]);
+    expect(cloud.instances.size).toBe(6);
+    const real = await cleanupClusters(cloud, { expired: true, now: inTwoHours }, log);
+    expect(real.clusters.map((c) => [c.clusterId, c.instances.length, c.deleted])).toEqual([['old', 3, true]]);
+    expect([...cloud.instances.values()].every((i) => i.labels[LABELS.cluster] === 'fresh')).toBe(true);
+    await cleanupClusters(cloud, { clusterIds: ['fresh'] }, log);
+    expect(cloud.instances.size).toBe(0);
+  });
+});
+
+describe('retry', () => {
+  class ManualClock implements RetryClock {
+    t = 0;
+    sleeps: number[] = [];
+    now() {
+      return this.t;
+    }
+    async sleep(ms: number) {
+      this.sleeps.push(ms);
+      this.t += ms;
+    }
+  }
+
+  it('backs off exponentially with jitter, honours a suggested delay, and stops at the deadline saying what failed', async () => {
+    const clock = new ManualClock();
+    let n = 0;
+    const result = await retry(
+      async () => {
+        if (++n < 4) throw new Error(`busy ${n}`);
+        return 'ok';
+      },
+      { retryable: () => true, timeoutMs: 60_000, what: 'x', clock, random: () => 1, baseDelayMs: 100, maxDelayMs: 250 },
+    );
+    expect(result).toBe('ok');
+    expect(clock.sleeps).toEqual([100, 200, 250]);
+
+    const suggested = new ManualClock();
+    await retry(async (a) => (a === 1 ? Promise.reject(new Error('429')) : 'ok'), {
+      retryable: () => true, timeoutMs: 60_000, what: 'x', clock: suggested, retryAfterMs: () => 7_000,
+    });
+    expect(suggested.sleeps).toEqual([7_000]);
+
+    const err = await retry(async () => Promise.reject(new Error('throttled')), {
+      retryable: () => true, timeoutMs: 1_000, what: 'creating things', clock: new ManualClock(), random: () => 1, baseDelayMs: 300,
+    }).catch((e: unknown) => e);
+    expect(DaskCloudError.isInstance(err)).toBe(true);
+    expect((err as DaskCloudError).code).toBe('E_TIMEOUT');
+    expect((err as Error).message).toMatch(/creating things: gave up after \d+ attempts.*last error: throttled/);
+  });
+
+  it('does not retry what is not retryable', async () => {
+    let n = 0;
+    await expect(retry(async () => Promise.reject(new Error(`fatal ${++n}`)), { retryable: () => false, timeoutMs: 1000, what: 'x' })).rejects.toThrow('fatal 1');
+  });
+});
