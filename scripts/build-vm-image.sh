@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Build the Debian image our simulated VMs boot (test/sim/): debootstrap bookworm (minbase) plus
+# cloud-init, Debian's python3-distributed (real Dask), systemd, iproute2 and nftables, configured
+# for the NoCloud datasource only. The result is a tarball, cached:
+#
+#   scripts/build-vm-image.sh [OUT]        # default OUT: .cache/vm-image.tar.gz
+#
+# Idempotent: rebuilds only when OUT is missing or this script changed (its hash is stored in
+# OUT.hash). Needs root and Debian's package mirror; installs its own host tools when missing
+# (debootstrap, systemd-container for systemd-nspawn, iproute2, nftables), so CI can run it on a
+# fresh Debian machine. Env: DASK_CLOUD_DEBIAN_MIRROR overrides the mirror read from apt's sources;
+# FORCE=1 rebuilds regardless of the hash.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+out="${1:-$repo/.cache/vm-image.tar.gz}"
+suite=bookworm
+# Packages inside the image. python3-cffi-backend: resolves a virtual package apt otherwise trips on.
+packages=(cloud-init python3-distributed systemd-sysv dbus iproute2 nftables python3-cffi-backend procps)
+
+log() { printf '[build-vm-image] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (debootstrap and chroot need it)"
+
+script_hash="$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)"
+if [ "${FORCE:-0}" != 1 ] && [ -s "$out" ] && [ -f "$out.hash" ] && [ "$(cat "$out.hash")" = "$script_hash" ]; then
+  log "up to date: $out (script hash ${script_hash:0:12})"
+  exit 0
+fi
+
+started=$(date +%s)
+
+# --- host tools -------------------------------------------------------------------------------
+need=()
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v systemd-nspawn >/dev/null || need+=(systemd-container)
+command -v ip >/dev/null || need+=(iproute2)
+command -v nft >/dev/null || need+=(nftables)
+command -v unshare >/dev/null || need+=(util-linux)
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing host tools: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# --- mirror: reuse the one this machine's apt uses -------------------------------------------
+mirror="${DASK_CLOUD_DEBIAN_MIRROR:-}"
+if [ -z "$mirror" ]; then
+  # deb822 sources first (URIs: line in a stanza whose Suites: name bookworm), then one-line format.
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    mirror="$(awk -v s="$suite" '
+      /^[[:space:]]*$/ { if (u != "" && ok) { print u; exit } u=""; ok=0; next }
+      /^URIs:/ { u=$2 } /^Suites:/ { for (i=2;i<=NF;i++) if ($i==s) ok=1 }
+      END { if (u != "" && ok) print u }' "$f" | grep -v security | head -n1 || true)"
+    [ -n "$mirror" ] && break
+  done
+fi
+if [ -z "$mirror" ] && [ -f /etc/apt/sources.list ]; then
+  mirror="$(awk -v s="$suite" '$1=="deb" && $0 !~ /security/ { for (i=2;i<=NF;i++) if ($i==s) { for (j=2;j<i;j++) if ($j ~ /^[a-z]+:\/\//) { print $j; exit } } }' /etc/apt/sources.list | head -n1 || true)"
+fi
+mirror="${mirror:-http://deb.debian.org/debian}"
+log "mirror: $mirror"
+
+# --- build in a scratch dir; mounts live in a private mount namespace and die with it ----------
+work="$(mktemp -d /var/tmp/dcsim-image-build.XXXXXX)"
+cleanup() { rm -rf --one-file-system "$work" 2>/dev/null || true; }
+trap cleanup EXIT
+root="$work/root"
+
+t0=$(date +%s)
+log "debootstrap --variant=minbase $suite"
+debootstrap --variant=minbase "$suite" "$root" "$mirror" >"$work/debootstrap.log" 2>&1 ||
+  { tail -n 30 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
+t1=$(date +%s)
+log "debootstrap took $((t1 - t0)) s"
+
+# Nothing may start services while we install; resolve names like the host does during the build.
+printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+chmod 0755 "$root/usr/sbin/policy-rc.d"
+cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+
+in_root() {
+  # Private mount + PID namespace: /proc is mounted only there and disappears with the process.
+  unshare --mount --pid --fork --kill-child --mount-proc="$root/proc" --propagation private \
+    chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 "$@"
+}
+
+log "installing ${packages[*]}"
+in_root apt-get update -qq
+in_root apt-get install -y -qq --no-install-recommends "${packages[@]}" >"$work/install.log" 2>&1 ||
+  { tail -n 30 "$work/install.log" >&2; die "package install failed"; }
+t2=$(date +%s)
+log "package install took $((t2 - t1)) s"
+
+# --- configuration ------------------------------------------------------------------------------
+# cloud-init: NoCloud only (the seed in /var/lib/cloud/seed/nocloud), no network config of its own:
+# the simulated cloud sets the interfaces up before boot, like a cloud's DHCP would.
+cat >"$root/etc/cloud/cloud.cfg.d/99_dask_cloud_sim.cfg" <<'EOF'
+# dask-cloud simulated VM: the NoCloud seed is the only datasource.
+datasource_list: [ NoCloud ]
+network: {config: disabled}
+# No locales package in the image: C.UTF-8 is built into glibc.
+locale: C.UTF-8
+EOF
+# No ssh server in the image: the modules that make host keys and print fingerprints only log
+# errors (and `ssh_genkeytypes: []` is invalid per cloud-init's schema), so drop them.
+sed -i -e '/^ - ssh$/d' -e '/^ - ssh-authkey-fingerprints$/d' "$root/etc/cloud/cloud.cfg"
+# cloud-init validates the merged system config at boot and only logs a vague warning: check each file now.
+in_root sh -c 'for f in /etc/cloud/cloud.cfg /etc/cloud/cloud.cfg.d/*.cfg; do
+  { echo "#cloud-config"; cat "$f"; } >/tmp/check.yaml
+  cloud-init schema --config-file /tmp/check.yaml >/dev/null 2>&1 || { cloud-init schema --config-file /tmp/check.yaml; echo "invalid: $f"; exit 1; }
+done; rm -f /tmp/check.yaml' || die "cloud-init system config does not pass its schema"
+# ds-identify: always enable cloud-init (no hardware to probe in a container).
+printf 'policy: enabled\n' >"$root/etc/cloud/ds-identify.cfg"
+
+# A failed cloud-init unit must not hang the VM at shutdown.
+for unit in cloud-init-local cloud-init cloud-config cloud-final; do
+  mkdir -p "$root/etc/systemd/system/$unit.service.d"
+  printf '[Service]\nTimeoutStopSec=5s\n' >"$root/etc/systemd/system/$unit.service.d/10-dask-cloud-sim.conf"
+done
+# Whole-VM shutdown is bounded as well.
+mkdir -p "$root/etc/systemd/system.conf.d"
+printf '[Manager]\nDefaultTimeoutStopSec=5s\nDefaultTimeoutStartSec=30s\n' >"$root/etc/systemd/system.conf.d/10-dask-cloud-sim.conf"
+
+# Units that slow boot, need hardware, or have no use in a simulated VM.
+for unit in \
+  apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap.service \
+  fstrim.timer man-db.timer systemd-timesyncd.service systemd-networkd-wait-online.service \
+  systemd-networkd.service systemd-resolved.service getty@.service serial-getty@.service \
+  console-getty.service getty.target systemd-hwdb-update.service systemd-udevd.service \
+  systemd-udev-trigger.service systemd-journal-flush.service systemd-random-seed.service \
+  nftables.service; do
+  ln -sf /dev/null "$root/etc/systemd/system/$unit"
+done
+
+# journald: keep logs in memory, forward to the console so a VM's boot shows up in its console log.
+mkdir -p "$root/etc/systemd/journald.conf.d"
+printf '[Journal]\nStorage=volatile\nForwardToConsole=no\n' >"$root/etc/systemd/journald.conf.d/10-dask-cloud-sim.conf"
+
+# `dask` CLI: Debian ships dask-scheduler / dask-worker; make sure `dask scheduler|worker` works too.
+if [ ! -x "$root/usr/bin/dask" ]; then
+  cat >"$root/usr/bin/dask" <<'EOF'
+#!/usr/bin/python3
+# Added by dask-cloud's build-vm-image.sh: the `dask` entry point (dask.cli).
+import sys
+from dask.cli import run_cli
+sys.exit(run_cli())
+EOF
+  chmod 0755 "$root/usr/bin/dask"
+fi
+in_root /usr/bin/dask scheduler --help >/dev/null || die "/usr/bin/dask scheduler does not work in the image"
+in_root /usr/bin/dask worker --help >/dev/null || die "/usr/bin/dask worker does not work in the image"
+in_root cloud-init --version >/dev/null 2>&1 || die "cloud-init does not run in the image"
+
+# Fresh identity per boot; no leftovers from the build.
+: >"$root/etc/machine-id"
+rm -f "$root/var/lib/dbus/machine-id" "$root/usr/sbin/policy-rc.d"
+printf 'dcsim\n' >"$root/etc/hostname"
+# debootstrap leaves no /etc/hosts: without it even `localhost` does not resolve. The simulated
+# cloud adds the VM's own name per boot (like a cloud's internal DNS).
+printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
+rm -f "$root/etc/resolv.conf"
+: >"$root/etc/resolv.conf"
+rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb \
+  "$root"/var/log/*.log "$root"/var/log/apt/* "$root"/var/lib/cloud/* "$root"/usr/share/doc/* \
+  "$root"/usr/share/man/* "$root"/usr/share/locale/*
+
+# Record what is inside, for the harness and for people.
+{
+  echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "script-hash: $script_hash"
+  echo "mirror: $mirror"
+  in_root dpkg-query -W -f='${Package} ${Version}\n' cloud-init python3-distributed python3-dask systemd nftables iproute2
+} >"$root/etc/dask-cloud-sim-image"
+
+# --- pack ---------------------------------------------------------------------------------------
+mkdir -p "$(dirname "$out")"
+log "packing $out"
+tar -C "$root" --numeric-owner --one-file-system -cf - . | gzip -1 >"$out.tmp"
+mv -f "$out.tmp" "$out"
+printf '%s' "$script_hash" >"$out.hash"
+t3=$(date +%s)
+log "done in $((t3 - started)) s (debootstrap $((t1 - t0)) s, install $((t2 - t1)) s, configure+pack $((t3 - t2)) s): $(du -h "$out" | cut -f1)"
+cat "$root/etc/dask-cloud-sim-image" >&2

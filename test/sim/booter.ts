@@ -1,0 +1,73 @@
+/**
+ * The bridge between the cloud fakes (test/fakes) and simulated VMs: implements the fakes'
+ * `VmBooter` hook over a SimNetwork, so a fake boots every instance it creates.
+ *
+ *   const net = await SimNetwork.create({ name: 'gcp' });
+ *   const booter = new SimVmBooter(net);   // hand to the fake; its AddressPools should use
+ *                                          // net.privateCidr / net.publicCidr
+ */
+import type { BootRequest, BootedVm, FirewallRule as FakeFirewallRule, VmBooter } from '../fakes/core/state';
+import type { FirewallRule } from './firewall';
+import type { SimNetwork } from './network';
+
+/** A hostname cloud-init can set: lowercase letters, digits and `-`, at most 63 characters. */
+export function toHostname(name: string | undefined, fallback: string): string {
+  const h = (name ?? '')
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, 63)
+    .replace(/-+$/, '');
+  return h || toHostname(fallback.replace(/^[^a-z0-9]+/i, 'vm-'), 'vm');
+}
+
+/**
+ * The fake's cloud-neutral rules → our nftables rules. Only ingress is enforced (egress stays
+ * open, as on the clouds by default). Peers named by VM id (groups, tags) become those VMs'
+ * private addresses; peers not booted yet are skipped (the fake calls setFirewall when they join).
+ */
+export function toSimRules(rules: FakeFirewallRule[], privateIpOf: (vmId: string) => string | undefined): FirewallRule[] {
+  const out: FirewallRule[] = [];
+  for (const r of rules) {
+    if (r.direction !== 'ingress') continue;
+    const sources = [...r.cidrs];
+    for (const id of r.peerVmIds ?? []) {
+      const ip = privateIpOf(id);
+      if (ip !== undefined) sources.push(`${ip}/32`);
+    }
+    if (sources.length === 0) continue;
+    const portable = r.protocol === 'tcp' || r.protocol === 'udp';
+    const ports: [number, number] | undefined =
+      portable && (r.fromPort !== undefined || r.toPort !== undefined)
+        ? [r.fromPort ?? r.toPort ?? 1, r.toPort ?? r.fromPort ?? 65535]
+        : undefined;
+    out.push(ports ? { protocol: r.protocol, ports, sources } : { protocol: r.protocol, sources });
+  }
+  return out;
+}
+
+/** `VmBooter` for the fakes: each BootRequest becomes a SimVm on `net`. */
+export class SimVmBooter implements VmBooter {
+  constructor(readonly net: SimNetwork) {}
+
+  private privateIpOf = (id: string): string | undefined => this.net.vm(id)?.privateIp;
+
+  async boot(req: BootRequest): Promise<BootedVm> {
+    const vm = await this.net.bootVm({
+      id: req.id,
+      userData: req.userData,
+      metaData: { instanceId: req.id, hostname: toHostname(req.name, req.id) },
+      privateIp: req.privateIp,
+      publicIp: req.publicIp,
+      firewall: toSimRules(req.firewall, this.privateIpOf),
+    });
+    return {
+      consoleOutput: () => vm.consoleOutput(),
+      stop: () => vm.stop(),
+    };
+  }
+
+  async setFirewall(id: string, rules: FakeFirewallRule[]): Promise<void> {
+    await this.net.setFirewall(id, toSimRules(rules, this.privateIpOf));
+  }
+}
