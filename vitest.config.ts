@@ -1,13 +1,37 @@
 import { defineConfig } from 'vitest/config';
 
+// Tests that boot simulated VMs share host-wide resources (the image in tmpfs, host links into
+// the simulated network, the 10.77/16 routes), so they run one file at a time in their own
+// project; everything else runs in parallel.
+const SIM = ['test/sim/**/*.test.ts', '**/sim.e2e.test.ts'];
+
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts', 'src/**/*.test.ts', 'providers/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
-    // Tests start real Dask processes and simulated VMs: keep parallelism modest on small machines.
+    // Tests start real Dask processes: keep parallelism modest on small machines.
     maxWorkers: 2,
     minWorkers: 1,
     setupFiles: ['test/setup.ts'],
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'main',
+          include: ['test/**/*.test.ts', 'src/**/*.test.ts', 'providers/**/*.test.ts'],
+          exclude: ['**/node_modules/**', ...SIM],
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'sim',
+          include: SIM,
+          fileParallelism: false,
+          testTimeout: 180_000,
+          hookTimeout: 120_000,
+        },
+      },
+    ],
   },
 });

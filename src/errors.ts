@@ -63,11 +63,12 @@ export class DaskCloudError extends Error {
   }
 
   /** True for any dask-cloud error (or subclass instance when called on a subclass). */
-  static isInstance<T extends typeof DaskCloudError>(this: T, value: unknown): value is InstanceType<T> {
+  // `this` is typed structurally so every subclass can call it, whatever its constructor takes.
+  static isInstance<T extends DaskCloudError>(this: abstract new (...args: never[]) => T, value: unknown): value is T {
     if (typeof value !== 'object' || value === null || (value as Record<symbol, unknown>)[BRAND] !== true) {
       return false;
     }
-    if ((this as typeof DaskCloudError) === DaskCloudError) return true;
+    if ((this as unknown) === DaskCloudError) return true;
     // Walk the prototype chain by constructor name so duplicated copies still match.
     for (let p = Object.getPrototypeOf(value); p; p = Object.getPrototypeOf(p)) {
       if (p.constructor?.name === this.name) return true;
