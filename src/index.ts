@@ -13,3 +13,7 @@ export { renderUserData, USER_DATA_LIMITS } from './cloud-init';
 export type * from './cloud-init';
 export { LocalCluster, findPython } from '../providers/local';
 export type { LocalClusterOptions, PythonInfo } from '../providers/local';
+export { VMCluster, cleanupClusters, LABELS } from './cluster/vm';
+export type { VMClusterOptions, CloudAdapter, CleanupOptions, CleanupReport, NetworkPlan, Instance, InstanceRequest } from './cluster/vm';
+export { DropletCluster, DROPLET_DEFAULTS } from '../providers/digitalocean';
+export type { DropletClusterOptions, DropletCleanupOptions } from '../providers/digitalocean';

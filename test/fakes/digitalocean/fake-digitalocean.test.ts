@@ -52,6 +52,17 @@ const base = { region: 'nyc3', size: 's-2vcpu-4gb', image: 'debian-12-x64' };
 const inNet = (ip: string, prefix: string) => ip.startsWith(prefix);
 
 describe('droplets', () => {
+  it('failAfterEffect: the create happens, the answer is a 500 (what a client must reconcile)', async () => {
+    const { fake, dots } = await start();
+    fake.failAfterEffect('droplets_create');
+    const err = await failure(dots.droplet.createDroplets({ ...base, names: ['a', 'b'], tags: ['dask-lost'] }));
+    expect(err.status).toBe(500);
+    expect(err.data).toMatchObject({ id: 'server_error' });
+    const listed = (await dots.droplet.listDroplets({ tag_name: 'dask-lost' })).data.droplets.map((d) => d.name);
+    expect(listed.sort()).toEqual(['a', 'b']);
+    expect((await dots.droplet.createDroplets({ ...base, names: ['c'] })).status).toBe(202); // only once
+  });
+
   it('createDroplet: new without addresses; the private (and public) address appears only when active', async () => {
     const { fake, clock, dots } = await start({ lifecycleMs: 30_000 });
     const created = await dots.droplet.createDroplet({ ...base, name: 'sched', tags: ['dask-abc'], user_data: '#cloud-config\n' });

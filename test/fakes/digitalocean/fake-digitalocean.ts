@@ -151,6 +151,8 @@ export class FakeDigitalOcean {
   private readonly firewallTimers = new Map<string, () => void>();
   private readonly pending = new Set<Promise<unknown>>();
   private limiter?: DoRateLimiter;
+  /** Operations whose next answers are replaced by a 500 after they took effect. */
+  private readonly lostAnswers = new Map<string, number>();
   private actionSeq = 36_000_000;
   private stopped = false;
 
@@ -216,6 +218,15 @@ export class FakeDigitalOcean {
     this.limiter = limits === false ? undefined : new DoRateLimiter(this.server.faults, this.clock, limits);
   }
 
+  /**
+   * The next `times` calls of `operation` take effect and are then answered with a 500, as when
+   * DigitalOcean did the work but the answer was lost: what a client without idempotency tokens
+   * must reconcile (e.g. `droplets_create` → list by tag before creating again).
+   */
+  failAfterEffect(operation: string, times = 1): void {
+    this.lostAnswers.set(operation, (this.lostAnswers.get(operation) ?? 0) + times);
+  }
+
   /** Everything the fake holds that a caller created (default VPCs are not included). */
   resources(): ResourceSnapshot {
     return this.registry.all();
@@ -279,7 +290,14 @@ export class FakeDigitalOcean {
     const r = (method: string, pattern: string, op: string, h: (req: FakeRequest) => FakeResponse) =>
       s.route(method, pattern, op, (req) => {
         this.authenticate(req);
-        return h(req);
+        const response = h(req);
+        const lost = this.lostAnswers.get(op) ?? 0;
+        if (lost > 0) {
+          // The work is done; only the answer is lost (see failAfterEffect).
+          this.lostAnswers.set(op, lost - 1);
+          throw new FakeApiError(500, 'server_error', 'Unexpected server-side error');
+        }
+        return response;
       });
     r('GET', '/v2/account', 'account_get', () => this.getAccount());
     r('GET', '/v2/account/keys', 'sshKeys_list', (req) => ({ body: this.paginate(req, 'ssh_keys', this.sshKeys) }));

@@ -1,0 +1,298 @@
+/**
+ * DigitalOcean: a Dask cluster of Droplets. The lifecycle is the core's (src/cluster); this file
+ * holds the options, their validation and defaults. The SDK (dots-wrapper) is loaded on first use
+ * (api.ts), never by importing this module.
+ */
+import createDebug from 'debug';
+import { cleanupClusters, VMCluster, type CleanupOptions, type CleanupReport, type VMClusterOptions } from '../../src/cluster/vm';
+import { ValidationError } from '../../src/errors';
+import { DoApi, DEFAULT_ENDPOINT, type DotsClient } from './api';
+import { DropletAdapter, TAG_PATTERN, type ConsoleOutputFetcher } from './adapter';
+
+export { DropletAdapter, clusterTag, firewallName, labelTag, MARKER_TAG, type ConsoleOutputFetcher } from './adapter';
+export type { DotsClient } from './api';
+
+/** Defaults of {@link DropletClusterOptions}. */
+export const DROPLET_DEFAULTS = Object.freeze({
+  region: 'nyc3',
+  /** 2 vCPU / 4 GB: Dask's scheduler and a worker both fit comfortably. */
+  size: 's-2vcpu-4gb',
+  /** Current LTS; cloud-init installs Docker on boot for the default docker runtime. */
+  image: 'ubuntu-24-04-x64',
+  endpoint: DEFAULT_ENDPOINT,
+  activeTimeoutMs: 5 * 60_000,
+  pollIntervalMs: 2_000,
+  requestTimeoutMs: 30_000,
+});
+
+/** Environment variables the token is read from, in order. */
+export const TOKEN_ENV = ['DIGITALOCEAN_TOKEN', 'DIGITALOCEAN_ACCESS_TOKEN'] as const;
+
+export interface DropletClusterOptions extends Omit<VMClusterOptions, 'image'> {
+  /**
+   * API token. Default: `DIGITALOCEAN_TOKEN`, then `DIGITALOCEAN_ACCESS_TOKEN`. Used only for API
+   * requests from this process: it is never logged and never sent to a Droplet.
+   */
+  token?: string;
+  /** API base URL (default `https://api.digitalocean.com/v2`). */
+  endpoint?: string;
+  /** A ready-made dots-wrapper client (`createApiClient(...)`); `token` is then needed only with `privateNetworking`. */
+  client?: DotsClient;
+  /** Region slug (default `nyc3`; with `vpc` and no region, the VPC's region). */
+  region?: string;
+  /** Droplet size slug for scheduler and workers (default `s-2vcpu-4gb`). */
+  size?: string;
+  /** Scheduler Droplet size (default `size`). */
+  schedulerSize?: string;
+  /** Worker Droplet size (default `size`). */
+  workerSize?: string;
+  /**
+   * Droplet image: a slug or a snapshot / custom image id (default `ubuntu-24-04-x64`). With the
+   * default `docker` runtime any image works (Docker is installed on boot when missing); a
+   * Docker-ready image such as the Marketplace `docker-20-04` or your own snapshot skips that.
+   * With `runtime: 'native'` the image must have Python with `distributed`.
+   */
+  image?: string | number;
+  /** The Docker image VMs run (default `ghcr.io/dask/dask:<pinned>`; dask-cloudprovider's `docker_image`). */
+  dockerImage?: string;
+  /** VPC uuid (default: the region's default VPC). */
+  vpc?: string;
+  /**
+   * SSH keys (ids or fingerprints of keys on the account) installed for root. When given, the
+   * firewall admits port 22 from the VPC and, in public mode, from `ingressCidrs`.
+   */
+  sshKeys?: (string | number)[];
+  /** Install DigitalOcean's monitoring agent (default false). */
+  monitoring?: boolean;
+  /** Extra tags for every Droplet (`[a-zA-Z0-9_\-:]`, not starting with `dask-cloud`). */
+  tags?: string[];
+  /** How long a Droplet may take to become active with its addresses (default 5 min). */
+  activeTimeoutMs?: number;
+  /** First interval between polls of a new Droplet (default 2 s; backs off to 4x). */
+  pollIntervalMs?: number;
+  /** Timeout of one API request (default 30 s). */
+  requestTimeoutMs?: number;
+  /**
+   * Fetches a Droplet's console output for error messages (DigitalOcean's API has none), e.g.
+   * over SSH. Without it, a failure says where to look instead.
+   */
+  consoleOutput?: ConsoleOutputFetcher;
+}
+
+/** Options of {@link DropletCluster.cleanup}: what to delete, and how to reach the API. */
+export interface DropletCleanupOptions extends CleanupOptions {
+  /** API token (default `DIGITALOCEAN_TOKEN`, then `DIGITALOCEAN_ACCESS_TOKEN`). */
+  token?: string;
+  /** API base URL (default `https://api.digitalocean.com/v2`). */
+  endpoint?: string;
+  /** A ready-made dots-wrapper client. */
+  client?: DotsClient;
+  /** Timeout of one API request (default 30 s). */
+  requestTimeoutMs?: number;
+}
+
+const log = createDebug('dask-cloud:digitalocean');
+
+const SLUG = /^[a-z0-9][a-z0-9-]{0,63}$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function checkSlug(value: unknown, option: string, example: string): void {
+  if (value !== undefined && (typeof value !== 'string' || !SLUG.test(value))) {
+    throw new ValidationError(`${option} must be a DigitalOcean slug such as '${example}', got ${JSON.stringify(value)}`, { option });
+  }
+}
+
+function checkPositive(value: unknown, option: string): void {
+  if (value !== undefined && (typeof value !== 'number' || !Number.isFinite(value) || value <= 0)) {
+    throw new ValidationError(`${option} must be a positive number of milliseconds, got ${String(value)}`, { option });
+  }
+}
+
+/** The token from options or the environment; never echoed in messages. */
+function resolveToken(options: DropletClusterOptions): string | undefined {
+  if (options.token !== undefined) {
+    if (typeof options.token !== 'string' || options.token.trim() === '' || /\s/.test(options.token)) {
+      throw new ValidationError('token must be a non-empty string without whitespace (a DigitalOcean API token)', { option: 'token' });
+    }
+    return options.token;
+  }
+  for (const name of TOKEN_ENV) {
+    const v = process.env[name];
+    if (v !== undefined && v.trim() !== '') return v.trim();
+  }
+  return undefined;
+}
+
+/** Checks every DigitalOcean option; throws a ValidationError naming the option. */
+export function validateDropletOptions(options: DropletClusterOptions): { token: string | undefined } {
+  if (typeof options !== 'object' || options === null) throw new ValidationError('options must be an object');
+  const token = resolveToken(options);
+  const c = options.client as unknown;
+  if (c !== undefined && (typeof c !== 'object' || c === null || typeof (c as { droplet?: unknown }).droplet !== 'object' || typeof (c as { firewall?: unknown }).firewall !== 'object')) {
+    throw new ValidationError('client must be a dots-wrapper client (createApiClient({ token }))', { option: 'client' });
+  }
+  if (token === undefined && c === undefined) {
+    throw new ValidationError(`no DigitalOcean API token: pass token, or set ${TOKEN_ENV.join(' or ')}`, { option: 'token' });
+  }
+  if (token === undefined && options.privateNetworking === true) {
+    throw new ValidationError('privateNetworking needs token as well as client: Private Droplets are created with a request dots-wrapper cannot make', { option: 'token' });
+  }
+  if (options.endpoint !== undefined) {
+    let url: URL | undefined;
+    try {
+      url = typeof options.endpoint === 'string' ? new URL(options.endpoint) : undefined;
+    } catch {
+      url = undefined;
+    }
+    if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:')) {
+      throw new ValidationError(`endpoint must be an http(s) URL such as ${DEFAULT_ENDPOINT}, got ${JSON.stringify(options.endpoint)}`, { option: 'endpoint' });
+    }
+  }
+  checkSlug(options.region, 'region', 'nyc3');
+  checkSlug(options.size, 'size', 's-2vcpu-4gb');
+  checkSlug(options.schedulerSize, 'schedulerSize', 's-2vcpu-4gb');
+  checkSlug(options.workerSize, 'workerSize', 's-4vcpu-8gb');
+  const image = options.image;
+  if (image !== undefined && !(typeof image === 'number' ? Number.isSafeInteger(image) && image > 0 : typeof image === 'string' && /^[a-z0-9][a-z0-9.-]{0,127}$/.test(image))) {
+    throw new ValidationError(`image must be an image slug such as 'ubuntu-24-04-x64' or a positive image id, got ${JSON.stringify(image)}`, { option: 'image' });
+  }
+  if (options.dockerImage !== undefined && (typeof options.dockerImage !== 'string' || !/^[^\s]+$/.test(options.dockerImage))) {
+    throw new ValidationError(`dockerImage must be an image reference such as ghcr.io/dask/dask:2025.11.0, got ${JSON.stringify(options.dockerImage)}`, { option: 'dockerImage' });
+  }
+  if (options.vpc !== undefined && (typeof options.vpc !== 'string' || !UUID.test(options.vpc))) {
+    throw new ValidationError(`vpc must be a VPC uuid, got ${JSON.stringify(options.vpc)}`, { option: 'vpc' });
+  }
+  if (options.sshKeys !== undefined) {
+    const ok =
+      Array.isArray(options.sshKeys) &&
+      options.sshKeys.every((k) => (typeof k === 'number' ? Number.isSafeInteger(k) && k > 0 : typeof k === 'string' && /^[0-9a-fA-F:]+$|^\d+$/.test(k)));
+    if (!ok) throw new ValidationError('sshKeys must be an array of SSH key ids or fingerprints (aa:bb:...)', { option: 'sshKeys' });
+  }
+  if (options.monitoring !== undefined && typeof options.monitoring !== 'boolean') {
+    throw new ValidationError('monitoring must be a boolean', { option: 'monitoring' });
+  }
+  if (options.tags !== undefined) {
+    if (!Array.isArray(options.tags)) throw new ValidationError('tags must be an array of strings', { option: 'tags' });
+    for (const t of options.tags) {
+      if (typeof t !== 'string' || !TAG_PATTERN.test(t)) {
+        throw new ValidationError(`tags: ${JSON.stringify(t)} is not a DigitalOcean tag (letters, digits, '_', '-', ':'; at most 255)`, { option: 'tags' });
+      }
+      if (t.startsWith('dask-cloud')) throw new ValidationError(`tags: ${JSON.stringify(t)}: tags starting with dask-cloud are reserved for the cluster's own`, { option: 'tags' });
+    }
+  }
+  checkPositive(options.activeTimeoutMs, 'activeTimeoutMs');
+  checkPositive(options.pollIntervalMs, 'pollIntervalMs');
+  checkPositive(options.requestTimeoutMs, 'requestTimeoutMs');
+  if (options.consoleOutput !== undefined && typeof options.consoleOutput !== 'function') {
+    throw new ValidationError('consoleOutput must be a function (droplet) => Promise<string>', { option: 'consoleOutput' });
+  }
+  return { token };
+}
+
+/**
+ * A Dask cluster on DigitalOcean Droplets: one scheduler Droplet and `nWorkers` worker Droplets,
+ * mutual TLS by default, one cloud firewall scoped by the cluster tag.
+ *
+ * ```ts
+ * // token from DIGITALOCEAN_TOKEN
+ * await using cluster = await DropletCluster.start({ region: 'ams3', nWorkers: 2 });
+ * await cluster.writeClientConfig('./dask-client');   // DASK_CONFIG=./dask-client python -c "from distributed import Client; Client()"
+ * ```
+ *
+ * The constructor validates every option and creates nothing; `start()` creates the firewall,
+ * the scheduler Droplet and, as soon as its private address is known, the workers (10 per
+ * request). Every Droplet carries the tags `dask-cloud`, `dask-cloud-cluster:<id>`,
+ * `dask-cloud-role:<role>` and `dask-cloud-expires:<epoch>`; `close()` deletes them all and the
+ * firewall.
+ */
+export class DropletCluster extends VMCluster {
+  readonly #adapter: DropletAdapter;
+
+  constructor(options: DropletClusterOptions = {}) {
+    const { token } = validateDropletOptions(options);
+    const {
+      token: _token,
+      client,
+      endpoint,
+      region,
+      size,
+      schedulerSize,
+      workerSize,
+      image,
+      dockerImage,
+      vpc,
+      sshKeys,
+      monitoring,
+      tags,
+      activeTimeoutMs,
+      pollIntervalMs,
+      requestTimeoutMs,
+      consoleOutput,
+      ...common
+    } = options;
+    const api = new DoApi({ token, client, endpoint, requestTimeoutMs: requestTimeoutMs ?? DROPLET_DEFAULTS.requestTimeoutMs });
+    const adapter = new DropletAdapter({
+      api,
+      region: region ?? DROPLET_DEFAULTS.region,
+      regionExplicit: region !== undefined,
+      schedulerSize: schedulerSize ?? size ?? DROPLET_DEFAULTS.size,
+      workerSize: workerSize ?? size ?? DROPLET_DEFAULTS.size,
+      image: image ?? DROPLET_DEFAULTS.image,
+      vpc,
+      sshKeys: sshKeys ?? [],
+      monitoring: monitoring ?? false,
+      tags: tags ?? [],
+      privateNetworking: common.privateNetworking ?? false,
+      ingressCidrs: common.ingressCidrs ?? ['0.0.0.0/0'],
+      activeTimeoutMs: activeTimeoutMs ?? DROPLET_DEFAULTS.activeTimeoutMs,
+      pollIntervalMs: pollIntervalMs ?? DROPLET_DEFAULTS.pollIntervalMs,
+      consoleOutput,
+    });
+    // The token and client stay inside the request pipeline: the options the core keeps (and
+    // that `util.inspect(cluster)` would show) never hold them.
+    super({ ...common, ...(dockerImage !== undefined ? { image: dockerImage } : {}) }, adapter);
+    this.#adapter = adapter;
+    adapter.onWarning = (message) => this.emit({ type: 'warning', clusterId: this.id, message, at: Date.now() });
+  }
+
+  /** Create and start in one step. */
+  static async start(options: DropletClusterOptions = {}): Promise<DropletCluster> {
+    return new DropletCluster(options).start();
+  }
+
+  /**
+   * Delete what clusters left behind (a killed process, a crashed service), found by their tags
+   * and firewall names anywhere in the account: `{ clusterIds }`, `{ expired: true }` (the
+   * `dask-cloud-expires` tag has passed) or `{ all: true }`; `dryRun` only reports.
+   */
+  static async cleanup(options: DropletCleanupOptions): Promise<CleanupReport> {
+    const { token, endpoint, client, requestTimeoutMs } = options;
+    const resolved = validateDropletOptions({ token, endpoint, client, requestTimeoutMs });
+    if (options.clusterIds === undefined && !options.expired && !options.all) {
+      throw new ValidationError('cleanup needs clusterIds, expired: true or all: true', { option: 'clusterIds' });
+    }
+    const api = new DoApi({ token: resolved.token, client, endpoint, requestTimeoutMs: requestTimeoutMs ?? DROPLET_DEFAULTS.requestTimeoutMs });
+    // Only listing and deleting happen in a sweep: the creation settings are never used.
+    const adapter = new DropletAdapter({
+      api,
+      region: DROPLET_DEFAULTS.region,
+      regionExplicit: false,
+      schedulerSize: DROPLET_DEFAULTS.size,
+      workerSize: DROPLET_DEFAULTS.size,
+      image: DROPLET_DEFAULTS.image,
+      sshKeys: [],
+      monitoring: false,
+      tags: [],
+      privateNetworking: false,
+      ingressCidrs: [],
+      activeTimeoutMs: DROPLET_DEFAULTS.activeTimeoutMs,
+      pollIntervalMs: DROPLET_DEFAULTS.pollIntervalMs,
+    });
+    return cleanupClusters(adapter, options, log);
+  }
+
+  /** The region the Droplets are in (a given VPC's region when no region was chosen). */
+  get region(): string {
+    return this.#adapter.region;
+  }
+}

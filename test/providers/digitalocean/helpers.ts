@@ -1,0 +1,201 @@
+/**
+ * Shared pieces of the DigitalOcean provider tests: the fake on loopback address blocks, a booter
+ * that runs each Droplet's Dask process locally (test/sim/process-booter.ts) and gives it a
+ * "public interface", and small helpers for call sequences and Python clients.
+ *
+ * Network safety (FACTS.md): every fake here hands out 127.78.x.x addresses only (all of 127/8 is
+ * local on Linux), so whatever the library dials (scheduler readiness, clients) stays on this
+ * machine. 127.78/16 is DigitalOcean's: LOOPBACK_POOLS and the EC2 tests use 127.77/16, the GCP
+ * tests 127.80-207. Each test file takes its own slot in it, so files running in parallel never
+ * hand out the same scheduler address and port.
+ */
+import { execFile } from 'node:child_process';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { FakeDigitalOcean, type FakeDigitalOceanOptions } from '../../fakes/digitalocean';
+import type { BootRequest, BootedVm, FirewallRule, VmBooter } from '../../fakes/core';
+import { ProcessBooter } from '../../sim/process-booter';
+import { DropletCluster, type DropletClusterOptions } from '../../../providers/digitalocean';
+import { pythonWithDask } from '../../helpers/prereq';
+
+/** Loopback blocks of one test file: private 127.78.(16k).0/20, public 127.78.(128+16k).0/20. */
+export function loopbackPools(slot: number): { privateCidr: string; publicCidr: string } {
+  if (!Number.isInteger(slot) || slot < 0 || slot > 7) throw new Error('slot must be 0..7');
+  return { privateCidr: `127.78.${16 * slot}.0/20`, publicCidr: `127.78.${128 + 16 * slot}.0/20` };
+}
+
+/** A fake on loopback blocks (never the 10.77 defaults: tests may dial what it hands out). */
+export async function startFake(slot: number, options: FakeDigitalOceanOptions = {}): Promise<FakeDigitalOcean> {
+  const fake = await FakeDigitalOcean.start({ lifecycleMs: 200, firewallApplyMs: 50, ...options, ...loopbackPools(slot) });
+  if (!fake.pools.private.cidr.startsWith('127.') || !fake.pools.public.cidr.startsWith('127.')) {
+    await fake.stop();
+    throw new Error('the DigitalOcean fake must hand out loopback addresses only');
+  }
+  return fake;
+}
+
+/** Cluster options that talk to the fake, poll fast, and read console output from the fake. */
+export function clusterOptions(fake: FakeDigitalOcean, extra: DropletClusterOptions = {}): DropletClusterOptions {
+  return {
+    token: fake.token,
+    endpoint: fake.endpoint,
+    pollIntervalMs: 50,
+    activeTimeoutMs: 15_000,
+    schedulerTimeoutMs: 30_000,
+    workersTimeoutMs: 30_000,
+    closeOnSignals: false,
+    consoleOutput: (d) => fake.consoleOutput(d.id),
+    ...extra,
+  };
+}
+
+export function newCluster(fake: FakeDigitalOcean, extra: DropletClusterOptions = {}): DropletCluster {
+  return new DropletCluster(clusterOptions(fake, extra));
+}
+
+/** Operation names with consecutive repeats (polls, parallel deletes) collapsed into one. */
+export function collapse(ops: (string | undefined)[]): string[] {
+  const out: string[] = [];
+  for (const op of ops) if (out[out.length - 1] !== (op ?? '?')) out.push(op ?? '?');
+  return out;
+}
+
+/** Operations the fake received since `mark` (= `fake.server.received.length` taken earlier). */
+export function opsSince(fake: FakeDigitalOcean, mark: number): string[] {
+  return fake.server.operations().slice(mark).map((o) => o ?? '?');
+}
+
+/** Like opsSince, collapsed: the call sequence a test states exactly. */
+export function sequenceSince(fake: FakeDigitalOcean, mark: number): string[] {
+  return collapse(opsSince(fake, mark));
+}
+
+function cidrContains(cidr: string, ip: string): boolean {
+  const [base, bits = '32'] = cidr.split('/');
+  if (!base || base.includes(':') || ip.includes(':')) return false;
+  const toInt = (a: string) => a.split('.').reduce((acc, x) => acc * 256 + Number(x), 0);
+  const size = 2 ** (32 - Number(bits));
+  return Math.floor(toInt(ip) / size) === Math.floor(toInt(base) / size);
+}
+
+function allows(rules: FirewallRule[], port: number, source: string): boolean {
+  return rules.some(
+    (r) =>
+      r.direction === 'ingress' &&
+      (r.protocol === 'tcp' || r.protocol === 'all') &&
+      (r.fromPort === undefined || (port >= r.fromPort && port <= (r.toPort ?? r.fromPort))) &&
+      r.cidrs.some((c) => cidrContains(c, source)),
+  );
+}
+
+export interface LocalVmBooterOptions {
+  /** Ports a VM's public address forwards to its private one (default [8786]). */
+  publicPorts?: number[];
+  /** Boot only Droplets whose Dask role is listed (others stay empty VMs). Default both. */
+  roles?: ('scheduler' | 'worker')[];
+}
+
+/**
+ * ProcessBooter plus what a Droplet's public interface does: a process binds its private address
+ * (ProcessBooter), and connections to `publicIp:port` are forwarded to it — only when the
+ * firewall's rules admit the source, as DigitalOcean's cloud firewall would.
+ */
+export class LocalVmBooter implements VmBooter {
+  readonly inner: ProcessBooter;
+  readonly #ports: number[];
+  readonly #roles: Set<string>;
+  readonly #rules = new Map<string, FirewallRule[]>();
+  readonly #servers = new Set<Server>();
+  /** Connections refused by the firewall (source address, port). */
+  readonly refused: { id: string; source: string; port: number }[] = [];
+
+  constructor(options: LocalVmBooterOptions = {}) {
+    const python = pythonWithDask();
+    if (!python) throw new Error('no Python with distributed');
+    this.inner = new ProcessBooter({ python });
+    this.#ports = options.publicPorts ?? [8786];
+    this.#roles = new Set(options.roles ?? ['scheduler', 'worker']);
+  }
+
+  async boot(vm: BootRequest): Promise<BootedVm> {
+    this.#rules.set(vm.id, vm.firewall);
+    const text = vm.userData.toString('utf8');
+    const role = /dask-scheduler\.service/.test(text) ? 'scheduler' : 'worker';
+    if (!this.#roles.has(role)) {
+      return { consoleOutput: async () => `[empty vm ${vm.id}: ${role} not booted in this test]`, stop: async () => undefined };
+    }
+    const booted = await this.inner.boot(vm);
+    const servers: Server[] = [];
+    if (vm.publicIp) {
+      for (const port of this.#ports) {
+        const server = createServer((sock: Socket) => {
+          const source = sock.remoteAddress?.replace(/^::ffff:/, '') ?? '';
+          if (!allows(this.#rules.get(vm.id) ?? [], port, source)) {
+            this.refused.push({ id: vm.id, source, port });
+            sock.destroy();
+            return;
+          }
+          const upstream = connect(port, vm.privateIp);
+          sock.pipe(upstream).pipe(sock);
+          const end = () => {
+            sock.destroy();
+            upstream.destroy();
+          };
+          sock.on('error', end);
+          upstream.on('error', end);
+          sock.on('close', end);
+          upstream.on('close', end);
+        });
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen(port, vm.publicIp, () => resolve());
+        });
+        servers.push(server);
+        this.#servers.add(server);
+      }
+    }
+    return {
+      ...booted,
+      consoleOutput: () => booted.consoleOutput(),
+      stop: async () => {
+        for (const s of servers) {
+          this.#servers.delete(s);
+          await new Promise<void>((resolve) => s.close(() => resolve()));
+        }
+        await booted.stop();
+      },
+    };
+  }
+
+  setFirewall(id: string, rules: FirewallRule[]): void {
+    this.#rules.set(id, rules);
+    this.inner.setFirewall(id, rules);
+  }
+
+  /** Dask processes still alive. */
+  pids(): number[] {
+    return this.inner.pids();
+  }
+
+  async stopAll(): Promise<void> {
+    for (const s of this.#servers) s.close();
+    this.#servers.clear();
+    await this.inner.stopAll();
+  }
+}
+
+/** Runs Python code with only `DASK_CONFIG=dir` (no other DASK_ variable). */
+export function pythonWithConfig(dir: string, code: string): Promise<string> {
+  const env: NodeJS.ProcessEnv = { ...process.env, DASK_CONFIG: dir };
+  for (const k of Object.keys(env)) if (k.startsWith('DASK_') && k !== 'DASK_CONFIG') delete env[k];
+  return new Promise((resolve, reject) => {
+    execFile(pythonWithDask()!, ['-c', code], { env, timeout: 60_000 }, (err, stdout, stderr) =>
+      err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout.trim()),
+    );
+  });
+}
+
+/** Refuses to go on if an address is not loopback (network-safety belt and braces). */
+export function assertLoopback(address: string): void {
+  const host = address.replace(/^\w+:\/\//, '').replace(/:\d+$/, '');
+  if (!host.startsWith('127.')) throw new Error(`test would dial ${address}, which is not loopback`);
+}

@@ -1,0 +1,264 @@
+/**
+ * DropletCluster options: validation before anything runs, defaults and options as they reach
+ * the API (against the fake), the token (options, environment, ready-made client; never kept
+ * where inspect or an error would show it), and the lazy SDK rule.
+ *
+ * No real Dask here: starts are stopped by an injected fault before the scheduler would be
+ * dialled, or dial the fake's loopback addresses where nothing listens.
+ */
+import { execFileSync } from 'node:child_process';
+import * as path from 'node:path';
+import { inspect } from 'node:util';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { createApiClient } from 'dots-wrapper';
+import { assertNoContractViolations, type FailureSpec } from '../../fakes/core';
+import type { FakeDigitalOcean } from '../../fakes/digitalocean';
+import { DropletCluster, DROPLET_DEFAULTS, clusterTag, labelTag, type DropletClusterOptions } from '../../../providers/digitalocean';
+import { ClusterStartError, ValidationError } from '../../../src/errors';
+import { clusterOptions, newCluster, sequenceSince, startFake } from './helpers';
+
+const SLOT = 3;
+const fakes: FakeDigitalOcean[] = [];
+const clusters: DropletCluster[] = [];
+
+afterEach(async () => {
+  vi.unstubAllEnvs();
+  try {
+    assertNoContractViolations(...fakes);
+    for (const f of fakes) expect(f.server.handlerErrors).toEqual([]);
+  } finally {
+    await Promise.all(clusters.splice(0).map((c) => c.close().catch(() => undefined)));
+    await Promise.all(fakes.splice(0).map((f) => f.stop()));
+  }
+});
+
+async function fake(options: Parameters<typeof startFake>[1] = {}): Promise<FakeDigitalOcean> {
+  const f = await startFake(SLOT, options);
+  fakes.push(f);
+  return f;
+}
+
+function track(c: DropletCluster): DropletCluster {
+  clusters.push(c);
+  return c;
+}
+
+const FORBIDDEN: FailureSpec = { status: 403, code: 'forbidden', message: 'stop here' };
+
+async function failedStart(c: DropletCluster): Promise<ClusterStartError> {
+  const err = await c.start().then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(ClusterStartError.isInstance(err)).toBe(true);
+  return err as ClusterStartError;
+}
+
+const TOKEN = 'dop_v1_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef';
+
+describe('DropletCluster options are validated in the constructor', () => {
+  const bad: [string, DropletClusterOptions, RegExp][] = [
+    ['region', { region: 'New York' }, /region must be a DigitalOcean slug/],
+    ['size', { size: 'XL' }, /size must be/],
+    ['workerSize', { workerSize: '' }, /workerSize must be/],
+    ['image', { image: 'Ubuntu 24.04' }, /image must be an image slug/],
+    ['image', { image: -3 }, /image must be/],
+    ['dockerImage', { dockerImage: 'a b' }, /dockerImage/],
+    ['vpc', { vpc: 'default' }, /vpc must be a VPC uuid/],
+    ['sshKeys', { sshKeys: ['my laptop'] }, /sshKeys/],
+    ['sshKeys', { sshKeys: 'abc' as never }, /sshKeys/],
+    ['monitoring', { monitoring: 'yes' as never }, /monitoring must be a boolean/],
+    ['tags', { tags: ['has space'] }, /not a DigitalOcean tag/],
+    ['tags', { tags: ['dask-cloud-cluster:other'] }, /reserved/],
+    ['endpoint', { endpoint: 'ftp://x' }, /endpoint must be an http/],
+    ['activeTimeoutMs', { activeTimeoutMs: 0 }, /activeTimeoutMs must be a positive number/],
+    ['pollIntervalMs', { pollIntervalMs: -1 }, /pollIntervalMs/],
+    ['token', { token: 'two words' }, /token must be a non-empty string without whitespace/],
+    ['client', { client: {} as never }, /client must be a dots-wrapper client/],
+    // core options are validated too
+    ['nWorkers', { nWorkers: -1 }, /nWorkers/],
+    ['ingressCidrs', { ingressCidrs: ['everyone'] }, /ingressCidrs/],
+  ];
+  for (const [option, opts, message] of bad) {
+    it(`rejects a bad ${option}`, () => {
+      let err: unknown;
+      try {
+        new DropletCluster({ token: TOKEN, ...opts });
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(ValidationError);
+      expect((err as ValidationError).message).toMatch(message);
+      expect((err as ValidationError).details.option).toBe(option);
+      expect((err as Error).message).not.toContain(TOKEN);
+    });
+  }
+
+  it('without a token in options or environment: a ValidationError naming the variables, before any call', () => {
+    vi.stubEnv('DIGITALOCEAN_TOKEN', '');
+    vi.stubEnv('DIGITALOCEAN_ACCESS_TOKEN', '');
+    expect(() => new DropletCluster({ nWorkers: 1 })).toThrow(/no DigitalOcean API token: pass token, or set DIGITALOCEAN_TOKEN or DIGITALOCEAN_ACCESS_TOKEN/);
+  });
+
+  it('privateNetworking with a ready-made client also needs the token (Private Droplets go out as a raw request)', () => {
+    vi.stubEnv('DIGITALOCEAN_TOKEN', '');
+    vi.stubEnv('DIGITALOCEAN_ACCESS_TOKEN', '');
+    const client = createApiClient({ token: TOKEN, endpoint: 'http://127.0.0.1:9/v2' });
+    expect(() => new DropletCluster({ client, privateNetworking: true })).toThrow(/privateNetworking needs token as well as client/);
+    expect(() => new DropletCluster({ client })).not.toThrow();
+  });
+
+  it('keeps the token out of the cluster object (inspect, JSON of options)', () => {
+    const c = new DropletCluster({ token: TOKEN, nWorkers: 1 });
+    expect(inspect(c, { depth: null, showHidden: true })).not.toContain(TOKEN);
+    expect(JSON.stringify((c as unknown as { options: unknown }).options)).not.toContain(TOKEN);
+  });
+});
+
+describe('DropletCluster against the fake (no Dask)', () => {
+  it('defaults reach the API: nyc3, s-2vcpu-4gb, ubuntu-24-04-x64, default VPC, no monitoring, no ssh keys', async () => {
+    const f = await fake();
+    f.faults.fail('droplets_get', FORBIDDEN, { nth: 1 });
+    const cluster = track(newCluster(f, { nWorkers: 1 }));
+    await failedStart(cluster);
+    const body = f.server.calls('droplets_create')[0]!.json as Record<string, unknown>;
+    expect(body).toMatchObject({ region: DROPLET_DEFAULTS.region, size: DROPLET_DEFAULTS.size, image: DROPLET_DEFAULTS.image, monitoring: false });
+    expect(body).not.toHaveProperty('ssh_keys');
+    expect(body).not.toHaveProperty('vpc_uuid');
+    expect(body).not.toHaveProperty('public_networking');
+    expect(cluster.region).toBe('nyc3');
+    expect(f.leaked()).toEqual({});
+  });
+
+  it('sizes, image, tags, monitoring and ssh keys reach the API; ssh keys open port 22 from the VPC and ingressCidrs', async () => {
+    const f = await fake({ sshKeys: [{ name: 'laptop', public_key: 'ssh-ed25519 AAAA laptop', fingerprint: '3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa', id: 512189 }] });
+    const cluster = track(
+      newCluster(f, {
+        nWorkers: 1,
+        schedulerSize: 's-1vcpu-2gb',
+        workerSize: 's-4vcpu-8gb',
+        image: 'debian-12-x64',
+        tags: ['team:data', 'env-test'],
+        monitoring: true,
+        sshKeys: [512189, '3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa'],
+        ingressCidrs: ['198.51.100.0/24'],
+        schedulerTimeoutMs: 1_000, // nothing listens on the (loopback) scheduler address: fails after the workers were created
+      }),
+    );
+    await failedStart(cluster);
+    const [sched, workers] = f.server.calls('droplets_create').map((c) => c.json as Record<string, unknown>);
+    expect(sched).toMatchObject({ size: 's-1vcpu-2gb', image: 'debian-12-x64', monitoring: true, ssh_keys: [512189, '3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa'] });
+    expect(workers).toMatchObject({ size: 's-4vcpu-8gb', image: 'debian-12-x64' });
+    expect(sched!.tags).toEqual(expect.arrayContaining(['dask-cloud', clusterTag(cluster.id), 'dask-cloud-role:scheduler', 'team:data', 'env-test']));
+    expect(workers!.tags).toEqual(expect.arrayContaining(['dask-cloud-role:worker', 'team:data']));
+    const fw = f.server.calls('firewalls_create')[0]!.json as { inbound_rules: { ports: string; sources: { addresses?: string[] } }[] };
+    const ssh = fw.inbound_rules.filter((r) => r.ports === '22').map((r) => r.sources.addresses);
+    expect(ssh).toEqual([[f.pools.private.cidr], ['198.51.100.0/24']]);
+    const schedPort = fw.inbound_rules.filter((r) => r.ports === '8786').map((r) => r.sources.addresses);
+    expect(schedPort).toEqual([[f.pools.private.cidr], ['198.51.100.0/24']]);
+    expect(f.leaked()).toEqual({});
+  });
+
+  it('vpc: looked up (vpcs_get), passed as vpc_uuid, its range admitted; its region is used when none is given', async () => {
+    const f = await fake();
+    const dots = createApiClient(f.clientOptions());
+    const { vpc } = (await dots.vpc.createVpc({ name: 'analytics', region: 'ams3', ip_range: '10.77.64.0/20' })).data;
+    f.faults.fail('droplets_get', FORBIDDEN, { nth: 1 }); // stop before anything is dialled
+    const cluster = track(newCluster(f, { nWorkers: 1, vpc: vpc.id, exposeDashboard: true }));
+    const mark = f.server.received.length;
+    await failedStart(cluster);
+    expect(sequenceSince(f, mark).slice(0, 3)).toEqual(['vpcs_get', 'firewalls_create', 'droplets_create']);
+    expect(cluster.region).toBe('ams3');
+    expect(f.server.calls('droplets_create')[0]!.json).toMatchObject({ region: 'ams3', vpc_uuid: vpc.id });
+    const fw = f.server.calls('firewalls_create')[0]!.json as { inbound_rules: { ports: string; sources: { addresses?: string[] } }[] };
+    expect(fw.inbound_rules.filter((r) => r.sources.addresses?.length).map((r) => [r.ports, r.sources.addresses])).toEqual([
+      ['8786', ['10.77.64.0/20']],
+      ['8787', ['10.77.64.0/20']],
+      ['8786', ['0.0.0.0/0']],
+      ['8787', ['0.0.0.0/0']], // exposeDashboard
+    ]);
+    await dots.vpc.deleteVpc({ vpc_id: vpc.id });
+    expect(f.leaked()).toEqual({});
+  });
+
+  it('vpc in another region than the region asked for: refused before anything is created', async () => {
+    const f = await fake();
+    const dots = createApiClient(f.clientOptions());
+    const { vpc } = (await dots.vpc.createVpc({ name: 'elsewhere', region: 'fra1', ip_range: '10.77.80.0/20' })).data;
+    const cluster = track(newCluster(f, { nWorkers: 1, vpc: vpc.id, region: 'nyc3' }));
+    const mark = f.server.received.length;
+    const err = await failedStart(cluster);
+    expect(err.details.phase).toBe('network');
+    expect(err.message).toMatch(/vpc .* is in region fra1, not nyc3/);
+    expect(sequenceSince(f, mark)).toEqual(['vpcs_get', 'droplets_list']); // the sweep finds nothing
+    await dots.vpc.deleteVpc({ vpc_id: vpc.id });
+  });
+
+  it('the token comes from DIGITALOCEAN_ACCESS_TOKEN when neither option nor DIGITALOCEAN_TOKEN has it', async () => {
+    const f = await fake();
+    vi.stubEnv('DIGITALOCEAN_TOKEN', '');
+    vi.stubEnv('DIGITALOCEAN_ACCESS_TOKEN', f.token);
+    f.faults.fail('firewalls_create', FORBIDDEN, { nth: 1 });
+    const cluster = track(new DropletCluster({ ...clusterOptions(f), token: undefined, nWorkers: 1 }));
+    await failedStart(cluster);
+    expect(f.server.calls('vpcs_list')[0]!.status).toBe(200);
+  });
+
+  it('a ready-made dots-wrapper client is used as is', async () => {
+    const f = await fake();
+    vi.stubEnv('DIGITALOCEAN_TOKEN', '');
+    vi.stubEnv('DIGITALOCEAN_ACCESS_TOKEN', '');
+    f.faults.fail('firewalls_create', FORBIDDEN, { nth: 1 });
+    const client = createApiClient(f.clientOptions());
+    const cluster = track(new DropletCluster({ ...clusterOptions(f), token: undefined, endpoint: undefined, client, nWorkers: 1 }));
+    await failedStart(cluster);
+    expect(f.server.calls('vpcs_list')[0]!.status).toBe(200);
+  });
+
+  it('a wrong token fails at the first call with 401, the token in no message', async () => {
+    const f = await fake();
+    const cluster = track(newCluster(f, { token: TOKEN, nWorkers: 1 }));
+    const err = await failedStart(cluster);
+    expect(err.details.phase).toBe('network');
+    expect(err.message).toMatch(/DigitalOcean vpcs_list failed \(HTTP 401 unauthorized: Unable to authenticate you\)/);
+    expect(inspect(err, { depth: null, showHidden: true })).not.toContain(TOKEN);
+    expect(f.leaked()).toEqual({});
+  });
+
+  it('a 5xx on the firewall create that created nothing: looked up by name, then created once', async () => {
+    const f = await fake();
+    f.faults.fail('firewalls_create', { status: 500, code: 'server_error', message: 'Unexpected server-side error' }, { times: 1 });
+    f.faults.fail('droplets_get', FORBIDDEN, { nth: 1 });
+    const cluster = track(newCluster(f, { nWorkers: 1 }));
+    await failedStart(cluster);
+    expect(sequenceSince(f, 0).slice(0, 5)).toEqual(['vpcs_list', 'firewalls_create', 'firewalls_list', 'firewalls_create', 'droplets_create']);
+    expect(f.server.calls('firewalls_create').map((c) => c.status)).toEqual([500, 202]);
+    expect(f.server.calls('firewalls_delete')).toHaveLength(1);
+    expect(f.leaked()).toEqual({});
+  });
+
+  it('maps labels to DigitalOcean tags', () => {
+    expect(clusterTag('dask-1a2b3c4d')).toBe('dask-cloud-cluster:dask-1a2b3c4d');
+    expect(labelTag('dask-cloud-role', 'worker')).toBe('dask-cloud-role:worker');
+    expect(labelTag('k', 'a b/c')).toBe('k:a_b_c');
+  });
+});
+
+describe('the SDK is loaded lazily', () => {
+  it('importing the provider loads neither dots-wrapper nor axios', () => {
+    const root = path.resolve(__dirname, '../../..');
+    const out = execFileSync(
+      process.execPath,
+      [
+        '--require',
+        'tsx/cjs',
+        '-e',
+        `const { DropletCluster } = require('./providers/digitalocean');
+         new DropletCluster({ token: 'x', nWorkers: 1 });
+         console.log(Object.keys(require.cache).filter((k) => /dots-wrapper|axios/.test(k)).length);`,
+      ],
+      { cwd: root, encoding: 'utf8', timeout: 60_000 },
+    );
+    expect(out.trim()).toBe('0');
+  });
+});
