@@ -18,7 +18,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline/promises';
 import { DaskCloudError } from 'dask-cloud';
-import { DropletCluster } from '../providers/digitalocean';
+import { DropletCluster } from 'dask-cloud';
 
 async function main(): Promise<void> {
   const image = process.env.DO_IMAGE;

@@ -17,3 +17,5 @@ export { VMCluster, cleanupClusters, LABELS } from './cluster/vm';
 export type { VMClusterOptions, CloudAdapter, CleanupOptions, CleanupReport, NetworkPlan, Instance, InstanceRequest } from './cluster/vm';
 export { DropletCluster, DROPLET_DEFAULTS } from '../providers/digitalocean';
 export type { DropletClusterOptions, DropletCleanupOptions } from '../providers/digitalocean';
+export { EC2Cluster } from '../providers/ec2';
+export type { EC2ClusterOptions } from '../providers/ec2';

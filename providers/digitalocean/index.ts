@@ -28,7 +28,7 @@ export const DROPLET_DEFAULTS = Object.freeze({
 /** Environment variables the token is read from, in order. */
 export const TOKEN_ENV = ['DIGITALOCEAN_TOKEN', 'DIGITALOCEAN_ACCESS_TOKEN'] as const;
 
-export interface DropletClusterOptions extends Omit<VMClusterOptions, 'image'> {
+export interface DropletClusterOptions extends VMClusterOptions {
   /**
    * API token. Default: `DIGITALOCEAN_TOKEN`, then `DIGITALOCEAN_ACCESS_TOKEN`. Used only for API
    * requests from this process: it is never logged and never sent to a Droplet.
@@ -53,8 +53,6 @@ export interface DropletClusterOptions extends Omit<VMClusterOptions, 'image'> {
    * With `runtime: 'native'` the image must have Python with `distributed`.
    */
   image?: string | number;
-  /** The Docker image VMs run (default `ghcr.io/dask/dask:<pinned>`; dask-cloudprovider's `docker_image`). */
-  dockerImage?: string;
   /** VPC uuid (default: the region's default VPC). */
   vpc?: string;
   /**
@@ -250,7 +248,7 @@ export class DropletCluster extends VMCluster {
     });
     // The token and client stay inside the request pipeline: the options the core keeps (and
     // that `util.inspect(cluster)` would show) never hold them.
-    super({ ...common, ...(dockerImage !== undefined ? { image: dockerImage } : {}) }, adapter);
+    super({ ...common, dockerImage }, adapter);
     this.#adapter = adapter;
     adapter.onWarning = (message) => this.emit({ type: 'warning', clusterId: this.id, message, at: Date.now() });
   }

@@ -30,8 +30,8 @@ export interface VMClusterOptions extends ClusterOptions {
   exposeDashboard?: boolean;
   /** `docker` (default) runs the Dask image; `native` runs the VM image's own `dask`. */
   runtime?: 'docker' | 'native';
-  /** Docker image (default `ghcr.io/dask/dask:<pinned>`). */
-  image?: string;
+  /** Docker image the VMs run (default `ghcr.io/dask/dask:<pinned>`; dask-cloudprovider's `docker_image`). */
+  dockerImage?: string;
   /** Docker runtime: install Docker on boot when missing (default true). */
   installDocker?: boolean;
   /** Docker runtime: `--gpus all`. */
@@ -81,6 +81,11 @@ export interface AdapterContext {
   clusterId: string;
   signal: AbortSignal;
   log: BackendContext['log'];
+  /**
+   * Reports an instance that failed after its create call returned (an asynchronous create
+   * error, a VM that died): a running start() stops waiting and rolls back. Absent in cleanup.
+   */
+  memberFailed?: (instance: Instance, error: Error) => void;
 }
 
 /** The cloud-specific part of a VM cluster. All methods honour `ctx.signal`; deletes treat "not found" as done. */
@@ -244,7 +249,7 @@ export class VMBackend implements ClusterBackend {
   }
 
   #actx(ctx: BackendContext): AdapterContext {
-    return { clusterId: ctx.clusterId, signal: ctx.signal, log: ctx.log };
+    return { clusterId: ctx.clusterId, signal: ctx.signal, log: ctx.log, memberFailed: (i, err) => ctx.memberFailed(toMember(i), err) };
   }
 
   labels(clusterId: string, role?: MemberRole): Record<string, string> {
@@ -297,7 +302,7 @@ export class VMBackend implements ClusterBackend {
       role: spec.role,
       security: ctx.security,
       runtime: o.runtime,
-      image: o.image,
+      image: o.dockerImage,
       installDocker: o.installDocker,
       gpu: o.gpu,
       pythonPath: o.pythonPath,
@@ -314,24 +319,41 @@ export class VMBackend implements ClusterBackend {
 
   async #create(ctx: BackendContext, role: MemberRole, names: string[], userData: RenderedUserData): Promise<Instance[]> {
     const batches = chunks(names, this.#adapter.maxBatch);
+    const thisCall = new Set<string>();
+    const track = (id: string) => {
+      this.#created.add(id);
+      thisCall.add(id);
+    };
     const results = await Promise.allSettled(
       batches.map((batch) =>
         this.#adapter.createInstances(
           this.#actx(ctx),
           { role, names: batch, userData, labels: this.labels(ctx.clusterId, role) },
-          (ids) => ids.forEach((id) => this.#created.add(id)),
+          (ids) => ids.forEach(track),
         ),
       ),
     );
     const instances: Instance[] = [];
     for (const r of results) {
       if (r.status === 'fulfilled') {
-        for (const i of r.value) this.#created.add(i.id);
+        for (const i of r.value) track(i.id);
         instances.push(...r.value);
       }
     }
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
+    if (failed) {
+      // All or nothing: a scale-up whose second batch failed must not leave the first batch
+      // running outside the cluster's members until close().
+      if (thisCall.size > 0) {
+        try {
+          await this.#adapter.deleteInstances(this.#actx(ctx), [...thisCall]);
+          for (const id of thisCall) this.#created.delete(id);
+        } catch (err) {
+          ctx.log('deleting the instances of a failed create failed (teardown will retry): %s', (err as Error).message);
+        }
+      }
+      throw failed.reason;
+    }
     return instances;
   }
 

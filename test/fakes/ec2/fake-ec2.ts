@@ -77,6 +77,12 @@ export interface FakeEc2Options {
   /** Public block (Elastic/auto-assigned public IPs). Default PUBLIC_BLOCK (10.77.128.0/20). */
   publicCidr?: string;
   /**
+   * The default VPC's CIDR. Default: `privateCidr` when given (the VPC holds its subnets and
+   * nothing else — in particular not the public block, as on EC2, so rules a provider derives
+   * from the VPC CIDR admit members, not the internet), else 10.77.0.0/16.
+   */
+  vpcCidr?: string;
+  /**
    * RunInstances' resource rate limit: a bucket of instances (EC2: burst 1 000, then 2 per second).
    * `false` disables it.
    */
@@ -92,6 +98,8 @@ interface InstanceRuntime {
   vm?: BootedVm;
   /** JSON of the firewall last given to the booter (boot or setFirewall). */
   firewallSent?: string;
+  /** Firewall updates of this VM, one after the other (a booter resolves peers when each runs). */
+  firewallQueue?: Promise<void>;
   /** Set before we stop the VM ourselves, so its exit is not mistaken for a guest shutdown. */
   stopRequested?: boolean;
 }
@@ -102,7 +110,7 @@ interface ReservationRecord {
   fingerprint: string;
 }
 
-const VPC_CIDR = '10.77.0.0/16';
+const DEFAULT_VPC_CIDR = '10.77.0.0/16';
 const INSTANCE_ID = /^i-([0-9a-f]{8}|[0-9a-f]{17})$/;
 const GROUP_ID = /^sg-([0-9a-f]{8}|[0-9a-f]{17})$/;
 const IMAGE_ID = /^ami-([0-9a-f]{8}|[0-9a-f]{17})$/;
@@ -165,15 +173,16 @@ export class FakeEc2 implements AsyncDisposable {
 
     // Seeded infrastructure: the default VPC, one default subnet per AZ, its default security group, public images.
     this.publicIps = reservedAllocator(opts.publicCidr ?? PUBLIC_BLOCK);
-    this.defaultVpc = this.registry.put<Ec2Vpc>('vpcs', stableId('vpc-', this.region + VPC_CIDR), {
-      vpcId: stableId('vpc-', this.region + VPC_CIDR),
-      cidrBlock: VPC_CIDR,
-      cidrAssociationId: stableId('vpc-cidr-assoc-', this.region + VPC_CIDR),
+    const privateCidr = opts.privateCidr ?? PRIVATE_BLOCK;
+    const vpcCidr = opts.vpcCidr ?? opts.privateCidr ?? DEFAULT_VPC_CIDR;
+    this.defaultVpc = this.registry.put<Ec2Vpc>('vpcs', stableId('vpc-', this.region + vpcCidr), {
+      vpcId: stableId('vpc-', this.region + vpcCidr),
+      cidrBlock: vpcCidr,
+      cidrAssociationId: stableId('vpc-cidr-assoc-', this.region + vpcCidr),
       dhcpOptionsId: stableId('dopt-', this.region),
       isDefault: true,
       tags: [],
     });
-    const privateCidr = opts.privateCidr ?? PRIVATE_BLOCK;
     ['a', 'b', 'c'].forEach((letter, i) => {
       const cidr = carve(privateCidr, i);
       const subnetId = stableId('subnet-', this.region + cidr);
@@ -686,6 +695,7 @@ export class FakeEc2 implements AsyncDisposable {
             // Simulated VMs expose `exited`: a guest-initiated power-off drives the instance state.
             const exited = (vm as BootedVm & { exited?: Promise<unknown> }).exited;
             if (exited && typeof exited.then === 'function') void exited.then(() => this.guestShutdown(inst.instanceId), () => undefined);
+            this.resendFirewallsNaming(inst.instanceId);
           },
           (error: unknown) => {
             this.bootErrors.push({ instanceId: inst.instanceId, phase: 'boot', error });
@@ -717,17 +727,44 @@ export class FakeEc2 implements AsyncDisposable {
       const rules = this.firewallFor(inst);
       const key = JSON.stringify(rules);
       if (key === rt.firewallSent) continue;
-      rt.firewallSent = key;
-      this.track(
-        rt.booting
-          .then(async () => {
-            // Only the latest rules matter; a VM that failed to boot or is stopping has none to set.
-            if (rt.vm && !rt.stopRequested && rt.firewallSent === key) await booter.setFirewall(inst.instanceId, rules);
-          })
-          .catch((error: unknown) => {
-            this.bootErrors.push({ instanceId: inst.instanceId, phase: 'setFirewall', error });
-          }),
-      );
+      this.sendFirewall(inst.instanceId, rt, booter, rules, key);
+    }
+  }
+
+  /**
+   * Queues a firewall update for a VM after its boot and its earlier updates: run concurrently,
+   * an older update (whose peers the booter resolved earlier) could land last and win.
+   */
+  private sendFirewall(instanceId: string, rt: InstanceRuntime, booter: VmBooter, rules: FirewallRule[], key: string): void {
+    rt.firewallSent = key;
+    const after = (rt.firewallQueue ?? (rt.booting as Promise<void>)).catch(() => undefined);
+    rt.firewallQueue = this.track(
+      after
+        .then(async () => {
+          // Only the latest rules matter; a VM that failed to boot or is stopping has none to set.
+          if (rt.vm && !rt.stopRequested && rt.firewallSent === key) await booter.setFirewall(instanceId, rules);
+        })
+        .catch((error: unknown) => {
+          this.bootErrors.push({ instanceId, phase: 'setFirewall', error });
+        }),
+    );
+  }
+
+  /**
+   * Re-sends the rules of every other running VM whose peers include `instanceId`. Those rules
+   * named the instance as soon as it was running, but a booter can only turn a peer's id into an
+   * address once that peer has booted (test/sim resolves peers when rules are set); without this,
+   * members booted later would stay locked out of their group until some rule changed.
+   */
+  private resendFirewallsNaming(instanceId: string): void {
+    const booter = this.booter;
+    if (!booter || this.stopped) return;
+    for (const other of this.instances()) {
+      const rt = this.runtime.get(other.instanceId);
+      if (other.instanceId === instanceId || other.state !== 'running' || !rt?.booting || rt.stopRequested) continue;
+      const rules = this.firewallFor(other);
+      if (!rules.some((r) => r.peerVmIds?.includes(instanceId))) continue;
+      this.sendFirewall(other.instanceId, rt, booter, rules, JSON.stringify(rules));
     }
   }
 
@@ -748,7 +785,10 @@ export class FakeEc2 implements AsyncDisposable {
           const key = `${protocol}|${ported ? r.fromPort : ''}|${ported ? r.toPort : ''}`;
           let rule = byRange.get(key);
           if (!rule) {
-            rule = { direction, protocol, ...(ported ? { fromPort: r.fromPort, toPort: r.toPort } : {}), cidrs: [] };
+            // EC2 writes "all TCP" as 0-65535; port 0 cannot be connected to, so booters (whose
+            // firewalls take 1-65535) get the same range without it.
+            const fromPort = ported && r.fromPort === 0 ? 1 : r.fromPort;
+            rule = { direction, protocol, ...(ported ? { fromPort, toPort: r.toPort } : {}), cidrs: [] };
             byRange.set(key, rule);
           }
           if (r.cidr && !rule.cidrs.includes(r.cidr)) rule.cidrs.push(r.cidr);

@@ -1,0 +1,63 @@
+/**
+ * Dask clusters on AWS EC2: one scheduler instance and N worker instances in a per-cluster
+ * security group, mutual TLS by default. See README.md in this folder for every option, what is
+ * created and how it is cleaned up.
+ *
+ * `@aws-sdk/client-ec2` is loaded on the first API call, never by importing this module.
+ */
+import { VMCluster } from '../../src/cluster/vm';
+import { ValidationError } from '../../src/errors';
+import { Ec2Adapter } from './adapter';
+import { EC2_DEFAULTS, resolveEc2Settings, type EC2ClusterOptions } from './options';
+
+export type { EC2ClusterOptions } from './options';
+export { EC2_DEFAULTS } from './options';
+
+/**
+ * A Dask cluster on EC2 instances.
+ *
+ * ```ts
+ * await using cluster = await EC2Cluster.start({ region: 'eu-west-1', nWorkers: 2 });
+ * await cluster.writeClientConfig('./dask-client'); // then DASK_CONFIG=./dask-client python -c 'from distributed import Client; Client()'
+ * ```
+ *
+ * The constructor validates every option (region included) and creates nothing; `start()`
+ * provisions and, on any failure, deletes everything it created before it throws.
+ */
+export class EC2Cluster extends VMCluster {
+  readonly #adapter: Ec2Adapter;
+
+  constructor(options: EC2ClusterOptions = {}) {
+    if (typeof options !== 'object' || options === null) throw new ValidationError('options must be an object');
+    const settings = resolveEc2Settings(options);
+    const adapter = new Ec2Adapter({
+      settings,
+      api: {
+        endpoint: options.endpoint,
+        credentials: options.credentials,
+        client: options.client,
+        maxAttempts: options.maxAttempts ?? EC2_DEFAULTS.maxAttempts,
+        concurrency: 8,
+        requestTimeoutMs: 5 * 60_000,
+        baseDelayMs: 500,
+        maxDelayMs: 10_000,
+      },
+    });
+    super(options, adapter);
+    this.#adapter = adapter;
+  }
+
+  /** Create and start in one step. */
+  static async start(options: EC2ClusterOptions = {}): Promise<EC2Cluster> {
+    return new EC2Cluster(options).start();
+  }
+
+  /** Deletes every instance and the security group, then releases the SDK client we created. Idempotent. */
+  override async close(): Promise<void> {
+    try {
+      await super.close();
+    } finally {
+      if (this.state === 'closed' || this.state === 'failed') this.#adapter.dispose();
+    }
+  }
+}

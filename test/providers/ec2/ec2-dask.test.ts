@@ -1,0 +1,263 @@
+/**
+ * EC2Cluster against FakeEc2 whose instances really run: each instance's Dask process (from the
+ * launch spec in its user-data, TLS files included) runs as a local process bound to the
+ * instance's loopback address, and the instance's public address forwards the scheduler port to
+ * its private one like EC2's NAT. So start() completes against real Dask, a Python client
+ * computes with only the written client config, and scale-down goes through retire_workers.
+ *
+ * Every address is loopback (test/providers/ec2/helpers.ts).
+ */
+import { execFile } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as tls from 'node:tls';
+import { gunzipSync } from 'node:zlib';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
+import { EC2Cluster, type EC2ClusterOptions } from '../../../providers/ec2';
+import { LABELS } from '../../../src/cluster/vm';
+import type { ClusterEvent } from '../../../src/cluster/events';
+import { ClusterStartError, type CloudApiError } from '../../../src/errors';
+import { Security } from '../../../src/security/security';
+import { createCa, issueLeaf, validityWindow } from '../../../src/security/generate';
+import { assertNoContractViolations } from '../../fakes/core';
+import type { FakeEc2 } from '../../fakes/ec2';
+import { have, pythonWithDask, realDask } from '../../helpers/prereq';
+import { collapsed, eventually, fakeOptions, NatProcessBooter, startFake, tagMap } from './helpers';
+
+const enabled = have(realDask());
+
+/** Loopback slot of this file (ec2-cluster.test.ts uses another): see helpers.ts. */
+const SLOT = 2;
+const fakes: FakeEc2[] = [];
+const booters: NatProcessBooter[] = [];
+const clusters: EC2Cluster[] = [];
+const dirs: string[] = [];
+
+afterEach(async () => {
+  try {
+    assertNoContractViolations(...fakes);
+    for (const f of fakes) {
+      expect(f.server.handlerErrors).toEqual([]);
+      expect(f.bootErrors).toEqual([]);
+    }
+  } finally {
+    await Promise.all(clusters.splice(0).map((c) => c.close().catch(() => undefined)));
+    await Promise.all(fakes.splice(0).map((f) => f.stop()));
+    await Promise.all(booters.splice(0).map((b) => b.stopAll()));
+  }
+});
+
+afterAll(async () => {
+  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+});
+
+async function setup(options: EC2ClusterOptions = {}, fakeOpts: Parameters<typeof startFake>[1] = {}): Promise<{ f: FakeEc2; booter: NatProcessBooter; cluster: EC2Cluster; events: ClusterEvent[] }> {
+  const booter = new NatProcessBooter({ python: pythonWithDask() as string, ports: [options.schedulerPort ?? 8786] });
+  booters.push(booter);
+  const f = await startFake(SLOT, { booter, lifecycleMs: { pendingMs: 100, shuttingDownMs: 100 }, ...fakeOpts });
+  fakes.push(f);
+  const events: ClusterEvent[] = [];
+  const cluster = new EC2Cluster({
+    ...fakeOptions(f),
+    schedulerTimeoutMs: 60_000,
+    workersTimeoutMs: 60_000,
+    ...options,
+    onEvent: (e) => {
+      events.push(e);
+      options.onEvent?.(e);
+    },
+  });
+  clusters.push(cluster);
+  return { f, booter, cluster, events };
+}
+
+async function tempDir(): Promise<string> {
+  const d = await mkdtemp(path.join(os.tmpdir(), 'dc-ec2-test-'));
+  dirs.push(d);
+  return d;
+}
+
+/** Runs Python with only DASK_CONFIG=dir (no other DASK_* of ours leaks in). */
+function pythonWithConfig(dir: string, code: string): Promise<string> {
+  const env: NodeJS.ProcessEnv = { ...process.env, DASK_CONFIG: dir };
+  for (const k of Object.keys(env)) if (k.startsWith('DASK_') && k !== 'DASK_CONFIG') delete env[k];
+  return new Promise((resolve, reject) => {
+    execFile(pythonWithDask() as string, ['-c', code], { env, timeout: 60_000 }, (err, stdout, stderr) =>
+      err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout.trim()),
+    );
+  });
+}
+
+const COMPUTE = "from distributed import Client\nc = Client(timeout='20s')\nprint(sum(c.gather(c.map(lambda x: x * 2, range(10)))))\nc.close()";
+
+function leakedCount(f: FakeEc2): number {
+  return Object.values(f.leaked()).flat().length;
+}
+
+describe.runIf(enabled)('EC2Cluster with real Dask on FakeEc2 instances', () => {
+  it('start (2 workers, mutual TLS) → Python client computes → scale(3) → scale(1) via retire_workers → close; exact API calls', async () => {
+    const { f, booter, cluster, events } = await setup({ nWorkers: 2 });
+    await cluster.start();
+    expect(cluster.state).toBe('running');
+    const startOps = collapsed(f.server.operations());
+    expect(startOps.slice(0, 6)).toEqual([
+      'DescribeImages',
+      'DescribeVpcs',
+      'DescribeSubnets',
+      'CreateSecurityGroup',
+      'AuthorizeSecurityGroupIngress',
+      'RunInstances', // scheduler: its private address is in the answer
+    ]);
+    // Concurrently: both workers in one RunInstances (before the scheduler runs), and
+    // DescribeInstances until the scheduler has its public address.
+    expect(startOps.slice(6).filter((op) => op !== 'DescribeInstances')).toEqual(['RunInstances']);
+    expect(startOps.slice(6)).toContain('DescribeInstances');
+    expect(f.server.calls('RunInstances')[1]!.normalized).toMatchObject({ MinCount: 2, MaxCount: 2 });
+    const sched = f.instances().find((i) => tagMap(i.tags)[LABELS.role] === 'scheduler')!;
+    expect(cluster.schedulerAddress).toBe(`tls://${sched.publicIpAddress}:8786`);
+    expect(cluster.schedulerPrivateAddress).toBe(`tls://${sched.privateIpAddress}:8786`);
+    expect(sched.publicIpAddress).toMatch(/^127\.77\./);
+    for (const inst of f.instances()) {
+      expect(inst.state).toBe('running');
+      expect(inst.metadataOptions.httpTokens).toBe('required');
+      expect(inst.instanceInitiatedShutdownBehavior).toBe('terminate');
+    }
+    const workers = await cluster.workers();
+    const workerHosts = f.instances().filter((i) => i !== sched).map((i) => i.privateIpAddress).sort();
+    expect(workers.map((w) => w.host).sort()).toEqual(workerHosts);
+
+    const dir = await tempDir();
+    await cluster.writeClientConfig(dir);
+    const out = await pythonWithConfig(dir, COMPUTE);
+    expect(out.split('\n').pop()).toBe('90');
+
+    // Scale up: one RunInstances for the new worker.
+    f.server.clearLog();
+    await cluster.scale(3);
+    expect(f.server.operations()).toEqual(['RunInstances']);
+    expect(f.server.calls('RunInstances')[0]!.normalized).toMatchObject({ MinCount: 1, MaxCount: 1 });
+    await cluster.waitForWorkers(3, { timeoutMs: 60_000 });
+
+    // Scale down: the scheduler retires the two newest workers, then exactly their instances go.
+    const members = cluster.members.filter((m) => m.role === 'worker');
+    const [keep, ...victims] = members;
+    f.server.clearLog();
+    await cluster.scale(1);
+    expect(f.server.operations()).toEqual(['TerminateInstances']);
+    expect((f.server.calls('TerminateInstances')[0]!.normalized as { InstanceId: string[] }).InstanceId.sort()).toEqual(victims.map((m) => m.id).sort());
+    const retired = events.find((e): e is Extract<ClusterEvent, { type: 'workers-retired' }> => e.type === 'workers-retired')!;
+    expect(retired.retired.sort()).toEqual(victims.map((m) => m.name).sort());
+    expect(retired.notRetired).toEqual([]);
+    const left = await cluster.workers();
+    expect(left.map((w) => w.host)).toEqual([keep!.privateHost]);
+    expect(f.instance(keep!.id)!.state).toBe('running');
+    for (const v of victims) expect(['shutting-down', 'terminated']).toContain(f.instance(v.id)!.state);
+
+    // Close: terminate, sweep by tag, delete the group once the instances are gone.
+    f.server.clearLog();
+    await cluster.close();
+    expect(collapsed(f.server.operations())).toEqual(['TerminateInstances', 'DescribeInstances', 'DeleteSecurityGroup']);
+    await cluster.close(); // idempotent: no more calls
+    expect(collapsed(f.server.operations())).toEqual(['TerminateInstances', 'DescribeInstances', 'DeleteSecurityGroup']);
+    expect(cluster.state).toBe('closed');
+    expect(leakedCount(f)).toBe(0);
+    await eventually(() => booter.pids().length === 0 && booter.natCount() === 0);
+  });
+
+  it('security: false with private networking: plain tcp:// on private addresses, no public IPs', async () => {
+    const { f, cluster } = await setup({ nWorkers: 1, security: false, privateNetworking: true });
+    await cluster.start();
+    expect(cluster.schedulerAddress).toMatch(/^tcp:\/\/127\.77\.\d+\.\d+:8786$/);
+    expect(cluster.schedulerAddress).toBe(cluster.schedulerPrivateAddress);
+    for (const inst of f.instances()) expect(inst.publicIpAddress).toBeUndefined();
+    const dir = await tempDir();
+    await cluster.writeClientConfig(dir);
+    const out = await pythonWithConfig(dir, "from distributed import Client\nc = Client(timeout='20s')\nprint(c.submit(lambda: 41 + 1).result())\nc.close()");
+    expect(out.split('\n').pop()).toBe('42');
+    await cluster.close();
+    expect(leakedCount(f)).toBe(0);
+  });
+
+  it('a user Security (own CA, distinct scheduler/worker/client certs) is what the scheduler presents', async () => {
+    const opts = { keyAlgorithm: 'ecdsa-p256' as const, validity: validityWindow(1, 5) };
+    const ca = await createCa(opts);
+    const [scheduler, worker, client] = await Promise.all([issueLeaf(ca, 'scheduler', opts), issueLeaf(ca, 'worker', opts), issueLeaf(ca, 'client', opts)]);
+    const security = Security.fromPem({
+      tlsCa: ca.certPem,
+      tlsSchedulerCert: scheduler.certPem,
+      tlsSchedulerKey: scheduler.keyPem,
+      tlsWorkerCert: worker.certPem,
+      tlsWorkerKey: worker.keyPem,
+      tlsClientCert: client.certPem,
+      tlsClientKey: client.keyPem,
+      requireEncryption: true,
+    });
+    const { f, cluster } = await setup({ nWorkers: 1, security });
+    await cluster.start();
+    expect(cluster.security).toBe(security);
+    const { hostname: host, port } = new URL(cluster.schedulerAddress.replace('tls:', 'https:'));
+    expect(host).toMatch(/^127\./);
+    const presented = await new Promise<string>((resolve, reject) => {
+      const socket = tls.connect({ host, port: Number(port), ca: ca.certPem, cert: client.certPem, key: client.keyPem, checkServerIdentity: () => undefined }, () => {
+        const fp = socket.getPeerX509Certificate()?.fingerprint256 ?? '';
+        socket.destroy();
+        resolve(fp);
+      });
+      socket.on('error', reject);
+    });
+    expect(presented).toBe(new X509Certificate(scheduler.certPem).fingerprint256);
+    // Each VM got only its own role's key; the client key went to none of them.
+    for (const inst of f.instances()) {
+      const role = tagMap(inst.tags)[LABELS.role];
+      const files = shippedFiles(Buffer.from(inst.userData));
+      // The first base64 line of a key is unique to it.
+      const has = (pem: string) => files.some((content) => content.includes(pem.split('\n')[1] as string));
+      expect(has(client.keyPem)).toBe(false);
+      expect(has(scheduler.keyPem)).toBe(role === 'scheduler');
+      expect(has(worker.keyPem)).toBe(role === 'worker');
+    }
+    expect(await cluster.workers()).toHaveLength(1);
+  });
+
+  it('RequestLimitExceeded from a tight request budget is retried and start succeeds', async () => {
+    const { f, cluster } = await setup({ nWorkers: 2 });
+    f.throttle({ burst: 3, perSecond: 4 });
+    await cluster.start();
+    const throttled = f.server.received.filter((r) => r.rejectedBy === 'throttle');
+    expect(throttled.length).toBeGreaterThan(0);
+    expect(await cluster.workers()).toHaveLength(2);
+    await cluster.close();
+    expect(leakedCount(f)).toBe(0);
+  });
+
+  it("the workers' RunInstances failing fails start during workers; the running scheduler is deleted too", async () => {
+    const { f, booter, cluster } = await setup({ nWorkers: 2 });
+    f.faults.fail('RunInstances', { status: 400, code: 'InsufficientInstanceCapacity', message: 'We currently do not have sufficient m6i.large capacity in the Availability Zone you requested.' }, { nth: 2 });
+    const err = (await cluster.start().catch((e: unknown) => e)) as ClusterStartError;
+    expect(ClusterStartError.isInstance(err)).toBe(true);
+    expect(err.details.phase).toBe('workers');
+    expect(err.message).toContain('ec2 RunInstances failed: InsufficientInstanceCapacity');
+    expect((err.cause as CloudApiError).details).toMatchObject({ operation: 'RunInstances', ec2Code: 'InsufficientInstanceCapacity' });
+    expect(leakedCount(f)).toBe(0);
+    await eventually(() => booter.pids().length === 0);
+  });
+
+  it('abort once the scheduler answered: rollback stops every process and deletes everything', async () => {
+    const controller = new AbortController();
+    const { f, booter, cluster } = await setup({ nWorkers: 2, signal: controller.signal, onEvent: (e) => e.type === 'scheduler-ready' && controller.abort() });
+    const err = (await cluster.start().catch((e: unknown) => e)) as ClusterStartError;
+    expect(err.code).toBe('E_ABORTED');
+    expect(leakedCount(f)).toBe(0);
+    await eventually(() => booter.pids().length === 0);
+  });
+});
+
+/** Contents of every file a user-data ships (`write_files`, decoded). */
+function shippedFiles(raw: Buffer): string[] {
+  const text = raw[0] === 0x1f && raw[1] === 0x8b ? gunzipSync(raw).toString('utf8') : raw.toString('utf8');
+  const doc = parseYaml(text) as { write_files?: { content?: string; encoding?: string }[] };
+  return (doc.write_files ?? []).map((f) => (f.encoding === 'b64' ? Buffer.from(f.content ?? '', 'base64').toString('utf8') : (f.content ?? '')));
+}
