@@ -20,7 +20,7 @@
  */
 // In your project: import { EC2Cluster } from 'dask-cloud';
 import { EC2Cluster } from 'dask-cloud';
-import { DaskCloudError } from '../src/errors';
+import { DaskCloudError } from 'dask-cloud';
 
 async function main(): Promise<void> {
   await using cluster = new EC2Cluster({

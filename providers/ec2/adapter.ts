@@ -470,6 +470,36 @@ export class Ec2Adapter implements CloudAdapter {
     return found;
   }
 
+  /** Clusters with live instances or a security group in this region, from their tags (for cleanup sweeps). */
+  async listClusters(ctx: AdapterContext): Promise<Array<{ clusterId: string; expiresAt?: Date }>> {
+    const found = new Map<string, Date | undefined>();
+    const note = (tags: Ec2Sdk.Tag[] | undefined) => {
+      const id = tags?.find((t) => t.Key === LABELS.cluster)?.Value;
+      if (!id) return;
+      const exp = Number(tags?.find((t) => t.Key === LABELS.expires)?.Value);
+      const expiresAt = Number.isFinite(exp) && exp > 0 ? new Date(exp * 1000) : undefined;
+      const prev = found.get(id);
+      // The latest expiry of a cluster's resources decides (a scale-up renews it).
+      found.set(id, prev === undefined ? expiresAt : expiresAt !== undefined && expiresAt > prev ? expiresAt : prev);
+    };
+    let token: string | undefined;
+    do {
+      const out = await this.api.call(ctx, 'DescribeInstances', {
+        Filters: [
+          { Name: 'tag-key', Values: [LABELS.cluster] },
+          { Name: 'instance-state-name', Values: LIVE_STATES },
+        ],
+        MaxResults: 1000,
+        ...(token !== undefined ? { NextToken: token } : {}),
+      });
+      for (const i of out.Reservations?.flatMap((r) => r.Instances ?? []) ?? []) note(i.Tags);
+      token = out.NextToken || undefined;
+    } while (token !== undefined);
+    const groups = await this.api.call(ctx, 'DescribeSecurityGroups', { Filters: [{ Name: 'tag-key', Values: [LABELS.cluster] }] });
+    for (const g of groups.SecurityGroups ?? []) note(g.Tags);
+    return [...found].map(([clusterId, expiresAt]) => ({ clusterId, ...(expiresAt ? { expiresAt } : {}) }));
+  }
+
   async consoleOutput(ctx: AdapterContext, id: string): Promise<string> {
     try {
       const out = await this.api.call(ctx, 'GetConsoleOutput', { InstanceId: id });

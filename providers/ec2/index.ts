@@ -5,13 +5,28 @@
  *
  * `@aws-sdk/client-ec2` is loaded on the first API call, never by importing this module.
  */
-import { VMCluster } from '../../src/cluster/vm';
+import createDebug from 'debug';
+import { VMCluster, cleanupClusters, type CleanupOptions, type CleanupReport } from '../../src/cluster/vm';
 import { ValidationError } from '../../src/errors';
 import { Ec2Adapter } from './adapter';
 import { EC2_DEFAULTS, resolveEc2Settings, type EC2ClusterOptions } from './options';
 
 export type { EC2ClusterOptions } from './options';
 export { EC2_DEFAULTS } from './options';
+
+/** How every EC2Cluster talks to the API: bounded concurrency, our own retries. */
+function apiOptions(options: Pick<EC2ClusterOptions, 'endpoint' | 'credentials' | 'client' | 'maxAttempts'>) {
+  return {
+    endpoint: options.endpoint,
+    credentials: options.credentials,
+    client: options.client,
+    maxAttempts: options.maxAttempts ?? EC2_DEFAULTS.maxAttempts,
+    concurrency: 8,
+    requestTimeoutMs: 5 * 60_000,
+    baseDelayMs: 500,
+    maxDelayMs: 10_000,
+  };
+}
 
 /**
  * A Dask cluster on EC2 instances.
@@ -32,16 +47,7 @@ export class EC2Cluster extends VMCluster {
     const settings = resolveEc2Settings(options);
     const adapter = new Ec2Adapter({
       settings,
-      api: {
-        endpoint: options.endpoint,
-        credentials: options.credentials,
-        client: options.client,
-        maxAttempts: options.maxAttempts ?? EC2_DEFAULTS.maxAttempts,
-        concurrency: 8,
-        requestTimeoutMs: 5 * 60_000,
-        baseDelayMs: 500,
-        maxDelayMs: 10_000,
-      },
+      api: apiOptions(options),
     });
     super(options, adapter);
     this.#adapter = adapter;
@@ -50,6 +56,29 @@ export class EC2Cluster extends VMCluster {
   /** Create and start in one step. */
   static async start(options: EC2ClusterOptions = {}): Promise<EC2Cluster> {
     return new EC2Cluster(options).start();
+  }
+
+  /**
+   * Delete what clusters left behind in a region (a killed process, a crashed service): their
+   * instances by tag, then their security groups. `clusterIds`, or `expired: true` (expiry tag
+   * passed), or `all: true`; `dryRun` only reports.
+   */
+  static async cleanup(
+    options: CleanupOptions & Pick<EC2ClusterOptions, 'region' | 'endpoint' | 'credentials' | 'client' | 'maxAttempts'>,
+  ): Promise<CleanupReport> {
+    if (options.clusterIds === undefined && !options.expired && !options.all) {
+      throw new ValidationError('cleanup needs clusterIds, expired: true or all: true', { option: 'clusterIds' });
+    }
+    const settings = resolveEc2Settings({ region: options.region, client: options.client });
+    const adapter = new Ec2Adapter({
+      settings,
+      api: apiOptions(options),
+    });
+    try {
+      return await cleanupClusters(adapter, options, createDebug('dask-cloud:cleanup:ec2'));
+    } finally {
+      adapter.dispose();
+    }
   }
 
   /** Deletes every instance and the security group, then releases the SDK client we created. Idempotent. */
