@@ -31,10 +31,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-// In your project: import { GCPCluster, Security, DaskCloudError } from 'dask-cloud';
-import { GCPCluster } from '../providers/gcp';
-import { Security } from '../src/security';
-import { DaskCloudError } from '../src/errors';
+import { GCPCluster, Security, DaskCloudError } from 'dask-cloud';
 
 async function main(): Promise<void> {
   const tlsDir = process.env.DASK_TLS_DIR ?? './tls';

@@ -14,9 +14,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline/promises';
-// In your project: import { EC2Cluster, DaskCloudError } from 'dask-cloud';
-import { EC2Cluster } from 'dask-cloud';
-import { DaskCloudError } from 'dask-cloud';
+import { EC2Cluster, DaskCloudError } from 'dask-cloud';
 
 async function main(): Promise<void> {
   const hold = process.argv.includes('--hold');

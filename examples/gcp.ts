@@ -21,9 +21,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline/promises';
-// In your project: import { GCPCluster, DaskCloudError } from 'dask-cloud';
-import { GCPCluster } from '../providers/gcp';
-import { DaskCloudError } from '../src/errors';
+import { GCPCluster, DaskCloudError } from 'dask-cloud';
 
 async function main(): Promise<void> {
   const hold = process.argv.includes('--hold');

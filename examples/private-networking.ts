@@ -17,8 +17,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline/promises';
-import { DaskCloudError } from 'dask-cloud';
-import { DropletCluster } from 'dask-cloud';
+import { DaskCloudError, DropletCluster } from 'dask-cloud';
 
 async function main(): Promise<void> {
   const image = process.env.DO_IMAGE;

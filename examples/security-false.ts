@@ -18,9 +18,7 @@
  *
  * Prefer the default (mutual TLS) for anything else: it costs nothing at runtime that you would notice.
  */
-// In your project: import { EC2Cluster } from 'dask-cloud';
-import { EC2Cluster } from 'dask-cloud';
-import { DaskCloudError } from 'dask-cloud';
+import { EC2Cluster, DaskCloudError } from 'dask-cloud';
 
 async function main(): Promise<void> {
   await using cluster = new EC2Cluster({

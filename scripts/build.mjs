@@ -4,7 +4,7 @@
 // are shared by `import` and `require` users. Bundling halves the files Node must resolve at
 // import time, which is most of what `import 'dask-cloud'` costs.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,17 +14,23 @@ const require = createRequire(import.meta.url);
 rmSync(path.join(root, 'dist'), { recursive: true, force: true });
 
 const esbuild = require('esbuild');
-esbuild.buildSync({
-  entryPoints: [path.join(root, 'src/index.ts')],
-  bundle: true,
-  platform: 'node',
-  format: 'cjs',
-  target: 'node20',
-  packages: 'external',
-  sourcemap: true,
-  outfile: path.join(root, 'dist/index.js'),
-  logLevel: 'warning',
-});
+for (const [entry, out] of [
+  ['src/index.ts', 'dist/index.js'],
+  ['src/cli.ts', 'dist/cli.js'],
+]) {
+  esbuild.buildSync({
+    entryPoints: [path.join(root, entry)],
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+    packages: 'external',
+    sourcemap: true,
+    outfile: path.join(root, out),
+    logLevel: 'warning',
+  });
+}
+chmodSync(path.join(root, 'dist/cli.js'), 0o755);
 execFileSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.build.json')], {
   stdio: 'inherit',
   cwd: root,
@@ -35,4 +41,4 @@ writeFileSync(
   `import cjs from './index.js';\nexport const { ${names.join(', ')} } = cjs;\nexport default cjs;\n`,
 );
 mkdirSync(path.join(root, 'dist'), { recursive: true });
-console.log(`built dist/index.js, dist/index.mjs and dist/types (${names.length} exports)`);
+console.log(`built dist/index.js, dist/index.mjs, dist/cli.js and dist/types (${names.length} exports)`);

@@ -19,3 +19,5 @@ export { DropletCluster, DROPLET_DEFAULTS } from '../providers/digitalocean';
 export type { DropletClusterOptions, DropletCleanupOptions } from '../providers/digitalocean';
 export { EC2Cluster } from '../providers/ec2';
 export type { EC2ClusterOptions } from '../providers/ec2';
+export { GCPCluster, GCP_DEFAULTS } from '../providers/gcp';
+export type { GCPClusterOptions, GCPCleanupOptions } from '../providers/gcp';

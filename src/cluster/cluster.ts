@@ -237,6 +237,7 @@ export class Cluster implements AsyncDisposable {
     if (this.options.closeOnSignals !== false) registerLive(this);
     const ctx = this.#context(abort.signal);
     let phase: ClusterPhase = 'credentials';
+    let workersLaunched: Promise<Member[]> | undefined;
     try {
       await this.#phase('credentials', async () => {
         if (this.#security === undefined) this.#security = await Security.temporary(this.options.temporarySecurity);
@@ -266,8 +267,9 @@ export class Cluster implements AsyncDisposable {
       // Workers boot in parallel with the scheduler: they only need its address, not its readiness.
       phase = 'workers';
       const nWorkers = this.options.nWorkers ?? 1;
-      const workersLaunched = this.#launchWorkers(ctx, nWorkers);
-      workersLaunched.catch(() => undefined); // observed below; avoid an unhandled rejection meanwhile
+      const launched = this.#launchWorkers(ctx, nWorkers);
+      workersLaunched = launched;
+      launched.catch(() => undefined); // observed below; avoid an unhandled rejection meanwhile
 
       phase = 'scheduler';
       await this.#phase('ready', async () => {
@@ -279,7 +281,7 @@ export class Cluster implements AsyncDisposable {
         });
         this.emit({ type: 'scheduler-ready', clusterId: this.id, address: this.#clientAddress, at: Date.now() });
         phase = 'workers';
-        await workersLaunched;
+        await launched;
         if (nWorkers > 0) {
           await this.waitForWorkers(nWorkers, {
             timeoutMs: this.options.workersTimeoutMs ?? this.#defaults.workersTimeoutMs,
@@ -297,6 +299,9 @@ export class Cluster implements AsyncDisposable {
       const consoleTail = failed ? await this.backend.diagnostics(failed) : '';
       this.emit({ type: 'rollback', clusterId: this.id, reason: errorMessage(cause), at: Date.now() });
       abort.abort(cause);
+      // A worker create still in flight must finish (it honours the abort) before the rollback,
+      // or what it creates after the sweep would be left behind.
+      await workersLaunched?.catch(() => undefined);
       await this.#teardown('failed');
       const where = failed ? ` (${failed.role} ${failed.name})` : '';
       const message = `starting cluster ${this.id} failed during ${phase}${where}: ${errorMessage(cause)}` +
@@ -416,6 +421,11 @@ export class Cluster implements AsyncDisposable {
   /** Delete every resource the cluster created. Idempotent; safe after a failed or partial start. */
   async close(): Promise<void> {
     if (this.#state === 'closed' || this.#state === 'failed') return;
+    if (this.#state === 'new') {
+      // Never started: nothing was created, so there is nothing to ask the cloud about.
+      this.#state = 'closed';
+      return;
+    }
     if (this.#closing) return this.#closing;
     this.#closing = (async () => {
       if (this.#state === 'starting') {

@@ -10,7 +10,7 @@
  * await fake.stop();
  * ```
  * One project (`fake.project`) with the `default` network and a `default` subnetwork
- * (10.77.0.0/20, the simulated-VM block) in every region; public images from debian-cloud,
+ * (the private block: 10.77.0.0/20 by default, the simulated-VM block) in every region; public images from debian-cloud,
  * ubuntu-os-cloud and cos-cloud. Every request is checked against contracts/gcp.json first.
  */
 import { OAuth2Client } from 'google-auth-library';
@@ -27,6 +27,13 @@ import { Operations, WAIT_MAX_MS, type OperationError, type OperationScope } fro
 import { DEFAULT_TIMINGS, type GcpQuotas, type GcpTimings, type GcpWorld } from './world';
 
 export interface FakeGcpOptions {
+  /**
+   * Address blocks (default the simulated cloud's 10.77 blocks). Pass loopback blocks
+   * (`LOOPBACK_POOLS` of test/sim/process-booter) when instances run as local processes. Every
+   * region's default subnetwork range is the private block.
+   */
+  privateCidr?: string;
+  publicCidr?: string;
   /** The only project that exists (besides the public image projects). Default `dask-fake-project`. */
   project?: string;
   /** Time source for lifecycles, operations, waits and throttling. Default: real time. */
@@ -56,7 +63,7 @@ export class FakeGcp implements AsyncDisposable {
   readonly projectNumber = '123456789012';
   readonly server: FakeServer;
   readonly clock: Clock;
-  readonly pools = new AddressPools();
+  readonly pools: AddressPools;
   /** Errors a booter threw (boot, stop, setFirewall), by instance id: a test should assert it is empty. */
   readonly bootErrors: { id: string; error: unknown }[] = [];
 
@@ -72,6 +79,7 @@ export class FakeGcp implements AsyncDisposable {
     this.project = opts.project ?? 'dask-fake-project';
     this.clock = opts.clock ?? realClock;
     this.booter = opts.booter;
+    this.pools = new AddressPools({ privateCidr: opts.privateCidr, publicCidr: opts.publicCidr });
     this.server = new FakeServer({
       name: 'gcp',
       basePath: '/compute/v1',

@@ -742,7 +742,11 @@ export class Instances {
       total += size + Buffer.byteLength(it.key, 'utf8');
     });
     if (total > METADATA_TOTAL_MAX) throw invalidField(`${p}.metadata`, '', `The total size of all metadata entries (${total} bytes) exceeds the limit of ${METADATA_TOTAL_MAX} bytes.`);
-    const userData = Buffer.from(items.find((it) => it.key === 'user-data')?.value ?? '', 'utf8');
+    // cloud-init's GCE datasource base64-decodes user-data marked `user-data-encoding: base64`
+    // (how a gzipped body travels in a string-valued metadata item): boot what the VM would see.
+    const userDataText = items.find((it) => it.key === 'user-data')?.value ?? '';
+    const encoding = items.find((it) => it.key === 'user-data-encoding')?.value;
+    const userData = encoding === 'base64' ? Buffer.from(userDataText, 'base64') : Buffer.from(userDataText, 'utf8');
 
     // One network interface on the default network / regional default subnetwork.
     if (!networkInterfaces?.length) throw invalidField(`${p}.networkInterfaces`, '', 'At least one network interface is required.');

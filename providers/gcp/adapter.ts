@@ -1,0 +1,539 @@
+/**
+ * The Compute Engine part of a VM cluster (`CloudAdapter`). The core owns ordering, waiting,
+ * rollback and scaling; this file only says how GCP does each step:
+ *
+ * - preflight: the image family is resolved once (every VM of the cluster gets the same image),
+ *   the network and the subnetwork range are looked up;
+ * - network: per-cluster firewall rules targeting the cluster's network tag, named after the
+ *   cluster id (GCP firewalls carry no labels: the description holds cluster id and expiry);
+ * - scheduler: `instances.insert`, then `instances.get` at once for its private address (known
+ *   while still PROVISIONING), so the workers are created right away; its operation is watched
+ *   in the background and a failure is reported to the core;
+ * - workers: one `instances.bulkInsert` with `perInstanceProperties` naming every VM;
+ * - every VM and boot disk carries the cluster labels from creation; boot disks auto-delete.
+ */
+import { CloudApiError, UserDataError } from '../../src/errors';
+import { LABELS, type AdapterContext, type CloudAdapter, type Instance, type InstanceRequest, type NetworkPlan } from '../../src/cluster/vm';
+import { USER_DATA_LIMITS } from '../../src/cloud-init';
+import type { MemberRole } from '../../src/cluster/backend';
+import { retry } from '../../src/cluster/retry';
+import { isNotFound, gcpErrorInfo, operationOf, raceAbort, type ComputeOperation, type GcpApi, type OperationScope } from './api';
+import type { ResolvedGcpConfig } from './options';
+import type * as Compute from '@google-cloud/compute';
+
+type IInstance = Compute.protos.google.cloud.compute.v1.IInstance;
+type IInstanceProperties = Compute.protos.google.cloud.compute.v1.IInstanceProperties;
+type IFirewall = Compute.protos.google.cloud.compute.v1.IFirewall;
+
+/** Network tag every member carries; the firewall rules target it. */
+export function clusterTag(clusterId: string): string {
+  return `dask-cloud-${clusterId}`;
+}
+
+/** Network tag of one role (`dask-cloud-<id>-scheduler`): the scheduler's ingress rules target it. */
+export function roleTag(clusterId: string, role: MemberRole): string {
+  return `${clusterTag(clusterId)}-${role}`;
+}
+
+/** Firewall descriptions start with this, so a sweep finds the rules of clusters that are gone. */
+const FIREWALL_MARK = 'dask-cloud cluster=';
+
+function firewallDescription(clusterId: string, expires: string | undefined, why: string): string {
+  return `${FIREWALL_MARK}${clusterId} expires=${expires ?? ''} ${why}`;
+}
+
+function parseFirewallDescription(description: string | null | undefined): { clusterId: string; expiresAt?: Date } | undefined {
+  const m = /^dask-cloud cluster=([a-z][-a-z0-9]*) expires=(\d*)/.exec(description ?? '');
+  if (!m) return undefined;
+  return { clusterId: m[1]!, ...(m[2] ? { expiresAt: new Date(Number(m[2]) * 1000) } : {}) };
+}
+
+/** The expiry label (epoch seconds) as a Date. */
+function expiryOf(labels: Record<string, string> | null | undefined): Date | undefined {
+  const v = labels?.[LABELS.expires];
+  return v && /^\d+$/.test(v) ? new Date(Number(v) * 1000) : undefined;
+}
+
+const NOT_READY = 'resourceNotReady';
+
+/** A state that an instance never leaves for RUNNING on its own. */
+const GONE_STATES = new Set(['STOPPING', 'STOPPED', 'SUSPENDING', 'SUSPENDED', 'TERMINATED']);
+
+export class GcpAdapter implements CloudAdapter {
+  readonly kind = 'gcp';
+  readonly userDataLimit = USER_DATA_LIMITS.gcp;
+  /** Metadata values are strings: a gzipped body travels base64-encoded, marked `user-data-encoding: base64`. */
+  readonly binaryUserData = true;
+  /** `instances.bulkInsert` creates up to 5,000 VMs per request. */
+  readonly maxBatch = 5000;
+
+  readonly #api: GcpApi;
+  readonly #cfg: ResolvedGcpConfig;
+  /** The image every VM boots (the family resolved in preflight). */
+  #image: string;
+  #subnetwork: { url: string; range: string } | undefined;
+  /** Insert operations still being watched, by instance name (the scheduler's). */
+  readonly #inserts = new Map<string, Promise<void>>();
+  /** From the plan: no access configs, so no public addresses. */
+  #privateNetworking = false;
+  /**
+   * Creates not settled yet (the call, and for bulkInsert its operation). A sweep waits for them:
+   * a rollback can begin while a worker bulkInsert is still in flight, and the VMs it makes must
+   * be in the list the sweep deletes.
+   */
+  readonly #creating = new Set<Promise<unknown>>();
+
+  #track(p: Promise<unknown>): void {
+    const settledP = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#creating.add(settledP);
+    void settledP.then(() => this.#creating.delete(settledP));
+  }
+
+  constructor(api: GcpApi, config: ResolvedGcpConfig) {
+    this.#api = api;
+    this.#cfg = config;
+    this.#image = config.sourceImage;
+  }
+
+  get #zoneScope(): OperationScope {
+    return { project: this.#cfg.projectId, zone: this.#cfg.zone };
+  }
+
+  get #networkUrl(): string {
+    return `projects/${this.#cfg.networkProjectId}/global/networks/${this.#cfg.network}`;
+  }
+
+  async preflight(ctx: AdapterContext, plan: NetworkPlan): Promise<void> {
+    const c = this.#cfg;
+    this.#privateNetworking = plan.privateNetworking;
+    const family = /^(?:projects\/([^/]+)\/)?global\/images\/family\/([^/]+)$/.exec(c.sourceImage);
+    if (family) {
+      const project = family[1] ?? c.projectId;
+      const image = await this.#api.call(`looking up image family ${family[2]} in ${project}`, async (api, _id, gax) => {
+        const [img] = await api.images.getFromFamily({ project, family: family[2] }, gax);
+        return img;
+      }, { signal: ctx.signal });
+      if (!image.selfLink) throw new CloudApiError(`gcp: image family ${c.sourceImage} returned no image`);
+      this.#image = image.selfLink;
+      ctx.log('image family %s → %s', c.sourceImage, image.name);
+    }
+
+    const network = await this.#api.call(`looking up network ${c.network} in ${c.networkProjectId}`, async (api, _id, gax) => {
+      const [net] = await api.networks.get({ project: c.networkProjectId, network: c.network }, gax);
+      return net;
+    }, { signal: ctx.signal });
+    let subnet = c.subnetwork;
+    if (!subnet) {
+      const inRegion = (network.subnetworks ?? []).filter((u) => u.includes(`/regions/${c.region}/subnetworks/`));
+      if (inRegion.length !== 1) {
+        throw new CloudApiError(
+          inRegion.length === 0
+            ? `gcp: network ${c.network} has no subnetwork in region ${c.region}: create one, or pass subnetwork`
+            : `gcp: network ${c.network} has ${inRegion.length} subnetworks in region ${c.region}: choose one with subnetwork`,
+          { details: { network: c.network, region: c.region } },
+        );
+      }
+      subnet = { region: c.region, name: inRegion[0]!.split('/').pop()! };
+    }
+    const { region, name } = subnet;
+    const sub = await this.#api.call(`looking up subnetwork ${name} in ${region}`, async (api, _id, gax) => {
+      const [s] = await api.subnetworks.get({ project: c.networkProjectId, region, subnetwork: name }, gax);
+      return s;
+    }, { signal: ctx.signal });
+    if (!sub.ipCidrRange) throw new CloudApiError(`gcp: subnetwork ${name} has no ipCidrRange`);
+    if (sub.network && !sub.network.endsWith(`/global/networks/${c.network}`)) {
+      throw new CloudApiError(`gcp: subnetwork ${name} belongs to ${sub.network}, not network ${c.network}`);
+    }
+    this.#subnetwork = { url: `projects/${c.networkProjectId}/regions/${region}/subnetworks/${name}`, range: sub.ipCidrRange };
+  }
+
+  /** The cluster's firewall rules, from the core's plan. */
+  #firewallRules(plan: NetworkPlan): IFirewall[] {
+    const id = plan.clusterId;
+    const expires = plan.labels[LABELS.expires];
+    const base = { network: this.#networkUrl, direction: 'INGRESS', priority: 1000 } as const;
+    const rules: IFirewall[] = [
+      {
+        ...base,
+        name: `${id}-internal`,
+        description: firewallDescription(id, expires, 'members reach each other on every TCP port (workers and nannies listen on random ports)'),
+        sourceTags: [clusterTag(id)],
+        targetTags: [clusterTag(id)],
+        allowed: [{ IPProtocol: 'tcp' }],
+      },
+    ];
+    // One rule per distinct source set, so `ingressCidrs` and the subnetwork range stay apart.
+    const bySource = new Map<string, { cidrs: string[]; ports: Set<number>; why: string[] }>();
+    for (const r of plan.ingress) {
+      const cidrs = r.cidrs === 'network' ? [this.#subnetwork?.range ?? ''] : [...r.cidrs];
+      const key = r.cidrs === 'network' ? 'network' : cidrs.join(',');
+      const entry = bySource.get(key) ?? { cidrs, ports: new Set<number>(), why: [] };
+      for (let p = r.ports[0]; p <= r.ports[1]; p++) entry.ports.add(p);
+      entry.why.push(r.why);
+      bySource.set(key, entry);
+    }
+    let publicRules = 0;
+    for (const [key, entry] of bySource) {
+      if (entry.cidrs.some((x) => x === '')) throw new CloudApiError('gcp: the subnetwork range is unknown (preflight did not run)');
+      const suffix = key === 'network' ? 'network' : publicRules++ === 0 ? 'public' : `public-${publicRules}`;
+      rules.push({
+        ...base,
+        name: `${id}-${suffix}`,
+        description: firewallDescription(id, expires, entry.why.join('; ')),
+        sourceRanges: entry.cidrs,
+        targetTags: [roleTag(id, 'scheduler')],
+        allowed: [{ IPProtocol: 'tcp', ports: [...entry.ports].sort((a, b) => a - b).map(String) }],
+      });
+    }
+    return rules;
+  }
+
+  async ensureNetwork(ctx: AdapterContext, plan: NetworkPlan): Promise<void> {
+    const project = this.#cfg.networkProjectId;
+    const rules = this.#firewallRules(plan);
+    // All inserts first, then all waits: the rules are created in parallel. Every insert settles
+    // before an error is thrown, so the rollback's sweep sees everything that was created.
+    const ops = settled(
+      await Promise.allSettled(
+        rules.map((rule) =>
+          this.#api
+            .call(`creating firewall rule ${rule.name}`, (c, requestId, gax) => c.firewalls.insert({ project, requestId, firewallResource: rule }, gax), {
+              signal: ctx.signal,
+              mutating: true,
+            })
+            .then(operationOf),
+        ),
+      ),
+    );
+    settled(await Promise.allSettled(ops.map((op, i) => this.#api.waitOperation(`creating firewall rule ${rules[i]!.name}`, op, { project, global: true }, ctx.signal))));
+  }
+
+  #userDataItems(request: InstanceRequest): { key: string; value: string }[] {
+    const ud = request.userData;
+    const value = ud.gzipped ? ud.body.toString('base64') : ud.body.toString('utf8');
+    if (Buffer.byteLength(value) > this.userDataLimit) {
+      throw new UserDataError(
+        'E_USER_DATA_TOO_LARGE',
+        `${request.role} user-data is ${ud.bytes} bytes gzipped, ${Buffer.byteLength(value)} bytes in base64: over GCP's ${this.userDataLimit}-byte metadata value limit`,
+        { details: { rawBytes: ud.rawBytes, gzipBytes: ud.bytes, limitBytes: this.userDataLimit } },
+      );
+    }
+    // cloud-init's GCE datasource decodes `user-data` marked base64.
+    return ud.gzipped ? [{ key: 'user-data', value }, { key: 'user-data-encoding', value: 'base64' }] : [{ key: 'user-data', value }];
+  }
+
+  /**
+   * Instance properties shared by insert and bulkInsert. `bulk` switches the forms bulkInsert's
+   * instanceProperties want: bare machine, disk and accelerator type names instead of URLs.
+   */
+  #properties(ctx: AdapterContext, request: InstanceRequest, bulk: boolean): IInstanceProperties {
+    const c = this.#cfg;
+    const zone = c.zone;
+    const role = request.role;
+    const machine = role === 'scheduler' ? c.schedulerMachineType : c.workerMachineType;
+    const labels = { ...c.labels, ...request.labels };
+    const scheduling: IInstanceProperties['scheduling'] = {
+      onHostMaintenance: c.onHostMaintenance,
+      automaticRestart: !(c.spot || c.preemptible),
+      ...(c.preemptible ? { preemptible: true } : {}),
+      ...(c.spot ? { provisioningModel: 'SPOT' } : {}),
+      ...(c.maxRunDurationSeconds !== undefined ? { maxRunDuration: { seconds: c.maxRunDurationSeconds } } : {}),
+      // Delete, never just stop: a stopped VM still bills for its disk and is easily forgotten.
+      ...(c.maxRunDurationSeconds !== undefined || c.spot ? { instanceTerminationAction: 'DELETE' } : {}),
+    };
+    if (!this.#subnetwork) throw new CloudApiError('gcp: the subnetwork is unknown (preflight did not run)');
+    return {
+      machineType: bulk ? machine : `zones/${zone}/machineTypes/${machine}`,
+      description: `dask-cloud ${role} of cluster ${ctx.clusterId}`,
+      labels,
+      tags: { items: [clusterTag(ctx.clusterId), roleTag(ctx.clusterId, role)] },
+      metadata: { items: this.#userDataItems(request) },
+      disks: [
+        {
+          boot: true,
+          // The API's default is false: the disk would outlive its VM and keep billing.
+          autoDelete: true,
+          initializeParams: {
+            sourceImage: this.#image,
+            diskSizeGb: c.diskSizeGb,
+            diskType: bulk ? c.diskType : `zones/${zone}/diskTypes/${c.diskType}`,
+            labels,
+          },
+        },
+      ],
+      networkInterfaces: [
+        {
+          network: this.#networkUrl,
+          subnetwork: this.#subnetwork.url,
+          // Private networking: no access config, so no public address at all.
+          ...(this.#privateNetworking ? {} : { accessConfigs: [{ name: 'External NAT', type: 'ONE_TO_ONE_NAT' }] }),
+        },
+      ],
+      scheduling,
+      ...(c.gpu
+        ? { guestAccelerators: [{ acceleratorType: bulk ? c.gpu.type : `zones/${zone}/acceleratorTypes/${c.gpu.type}`, acceleratorCount: c.gpu.count }] }
+        : {}),
+      ...(c.serviceAccount ? { serviceAccounts: [{ email: c.serviceAccount.email, scopes: c.serviceAccount.scopes }] } : {}),
+    };
+  }
+
+  async createInstances(ctx: AdapterContext, request: InstanceRequest, onCreated: (ids: string[]) => void): Promise<Instance[]> {
+    if (request.role === 'scheduler' && request.names.length === 1) return [await this.#insertOne(ctx, request, request.names[0]!, onCreated)];
+    return this.#bulkInsert(ctx, request, onCreated);
+  }
+
+  async #insertOne(ctx: AdapterContext, request: InstanceRequest, name: string, onCreated: (ids: string[]) => void): Promise<Instance> {
+    const { projectId: project, zone } = this.#cfg;
+    const props = this.#properties(ctx, request, false);
+    const call = this.#api.call(`creating ${request.role} ${name}`, (c, requestId, gax) => c.instances.insert({ project, zone, requestId, instanceResource: { ...props, name } as IInstance }, gax), {
+      signal: ctx.signal,
+      mutating: true,
+    });
+    this.#track(call);
+    const op = operationOf(await call);
+    onCreated([name]);
+    // Watched in the background: the workers need only the private address, not a booted VM.
+    const watch = this.#api.waitOperation(`creating ${request.role} ${name}`, op, this.#zoneScope, ctx.signal).then(() => undefined);
+    this.#inserts.set(name, watch);
+    watch.catch((err: Error) => {
+      if (!ctx.signal.aborted) ctx.memberFailed?.({ id: name, name, role: request.role }, err);
+    });
+    // The internal address is allocated with the instance: GCP knows it while PROVISIONING. The
+    // external one is taken only from a RUNNING instance (waitForAddresses).
+    const inst = await this.#getInstance(ctx, name, { waitForExistence: true });
+    const { publicIp: _notYet, ...withPrivate } = toInstance(inst, request.role);
+    return inst.status === 'RUNNING' ? toInstance(inst, request.role) : withPrivate;
+  }
+
+  async #bulkInsert(ctx: AdapterContext, request: InstanceRequest, onCreated: (ids: string[]) => void): Promise<Instance[]> {
+    const { projectId: project, zone } = this.#cfg;
+    const names = request.names;
+    const instanceProperties = this.#properties(ctx, request, true);
+    // Any failure is reported at once: a start would otherwise notice only after the scheduler is up.
+    const reportFailure = (err: unknown) => {
+      if (!ctx.signal.aborted) ctx.memberFailed?.({ id: names[0]!, name: names[0]!, role: request.role }, err as Error);
+      throw err;
+    };
+    const what = `creating ${names.length} ${request.role}s`;
+    const call = this.#api.call(
+      what,
+      (c, requestId, gax) =>
+        c.instances.bulkInsert(
+          {
+            project,
+            zone,
+            requestId,
+            bulkInsertInstanceResourceResource: {
+              count: names.length,
+              // All or nothing: a partial cluster is rolled back anyway.
+              minCount: names.length,
+              perInstanceProperties: Object.fromEntries(names.map((n) => [n, {}])),
+              instanceProperties,
+            },
+          },
+          gax,
+        ),
+      { signal: ctx.signal, mutating: true },
+    );
+    // The operation is waited for whatever the signal says (bounded), so that a sweep can wait
+    // for it too (see #creating); this start stops waiting as soon as it is aborted.
+    const done = call.then((res) => {
+      onCreated([...names]);
+      return this.#api.waitOperation(what, operationOf(res), this.#zoneScope);
+    });
+    this.#track(done);
+    await raceAbort(done, ctx.signal).catch(reportFailure);
+    // bulkInsert answers with no addresses: one list gives them all.
+    const wanted = new Set(names);
+    const found = (await this.#list(ctx, `labels.${LABELS.cluster} = "${ctx.clusterId}"`)).filter((i) => wanted.has(i.name ?? ''));
+    const missing = names.filter((n) => !found.some((i) => i.name === n));
+    if (missing.length > 0) throw new CloudApiError(`gcp: bulkInsert finished but ${missing.join(', ')} do not exist`, { details: { missing } });
+    return names.map((n) => toInstance(found.find((i) => i.name === n)!, request.role));
+  }
+
+  async #getInstance(ctx: AdapterContext, name: string, opts: { waitForExistence?: boolean } = {}): Promise<IInstance> {
+    const { projectId: project, zone } = this.#cfg;
+    return this.#api.call(
+      `looking up instance ${name}`,
+      async (c, _id, gax) => {
+        const [inst] = await c.instances.get({ project, zone, instance: name }, gax);
+        return inst;
+      },
+      // Right after an insert, a read may not see the instance yet.
+      { signal: ctx.signal, ...(opts.waitForExistence ? { retryAlso: isNotFound, retryTimeoutMs: 30_000 } : {}) },
+    );
+  }
+
+  async #list(ctx: AdapterContext, filter: string): Promise<IInstance[]> {
+    const { projectId: project, zone } = this.#cfg;
+    return this.#api.call(
+      `listing instances (${filter})`,
+      async (c, _id, gax) => {
+        const [items] = await c.instances.list({ project, zone, filter }, { ...gax, autoPaginate: true });
+        return items;
+      },
+      { signal: ctx.signal },
+    );
+  }
+
+  async waitForAddresses(ctx: AdapterContext, instance: Instance, wantPublic: boolean): Promise<Instance> {
+    // A failed insert operation explains itself better than a missing address.
+    await this.#inserts.get(instance.id);
+    const what = `gcp: waiting for the ${wantPublic ? 'public' : 'private'} address of ${instance.id}`;
+    return retry(
+      async () => {
+        const inst = await this.#getInstance(ctx, instance.id).catch((err: unknown) => {
+          if (isNotFound(err)) throw new CloudApiError(`gcp: instance ${instance.id} disappeared before it was running`, { cause: err });
+          throw err;
+        });
+        const status = inst.status ?? '';
+        if (GONE_STATES.has(status)) throw new CloudApiError(`gcp: instance ${instance.id} is ${status} instead of running`, { details: { status } });
+        const found = toInstance(inst, instance.role);
+        if (found.privateIp && (!wantPublic || (status === 'RUNNING' && found.publicIp))) return found;
+        throw new NotYet(`instance ${instance.id} is ${status || 'unknown'}${wantPublic ? ', no public address yet' : ''}`);
+      },
+      { what, retryable: (err) => err instanceof NotYet, timeoutMs: this.#api.operationTimeoutMs, baseDelayMs: 500, maxDelayMs: 5000, signal: ctx.signal },
+    );
+  }
+
+  async deleteInstances(ctx: AdapterContext, ids: string[]): Promise<void> {
+    const { projectId: project, zone } = this.#cfg;
+    // Deletes first, then the waits, so every VM starts stopping at once.
+    const started = await Promise.allSettled(
+      ids.map(async (name) => {
+        try {
+          const res = await this.#api.call(`deleting instance ${name}`, (c, requestId, gax) => c.instances.delete({ project, zone, instance: name, requestId }, gax), {
+            signal: ctx.signal,
+            mutating: true,
+            // Already being deleted (e.g. by maxRunDuration): ask again until it is gone.
+            retryAlso: (err) => gcpErrorInfo(err).reason === NOT_READY,
+          });
+          return { name, op: operationOf(res) };
+        } catch (err) {
+          if (isNotFound(err)) return { name, op: undefined };
+          throw err;
+        }
+      }),
+    );
+    const waited = await Promise.allSettled(
+      started.map(async (s) => {
+        if (s.status === 'rejected') throw s.reason;
+        if (!s.value.op) return;
+        try {
+          await this.#api.waitOperation(`deleting instance ${s.value.name}`, s.value.op, this.#zoneScope, ctx.signal);
+        } catch (err) {
+          const codes = ((err as CloudApiError).details?.errors as { code?: string }[] | undefined) ?? [];
+          if (codes.some((e) => e.code === 'RESOURCE_NOT_FOUND')) return;
+          throw err;
+        }
+      }),
+    );
+    for (const id of ids) this.#inserts.delete(id);
+    const failures = waited.filter((w): w is PromiseRejectedResult => w.status === 'rejected').map((w) => w.reason as Error);
+    if (failures.length === 1) throw failures[0];
+    if (failures.length > 1) {
+      throw new CloudApiError(`gcp: deleting ${failures.length} instances failed: ${failures.map((f) => f.message).join('; ')}`, { cause: failures[0] });
+    }
+  }
+
+  async listInstances(ctx: AdapterContext): Promise<Instance[]> {
+    await Promise.all([...this.#creating]);
+    const items = await this.#list(ctx, `labels.${LABELS.cluster} = "${ctx.clusterId}"`);
+    return items
+      .filter((i) => i.labels?.[LABELS.cluster] === ctx.clusterId)
+      .map((i) => toInstance(i, i.labels?.[LABELS.role] === 'scheduler' ? 'scheduler' : 'worker'));
+  }
+
+  async #clusterFirewalls(ctx: AdapterContext, filter: string): Promise<IFirewall[]> {
+    const project = this.#cfg.networkProjectId;
+    return this.#api.call(
+      `listing firewall rules (${filter})`,
+      async (c, _id, gax) => {
+        const [items] = await c.firewalls.list({ project, filter }, { ...gax, autoPaginate: true });
+        return items;
+      },
+      { signal: ctx.signal },
+    );
+  }
+
+  async deleteNetwork(ctx: AdapterContext): Promise<void> {
+    const project = this.#cfg.networkProjectId;
+    const id = ctx.clusterId;
+    const rules = (await this.#clusterFirewalls(ctx, `name eq "${id}-.*"`)).filter((f) => parseFirewallDescription(f.description)?.clusterId === id);
+    const deletions = await Promise.allSettled(
+      rules.map(async (rule) => {
+        try {
+          const res = await this.#api.call(`deleting firewall rule ${rule.name}`, (c, requestId, gax) => c.firewalls.delete({ project, firewall: rule.name!, requestId }, gax), {
+            signal: ctx.signal,
+            mutating: true,
+            retryAlso: (err) => gcpErrorInfo(err).reason === NOT_READY,
+          });
+          return { name: rule.name!, op: operationOf(res) };
+        } catch (err) {
+          if (isNotFound(err)) return undefined;
+          throw err;
+        }
+      }),
+    );
+    const waits = settled(deletions).map((o) => (o ? this.#api.waitOperation(`deleting firewall rule ${o.name}`, o.op, { project, global: true }, ctx.signal) : undefined));
+    settled(await Promise.allSettled(waits));
+  }
+
+  async consoleOutput(ctx: AdapterContext, id: string): Promise<string> {
+    const { projectId: project, zone } = this.#cfg;
+    return this.#api.call(
+      `reading the serial console of ${id}`,
+      async (c, _id, gax) => {
+        // A negative start reads the most recent bytes.
+        const [out] = await c.instances.getSerialPortOutput({ project, zone, instance: id, port: 1, start: -65_536 }, { ...gax, timeout: 15_000 });
+        return out.contents ?? '';
+      },
+      { signal: ctx.signal },
+    );
+  }
+
+  async listClusters(ctx: AdapterContext): Promise<Array<{ clusterId: string; expiresAt?: Date }>> {
+    const found = new Map<string, Date | undefined>();
+    const note = (clusterId: string, expiresAt: Date | undefined) => {
+      const prev = found.get(clusterId);
+      // The earliest expiry wins: a cluster counts as expired once any of its resources is.
+      found.set(clusterId, prev === undefined ? expiresAt : expiresAt === undefined ? prev : new Date(Math.min(prev.getTime(), expiresAt.getTime())));
+    };
+    for (const inst of await this.#list(ctx, `labels.${LABELS.cluster}:*`)) {
+      const id = inst.labels?.[LABELS.cluster];
+      if (id) note(id, expiryOf(inst.labels));
+    }
+    for (const rule of await this.#clusterFirewalls(ctx, `description eq "${FIREWALL_MARK}.*"`)) {
+      const parsed = parseFirewallDescription(rule.description);
+      if (parsed) note(parsed.clusterId, parsed.expiresAt);
+    }
+    return [...found].map(([clusterId, expiresAt]) => ({ clusterId, ...(expiresAt ? { expiresAt } : {}) }));
+  }
+}
+
+function toInstance(inst: IInstance, role: MemberRole): Instance {
+  const nic = inst.networkInterfaces?.[0];
+  const publicIp = nic?.accessConfigs?.find((a) => a.natIP)?.natIP ?? undefined;
+  return {
+    id: inst.name ?? '',
+    name: inst.name ?? '',
+    role,
+    ...(nic?.networkIP ? { privateIp: nic.networkIP } : {}),
+    ...(publicIp ? { publicIp } : {}),
+  };
+}
+
+/** The values, or the first failure once every promise has settled. */
+function settled<T>(results: PromiseSettledResult<T>[]): T[] {
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return results.map((r) => (r as PromiseFulfilledResult<T>).value);
+}
+
+/** An instance that is not there yet: polled again. */
+class NotYet extends Error {}
+
+export type { ComputeOperation };

@@ -1,0 +1,357 @@
+/**
+ * The one request pipeline of the GCP provider. Every Compute call goes through `GcpApi.call`:
+ * bounded concurrency, retries (the core's `retry`) on throttling and server errors honouring
+ * Retry-After, a `requestId` that stays the same across the retries of one logical call (so a
+ * retried insert never creates twice), and errors turned into `CloudApiError`s that name the call.
+ * `waitOperation` waits on zonal and global operations, bounded and abortable, and turns an
+ * operation's `error.errors[]` into a `CloudApiError` naming the operation.
+ *
+ * `@google-cloud/compute` costs ~1.5 s and 140 MB to import: it is loaded on the first call.
+ */
+import { randomUUID } from 'node:crypto';
+import type * as Compute from '@google-cloud/compute';
+import type { Debugger } from 'debug';
+import { CloudApiError, DaskCloudError } from '../../src/errors';
+import { retry, type RetryClock } from '../../src/cluster/retry';
+import type { GcpClients, ResolvedConnection } from './options';
+
+export type ComputeOperation = Compute.protos.google.cloud.compute.v1.IOperation;
+
+/** Where an operation lives. */
+export type OperationScope = { project: string; zone: string } | { project: string; global: true };
+
+/** What a failed Compute request said: the HTTP status and Google's error reason. */
+export interface GcpErrorInfo {
+  status?: number;
+  reason?: string;
+  message: string;
+  retryAfterMs?: number;
+}
+
+/** Reasons Compute uses for per-minute quotas and overload; all worth another attempt. */
+const RETRY_REASONS = new Set(['rateLimitExceeded', 'userRateLimitExceeded', 'RATE_LIMIT_EXCEEDED', 'backendError', 'internalError']);
+/** Network failures before any answer: safe to repeat, every mutating call carries its requestId. */
+const RETRY_NETWORK = new Set(['ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN', 'ECONNABORTED', 'UND_ERR_SOCKET']);
+
+function headerValue(headers: unknown, name: string): string | undefined {
+  if (!headers || typeof headers !== 'object') return undefined;
+  const h = headers as { get?: (n: string) => string | null } & Record<string, unknown>;
+  if (typeof h.get === 'function') return h.get(name) ?? undefined;
+  const v = h[name] ?? h[name.toLowerCase()];
+  return typeof v === 'string' ? v : undefined;
+}
+
+/** Retry-After as seconds or an HTTP date → ms. */
+function retryAfterMs(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (/^\d+(?:\.\d+)?$/.test(value.trim())) return Math.ceil(Number(value) * 1000);
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}
+
+/**
+ * Reads a Compute error. With the REST transport the SDK throws a GaxiosError whose `status` /
+ * `code` is the HTTP status and whose `message` is the raw JSON body (`error.errors[0].reason`).
+ */
+export function gcpErrorInfo(err: unknown): GcpErrorInfo {
+  if (typeof err !== 'object' || err === null) return { message: String(err) };
+  const e = err as { status?: unknown; code?: unknown; message?: unknown; reason?: unknown; response?: { status?: unknown; headers?: unknown } };
+  const status =
+    typeof e.status === 'number' ? e.status : typeof e.response?.status === 'number' ? e.response.status : typeof e.code === 'number' && e.code >= 100 ? e.code : undefined;
+  let message = typeof e.message === 'string' ? e.message : String(err);
+  let reason: string | undefined;
+  try {
+    const body = JSON.parse(message) as { error?: { message?: string; errors?: { reason?: string }[]; status?: string } };
+    if (body.error) {
+      reason = body.error.errors?.[0]?.reason ?? body.error.status;
+      message = body.error.message ?? message;
+    }
+  } catch {
+    // not a JSON body: a network error or a message of the SDK itself
+  }
+  if (reason === undefined && typeof e.reason === 'string') reason = e.reason;
+  if (reason === undefined && typeof e.code === 'string') reason = e.code;
+  return { status, reason, message, retryAfterMs: retryAfterMs(headerValue(e.response?.headers, 'retry-after')) };
+}
+
+/**
+ * A request that got no answer within its deadline. The SDK's REST transport ignores gax's
+ * `timeout`, so the pipeline keeps its own; the request may still have been processed, which is
+ * why every mutating call carries a requestId and the retry reuses it.
+ */
+export class RequestTimeoutError extends Error {
+  readonly reason = 'DEADLINE_EXCEEDED';
+}
+
+/** Throttling (403 rateLimitExceeded, 429), server errors (5xx), deadlines and connection resets. */
+export function isRetryable(err: unknown): boolean {
+  if (err instanceof RequestTimeoutError) return true;
+  const { status, reason } = gcpErrorInfo(err);
+  if (status === 429 || (status !== undefined && status >= 500 && status <= 599)) return true;
+  if (status === 403) return reason !== undefined && RETRY_REASONS.has(reason);
+  return status === undefined && reason !== undefined && RETRY_NETWORK.has(reason);
+}
+
+/** HTTP 404, read from an SDK error or from a CloudApiError wrapping one. */
+export function isNotFound(err: unknown): boolean {
+  if (gcpErrorInfo(err).status === 404) return true;
+  const e = err as { details?: { status?: unknown }; cause?: unknown } | null;
+  return e?.details?.status === 404 || (e?.cause !== undefined && gcpErrorInfo(e.cause).status === 404);
+}
+
+function describe(info: GcpErrorInfo): string {
+  const head = [info.status !== undefined ? `HTTP ${info.status}` : undefined, info.reason].filter(Boolean).join(' ');
+  return head ? `${head}: ${info.message}` : info.message;
+}
+
+/** A counting semaphore: at most `limit` requests in flight. */
+class Limiter {
+  #active = 0;
+  readonly #queue: (() => void)[] = [];
+
+  constructor(readonly limit: number) {}
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.#active >= this.limit) await new Promise<void>((resolve) => this.#queue.push(resolve));
+    this.#active++;
+    try {
+      return await fn();
+    } finally {
+      this.#active--;
+      this.#queue.shift()?.();
+    }
+  }
+}
+
+function withDeadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new RequestTimeoutError(`${what}: no answer within ${ms} ms`)), ms);
+    promise.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
+}
+
+/** Rejects with the signal's reason when it aborts; the awaited work itself carries on. */
+export function raceAbort<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(abortReason(signal));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(abortReason(signal));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
+function abortReason(signal: AbortSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new DaskCloudError('E_ABORTED', 'aborted');
+}
+
+export interface CallOptions {
+  signal?: AbortSignal;
+  /**
+   * A mutating call is not abandoned when the signal aborts: the attempt in flight settles first
+   * (bounded by its deadline), so what it creates is known before the rollback sweeps; only its
+   * retries stop. Reads are abandoned as soon as the signal aborts.
+   */
+  mutating?: boolean;
+  /** More errors worth another attempt for this call only (e.g. `resourceNotReady` on delete). */
+  retryAlso?: (err: unknown) => boolean;
+  /** Per-request deadline (default the connection's `requestTimeoutMs`). */
+  timeoutMs?: number;
+  /** How long this call keeps retrying (default the pipeline's `retryTimeoutMs`). */
+  retryTimeoutMs?: number;
+}
+
+export interface GcpApiOptions extends Pick<ResolvedConnection, 'clientOptions' | 'clients' | 'maxConcurrentRequests' | 'requestTimeoutMs' | 'operationTimeoutMs'> {
+  log: Debugger;
+  /** How long one logical call keeps retrying (default 3 min: per-minute quotas refill within one). */
+  retryTimeoutMs?: number;
+  /** First backoff delay (default 1 s) and cap (default 30 s). */
+  baseDelayMs?: number;
+  maxDelayMs?: number;
+  clock?: RetryClock;
+  /** Observes every retry (tests, metrics). */
+  onRetry?: (what: string, err: unknown, attempt: number, delayMs: number) => void;
+}
+
+/** google-gax call options: no retries of its own (ours are the only ones), and the deadline for the record. */
+type GaxCallOptions = { timeout: number; maxRetries: 0 };
+
+export class GcpApi {
+  readonly #options: GcpApiOptions;
+  readonly #limiter: Limiter;
+  #clients: Promise<GcpClients> | undefined;
+  /** Clients this object created (and so closes); ready-made ones belong to the caller. */
+  readonly #owned: { close(): Promise<void> }[] = [];
+  #closed = false;
+
+  constructor(options: GcpApiOptions) {
+    this.#options = options;
+    this.#limiter = new Limiter(options.maxConcurrentRequests);
+  }
+
+  get operationTimeoutMs(): number {
+    return this.#options.operationTimeoutMs;
+  }
+
+  /** The SDK clients, importing `@google-cloud/compute` on first use. */
+  clients(): Promise<GcpClients> {
+    if (this.#closed) return Promise.reject(new CloudApiError('gcp: the API clients are closed'));
+    this.#clients ??= this.#load();
+    return this.#clients;
+  }
+
+  async #load(): Promise<GcpClients> {
+    const given = this.#options.clients;
+    const names: (keyof GcpClients)[] = ['instances', 'zoneOperations', 'globalOperations', 'firewalls', 'networks', 'subnetworks', 'images'];
+    if (names.every((n) => given[n] !== undefined)) return given as GcpClients;
+    const started = Date.now();
+    const mod = await import('@google-cloud/compute');
+    // Named exports when Node detects them in the CommonJS module, else under `default`.
+    const compute = 'InstancesClient' in mod ? mod : (mod as unknown as { default: typeof mod }).default;
+    this.#options.log('loaded @google-cloud/compute in %d ms', Date.now() - started);
+    const o = this.#options.clientOptions;
+    const make = <K extends keyof GcpClients>(name: K, create: () => GcpClients[K]): GcpClients[K] => {
+      if (given[name] !== undefined) return given[name] as GcpClients[K];
+      const client = create();
+      this.#owned.push(client);
+      return client;
+    };
+    return {
+      instances: make('instances', () => new compute.InstancesClient(o)),
+      zoneOperations: make('zoneOperations', () => new compute.ZoneOperationsClient(o)),
+      globalOperations: make('globalOperations', () => new compute.GlobalOperationsClient(o)),
+      firewalls: make('firewalls', () => new compute.FirewallsClient(o)),
+      networks: make('networks', () => new compute.NetworksClient(o)),
+      subnetworks: make('subnetworks', () => new compute.SubnetworksClient(o)),
+      images: make('images', () => new compute.ImagesClient(o)),
+    };
+  }
+
+  /**
+   * One logical API call. `fn` gets the clients, a requestId (a UUID fixed for this call, the same
+   * on every retry: pass it to every mutating method) and gax call options.
+   */
+  async call<T>(what: string, fn: (c: GcpClients, requestId: string, gax: GaxCallOptions) => Promise<T>, options: CallOptions = {}): Promise<T> {
+    const { signal } = options;
+    if (signal?.aborted) throw abortReason(signal);
+    const clients = await raceAbort(this.clients(), signal);
+    const requestId = randomUUID();
+    const timeoutMs = options.timeoutMs ?? this.#options.requestTimeoutMs;
+    const gax: GaxCallOptions = { timeout: timeoutMs, maxRetries: 0 };
+    const attempt = async () => {
+      if (signal?.aborted) throw abortReason(signal);
+      const request = this.#limiter.run(() => withDeadline(fn(clients, requestId, gax), timeoutMs, what));
+      return options.mutating ? request : raceAbort(request, signal);
+    };
+    try {
+      return await retry(attempt, {
+        what: `gcp: ${what}`,
+        retryable: (err) => !signal?.aborted && (isRetryable(err) || (options.retryAlso?.(err) ?? false)),
+        retryAfterMs: (err) => gcpErrorInfo(err).retryAfterMs,
+        timeoutMs: options.retryTimeoutMs ?? this.#options.retryTimeoutMs ?? 3 * 60_000,
+        baseDelayMs: this.#options.baseDelayMs ?? 1000,
+        maxDelayMs: this.#options.maxDelayMs ?? 30_000,
+        signal,
+        clock: this.#options.clock,
+        onRetry: (err, n, delayMs) => {
+          this.#options.log('%s: attempt %d failed (%s); retrying in %d ms', what, n, describe(gcpErrorInfo(err)), delayMs);
+          this.#options.onRetry?.(what, err, n, delayMs);
+        },
+      });
+    } catch (err) {
+      if (signal?.aborted && err === signal.reason) throw err;
+      if (DaskCloudError.isInstance(err)) {
+        // retry() gave up: keep its message (attempts, last error), as a cloud error.
+        if (err.code === 'E_TIMEOUT' && err.cause !== undefined) {
+          throw new CloudApiError(err.message, { cause: err.cause, details: { ...gcpErrorInfo(err.cause), call: what } });
+        }
+        throw err;
+      }
+      const info = gcpErrorInfo(err);
+      throw new CloudApiError(`gcp: ${what} failed: ${describe(info)}`, {
+        cause: err,
+        details: { status: info.status, reason: info.reason, call: what },
+      });
+    }
+  }
+
+  /**
+   * Waits until `op` is DONE (Compute's `wait` returns after at most ~2 minutes, so it is called
+   * again until `operationTimeoutMs`), then throws a CloudApiError naming the operation if it
+   * ended with `error.errors[]`.
+   */
+  async waitOperation(what: string, op: ComputeOperation, scope: OperationScope, signal?: AbortSignal): Promise<ComputeOperation> {
+    const name = op.name;
+    if (!name) throw new CloudApiError(`gcp: ${what}: the API returned no operation`);
+    const deadline = Date.now() + this.#options.operationTimeoutMs;
+    const notDone = (cause?: unknown) =>
+      new CloudApiError(`gcp: ${what}: operation ${name} not done after ${this.#options.operationTimeoutMs} ms (last status ${String(current.status)})`, {
+        cause,
+        details: { operation: name, status: current.status },
+      });
+    let current = op;
+    while (current.status !== 'DONE') {
+      const left = deadline - Date.now();
+      if (left <= 0) throw notDone();
+      try {
+        current = await this.call(
+          `waiting for ${what}`,
+          async (c, _id, gax) => {
+            const [res] =
+              'zone' in scope
+                ? await c.zoneOperations.wait({ project: scope.project, zone: scope.zone, operation: name }, gax)
+                : await c.globalOperations.wait({ project: scope.project, operation: name }, gax);
+            return res;
+          },
+          // Compute answers a wait within ~2 minutes; allow for that plus the network.
+          { signal, timeoutMs: Math.min(left, 150_000), retryTimeoutMs: left },
+        );
+      } catch (err) {
+        if (Date.now() >= deadline && !signal?.aborted) throw notDone(err);
+        throw err;
+      }
+    }
+    const errors = current.error?.errors ?? [];
+    if (errors.length > 0) {
+      const text = errors.map((e) => `${e.code ?? 'ERROR'}: ${e.message ?? ''}`.trim()).join('; ');
+      throw new CloudApiError(`gcp: ${what} failed: operation ${name} (${current.operationType ?? 'operation'}) ended with ${text}`, {
+        details: { operation: name, operationType: current.operationType, errors: errors.map((e) => ({ code: e.code, message: e.message })), httpStatus: current.httpErrorStatusCode },
+      });
+    }
+    return current;
+  }
+
+  /** Closes the clients this object created. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const owned = this.#owned.splice(0);
+    await Promise.allSettled(owned.map((c) => c.close()));
+  }
+}
+
+/** The Operation a mutating call answered with (`[{ latestResponse, name }]` for insert/delete). */
+export function operationOf(result: unknown): ComputeOperation {
+  const first = Array.isArray(result) ? result[0] : result;
+  const op = (first as { latestResponse?: ComputeOperation } | undefined)?.latestResponse ?? (first as ComputeOperation | undefined);
+  if (!op || typeof op !== 'object') throw new CloudApiError('gcp: the API answered a mutating call without an operation');
+  return op;
+}

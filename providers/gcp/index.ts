@@ -1,0 +1,102 @@
+/**
+ * Dask clusters on Google Compute Engine: one scheduler VM plus N worker VMs, mutual TLS by
+ * default. See README.md in this folder for every option, the resources created and cleanup.
+ */
+import createDebug from 'debug';
+import { cleanupClusters, VMCluster, type CleanupOptions, type CleanupReport, type VMClusterOptions } from '../../src/cluster/vm';
+import { ValidationError } from '../../src/errors';
+import { GcpAdapter } from './adapter';
+import { GcpApi } from './api';
+import { resolveGcpOptions, type GCPClusterOptions, type GcpConnectionOptions, type ResolvedConnection } from './options';
+
+export type { GCPClusterOptions, GcpConnectionOptions, GcpClients, GcpClientOptions, GcpEndpoint, GcpGpu } from './options';
+export { GCP_DEFAULTS, resolveProjectId } from './options';
+export { clusterTag, roleTag } from './adapter';
+
+const log = createDebug('dask-cloud:gcp');
+
+/** Options of {@link GCPCluster.cleanup}: what to delete, and how to reach the project. */
+export interface GCPCleanupOptions extends CleanupOptions, GcpConnectionOptions {}
+
+function apiFor(conn: ResolvedConnection): GcpApi {
+  return new GcpApi({ ...conn, log });
+}
+
+/** The core's options, with the GCP `gpu` object turned into the Docker runtime's `--gpus all`. */
+function coreOptions(options: GCPClusterOptions): VMClusterOptions {
+  const { gpu, ...rest } = options;
+  return { ...rest, gpu: gpu !== undefined && (options.runtime ?? 'docker') === 'docker' };
+}
+
+/**
+ * A Dask cluster on Compute Engine VMs.
+ *
+ * ```ts
+ * await using cluster = await GCPCluster.start({ projectId: 'my-proj', zone: 'us-central1-a', nWorkers: 4 });
+ * await cluster.writeClientConfig('./dask-client');   // DASK_CONFIG=./dask-client python -c 'Client()'
+ * await cluster.scale(10);
+ * ```
+ *
+ * The constructor validates every option (and finds the project id) without any API call;
+ * `start()` creates the firewall rules, the scheduler and the workers, and deletes everything
+ * again if anything fails.
+ */
+export class GCPCluster extends VMCluster {
+  /** The project the VMs live in. */
+  readonly projectId: string;
+  /** The zone of every VM. */
+  readonly zone: string;
+  readonly #api: GcpApi;
+
+  constructor(options: GCPClusterOptions = {}) {
+    const config = resolveGcpOptions(options);
+    const api = apiFor(config);
+    super(coreOptions(options), new GcpAdapter(api, config));
+    this.#api = api;
+    this.projectId = config.projectId;
+    this.zone = config.zone;
+  }
+
+  /** Create and start in one step. */
+  static async start(options: GCPClusterOptions = {}): Promise<GCPCluster> {
+    return new GCPCluster(options).start();
+  }
+
+  /**
+   * Delete what clusters left behind (a killed process, a crashed service), found by their
+   * labels and firewall rule names in one project and zone: `{ clusterIds }`, `{ expired: true }`
+   * (expiry label passed) or `{ all: true }`; `dryRun` only reports.
+   */
+  static async cleanup(options: GCPCleanupOptions): Promise<CleanupReport> {
+    // Only the connection options matter for a sweep; the rest of the config is never used.
+    const config = resolveGcpOptions({ ...options, maxRunDuration: false });
+    if (options.clusterIds === undefined && !options.expired && !options.all) {
+      throw new ValidationError('cleanup needs clusterIds, expired: true or all: true', { option: 'clusterIds' });
+    }
+    const api = apiFor(config);
+    try {
+      const adapter = new GcpAdapter(api, config);
+      return await cleanupClusters(adapter, options, log);
+    } finally {
+      await api.close();
+    }
+  }
+
+  override async start(): Promise<this> {
+    try {
+      return await super.start();
+    } catch (err) {
+      // The rollback deleted everything; the SDK clients go too (a failed cluster never restarts).
+      if (this.state === 'failed') await this.#api.close();
+      throw err;
+    }
+  }
+
+  override async close(): Promise<void> {
+    try {
+      await super.close();
+    } finally {
+      await this.#api.close();
+    }
+  }
+}

@@ -1,0 +1,163 @@
+#!/usr/bin/env node
+/**
+ * The `dask-cloud` command line.
+ *
+ *   dask-cloud local [--workers N] [--client-config DIR] [--no-security]
+ *   dask-cloud user-data --role scheduler|worker [--scheduler-address A] [--runtime docker|native] [--no-security]
+ *   dask-cloud cleanup --provider gcp|ec2|digitalocean (--cluster ID ... | --expired | --all) [--dry-run] [provider options]
+ */
+import { parseArgs } from 'node:util';
+import { DaskCloudError } from './errors';
+import { Security } from './security/security';
+import { renderUserData } from './cloud-init';
+import { LocalCluster } from '../providers/local';
+import type { CleanupReport } from './cluster/vm';
+
+const USAGE = `usage:
+  dask-cloud local [--workers N] [--client-config DIR] [--no-security]
+      start a local cluster (mutual TLS), write the client config, run until Ctrl-C
+  dask-cloud user-data --role scheduler|worker [--scheduler-address tls://10.0.0.2:8786]
+      [--runtime docker|native] [--docker-image IMAGE] [--no-security]
+      print the cloud-init user-data a VM of that role boots from, with its private key elided
+      (renderUserData() in the library gives the full text)
+  dask-cloud cleanup --provider gcp|ec2|digitalocean (--cluster ID ... | --expired | --all) [--dry-run]
+      [--project P --zone Z | --region R] [--endpoint URL]
+      delete what clusters left behind (instances by label, then firewalls / security groups)`;
+
+/** Replace the body of every PEM private key with a marker. */
+export function redactKeys(text: string): string {
+  return text.replace(/(-----BEGIN [A-Z ]*PRIVATE KEY-----)[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----)/g, '$1 (elided) $2');
+}
+
+async function local(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      workers: { type: 'string', default: '2' },
+      'client-config': { type: 'string', default: './dask-client' },
+      'no-security': { type: 'boolean', default: false },
+    },
+  });
+  const cluster = await LocalCluster.start({
+    nWorkers: Number(values.workers),
+    security: values['no-security'] ? false : undefined,
+    closeOnSignals: false,
+  });
+  await cluster.writeClientConfig(values['client-config']!);
+  console.log(`scheduler ${cluster.schedulerAddress}, ${values.workers} workers`);
+  console.log(`client config in ${values['client-config']}: DASK_CONFIG=${values['client-config']} python3 -c "from distributed import Client; print(Client())"`);
+  console.log('Ctrl-C stops the cluster.');
+  await new Promise<void>((resolve) => {
+    for (const s of ['SIGINT', 'SIGTERM'] as const) process.once(s, () => resolve());
+  });
+  await cluster.close();
+  console.log('closed');
+  return 0;
+}
+
+async function userData(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      role: { type: 'string' },
+      'scheduler-address': { type: 'string' },
+      runtime: { type: 'string', default: 'docker' },
+      'docker-image': { type: 'string' },
+      'no-security': { type: 'boolean', default: false },
+    },
+  });
+  const role = values.role;
+  if (role !== 'scheduler' && role !== 'worker') throw new Error('--role must be scheduler or worker');
+  const security = values['no-security'] ? false : await Security.temporary();
+  const proto = security === false ? 'tcp' : 'tls';
+  const rendered = renderUserData({
+    role,
+    security,
+    runtime: values.runtime as 'docker' | 'native',
+    image: values['docker-image'],
+    schedulerAddress: role === 'worker' ? (values['scheduler-address'] ?? `${proto}://10.0.0.2:8786`) : undefined,
+  });
+  // A command line never prints a private key: the VM's key is elided.
+  process.stdout.write(redactKeys(rendered.text));
+  process.stderr.write(`# ${role} user-data: ${rendered.rawBytes} bytes (private key elided)\n`);
+  return 0;
+}
+
+async function cleanup(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      provider: { type: 'string' },
+      cluster: { type: 'string', multiple: true },
+      expired: { type: 'boolean', default: false },
+      all: { type: 'boolean', default: false },
+      'dry-run': { type: 'boolean', default: false },
+      project: { type: 'string' },
+      zone: { type: 'string' },
+      region: { type: 'string' },
+      endpoint: { type: 'string' },
+    },
+  });
+  const endpoint = values.endpoint;
+  const common = { clusterIds: values.cluster, expired: values.expired, all: values.all, dryRun: values['dry-run'] };
+  if (!common.clusterIds?.length && !common.expired && !common.all) throw new Error('say which clusters: --cluster ID, --expired or --all');
+  let report: CleanupReport;
+  // Providers are loaded only when asked for: each pulls in its cloud SDK.
+  switch (values.provider) {
+    case 'gcp': {
+      const { GCPCluster } = await import('../providers/gcp');
+      report = await GCPCluster.cleanup({ projectId: values.project, zone: values.zone, endpoint, ...common });
+      break;
+    }
+    case 'ec2': {
+      const { EC2Cluster } = await import('../providers/ec2');
+      report = await EC2Cluster.cleanup({ region: values.region, endpoint, ...common });
+      break;
+    }
+    case 'digitalocean': {
+      const { DropletCluster } = await import('../providers/digitalocean');
+      report = await DropletCluster.cleanup({ endpoint, ...common });
+      break;
+    }
+    default:
+      throw new Error('--provider must be gcp, ec2 or digitalocean');
+  }
+  let failed = 0;
+  for (const c of report.clusters) {
+    const what = c.error ? `FAILED: ${c.error}` : values['dry-run'] ? 'would delete' : 'deleted';
+    if (c.error) failed++;
+    console.log(`${c.clusterId}: ${c.instances.length} instance(s) ${what}`);
+  }
+  if (report.clusters.length === 0) console.log('nothing to clean up');
+  return failed > 0 ? 1 : 0;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'local':
+        return await local(rest);
+      case 'user-data':
+        return await userData(rest);
+      case 'cleanup':
+        return await cleanup(rest);
+      case undefined:
+      case '-h':
+      case '--help':
+        console.log(USAGE);
+        return command === undefined ? 1 : 0;
+      default:
+        console.error(`unknown command ${command}\n${USAGE}`);
+        return 1;
+    }
+  } catch (err) {
+    const code = DaskCloudError.isInstance(err) ? ` [${err.code}]` : '';
+    console.error(`dask-cloud ${command}: ${err instanceof Error ? err.message : String(err)}${code}`);
+    return 1;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then((code) => process.exit(code));
+}

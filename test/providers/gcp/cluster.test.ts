@@ -1,0 +1,479 @@
+/**
+ * GCPCluster against the Compute fake without booting anything: validation before any call,
+ * what is created (labels, tags, firewall rules, NICs, batching) and a clean rollback when any
+ * API step of start() fails. Nothing here runs Dask: a started cluster's scheduler never answers,
+ * so these starts end in a (fast) failure once the requests of interest have been made.
+ */
+import { execFileSync } from 'node:child_process';
+import * as path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { GCPCluster, clusterTag, roleTag } from '../../../providers/gcp';
+import { GcpAdapter } from '../../../providers/gcp/adapter';
+import { LABELS } from '../../../src/cluster/vm';
+import type { ClusterEvent } from '../../../src/cluster/events';
+import { ClusterStartError, ValidationError } from '../../../src/errors';
+import { assertNoContractViolations, type ReceivedCall, type ResourceSnapshot } from '../../fakes/core';
+import type { FakeGcp } from '../../fakes/gcp';
+import { fakeOptions, operations, startFake, ZONE } from './helpers';
+
+let fakes: FakeGcp[] = [];
+
+afterEach(async () => {
+  try {
+    for (const fake of fakes) {
+      assertNoContractViolations(fake);
+      expect(fake.server.handlerErrors).toEqual([]);
+      expect(fake.bootErrors).toEqual([]);
+    }
+  } finally {
+    await Promise.all(fakes.map((f) => f.stop()));
+    fakes = [];
+  }
+});
+
+async function fakeGcp(opts: Parameters<typeof startFake>[0] = {}): Promise<FakeGcp> {
+  const fake = await startFake(opts);
+  fakes.push(fake);
+  return fake;
+}
+
+type Body = Record<string, any>;
+const bodies = (fake: FakeGcp, op: string): Body[] => fake.server.calls(`compute.${op}`).map((c: ReceivedCall) => c.json as Body);
+
+/**
+ * Starts a cluster whose scheduler never answers (nothing boots), records what existed once the
+ * workers had been created, and returns the start error (the rollback has run by then). Unless
+ * `untilReadiness`, the start is aborted right after that snapshot instead of waiting for the
+ * scheduler to time out.
+ */
+async function startUntilWorkers(fake: FakeGcp, options: Partial<ConstructorParameters<typeof GCPCluster>[0]> = {}, untilReadiness = false) {
+  const events: ClusterEvent[] = [];
+  let snapshot: ResourceSnapshot | undefined;
+  const controller = new AbortController();
+  const cluster = new GCPCluster({
+    ...fakeOptions(fake),
+    nWorkers: 2,
+    schedulerTimeoutMs: 1_500,
+    signal: controller.signal,
+    ...options,
+    onEvent: (e) => {
+      events.push(e);
+      if (e.type === 'member-launched' && (e.role === 'worker' || options.nWorkers === 0) && !snapshot) {
+        snapshot = structuredClone(fake.resources());
+        if (!untilReadiness) controller.abort(new Error('seen enough'));
+      }
+    },
+  });
+  const error = (await cluster.start().catch((e: unknown) => e)) as ClusterStartError;
+  expect(ClusterStartError.isInstance(error)).toBe(true);
+  return { cluster, error, events, snapshot: snapshot ?? {} };
+}
+
+describe('GCPCluster options', () => {
+  it('importing the provider and constructing a cluster loads no cloud SDK', () => {
+    const root = path.resolve(__dirname, '../../..');
+    const out = execFileSync(
+      process.execPath,
+      [
+        path.join(root, 'node_modules/tsx/dist/cli.mjs'),
+        '-e',
+        `const g = require('./providers/gcp');
+         new g.GCPCluster({ projectId: 'p-123456', closeOnSignals: false });
+         console.log(JSON.stringify(Object.keys(require.cache).filter((k) => /@google-cloud|google-gax|google-auth-library/.test(k))));`,
+      ],
+      { cwd: root, encoding: 'utf8', timeout: 60_000 },
+    );
+    expect(JSON.parse(out.trim().split('\n').pop()!)).toEqual([]);
+  });
+
+  it('validates every option in the constructor, before any API call', async () => {
+    const fake = await fakeGcp();
+    const base = fakeOptions(fake);
+    const bad: [Partial<ConstructorParameters<typeof GCPCluster>[0]>, string, RegExp][] = [
+      [{ zone: 'us-central1' }, 'zone', /zone must look like us-central1-a/],
+      [{ projectId: 'Bad_Project' }, 'projectId', /not a GCP project id/],
+      [{ labels: { Team: 'x' } }, 'labels', /label key "Team"/],
+      [{ labels: { team: 'Data Science' } }, 'labels', /GCP label values/],
+      [{ labels: { [LABELS.cluster]: 'x' } }, 'labels', /set by dask-cloud itself/],
+      [{ spot: true, preemptible: true }, 'spot', /spot or preemptible/],
+      [{ gpu: { type: 'nvidia-tesla-t4' }, onHostMaintenance: 'MIGRATE' }, 'onHostMaintenance', /cannot live-migrate/],
+      [{ gpu: { type: 'nvidia-tesla-t4', count: 0 } }, 'gpu.count', /positive integer/],
+      [{ diskSizeGb: 5 }, 'diskSizeGb', /at least 10/],
+      [{ machineType: 'zones/us-central1-a/machineTypes/e2-standard-4' }, 'schedulerMachineType', /not a URL/],
+      [{ sourceImage: 'debian-12' }, 'sourceImage', /projects\/P\/global\/images/],
+      [{ subnetwork: 'projects/p-123456/regions/europe-west1/subnetworks/s', networkProjectId: 'p-123456' }, 'subnetwork', /region europe-west1/],
+      [{ network: 'projects/other-project/global/networks/vpc' }, 'network', /networkProjectId: 'other-project'/],
+      [{ scopes: ['https://www.googleapis.com/auth/cloud-platform'] }, 'scopes', /set serviceAccount too/],
+      [{ serviceAccount: 'not an email' }, 'serviceAccount', /'default' or an email/],
+      [{ maxRunDuration: '3 hours' }, 'maxRunDuration', /duration such as '8h'/],
+      [{ maxRunDuration: 10 }, 'maxRunDuration', /30 s to 120 days/],
+      [{ endpoint: 'ftp://x' }, 'endpoint', /http or https/],
+      [{ maxConcurrentRequests: 0 }, 'maxConcurrentRequests', /positive integer/],
+    ];
+    for (const [over, option, message] of bad) {
+      const err = (() => {
+        try {
+          new GCPCluster({ ...base, ...over });
+          return undefined;
+        } catch (e) {
+          return e;
+        }
+      })();
+      expect(err instanceof ValidationError, `${JSON.stringify(over)} should be refused`).toBe(true);
+      expect((err as ValidationError).details.option).toBe(option);
+      expect((err as Error).message).toMatch(message);
+    }
+    // The core's own checks run too.
+    expect(() => new GCPCluster({ ...base, ingressCidrs: ['everyone'] })).toThrow(/IPv4 CIDR/);
+    expect(fake.server.received).toEqual([]);
+  });
+
+  it('a project id is required, and looked for only locally', async () => {
+    const fake = await fakeGcp();
+    const { projectId: _p, ...noProject } = fakeOptions(fake);
+    const env = { ...process.env };
+    try {
+      for (const k of ['GOOGLE_CLOUD_PROJECT', 'GCLOUD_PROJECT', 'GOOGLE_APPLICATION_CREDENTIALS', 'CLOUDSDK_CORE_PROJECT']) delete process.env[k];
+      process.env.CLOUDSDK_CONFIG = '/nonexistent/dask-cloud-test';
+      const err = (() => {
+        try {
+          new GCPCluster(noProject);
+        } catch (e) {
+          return e as ValidationError;
+        }
+        return undefined;
+      })();
+      expect(err).toBeInstanceOf(ValidationError);
+      expect(err!.details.option).toBe('projectId');
+      expect(err!.message).toMatch(/^no GCP project: pass projectId, set GOOGLE_CLOUD_PROJECT/);
+      process.env.GCLOUD_PROJECT = fake.project;
+      expect(new GCPCluster(noProject).projectId).toBe(fake.project);
+      process.env.GOOGLE_CLOUD_PROJECT = 'from-google-cloud-project';
+      expect(new GCPCluster(noProject).projectId).toBe('from-google-cloud-project');
+      expect(new GCPCluster({ ...noProject, projectId: 'explicit-project' }).projectId).toBe('explicit-project');
+    } finally {
+      for (const k of Object.keys(process.env)) if (!(k in env)) delete process.env[k];
+      Object.assign(process.env, env);
+    }
+    expect(fake.server.received).toEqual([]);
+  });
+
+  it('defaults: documented machine types, image, disk, 24 h max run duration', async () => {
+    const fake = await fakeGcp();
+    const { cluster } = await startUntilWorkers(fake);
+    expect(fake.server.calls('compute.images.getFromFamily')[0]!.params).toMatchObject({ project: 'ubuntu-os-cloud', family: 'ubuntu-2404-lts-amd64' });
+    const [sched] = bodies(fake, 'instances.insert');
+    expect(sched!.machineType).toBe(`zones/${ZONE}/machineTypes/e2-standard-2`);
+    expect(sched!.disks).toMatchObject([
+      {
+        boot: true,
+        autoDelete: true,
+        initializeParams: {
+          sourceImage: expect.stringMatching(/\/projects\/ubuntu-os-cloud\/global\/images\/ubuntu-2404-noble-amd64-v\d+$/),
+          diskSizeGb: '50',
+          diskType: `zones/${ZONE}/diskTypes/pd-balanced`,
+          labels: expect.objectContaining({ [LABELS.cluster]: cluster.id, [LABELS.role]: 'scheduler' }),
+        },
+      },
+    ]);
+    expect(sched!.scheduling).toEqual({ onHostMaintenance: 'MIGRATE', automaticRestart: true, maxRunDuration: { seconds: '86400' }, instanceTerminationAction: 'DELETE' });
+    expect(sched!.serviceAccounts).toBeUndefined();
+    const [bulk] = bodies(fake, 'instances.bulkInsert');
+    expect(bulk!.instanceProperties.machineType).toBe('e2-standard-4');
+    expect(bulk!.instanceProperties.disks[0].initializeParams.diskType).toBe('pd-balanced');
+  });
+
+  it('GPUs, spot VMs, a service account, extra labels, machine types and maxRunDuration reach every VM', async () => {
+    const fake = await fakeGcp();
+    await startUntilWorkers(fake, {
+      machineType: 'n1-standard-4',
+      workerMachineType: 'n1-standard-8',
+      gpu: { type: 'nvidia-tesla-t4', count: 2 },
+      spot: true,
+      serviceAccount: 'dask@my-project.iam.gserviceaccount.com',
+      labels: { team: 'data' },
+      maxRunDuration: '8h',
+      diskSizeGb: 100,
+      diskType: 'pd-ssd',
+    });
+    const [sched] = bodies(fake, 'instances.insert');
+    const [bulk] = bodies(fake, 'instances.bulkInsert');
+    const props = bulk!.instanceProperties;
+    expect(sched!.machineType).toBe(`zones/${ZONE}/machineTypes/n1-standard-4`);
+    expect(props.machineType).toBe('n1-standard-8');
+    expect(sched!.guestAccelerators).toEqual([{ acceleratorType: `zones/${ZONE}/acceleratorTypes/nvidia-tesla-t4`, acceleratorCount: 2 }]);
+    expect(props.guestAccelerators).toEqual([{ acceleratorType: 'nvidia-tesla-t4', acceleratorCount: 2 }]);
+    for (const s of [sched!.scheduling, props.scheduling]) {
+      expect(s).toEqual({ onHostMaintenance: 'TERMINATE', automaticRestart: false, provisioningModel: 'SPOT', maxRunDuration: { seconds: '28800' }, instanceTerminationAction: 'DELETE' });
+    }
+    for (const p of [sched!, props]) {
+      expect(p.serviceAccounts).toEqual([{ email: 'dask@my-project.iam.gserviceaccount.com', scopes: ['https://www.googleapis.com/auth/cloud-platform'] }]);
+      expect(p.labels.team).toBe('data');
+      expect(p.disks[0].initializeParams).toMatchObject({ diskSizeGb: '100' });
+    }
+    // The Docker runtime passes the GPUs through.
+    const userData = sched!.metadata.items.find((i: Body) => i.key === 'user-data').value as string;
+    expect(userData).toContain('--gpus all');
+  });
+
+  it('maxRunDuration: false sets none', async () => {
+    const fake = await fakeGcp();
+    await startUntilWorkers(fake, { maxRunDuration: false, nWorkers: 0 });
+    expect(bodies(fake, 'instances.insert')[0]!.scheduling).toEqual({ onHostMaintenance: 'MIGRATE', automaticRestart: true });
+  });
+});
+
+describe('GCPCluster resources', () => {
+  it('labels and network tags on every VM and boot disk, one bulkInsert for all workers, no leaks', async () => {
+    const fake = await fakeGcp();
+    const { cluster, snapshot } = await startUntilWorkers(fake, { nWorkers: 5 });
+    const id = cluster.id;
+    // One bulkInsert naming every worker, with no name pattern.
+    const bulks = bodies(fake, 'instances.bulkInsert');
+    expect(bulks).toHaveLength(1);
+    expect(bulks[0]).toMatchObject({ count: '5', minCount: '5' });
+    expect(Object.keys(bulks[0]!.perInstanceProperties)).toEqual([0, 1, 2, 3, 4].map((i) => `${id}-worker-${i}`));
+    expect(bulks[0]!.namePattern).toBeUndefined();
+    expect(new GcpAdapter(undefined as never, { sourceImage: 'global/images/x' } as never).maxBatch).toBe(5000);
+
+    const instances = snapshot.instances!.map((i) => i.value as Body);
+    expect(instances.map((i) => i.name).sort()).toEqual([`${id}-scheduler`, ...[0, 1, 2, 3, 4].map((i) => `${id}-worker-${i}`)].sort());
+    for (const inst of instances) {
+      const role = inst.name.endsWith('-scheduler') ? 'scheduler' : 'worker';
+      expect(inst.labels).toEqual({ [LABELS.cluster]: id, [LABELS.role]: role, [LABELS.expires]: expect.stringMatching(/^\d{10}$/) });
+      expect(Number(inst.labels[LABELS.expires]) * 1000).toBeGreaterThan(Date.now() + 23 * 3_600_000);
+      expect(inst.tags.items).toEqual([clusterTag(id), roleTag(id, role)]);
+      expect(inst.disks[0]).toMatchObject({ boot: true, autoDelete: true });
+      expect(inst.networkInterfaces[0].accessConfigs).toHaveLength(1);
+      expect(inst.networkInterfaces[0].subnetwork).toMatch(/\/regions\/us-central1\/subnetworks\/default$/);
+    }
+    // Boot disks are labelled from creation too.
+    for (const b of [...bodies(fake, 'instances.insert'), bulks[0]!.instanceProperties]) {
+      expect(b.disks[0].initializeParams.labels).toMatchObject({ [LABELS.cluster]: id });
+    }
+    expect(snapshot.disks).toHaveLength(6);
+    expect(fake.leaked()).toEqual({});
+  });
+
+  it('public mode: members ↔ members all TCP, 8786/8787 from the subnetwork, 8786 from ingressCidrs; deleted on close', async () => {
+    const fake = await fakeGcp();
+    const { cluster, snapshot } = await startUntilWorkers(fake);
+    const id = cluster.id;
+    const rules = snapshot.firewalls!.map((f) => f.value as Body);
+    const net = `https://www.googleapis.com/compute/v1/projects/${fake.project}/global/networks/default`;
+    const description = expect.stringMatching(new RegExp(`^dask-cloud cluster=${id} expires=\\d{10} `));
+    expect(rules).toEqual([
+      expect.objectContaining({ name: `${id}-internal`, network: net, direction: 'INGRESS', sourceTags: [clusterTag(id)], targetTags: [clusterTag(id)], allowed: [{ IPProtocol: 'tcp' }], description }),
+      expect.objectContaining({ name: `${id}-network`, sourceRanges: [fake.pools.private.cidr], targetTags: [roleTag(id, 'scheduler')], allowed: [{ IPProtocol: 'tcp', ports: ['8786', '8787'] }], description }),
+      expect.objectContaining({ name: `${id}-public`, sourceRanges: ['0.0.0.0/0'], targetTags: [roleTag(id, 'scheduler')], allowed: [{ IPProtocol: 'tcp', ports: ['8786'] }], description }),
+    ]);
+    expect(rules.every((r) => r.sourceTags === undefined || r.sourceRanges === undefined)).toBe(true);
+    expect(fake.leaked()).toEqual({});
+  });
+
+  it('public mode with ingressCidrs and exposeDashboard: one rule for those sources', async () => {
+    const fake = await fakeGcp();
+    const { cluster, snapshot } = await startUntilWorkers(fake, { ingressCidrs: ['203.0.113.0/24', '198.51.100.7/32'], exposeDashboard: true, schedulerPort: 8800 });
+    const rules = Object.fromEntries(snapshot.firewalls!.map((f) => [(f.value as Body).name, f.value as Body]));
+    expect(rules[`${cluster.id}-public`]).toMatchObject({ sourceRanges: ['203.0.113.0/24', '198.51.100.7/32'], allowed: [{ IPProtocol: 'tcp', ports: ['8787', '8800'] }] });
+    expect(rules[`${cluster.id}-network`]).toMatchObject({ allowed: [{ IPProtocol: 'tcp', ports: ['8787', '8800'] }] });
+  });
+
+  it('private mode: no public address anywhere, no rule from outside the network', async () => {
+    const fake = await fakeGcp();
+    const { cluster, snapshot, error } = await startUntilWorkers(fake, { privateNetworking: true }, true);
+    expect(snapshot.firewalls!.map((f) => (f.value as Body).name)).toEqual([`${cluster.id}-internal`, `${cluster.id}-network`]);
+    for (const inst of snapshot.instances!.map((i) => i.value as Body)) expect(inst.networkInterfaces[0].accessConfigs).toBeUndefined();
+    for (const b of [...bodies(fake, 'instances.insert'), bodies(fake, 'instances.bulkInsert')[0]!.instanceProperties]) {
+      expect(b.networkInterfaces).toEqual([{ network: `projects/${fake.project}/global/networks/default`, subnetwork: `projects/${fake.project}/regions/us-central1/subnetworks/default` }]);
+    }
+    expect(fake.pools.public.inUse()).toEqual([]);
+    // The client address is the private one (nothing listens there: the start times out).
+    expect(error.message).toMatch(new RegExp(`tls://${fake.pools.private.cidr.split('.').slice(0, 2).join('\\.')}\\.`));
+    expect(fake.leaked()).toEqual({});
+  });
+
+  it('security: false: same rules (plain tcp), and a warning that the port is open', async () => {
+    const fake = await fakeGcp();
+    const { cluster, snapshot, events, error } = await startUntilWorkers(fake, { security: false }, true);
+    expect(snapshot.firewalls!.map((f) => (f.value as Body).name)).toEqual([`${cluster.id}-internal`, `${cluster.id}-network`, `${cluster.id}-public`]);
+    expect((snapshot.firewalls![2]!.value as Body).description).toContain('scheduler (NO TLS)');
+    expect(events.some((e) => e.type === 'warning' && /security is off/.test(e.message))).toBe(true);
+    expect(error.message).toContain('tcp://');
+    const userData = bodies(fake, 'instances.insert')[0]!.metadata.items.find((i: Body) => i.key === 'user-data').value as string;
+    expect(userData).not.toContain('PRIVATE KEY');
+  });
+
+  it('user-data too big for text goes gzipped, base64, marked user-data-encoding: base64', async () => {
+    const fake = await fakeGcp();
+    // ~300 KB of bootstrap commands: over 256 KiB as text, small gzipped.
+    const bootstrap = Array.from({ length: 3000 }, (_, i) => `echo preparing step ${i} of the image ${'x'.repeat(60)}`);
+    await startUntilWorkers(fake, { bootstrap, nWorkers: 1 });
+    const items = bodies(fake, 'instances.insert')[0]!.metadata.items as Body[];
+    expect(items.map((i) => i.key)).toEqual(['user-data', 'user-data-encoding']);
+    expect(items[1]!.value).toBe('base64');
+    const body = Buffer.from(items[0]!.value as string, 'base64');
+    expect(body.subarray(0, 2)).toEqual(Buffer.from([0x1f, 0x8b]));
+    expect(items[0]!.value.length).toBeLessThanOrEqual(262_144);
+  });
+});
+
+/** Expected start-failure outcomes: phase, message and the console tail when a VM existed. */
+interface FailureCase {
+  step: string;
+  inject: (fake: FakeGcp) => void;
+  phase: string;
+  message: RegExp;
+  console?: RegExp;
+  options?: Partial<ConstructorParameters<typeof GCPCluster>[0]>;
+}
+
+const FAILURES: FailureCase[] = [
+  {
+    step: 'image lookup',
+    inject: (f) => f.faults.fail('compute.images.getFromFamily', { status: 404, code: 'notFound', message: "The resource 'projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64' was not found" }, { times: 1 }),
+    phase: 'network',
+    message: /failed during network: gcp: looking up image family ubuntu-2404-lts-amd64 in ubuntu-os-cloud failed: HTTP 404 notFound/,
+  },
+  { step: 'network lookup', inject: () => undefined, options: { network: 'vpc-missing' }, phase: 'network', message: /looking up network vpc-missing in \S+ failed: HTTP 404 notFound/ },
+  { step: 'subnetwork lookup', inject: () => undefined, options: { subnetwork: 'sub-missing' }, phase: 'network', message: /looking up subnetwork sub-missing in us-central1 failed: HTTP 404/ },
+  {
+    step: 'firewall insert',
+    inject: (f) => f.faults.fail('compute.firewalls.insert', { status: 403, code: 'forbidden', message: "Required 'compute.firewalls.create' permission" }, { nth: 2 }),
+    phase: 'network',
+    message: /creating firewall rule \S+ failed: HTTP 403 forbidden: Required 'compute.firewalls.create' permission/,
+  },
+  {
+    step: 'scheduler insert',
+    inject: (f) => f.faults.fail('compute.instances.insert', { status: 400, code: 'invalid', message: "Invalid value for field 'resource.machineType'" }, { times: 1 }),
+    phase: 'scheduler',
+    message: /creating scheduler \S+-scheduler failed: HTTP 400 invalid/,
+  },
+  {
+    step: 'scheduler insert operation',
+    inject: (f) => f.failOperations({ operationType: 'insert' }),
+    phase: 'scheduler',
+    message: /\(scheduler \S+-scheduler\): gcp: creating scheduler \S+ failed: operation operation-\S+ \(insert\) ended with ZONE_RESOURCE_POOL_EXHAUSTED/,
+    console: /console output unavailable: .*was not found/,
+  },
+  {
+    step: 'scheduler lookup after insert',
+    inject: (f) => f.faults.fail('compute.instances.get', { status: 403, code: 'forbidden', message: "Required 'compute.instances.get' permission" }, { times: 1 }),
+    phase: 'scheduler',
+    message: /looking up instance \S+-scheduler failed: HTTP 403 forbidden/,
+  },
+  {
+    step: 'worker bulkInsert',
+    inject: (f) => f.faults.fail('compute.instances.bulkInsert', { status: 403, code: 'QUOTA_EXCEEDED', message: "Quota 'CPUS' exceeded.  Limit: 8.0 in region us-central1." }, { times: 1 }),
+    phase: 'workers',
+    message: /\(worker \S+-worker-0\): gcp: creating 2 workers failed: HTTP 403 QUOTA_EXCEEDED/,
+  },
+  {
+    step: 'worker bulkInsert operation',
+    inject: (f) => f.failOperations({ operationType: 'bulkInsert' }),
+    phase: 'workers',
+    message: /creating 2 workers failed: operation operation-\S+ \(bulkInsert\) ended with ZONE_RESOURCE_POOL_EXHAUSTED/,
+  },
+  {
+    step: 'scheduler never ready',
+    inject: () => undefined,
+    options: { schedulerTimeoutMs: 1_500 },
+    phase: 'scheduler',
+    message: /\(scheduler \S+-scheduler\): scheduler tls:\/\/127\.\S+:8786 was not ready within 1500 ms/,
+    console: /fake-gcp: instance \S+-scheduler \(\d+\) is simulated/,
+  },
+];
+
+describe('a failure at each API step of start() rolls back everything', () => {
+  for (const c of FAILURES) {
+    it(c.step, async () => {
+      const fake = await fakeGcp();
+      c.inject(fake);
+      const events: ClusterEvent[] = [];
+      // A long readiness deadline: every failure but the last must be noticed without it.
+      const cluster = new GCPCluster({ ...fakeOptions(fake), nWorkers: 2, schedulerTimeoutMs: 30_000, ...c.options, onEvent: (e) => events.push(e) });
+      const t = Date.now();
+      const err = (await cluster.start().catch((e: unknown) => e)) as ClusterStartError;
+      expect(Date.now() - t).toBeLessThan(10_000);
+      expect(ClusterStartError.isInstance(err)).toBe(true);
+      expect(err.code).toBe('E_START_FAILED');
+      expect(err.details.phase).toBe(c.phase);
+      expect(err.message).toMatch(c.message);
+      expect(err.message).toContain('Everything created for this cluster has been deleted.');
+      if (c.console) {
+        expect(err.details.consoleTail).toMatch(c.console);
+        expect(err.message).toContain(`--- last output of ${cluster.id}-scheduler ---`);
+      }
+      expect(cluster.state).toBe('failed');
+      expect(events.some((e) => e.type === 'rollback')).toBe(true);
+      expect(fake.leaked()).toEqual({});
+      // The rollback swept by label and by firewall name.
+      const ops = operations(fake);
+      expect(ops).toContain('instances.list');
+      if (ops.includes('firewalls.insert')) expect(ops).toContain('firewalls.list');
+      await cluster.close(); // nothing left to do, and no error
+    });
+  }
+});
+
+describe('abort', () => {
+  it('aborting while the workers are being created rolls back and reports E_ABORTED', async () => {
+    const fake = await fakeGcp({ lifecycleMs: { provisioningMs: 300, stagingMs: 700 } });
+    const controller = new AbortController();
+    fake.faults.latency('compute.instances.bulkInsert', () => {
+      setTimeout(() => controller.abort(new Error('user pressed ctrl-c')), 10);
+      return 200;
+    });
+    const cluster = new GCPCluster({ ...fakeOptions(fake), nWorkers: 3, signal: controller.signal, schedulerTimeoutMs: 30_000 });
+    const err = (await cluster.start().catch((e: unknown) => e)) as ClusterStartError;
+    expect(ClusterStartError.isInstance(err)).toBe(true);
+    expect(err.message).toContain('user pressed ctrl-c');
+    expect(cluster.state).toBe('failed');
+    // The bulkInsert in flight was not abandoned: its workers were created, then deleted.
+    expect(fake.server.calls('compute.instances.bulkInsert')[0]!.status).toBe(200);
+    expect(fake.leaked()).toEqual({});
+  });
+
+  it('close() during start rolls back and resolves once everything is gone', async () => {
+    const fake = await fakeGcp();
+    let cluster: GCPCluster | undefined;
+    cluster = new GCPCluster({
+      ...fakeOptions(fake),
+      nWorkers: 1,
+      schedulerTimeoutMs: 30_000,
+      onEvent: (e) => {
+        if (e.type === 'member-launched' && e.role === 'scheduler') void cluster!.close();
+      },
+    });
+    const err = (await cluster.start().catch((e: unknown) => e)) as ClusterStartError;
+    expect(err.code).toBe('E_ABORTED');
+    await cluster.close();
+    expect(cluster.state).toBe('closed');
+    expect(fake.leaked()).toEqual({});
+  });
+});
+
+describe('idempotent creation', () => {
+  it('a scheduler insert whose answer is lost is retried with the same requestId: one VM, no 409', async () => {
+    const fake = await fakeGcp();
+    let n = 0;
+    fake.faults.latency('compute.instances.insert', () => (n++ === 0 ? 1_000 : 0));
+    const { cluster, snapshot } = await startUntilWorkers(fake, { requestTimeoutMs: 400 });
+    const inserts = fake.server.calls('compute.instances.insert');
+    expect(inserts.length).toBeGreaterThanOrEqual(2);
+    expect(new Set(inserts.map((c) => c.params.requestId)).size).toBe(1);
+    expect(inserts.every((c) => c.status === 200)).toBe(true);
+    expect(snapshot.instances!.filter((i) => (i.value as Body).name === `${cluster.id}-scheduler`)).toHaveLength(1);
+    expect(fake.leaked()).toEqual({});
+  });
+
+  it('rateLimitExceeded on the creates is retried and succeeds', async () => {
+    const fake = await fakeGcp();
+    fake.faults.fail('compute.instances.insert', { status: 403, code: 'rateLimitExceeded', message: "Quota exceeded for quota metric 'Queries'" }, { times: 1 });
+    fake.faults.fail('compute.instances.bulkInsert', { status: 403, code: 'rateLimitExceeded', message: "Quota exceeded for quota metric 'Queries'" }, { times: 1 });
+    const { cluster, snapshot } = await startUntilWorkers(fake);
+    expect(fake.server.calls('compute.instances.insert').map((c) => c.status)).toEqual([403, 200]);
+    expect(fake.server.calls('compute.instances.bulkInsert').map((c) => c.status)).toEqual([403, 200]);
+    expect(snapshot.instances!.map((i) => (i.value as Body).name).sort()).toEqual([`${cluster.id}-scheduler`, `${cluster.id}-worker-0`, `${cluster.id}-worker-1`]);
+  });
+});

@@ -1,0 +1,434 @@
+/**
+ * GCPCluster end to end against the Compute fake, with every booted instance running its real
+ * Dask process (ProcessBooter, from the user-data's launch spec) on a loopback address, and GCP's
+ * 1:1 NAT of the external address simulated for the scheduler port (admitted by the firewall
+ * rules). `start()` really completes: the scheduler answers over mutual TLS, workers register, a
+ * Python client computes with nothing but the written client config.
+ *
+ * Also here: the exact API calls of start, scale and close, and cleanup of what a killed process
+ * left behind. Network safety: every address is on loopback (see helpers.ts).
+ */
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as tls from 'node:tls';
+import { gunzipSync } from 'node:zlib';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { GCPCluster } from '../../../providers/gcp';
+import type { ClusterEvent } from '../../../src/cluster/events';
+import { LABELS } from '../../../src/cluster/vm';
+import { parseAddress } from '../../../src/dask';
+import { Security } from '../../../src/security';
+import { createCa, issueLeaf, validityWindow } from '../../../src/security/generate';
+import { assertNoContractViolations } from '../../fakes/core';
+import type { FakeGcp } from '../../fakes/gcp';
+import { have, openssl, pythonWithDask, realDask } from '../../helpers/prereq';
+import { fakeOptions, NatProcessBooter, operations, startFake } from './helpers';
+
+const enabled = have(realDask());
+const root = path.resolve(__dirname, '../../..');
+
+let fake: FakeGcp | undefined;
+let booter: NatProcessBooter | undefined;
+const clusters: GCPCluster[] = [];
+const dirs: string[] = [];
+
+afterEach(async () => {
+  try {
+    await Promise.all(clusters.splice(0).map((c) => c.close().catch(() => undefined)));
+    if (fake) {
+      assertNoContractViolations(fake);
+      expect(fake.server.handlerErrors).toEqual([]);
+      expect(fake.bootErrors).toEqual([]);
+    }
+  } finally {
+    await booter?.stopAll();
+    await fake?.stop();
+    fake = undefined;
+    booter = undefined;
+  }
+});
+
+afterAll(async () => {
+  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+});
+
+async function setup(opts: Parameters<typeof startFake>[0] = {}): Promise<{ fake: FakeGcp; booter: NatProcessBooter }> {
+  booter = new NatProcessBooter({ python: pythonWithDask()!, ports: [8786] });
+  fake = await startFake({ booter, ...opts });
+  return { fake, booter };
+}
+
+function track(c: GCPCluster): GCPCluster {
+  clusters.push(c);
+  return c;
+}
+
+async function tempDir(): Promise<string> {
+  const d = await mkdtemp(path.join(os.tmpdir(), 'dc-gcp-test-'));
+  dirs.push(d);
+  return d;
+}
+
+/** Runs Python with only DASK_CONFIG pointing at the written client config. */
+function pythonWithConfig(dir: string, code: string): Promise<string> {
+  const env: NodeJS.ProcessEnv = { ...process.env, DASK_CONFIG: dir };
+  for (const k of Object.keys(env)) if (k.startsWith('DASK_') && k !== 'DASK_CONFIG') delete env[k];
+  return new Promise((resolve, reject) => {
+    execFile(pythonWithDask()!, ['-c', code], { env, timeout: 60_000 }, (err, stdout, stderr) =>
+      err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout.trim()),
+    );
+  });
+}
+
+const COMPUTE = "from distributed import Client\nc = Client(timeout='20s')\nprint(sum(c.gather(c.map(lambda x: x * 2, range(10)))))\nc.close()";
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The user-data of an insert / bulkInsert request, decoded as the VM sees it. */
+function userDataOf(props: { metadata: { items: { key: string; value: string }[] } }): string {
+  const items = props.metadata.items;
+  const value = items.find((i) => i.key === 'user-data')!.value;
+  if (items.find((i) => i.key === 'user-data-encoding')?.value === 'base64') return gunzipSync(Buffer.from(value, 'base64')).toString('utf8');
+  return value;
+}
+
+describe.runIf(enabled)('GCPCluster with real Dask on simulated instances', () => {
+  it('start, compute from Python, scale up and down through the scheduler, close: the exact API calls', async () => {
+    // Slow enough provisioning that "workers are created before the scheduler runs" is visible.
+    const { fake, booter } = await setup({ lifecycleMs: { provisioningMs: 500, stagingMs: 300 } });
+    const events: ClusterEvent[] = [];
+    const cluster = track(new GCPCluster({ ...fakeOptions(fake), nWorkers: 2, onEvent: (e) => events.push(e) }));
+    await cluster.start();
+    const id = cluster.id;
+
+    // --- start ---------------------------------------------------------------------------------
+    const start = operations(fake);
+    expect(start.slice(0, 10)).toEqual([
+      'images.getFromFamily',
+      'networks.get',
+      'subnetworks.get',
+      'firewalls.insert',
+      'firewalls.insert',
+      'firewalls.insert',
+      'globalOperations.wait',
+      'globalOperations.wait',
+      'globalOperations.wait',
+      'instances.insert',
+    ]);
+    // Then, concurrently: the scheduler's private address (get), its operation (wait) and, once
+    // RUNNING, its external address (get); the workers' bulkInsert, its operation, their addresses.
+    expect([...start.slice(10)].sort()).toEqual(['instances.bulkInsert', 'instances.get', 'instances.get', 'instances.list', 'zoneOperations.wait', 'zoneOperations.wait']);
+    expect(start.indexOf('instances.bulkInsert')).toBeGreaterThan(start.indexOf('instances.get'));
+    const received = fake.server.received;
+    const insertAt = received.find((r) => r.operation === 'compute.instances.insert')!.at;
+    const bulkAt = received.find((r) => r.operation === 'compute.instances.bulkInsert')!.at;
+    expect(bulkAt - insertAt, 'workers are created while the scheduler is still PROVISIONING').toBeLessThan(500);
+
+    // Every API call was under the cluster's own names.
+    const insert = fake.server.calls('compute.instances.insert')[0]!;
+    const bulk = fake.server.calls('compute.instances.bulkInsert')[0]!;
+    expect(insert.json).toMatchObject({ name: `${id}-scheduler` });
+    expect(Object.keys((bulk.json as { perInstanceProperties: object }).perInstanceProperties)).toEqual([`${id}-worker-0`, `${id}-worker-1`]);
+    // One user-data for all workers, naming none of them; workers dial the scheduler's private address.
+    const workerUserData = userDataOf((bulk.json as { instanceProperties: Parameters<typeof userDataOf>[0] }).instanceProperties);
+    expect(workerUserData).not.toContain(`${id}-worker-`);
+    expect(workerUserData).toContain(cluster.schedulerPrivateAddress);
+    expect(workerUserData).not.toContain('client.key');
+
+    // Addresses: the client dials the external one, workers the internal one; all loopback.
+    const pub = parseAddress(cluster.schedulerAddress);
+    const priv = parseAddress(cluster.schedulerPrivateAddress);
+    expect(cluster.schedulerAddress).toMatch(/^tls:\/\//);
+    expect(fake.pools.public.contains(pub.host)).toBe(true);
+    expect(fake.pools.private.contains(priv.host)).toBe(true);
+    const workers = await cluster.workers();
+    expect(workers).toHaveLength(2);
+    expect(workers.every((w) => fake.pools.private.contains(w.host))).toBe(true);
+
+    // A Python client connects with nothing but the written config, and computes.
+    const dir = await tempDir();
+    await cluster.writeClientConfig(dir);
+    expect((await pythonWithConfig(dir, COMPUTE)).split('\n').pop()).toBe('90');
+
+    // Every instance is labelled; boot disks auto-delete.
+    for (const r of fake.resources().instances!) {
+      const v = r.value as { name: string; labels: Record<string, string>; disks: { autoDelete: boolean }[] };
+      expect(v.labels).toMatchObject({ [LABELS.cluster]: id, [LABELS.role]: v.name.endsWith('-scheduler') ? 'scheduler' : 'worker' });
+      expect(v.disks[0]!.autoDelete).toBe(true);
+    }
+
+    // --- scale up --------------------------------------------------------------------------------
+    let from = fake.server.received.length;
+    await cluster.scale(3);
+    expect(operations(fake, from)).toEqual(['instances.bulkInsert', 'zoneOperations.wait', 'instances.list']);
+    await cluster.waitForWorkers(3, { timeoutMs: 30_000 });
+    const memberHost = new Map(cluster.members.map((m) => [m.name, m.privateHost]));
+
+    // --- scale down: retire_workers first, then delete exactly the retired VMs --------------------
+    from = fake.server.received.length;
+    await cluster.scale(1);
+    expect(operations(fake, from)).toEqual(['instances.delete', 'instances.delete', 'zoneOperations.wait', 'zoneOperations.wait']);
+    expect(fake.server.calls('compute.instances.delete').map((c) => c.params.instance).sort()).toEqual([`${id}-worker-1`, `${id}-worker-2`]);
+    const retired = events.find((e): e is Extract<ClusterEvent, { type: 'workers-retired' }> => e.type === 'workers-retired')!;
+    expect(retired.retired.sort()).toEqual([`${id}-worker-1`, `${id}-worker-2`]);
+    expect(retired.notRetired).toEqual([]);
+    const left = await cluster.workers();
+    expect(left.map((w) => w.host)).toEqual([memberHost.get(`${id}-worker-0`)]);
+    expect(fake.resources().instances!.map((i) => i.id).sort()).toEqual([`zones/us-central1-a/instances/${id}-scheduler`, `zones/us-central1-a/instances/${id}-worker-0`]);
+
+    // --- close -----------------------------------------------------------------------------------
+    const pids = booter.pids();
+    expect(pids).toHaveLength(2);
+    from = fake.server.received.length;
+    await cluster.close();
+    expect(operations(fake, from)).toEqual([
+      'instances.delete',
+      'instances.delete',
+      'zoneOperations.wait',
+      'zoneOperations.wait',
+      'instances.list',
+      'firewalls.list',
+      'firewalls.delete',
+      'firewalls.delete',
+      'firewalls.delete',
+      'globalOperations.wait',
+      'globalOperations.wait',
+      'globalOperations.wait',
+    ]);
+    from = fake.server.received.length;
+    await cluster.close(); // idempotent: nothing more is asked of the cloud
+    expect(fake.server.received.length).toBe(from);
+    expect(cluster.state).toBe('closed');
+    expect(fake.leaked()).toEqual({});
+    expect(booter.pids()).toEqual([]);
+    expect(pids.filter(alive)).toEqual([]);
+    expect(booter.natCount()).toEqual(0);
+  });
+
+  it('security: false works over plain tcp', async () => {
+    const { fake, booter } = await setup();
+    const cluster = track(await GCPCluster.start({ ...fakeOptions(fake), nWorkers: 1, security: false }));
+    expect(cluster.schedulerAddress).toMatch(/^tcp:\/\/127\./);
+    const dir = await tempDir();
+    await cluster.writeClientConfig(dir);
+    const out = await pythonWithConfig(dir, "from distributed import Client\nc = Client(timeout='20s')\nprint(c.submit(lambda: 41 + 1).result())\nc.close()");
+    expect(out.split('\n').pop()).toBe('42');
+    await cluster.close();
+    expect(fake.leaked()).toEqual({});
+    expect(booter.pids()).toEqual([]);
+  });
+
+  it('private networking: no external address; the client dials the internal one', async () => {
+    const { fake, booter } = await setup();
+    const cluster = track(await GCPCluster.start({ ...fakeOptions(fake), nWorkers: 1, privateNetworking: true }));
+    expect(fake.pools.private.contains(parseAddress(cluster.schedulerAddress).host)).toBe(true);
+    expect(cluster.schedulerAddress).toBe(cluster.schedulerPrivateAddress);
+    expect(fake.pools.public.inUse()).toEqual([]);
+    expect(booter.natCount()).toBe(0);
+    expect(await cluster.workers()).toHaveLength(1);
+    await cluster.close();
+    expect(fake.leaked()).toEqual({});
+  });
+
+  it('the firewall decides who reaches the scheduler from outside: ingressCidrs that exclude us time out', async () => {
+    const { fake, booter } = await setup();
+    const cluster = track(new GCPCluster({ ...fakeOptions(fake), nWorkers: 0, ingressCidrs: ['203.0.113.0/24'], schedulerTimeoutMs: 2_000 }));
+    const err = (await cluster.start().catch((e: unknown) => e)) as Error;
+    expect(err.message).toMatch(/was not ready within 2000 ms/);
+    expect(booter.refused.length).toBeGreaterThan(0);
+    expect(fake.leaked()).toEqual({});
+  });
+
+  it("a user Security with distinct scheduler/worker/client certificates: the scheduler presents the user's scheduler certificate", async () => {
+    const { fake, booter } = await setup();
+    const opts = { keyAlgorithm: 'ecdsa-p256' as const, validity: validityWindow(1, 5), clusterName: 'user' };
+    const ca = await createCa(opts);
+    const [scheduler, worker, client] = await Promise.all([issueLeaf(ca, 'scheduler', opts), issueLeaf(ca, 'worker', opts), issueLeaf(ca, 'client', opts)]);
+    const security = Security.fromPem({
+      tlsCa: ca.certPem,
+      tlsSchedulerCert: scheduler.certPem,
+      tlsSchedulerKey: scheduler.keyPem,
+      tlsWorkerCert: worker.certPem,
+      tlsWorkerKey: worker.keyPem,
+      tlsClientCert: client.certPem,
+      tlsClientKey: client.keyPem,
+      requireEncryption: true,
+    });
+    const cluster = track(await GCPCluster.start({ ...fakeOptions(fake), nWorkers: 1, security }));
+    expect(cluster.security).toBe(security);
+    const { host, port } = parseAddress(cluster.schedulerAddress);
+    const presented = await new Promise<Buffer>((resolve, reject) => {
+      const sock = tls.connect({ host, port, ...security.clientTlsOptions(), checkServerIdentity: () => undefined }, () => {
+        const raw = sock.getPeerCertificate().raw;
+        sock.destroy();
+        resolve(raw);
+      });
+      sock.on('error', reject);
+    });
+    expect(new X509Certificate(presented).fingerprint256).toBe(new X509Certificate(scheduler.certPem).fingerprint256);
+    // Each VM got its own role's key and nothing else; the client key stayed here.
+    const schedUd = userDataOf(fake.server.calls('compute.instances.insert')[0]!.json as Parameters<typeof userDataOf>[0]);
+    const workerUd = userDataOf((fake.server.calls('compute.instances.bulkInsert')[0]!.json as { instanceProperties: Parameters<typeof userDataOf>[0] }).instanceProperties);
+    // A PEM's second line is specific to its key or certificate (the first is a common ASN.1 header).
+    const mark = (pem: string) => pem.split('\n')[2]!;
+    expect(schedUd).toContain(mark(scheduler.certPem));
+    expect(schedUd).toContain(mark(scheduler.keyPem));
+    expect(workerUd).toContain(mark(worker.keyPem));
+    for (const ud of [schedUd, workerUd]) expect(ud).not.toContain(mark(client.keyPem));
+    expect(workerUd).not.toContain(mark(scheduler.keyPem));
+    expect(schedUd).not.toContain(mark(worker.keyPem));
+    const dir = await tempDir();
+    await cluster.writeClientConfig(dir);
+    expect((await pythonWithConfig(dir, COMPUTE)).split('\n').pop()).toBe('90');
+    await cluster.close();
+    expect(fake.leaked()).toEqual({});
+    expect(booter.pids()).toEqual([]);
+  });
+});
+
+describe.runIf(enabled && have(openssl()))('examples/custom-security.ts: its OpenSSL recipe and Security.fromFiles', () => {
+  it('material made exactly as the example documents starts a GCPCluster; each role presents its own certificate', async () => {
+    const { fake, booter } = await setup();
+    // The recipe is taken from the example's header, so the documentation is what is tested.
+    const source = await readFile(path.join(root, 'examples/custom-security.ts'), 'utf8');
+    const lines = source.split('\n').map((l) => l.replace(/^ \*   ?/, ''));
+    const first = lines.findIndex((l) => l.startsWith('mkdir -p tls'));
+    const last = lines.findIndex((l) => l.startsWith('chmod 600'));
+    expect(first).toBeGreaterThan(0);
+    const recipe = lines.slice(first, last + 1).join('\n');
+    const dir = await tempDir();
+    execFileSync('bash', ['-euo', 'pipefail', '-c', recipe], { cwd: dir, stdio: 'pipe', timeout: 30_000 });
+    const tlsDir = path.join(dir, 'tls');
+    const file = (n: string) => path.join(tlsDir, n);
+    const security = Security.fromFiles({
+      tlsCaFile: file('ca.pem'),
+      tlsSchedulerCert: file('scheduler.pem'),
+      tlsSchedulerKey: file('scheduler.key'),
+      tlsWorkerCert: file('worker.pem'),
+      tlsWorkerKey: file('worker.key'),
+      tlsClientCert: file('client.pem'),
+      tlsClientKey: file('client.key'),
+      requireEncryption: true,
+      tlsMinVersion: '1.3',
+    });
+    const cluster = track(await GCPCluster.start({ ...fakeOptions(fake), nWorkers: 2, security }));
+    const workers = await cluster.workers();
+    expect(workers).toHaveLength(2);
+    const presented = async (address: string) => {
+      const { host, port } = parseAddress(address);
+      return new Promise<string>((resolve, reject) => {
+        const sock = tls.connect({ host, port, ...security.clientTlsOptions(), checkServerIdentity: () => undefined }, () => {
+          const fp = new X509Certificate(sock.getPeerCertificate().raw).fingerprint256;
+          expect(sock.getProtocol()).toBe('TLSv1.3');
+          sock.destroy();
+          resolve(fp);
+        });
+        sock.on('error', reject);
+      });
+    };
+    const fingerprint = async (n: string) => new X509Certificate(await readFile(file(n))).fingerprint256;
+    expect(await presented(cluster.schedulerAddress)).toBe(await fingerprint('scheduler.pem'));
+    expect(await presented(workers[0]!.address)).toBe(await fingerprint('worker.pem'));
+    const client = await tempDir();
+    await cluster.writeClientConfig(client);
+    expect((await pythonWithConfig(client, COMPUTE)).split('\n').pop()).toBe('90');
+    await cluster.close();
+    expect(fake.leaked()).toEqual({});
+    expect(booter.pids()).toEqual([]);
+  });
+});
+
+/** Starts leave-behind.ts, waits until its cluster exists, kills it with SIGKILL: the cluster id. */
+async function killedProcessCluster(f: FakeGcp, expiresHours: number): Promise<string> {
+  // `node --import tsx` rather than the tsx CLI, which runs the script in a grandchild that a
+  // SIGKILL of the CLI would leave running.
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, 'fixtures/leave-behind.ts')], {
+    cwd: root,
+    env: { ...process.env, FAKE_GCP_PORT: String(f.port), FAKE_GCP_PROJECT: f.project, EXPIRES_HOURS: String(expiresHours) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+  try {
+    return await new Promise<string>((resolve, reject) => {
+      let out = '';
+      const timer = setTimeout(() => reject(new Error(`the leave-behind process did not create its cluster in time\n${stderr}`)), 40_000);
+      child.stdout.on('data', (b: Buffer) => {
+        out += b.toString();
+        const line = out.split('\n').find((l) => l.startsWith('{'));
+        if (line) {
+          clearTimeout(timer);
+          resolve((JSON.parse(line) as { clusterId: string }).clusterId);
+        }
+      });
+      child.on('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`the leave-behind process exited (${code}) early\n${stderr}`));
+      });
+    });
+  } finally {
+    if (child.pid !== undefined && child.exitCode === null) {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGKILL');
+      await exited;
+    }
+  }
+}
+
+describe('GCPCluster.cleanup: what a killed process left behind', () => {
+  it('{ clusterIds } deletes its instances and firewall rules', async () => {
+    fake = await startFake();
+    const id = await killedProcessCluster(fake, 24);
+    const left = fake.leaked();
+    expect(left.instances!.map((i) => i.id).sort()).toEqual([`${id}-scheduler`, `${id}-worker-0`, `${id}-worker-1`].map((n) => `zones/us-central1-a/instances/${n}`));
+    expect(left.firewalls).toHaveLength(3);
+
+    const dry = await GCPCluster.cleanup({ ...fakeOptions(fake), clusterIds: [id], dryRun: true });
+    expect(dry.clusters).toEqual([{ clusterId: id, instances: [`${id}-scheduler`, `${id}-worker-0`, `${id}-worker-1`], deleted: false }]);
+    expect(fake.leaked()).toEqual(left);
+
+    const report = await GCPCluster.cleanup({ ...fakeOptions(fake), clusterIds: [id] });
+    expect(report.clusters).toEqual([{ clusterId: id, instances: [`${id}-scheduler`, `${id}-worker-0`, `${id}-worker-1`], deleted: true }]);
+    expect(fake.leaked()).toEqual({});
+    // Again: nothing left, and that is fine.
+    expect((await GCPCluster.cleanup({ ...fakeOptions(fake), clusterIds: [id] })).clusters).toEqual([{ clusterId: id, instances: [], deleted: true }]);
+  });
+
+  it('{ expired: true } deletes clusters whose expiry label has passed, and only those', async () => {
+    fake = await startFake();
+    const id = await killedProcessCluster(fake, 1);
+    const now = await GCPCluster.cleanup({ ...fakeOptions(fake), expired: true });
+    expect(now.clusters).toEqual([]);
+    expect(fake.leaked().instances).toHaveLength(3);
+    const later = await GCPCluster.cleanup({ ...fakeOptions(fake), expired: true, now: new Date(Date.now() + 2 * 3_600_000) });
+    expect(later.clusters).toEqual([{ clusterId: id, instances: [`${id}-scheduler`, `${id}-worker-0`, `${id}-worker-1`], deleted: true }]);
+    expect(fake.leaked()).toEqual({});
+  });
+
+  it('{ all: true } also finds firewall rules whose instances are already gone', async () => {
+    fake = await startFake();
+    const id = await killedProcessCluster(fake, 24);
+    // Someone deleted the VMs by hand; the firewall rules remain.
+    await GCPCluster.cleanup({ ...fakeOptions(fake), clusterIds: [id], dryRun: true });
+    for (const r of fake.resources().instances!) {
+      const name = (r.value as { name: string }).name;
+      const res = await fetch(`${fake.endpoint}/projects/${fake.project}/zones/us-central1-a/instances/${name}`, { method: 'DELETE' });
+      expect(res.status).toBe(200);
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    expect(Object.keys(fake.leaked())).toEqual(['firewalls']);
+    const report = await GCPCluster.cleanup({ ...fakeOptions(fake), all: true });
+    expect(report.clusters).toEqual([{ clusterId: id, instances: [], deleted: true }]);
+    expect(fake.leaked()).toEqual({});
+  });
+});

@@ -1,0 +1,177 @@
+/**
+ * GCPCluster end to end on simulated VMs: FakeGcp boots every instance it creates as a Debian VM
+ * (systemd-nspawn, own network namespace) that runs the real cloud-init on our real user-data,
+ * behind an nftables firewall that follows the cluster's GCP firewall rules (tags translated to
+ * peer addresses). This process proves readiness over mutual TLS on the scheduler's external
+ * address; a Python client on the simulated internet computes with only the written client
+ * config; the dashboard is open to the subnetwork and closed to the internet.
+ *
+ * Network safety (test/sim/README.md): the simulated cloud is 10.77.0.0/16, blackholed in the
+ * root namespace. `hostAccess` adds links into this network's bridges only; every address this
+ * process can learn is checked with `assertHostRoute`: a probe of each block before anything is
+ * created, and each VM's own addresses before it boots (CheckedBooter). Python clients run inside
+ * our namespaces (`net.run`, which checks its routes), which have no default route.
+ *
+ * Needs root, systemd-nspawn, nftables and the VM image (`sudo bash scripts/build-vm-image.sh`).
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GCPCluster } from '../../../providers/gcp';
+import { parseAddress } from '../../../src/dask';
+import { assertNoContractViolations, type BootRequest, type BootedVm, type FirewallRule, type VmBooter } from '../../fakes/core';
+import { FakeGcp } from '../../fakes/gcp';
+import { have, pythonWithDask, realDask } from '../../helpers/prereq';
+import { SimNetwork, SimVmBooter, simulatedVms } from '../../sim';
+import { intToIp, ipToInt } from '../../sim/net-util';
+import { eventually, fakeOptions } from './helpers';
+
+const enabled = have(simulatedVms()) && have(realDask());
+
+/**
+ * Checks that a VM's addresses route through this network's host links before the VM exists.
+ * Also re-applies every VM's rules once a VM has booted: SimVmBooter translates a peer named by
+ * tag (GCP `sourceTags`) into its address only if the peer's VM already exists, and the fake
+ * pushes rules again only when its own (tag-level) rules change. Without this, a worker that
+ * boots just before the scheduler never admits the scheduler.
+ */
+class CheckedBooter implements VmBooter {
+  readonly #inner: SimVmBooter;
+  readonly #rules = new Map<string, FirewallRule[]>();
+
+  constructor(readonly net: SimNetwork) {
+    this.#inner = new SimVmBooter(net);
+  }
+
+  async boot(req: BootRequest): Promise<BootedVm> {
+    await this.net.assertHostRoute(req.privateIp);
+    if (req.publicIp !== undefined) await this.net.assertHostRoute(req.publicIp);
+    this.#rules.set(req.id, req.firewall);
+    const vm = await this.#inner.boot(req);
+    // Every VM, this one too: peers may have finished booting while it booted.
+    for (const [id, rules] of this.#rules) {
+      await this.#inner.setFirewall(id, rules).catch(() => undefined); // a VM still booting or going away
+    }
+    return {
+      consoleOutput: () => vm.consoleOutput(),
+      stop: async () => {
+        this.#rules.delete(req.id);
+        await vm.stop();
+      },
+    };
+  }
+
+  async setFirewall(id: string, rules: FirewallRule[]): Promise<void> {
+    this.#rules.set(id, rules);
+    await this.#inner.setFirewall(id, rules);
+  }
+}
+
+/** What each VM's nftables holds: most failures here are rules. */
+async function firewalls(net: SimNetwork, fake: FakeGcp): Promise<string> {
+  const out: string[] = [];
+  for (const r of fake.resources().instances ?? []) {
+    const id = String((r.value as { id: string }).id);
+    out.push(`--- ${r.id}`, (await net.run({ vm: id }, 'nft', ['list', 'ruleset'], { check: false })).stdout);
+  }
+  return out.join('\n');
+}
+
+describe.skipIf(!enabled)('GCPCluster on simulated VMs (real cloud-init, firewall from the GCP rules)', () => {
+  let net: SimNetwork;
+  let fake: FakeGcp | undefined;
+
+  beforeAll(async () => {
+    net = await SimNetwork.create({ name: 'gcp', hostAccess: true });
+    for (const block of [net.privateCidr, net.publicCidr]) {
+      await net.assertHostRoute(intToIp(ipToInt(block.split('/')[0] as string) + 4));
+    }
+  }, 60_000);
+
+  afterAll(async () => {
+    await fake?.stop();
+    await net?.destroy();
+  }, 60_000);
+
+  async function startFakeOnNet(): Promise<FakeGcp> {
+    await fake?.stop();
+    fake = await FakeGcp.start({ booter: new CheckedBooter(net), privateCidr: net.privateCidr, publicCidr: net.publicCidr, lifecycleMs: { provisioningMs: 300, stagingMs: 300, stoppingMs: 300 } });
+    return fake;
+  }
+
+  it('start (2 workers, mutual TLS) → a client on the internet computes → scale(1) → close leaves nothing', async () => {
+    const fake = await startFakeOnNet();
+    const cluster = new GCPCluster({
+      ...fakeOptions(fake),
+      nWorkers: 2,
+      // The image has Dask (Debian's python3-distributed) and no internet for Docker.
+      runtime: 'native',
+      schedulerTimeoutMs: 90_000,
+      workersTimeoutMs: 90_000,
+    });
+    const clientDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dc-gcp-sim-'));
+    try {
+      await cluster.start();
+      const pub = parseAddress(cluster.schedulerAddress).host;
+      const priv = parseAddress(cluster.schedulerPrivateAddress).host;
+      expect(fake.pools.public.contains(pub)).toBe(true);
+
+      await cluster.writeClientConfig(clientDir);
+      const client = await net.run(
+        'internet',
+        pythonWithDask() as string,
+        ['-c', "from distributed import Client\nc = Client(timeout='30s')\nprint('result', sum(c.gather(c.map(lambda x: x * 2, range(10)))))\nc.close()"],
+        { env: { DASK_CONFIG: clientDir }, dials: [pub], timeoutMs: 60_000, check: false },
+      );
+      expect(client.code, client.code === 0 ? '' : `${client.stderr.slice(-2000)}\n${await firewalls(net, fake)}`).toBe(0);
+      expect(client.stdout).toMatch(/^result 90$/m);
+      // The firewall rules: 8786 open to the internet (mutual TLS guards it), the dashboard only
+      // to the subnetwork.
+      expect(await net.probeTcp('internet', pub, 8786)).toBe('open');
+      expect(await net.probeTcp('internet', pub, 8787, { timeoutMs: 1_500 })).toBe('timeout');
+      expect(await net.probeTcp('vpc', priv, 8787)).toBe('open');
+
+      const [keep, victim] = cluster.members.filter((m) => m.role === 'worker');
+      await cluster.scale(1);
+      expect((await cluster.workers()).map((w) => w.host)).toEqual([keep!.privateHost]);
+      expect(fake.resources().instances!.map((i) => i.id)).not.toContain(`zones/us-central1-a/instances/${victim!.name}`);
+
+      const vmIds = fake.resources().instances!.map((r) => String((r.value as { id: string }).id));
+      await cluster.close();
+      expect(fake.leaked()).toEqual({});
+      // Deleted instances' VMs are stopped by the fake as they go (nspawn takes a moment).
+      await eventually(() => vmIds.every((id) => !(net.vm(id)?.running ?? false)), 'the VMs to stop', 30_000);
+      assertNoContractViolations(fake);
+      expect(fake.bootErrors).toEqual([]);
+    } finally {
+      await cluster.close();
+      fs.rmSync(clientDir, { recursive: true, force: true });
+    }
+  }, 240_000);
+
+  it('privateNetworking + security: false: plain tcp:// inside the VPC only, no external addresses', async () => {
+    const fake = await startFakeOnNet();
+    const cluster = new GCPCluster({ ...fakeOptions(fake), nWorkers: 1, security: false, privateNetworking: true, runtime: 'native', schedulerTimeoutMs: 90_000, workersTimeoutMs: 90_000 });
+    try {
+      await cluster.start();
+      const priv = parseAddress(cluster.schedulerAddress).host;
+      expect(cluster.schedulerAddress).toBe(`tcp://${priv}:8786`);
+      expect(fake.pools.public.inUse()).toEqual([]);
+      const client = await net.run(
+        'vpc',
+        pythonWithDask() as string,
+        ['-c', `from distributed import Client\nc = Client(${JSON.stringify(cluster.schedulerAddress)}, timeout='30s')\nprint('result', c.submit(lambda: 41 + 1).result())\nc.close()`],
+        { dials: [priv], timeoutMs: 60_000, check: false },
+      );
+      expect(client.code, client.code === 0 ? '' : `${client.stderr.slice(-2000)}\n${await firewalls(net, fake)}`).toBe(0);
+      expect(client.stdout).toMatch(/^result 42$/m);
+      await cluster.close();
+      expect(fake.leaked()).toEqual({});
+      expect(fake.bootErrors).toEqual([]);
+      assertNoContractViolations(fake);
+    } finally {
+      await cluster.close();
+    }
+  }, 240_000);
+});
