@@ -1,6 +1,6 @@
 /**
  * Dask clusters on AWS EC2: one scheduler instance and N worker instances in a per-cluster
- * security group, mutual TLS by default. See README.md in this folder for every option, what is
+ * security group, mutual TLS by default. The project README documents every option, what is
  * created and how it is cleaned up.
  *
  * `@aws-sdk/client-ec2` is loaded on the first API call, never by importing this module.

@@ -1,6 +1,6 @@
 /**
  * Dask clusters on Google Compute Engine: one scheduler VM plus N worker VMs, mutual TLS by
- * default. See README.md in this folder for every option, the resources created and cleanup.
+ * default. The project README documents every option, the resources created and cleanup.
  */
 import createDebug from 'debug';
 import { cleanupClusters, VMCluster, type CleanupOptions, type CleanupReport, type VMClusterOptions } from '../../src/cluster/vm';

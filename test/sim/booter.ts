@@ -39,20 +39,28 @@ export function toSimRules(rules: FakeFirewallRule[], privateIpOf: (vmId: string
     const portable = r.protocol === 'tcp' || r.protocol === 'udp';
     const ports: [number, number] | undefined =
       portable && (r.fromPort !== undefined || r.toPort !== undefined)
-        ? [r.fromPort ?? r.toPort ?? 1, r.toPort ?? r.fromPort ?? 65535]
+        ? // Clouds write "all ports" as 0-65535; nftables port 0 means nothing, so start at 1.
+          [Math.max(1, r.fromPort ?? r.toPort ?? 1), r.toPort ?? r.fromPort ?? 65535]
         : undefined;
     out.push(ports ? { protocol: r.protocol, ports, sources } : { protocol: r.protocol, sources });
   }
   return out;
 }
 
-/** `VmBooter` for the fakes: each BootRequest becomes a SimVm on `net`. */
+/**
+ * `VmBooter` for the fakes: each BootRequest becomes a SimVm on `net`. Rules that name peers
+ * (groups, tags) are kept and re-translated whenever a VM boots, so a rule admitting "every
+ * member of the cluster" also admits members that booted after it was set.
+ */
 export class SimVmBooter implements VmBooter {
+  readonly #rules = new Map<string, FakeFirewallRule[]>();
+
   constructor(readonly net: SimNetwork) {}
 
   private privateIpOf = (id: string): string | undefined => this.net.vm(id)?.privateIp;
 
-  async boot(req: BootRequest): Promise<BootedVm> {
+  async boot(req: BootRequest): Promise<BootedVm & { exited: Promise<unknown> }> {
+    this.#rules.set(req.id, req.firewall);
     const vm = await this.net.bootVm({
       id: req.id,
       userData: req.userData,
@@ -61,13 +69,27 @@ export class SimVmBooter implements VmBooter {
       publicIp: req.publicIp,
       firewall: toSimRules(req.firewall, this.privateIpOf),
     });
+    await this.#refreshPeers(req.id);
     return {
       consoleOutput: () => vm.consoleOutput(),
-      stop: () => vm.stop(),
+      stop: async () => {
+        this.#rules.delete(req.id);
+        await vm.stop();
+      },
+      exited: vm.exited,
     };
   }
 
   async setFirewall(id: string, rules: FakeFirewallRule[]): Promise<void> {
-    await this.net.setFirewall(id, toSimRules(rules, this.privateIpOf));
+    this.#rules.set(id, rules);
+    if (this.net.vm(id)) await this.net.setFirewall(id, toSimRules(rules, this.privateIpOf));
+  }
+
+  /** Re-apply the rules of running VMs that name peers, now that `booted` has an address. */
+  async #refreshPeers(booted: string): Promise<void> {
+    for (const [id, rules] of this.#rules) {
+      if (id === booted || !this.net.vm(id) || !rules.some((r) => (r.peerVmIds ?? []).length > 0)) continue;
+      await this.net.setFirewall(id, toSimRules(rules, this.privateIpOf));
+    }
   }
 }

@@ -106,7 +106,7 @@ describe.skipIf(!enabled)('EC2Cluster on simulated VMs (real cloud-init, firewal
       await cluster.close();
       expect(Object.values(fake.leaked()).flat()).toEqual([]);
       // Terminated instances' VMs are stopped by the fake as they shut down (nspawn takes a moment).
-      await eventually(() => fake!.instances().every((inst) => !(net.vm(inst.instanceId)?.running ?? false)), 30_000);
+      await eventually(() => fake!.instances().every((inst) => !(net.vm(inst.instanceId)?.running ?? false)), 'the VMs to stop', 30_000);
       assertNoContractViolations(fake);
       expect(fake.bootErrors).toEqual([]);
     } finally {
