@@ -2,7 +2,8 @@ import { defineConfig } from 'vitest/config';
 
 // Tests that boot simulated VMs share host-wide resources (the image in tmpfs, host links into
 // the simulated network, the 10.77/16 routes), so they run one file at a time in their own
-// project; everything else runs in parallel.
+// project (npm test also passes --no-file-parallelism --maxWorkers=1 for it: the project-level
+// setting alone still let two files overlap); everything else runs in parallel.
 const SIM = ['test/sim/**/*.test.ts', '**/sim.e2e.test.ts'];
 
 export default defineConfig({

@@ -1,3 +1,5 @@
+import type { TlsClientOptions } from '../dask/comm';
+
 /** The three roles Dask distinguishes in its TLS configuration. */
 export type TlsRole = 'scheduler' | 'worker' | 'client';
 
@@ -64,15 +66,8 @@ export interface SecurityPemOptions extends SecuritySettings {
   tlsWorkerKey?: string;
 }
 
-/** Options for `node:tls.connect` that make a connection as a Dask client. */
-export interface ClientTlsOptions {
-  ca: string;
-  cert: string;
-  key: string;
-  minVersion?: 'TLSv1.2' | 'TLSv1.3';
-  maxVersion?: 'TLSv1.2' | 'TLSv1.3';
-  ciphers?: string;
-}
+/** Options for `node:tls.connect` that make a connection as a Dask client (the wire client's type). */
+export type ClientTlsOptions = TlsClientOptions;
 
 /** What {@link Security.writeClientConfig} wrote (absolute paths). */
 export interface ClientConfigFiles {

@@ -83,12 +83,18 @@ export function teardownNetworkSync(net: string, report?: CleanupReport): void {
   const inside = namespaces.flatMap(pidsInNamespace);
   for (const pid of inside) killPid(pid, 'SIGKILL');
   waitGone([...launchers, ...inside], 5_000);
-  // 3. Namespaces (veth pairs die with them, root-side host-access ends included).
-  for (const ns of namespaces) sh('ip', ['netns', 'delete', ns]);
-  // Host-access links normally vanish with the core namespace; remove any that did not.
+  // 3. Host-access links first, from the root side: a veth whose peer namespace is deleted dies
+  //    only when the kernel gets round to it, and until then its /20 route still wins over the
+  //    blackhole — the next network (or test) would see it. Deleting our end removes the pair now.
   for (const link of rec?.hostLinks ?? []) {
     if (sh('ip', ['-o', 'link', 'show', 'dev', link]).trim()) sh('ip', ['link', 'delete', link]);
   }
+  const linksDeadline = Date.now() + 5_000;
+  while ((rec?.hostLinks ?? []).some((l) => sh('ip', ['-o', 'link', 'show', 'dev', l]).trim()) && Date.now() < linksDeadline) {
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+  }
+  // 4. Namespaces (the remaining veth pairs die with them).
+  for (const ns of namespaces) sh('ip', ['netns', 'delete', ns]);
   if (rec?.slot !== undefined) {
     const slotOwner = readSlotOwner(rec.slot);
     if (slotOwner === net) fs.rmSync(slotDir(rec.slot), { recursive: true, force: true });
