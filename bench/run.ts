@@ -2,10 +2,9 @@
  * Benchmarks for the core: each number is measured side by side with its baseline in one run and
  * printed as a median and a ratio against the goal.
  *
- *   npm run bench            (builds dist/ first if it is missing)
+ *   npm run bench [import|temporary|userdata|local]   (import rebuilds dist/ first)
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile, chmod } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import * as os from 'node:os';
@@ -37,7 +36,8 @@ function row(name: string, value: string, goal: string, ok: boolean): void {
 
 async function benchImport(): Promise<void> {
   const entry = path.join(root, 'dist/index.js');
-  if (!existsSync(entry)) execFileSync(process.execPath, [path.join(root, 'scripts/build.mjs')], { stdio: 'inherit' });
+  // Always measure the current sources.
+  execFileSync(process.execPath, [path.join(root, 'scripts/build.mjs')], { stdio: 'ignore' });
   const bare: number[] = [];
   const lib: number[] = [];
   for (let i = 0; i < 15; i++) {

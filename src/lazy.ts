@@ -6,6 +6,8 @@
 import type * as GenerateModule from './security/generate';
 import type * as YamlModule from 'yaml';
 import type HandlebarsModule from 'handlebars';
+import type * as MsgpackModule from '@msgpack/msgpack';
+import type * as TlsModule from 'node:tls';
 
 /**
  * `@peculiar/x509` (and the reflect-metadata polyfill it needs) through our generator module.
@@ -23,4 +25,14 @@ export function loadYaml(): typeof YamlModule {
 export function loadHandlebars(): typeof HandlebarsModule {
   const mod = require('handlebars') as typeof HandlebarsModule & { default?: typeof HandlebarsModule };
   return mod.default ?? mod;
+}
+
+/** The msgpack codec: only code that talks to a scheduler pays for it. */
+export function loadMsgpack(): typeof MsgpackModule {
+  return require('@msgpack/msgpack') as typeof MsgpackModule;
+}
+
+/** `node:tls` (with `node:net` beneath it), loaded on the first connection. */
+export function loadTls(): typeof TlsModule {
+  return require('node:tls') as typeof TlsModule;
 }

@@ -9,13 +9,14 @@
  * TLS 1.3 the client's side of the TLS handshake finishes *before* the server has checked our
  * certificate, so a refusal only shows up on the first read.
  */
-import * as net from 'node:net';
-import * as tls from 'node:tls';
+import type * as net from 'node:net';
+import type * as tls from 'node:tls';
 import createDebug from 'debug';
 import { DaskCommError, ValidationError, type ErrorCode } from '../errors';
 import { parseAddress, type DaskAddress } from './address';
 import { encodeFrames, FrameDecoder, type FrameLimits } from './frames';
 import { CLIENT_HANDSHAKE, decodeMessage, encodeMessage } from './protocol';
+import { loadTls } from '../lazy';
 
 const log = createDebug('dask-cloud:comm');
 
@@ -281,7 +282,7 @@ function secureContextFor(tlsOptions: CommTlsOptions): tls.SecureContext {
     throw new ValidationError('TLS client options need both "cert" and "key" as non-empty PEM strings', { option: 'tls.cert' });
   }
   try {
-    return tls.createSecureContext({
+    return loadTls().createSecureContext({
       ca: tlsOptions.ca,
       cert: tlsOptions.cert,
       key: tlsOptions.key,
@@ -337,7 +338,7 @@ export class DaskComm {
     this.decoder = decoder;
     this.peerHandshake = peerHandshake;
     this.tlsInfo =
-      socket instanceof tls.TLSSocket ? { protocol: socket.getProtocol(), cipher: socket.getCipher().name } : undefined;
+      socket instanceof loadTls().TLSSocket ? { protocol: socket.getProtocol(), cipher: socket.getCipher().name } : undefined;
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => {
       this.lastSocketError = err;
@@ -582,7 +583,8 @@ function connectPhases(address: string, target: DaskAddress, o: PhaseOptions): P
     let settled = false;
     let sawFirstBytes = false;
     const decoder = new FrameDecoder(o.limits);
-    const raw = new net.Socket();
+    const { Socket, isIP } = require('node:net') as typeof net;
+    const raw = new Socket();
     let sock: net.Socket = raw;
 
     const detach = (): void => {
@@ -634,13 +636,13 @@ function connectPhases(address: string, target: DaskAddress, o: PhaseOptions): P
       armPhaseTimer();
       raw.removeListener('close', onClose);
       try {
-        sock = tls.connect({
+        sock = loadTls().connect({
           socket: raw,
           secureContext: o.secureContext,
           // Dask never checks hostnames: the cluster CA is the trust boundary and certs carry no SANs for VM IPs.
           checkServerIdentity: () => undefined,
           rejectUnauthorized: true,
-          servername: net.isIP(target.host) ? undefined : target.host,
+          servername: isIP(target.host) ? undefined : target.host,
         });
       } catch (err) {
         // We are inside a socket event: a throw here would be uncaught.

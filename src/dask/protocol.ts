@@ -8,7 +8,7 @@
  * never unpickle: such values decode to {@link SerializedValue} holding the raw bytes, and
  * the plain-text `exception_text` / `traceback_text` fields carry what a person needs.
  */
-import { decode, encode } from '@msgpack/msgpack';
+import { loadMsgpack } from '../lazy';
 import { DaskCommError } from '../errors';
 
 /** What we announce in the connection handshake. Dask reads only `compression` and
@@ -67,7 +67,7 @@ function protocolError(message: string, cause?: unknown): DaskCommError {
 
 function decodeMsgpack(frame: Uint8Array, what: string): unknown {
   try {
-    return decode(frame, { mapKeyConverter });
+    return loadMsgpack().decode(frame, { mapKeyConverter });
   } catch (err) {
     throw protocolError(`${what} is not valid msgpack: ${(err as Error).message}`, err);
   }
@@ -75,7 +75,7 @@ function decodeMsgpack(frame: Uint8Array, what: string): unknown {
 
 /** Encode one message as Dask frames (a single msgpack frame: we never send out-of-band data). */
 export function encodeMessage(message: unknown): Uint8Array[] {
-  return [encode(message, { ignoreUndefined: true })];
+  return [loadMsgpack().encode(message, { ignoreUndefined: true })];
 }
 
 /** Decode the frames of one message, resolving out-of-band references to {@link SerializedValue}. */
