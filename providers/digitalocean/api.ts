@@ -15,6 +15,7 @@
  * The API token lives in a private field and in the Authorization header only. Errors never keep
  * the HTTP client's error as `cause`: axios errors hold the request config, headers included.
  */
+import { Limiter } from '../../src/cluster/limiter';
 import type * as DotsModule from 'dots-wrapper';
 import { CloudApiError, DaskCloudError } from '../../src/errors';
 import { retry, type RetryClock } from '../../src/cluster/retry';
@@ -182,13 +183,11 @@ export class DoApi {
   readonly #token: string | undefined;
   readonly #requestTimeoutMs: number;
   readonly #operationTimeoutMs: number;
-  readonly #maxConcurrent: number;
   readonly #clock: RetryClock | undefined;
   readonly #random: (() => number) | undefined;
   #client: DotsClient | undefined;
   #loading: Promise<DotsClient> | undefined;
-  #active = 0;
-  readonly #waiting: Array<() => void> = [];
+  readonly #limiter: Limiter;
 
   constructor(options: DoApiOptions) {
     this.#token = options.token;
@@ -196,7 +195,7 @@ export class DoApi {
     this.endpoint = (options.endpoint ?? options.client?._options.endpoint ?? DEFAULT_ENDPOINT).replace(/\/+$/, '');
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.#operationTimeoutMs = options.operationTimeoutMs ?? 120_000;
-    this.#maxConcurrent = options.maxConcurrentRequests ?? 8;
+    this.#limiter = new Limiter(options.maxConcurrentRequests ?? 8);
     this.#clock = options.clock;
     this.#random = options.random;
   }
@@ -267,19 +266,18 @@ export class DoApi {
       return await retry(
         async (n) => {
           options.signal?.throwIfAborted();
-          await this.#acquire(options.signal);
-          const started = Date.now();
-          try {
-            const result = await attempt();
-            log?.('%s ok (%d ms%s)', operation, Date.now() - started, n > 1 ? `, attempt ${n}` : '');
-            return result;
-          } catch (err) {
-            const apiErr = toApiError(operation, readFailure(err), Date.now());
-            log?.('%s: %s (%d ms)', operation, apiErr.message, Date.now() - started);
-            throw apiErr;
-          } finally {
-            this.#release();
-          }
+          return this.#limiter.run(async () => {
+            const started = Date.now();
+            try {
+              const result = await attempt();
+              log?.('%s ok (%d ms%s)', operation, Date.now() - started, n > 1 ? `, attempt ${n}` : '');
+              return result;
+            } catch (err) {
+              const apiErr = toApiError(operation, readFailure(err), Date.now());
+              log?.('%s: %s (%d ms)', operation, apiErr.message, Date.now() - started);
+              throw apiErr;
+            }
+          }, options.signal);
         },
         {
           retryable: (err) => isRetryable(err, options.idempotent),
@@ -308,35 +306,8 @@ export class DoApi {
     }
   }
 
-  async #acquire(signal: AbortSignal | undefined): Promise<void> {
-    if (this.#active < this.#maxConcurrent) {
-      this.#active++;
-      return;
-    }
-    await new Promise<void>((resolve, reject) => {
-      const grant = () => {
-        signal?.removeEventListener('abort', onAbort);
-        resolve();
-      };
-      const onAbort = () => {
-        const i = this.#waiting.indexOf(grant);
-        if (i >= 0) this.#waiting.splice(i, 1);
-        reject(signal?.reason);
-      };
-      this.#waiting.push(grant);
-      signal?.addEventListener('abort', onAbort, { once: true });
-    });
-    // The slot was handed over by #release without decrementing.
-  }
-
-  #release(): void {
-    const next = this.#waiting.shift();
-    if (next) next();
-    else this.#active--;
-  }
-
   /** Requests in flight now (for tests). */
   get inFlight(): number {
-    return this.#active;
+    return this.#limiter.inFlight;
   }
 }

@@ -6,6 +6,7 @@
  * The SDK's own retries are off (`maxAttempts: 1`) so that exactly one layer decides about
  * retries, honours the cluster's abort signal and shows up in logs.
  */
+import { Limiter } from '../../src/cluster/limiter';
 import type * as Ec2Sdk from '@aws-sdk/client-ec2';
 import type { EC2Client, EC2ClientConfig } from '@aws-sdk/client-ec2';
 import { retry, type RetryClock } from '../../src/cluster/retry';
@@ -114,24 +115,6 @@ export function isTransient(err: unknown): boolean {
   return false;
 }
 
-/** Minimal FIFO semaphore: bounded concurrency towards EC2's request buckets. */
-class Limiter {
-  #active = 0;
-  readonly #waiting: Array<() => void> = [];
-
-  constructor(private readonly max: number) {}
-
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.#active >= this.max) await new Promise<void>((resolve) => this.#waiting.push(resolve));
-    this.#active++;
-    try {
-      return await fn();
-    } finally {
-      this.#active--;
-      this.#waiting.shift()?.();
-    }
-  }
-}
 
 /** EC2 requests for one cluster. Creates its client (and loads the SDK) on the first call. */
 export class Ec2Api {

@@ -8,6 +8,7 @@
  *
  * `@google-cloud/compute` costs ~1.5 s and 140 MB to import: it is loaded on the first call.
  */
+import { Limiter } from '../../src/cluster/limiter';
 import { randomUUID } from 'node:crypto';
 import type * as Compute from '@google-cloud/compute';
 import type { Debugger } from 'debug';
@@ -104,24 +105,6 @@ function describe(info: GcpErrorInfo): string {
   return head ? `${head}: ${info.message}` : info.message;
 }
 
-/** A counting semaphore: at most `limit` requests in flight. */
-class Limiter {
-  #active = 0;
-  readonly #queue: (() => void)[] = [];
-
-  constructor(readonly limit: number) {}
-
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.#active >= this.limit) await new Promise<void>((resolve) => this.#queue.push(resolve));
-    this.#active++;
-    try {
-      return await fn();
-    } finally {
-      this.#active--;
-      this.#queue.shift()?.();
-    }
-  }
-}
 
 function withDeadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   return new Promise<T>((resolve, reject) => {
