@@ -124,6 +124,8 @@ describe.skipIf(!enabled)('EC2Cluster on simulated VMs (real cloud-init, firewal
       const sched = fake.instances().find((i) => tagMap(i.tags)[LABELS.role] === 'scheduler')!;
       expect(cluster.schedulerAddress).toBe(`tcp://${sched.privateIpAddress}:8786`);
       for (const inst of fake.instances()) expect(inst.publicIpAddress).toBeUndefined();
+      // From the internet there is no way in: no public address, and no route to a private one.
+      await expect(net.checkRoute('internet', sched.privateIpAddress as string)).rejects.toThrow();
       const client = await net.run(
         'vpc',
         pythonWithDask() as string,

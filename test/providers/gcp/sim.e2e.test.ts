@@ -158,6 +158,8 @@ describe.skipIf(!enabled)('GCPCluster on simulated VMs (real cloud-init, firewal
       const priv = parseAddress(cluster.schedulerAddress).host;
       expect(cluster.schedulerAddress).toBe(`tcp://${priv}:8786`);
       expect(fake.pools.public.inUse()).toEqual([]);
+      // From the internet there is no way in: no external address, and no route to an internal one.
+      await expect(net.checkRoute('internet', priv)).rejects.toThrow();
       const client = await net.run(
         'vpc',
         pythonWithDask() as string,
