@@ -185,7 +185,19 @@ export class Cluster implements AsyncDisposable {
       emit: (e) => this.emit(e),
       memberFailed: (member, error) => {
         this.log('member %s (%s) failed: %s', member.id, member.name, error.message);
-        this.#startAbort?.abort(new MemberFailure(member, error));
+        if (this.#startAbort) {
+          this.#startAbort.abort(new MemberFailure(member, error));
+        } else if (this.#state === 'running') {
+          // After start nobody is waiting on it: say so rather than fail silently, stop counting
+          // it as a worker (so scale() replaces it), and delete what is left of it.
+          this.emit({ type: 'member-failed', clusterId: this.id, role: member.role, memberId: member.id, name: member.name, message: error.message, at: Date.now() });
+          if (member.role === 'worker' && this.#workers.some((m) => m.id === member.id)) {
+            void this.#serialize(async () => {
+              this.#workers = this.#workers.filter((m) => m.id !== member.id);
+              await this.backend.stopMembers(this.#context(new AbortController().signal), [member]);
+            }).catch((err) => this.log('deleting failed member %s: %s', member.name, errorMessage(err)));
+          }
+        }
       },
     };
   }

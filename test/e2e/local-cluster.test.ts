@@ -117,6 +117,20 @@ describe.runIf(enabled)('LocalCluster with real Dask', () => {
     expect(before.filter(alive)).toHaveLength(2);
   });
 
+  it('a worker that dies after start is reported as a member-failed event', async () => {
+    const events: ClusterEvent[] = [];
+    await using cluster = track(await LocalCluster.start({ nWorkers: 2, onEvent: (e) => events.push(e) }));
+    const victim = cluster.members.find((m) => m.role === 'worker')!;
+    process.kill(-Number(victim.id.replace('pid-', '')), 'SIGKILL');
+    const deadline = Date.now() + 20_000;
+    while (!events.some((e) => e.type === 'member-failed') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(events.find((e) => e.type === 'member-failed')).toMatchObject({ role: 'worker', name: victim.name, message: expect.stringMatching(/exited unexpectedly \(signal SIGKILL\)/) });
+    // It no longer counts: scaling back to 2 replaces it.
+    await cluster.scale(2);
+    expect(cluster.members.filter((m) => m.role === 'worker').map((m) => m.name)).not.toContain(victim.name);
+    await cluster.waitForWorkers(2, { timeoutMs: 60_000 });
+  });
+
   it('a worker that cannot start fails start() with its output, and nothing is left behind', async () => {
     const cluster = track(new LocalCluster({ nWorkers: 2, workerOptions: ['--no-such-flag'] }));
     const err = await cluster.start().then(
