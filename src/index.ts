@@ -2,7 +2,7 @@ export * from './errors';
 export { Security } from './security';
 export type * from './security';
 export { Cluster, validateClusterOptions } from './cluster/cluster';
-export type { ClusterOptions, ClusterState } from './cluster/cluster';
+export type { ClusterOptions, ClusterState, AdaptOptions, Adaptive } from './cluster/cluster';
 export type { ClusterEvent, ClusterEventListener, ClusterPhase } from './cluster/events';
 export type { ClusterBackend, Member, MemberSpec, BackendContext, SchedulerLaunch } from './cluster/backend';
 export { SchedulerClient, waitForScheduler, waitForWorkers, parseAddress } from './dask';

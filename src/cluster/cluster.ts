@@ -51,6 +51,24 @@ export interface ClusterOptions {
   closeOnSignals?: boolean;
 }
 
+export interface AdaptOptions {
+  /** Fewest workers (default 0). */
+  minimum?: number;
+  /** Most workers. */
+  maximum: number;
+  /** How often to ask the scheduler (default 1 s). */
+  intervalMs?: number;
+  /** Consecutive lower targets before scaling down (default 3). */
+  waitCount?: number;
+}
+
+/** Handle of a running adaptive scaling loop. */
+export interface Adaptive {
+  readonly running: boolean;
+  /** Stop adapting (waits for a step in progress). The cluster keeps its current size. */
+  stop(): Promise<void>;
+}
+
 export type ClusterState = 'new' | 'starting' | 'running' | 'closing' | 'closed' | 'failed';
 
 /** Defaults a backend can override (clouds boot slower than local processes). */
@@ -128,6 +146,7 @@ export class Cluster implements AsyncDisposable {
   #queue: Promise<unknown> = Promise.resolve();
   #startAbort: AbortController | undefined;
   #starting: Promise<this> | undefined;
+  #adaptive: Adaptive | undefined;
 
   protected constructor(options: ClusterOptions, backend: ClusterBackend, defaults: ClusterDefaults) {
     validateClusterOptions(options);
@@ -375,6 +394,81 @@ export class Cluster implements AsyncDisposable {
    */
   async scale(n: number): Promise<void> {
     checkNonNegativeInt(n, 'n');
+    // An explicit size ends adaptive scaling, as in Dask.
+    await this.#adaptive?.stop();
+    return this.#scale(n);
+  }
+
+  /**
+   * Adaptive scaling: every `intervalMs` ask the scheduler how many workers its current load
+   * wants (Dask's `adaptive_target`), clamp it to `[minimum, maximum]` and scale. Up at once;
+   * down only after `waitCount` consecutive lower targets, so a pause between two bursts does not
+   * tear workers down. `scale()` or `close()` stops it; so does `stop()` on the returned handle.
+   */
+  adapt(options: AdaptOptions): Adaptive {
+    const minimum = options.minimum ?? 0;
+    checkNonNegativeInt(minimum, 'minimum');
+    checkNonNegativeInt(options.maximum, 'maximum');
+    if (options.maximum < minimum) throw new ValidationError('maximum must be at least minimum', { option: 'maximum' });
+    checkPositiveNumber(options.intervalMs, 'intervalMs');
+    if (this.#state !== 'running') throw new ClusterStateError(`cannot adapt cluster ${this.id}: it is ${this.#state}`);
+    void this.#adaptive?.stop();
+    const intervalMs = options.intervalMs ?? 1_000;
+    const waitCount = options.waitCount ?? 3;
+    let lower = 0;
+    let stopped = false;
+    let timer: NodeJS.Timeout | undefined;
+    let tick: Promise<void> = Promise.resolve();
+    const step = async () => {
+      try {
+        const client = await this.connect({ timeoutMs: 10_000 });
+        let target: number;
+        try {
+          target = await client.adaptiveTarget();
+        } finally {
+          await client.close();
+        }
+        const wanted = Math.min(options.maximum, Math.max(minimum, target));
+        const current = this.#workers.length;
+        if (wanted > current) {
+          lower = 0;
+          await this.#scale(wanted);
+        } else if (wanted < current) {
+          if (++lower >= waitCount) {
+            lower = 0;
+            await this.#scale(wanted);
+          }
+        } else {
+          lower = 0;
+        }
+      } catch (err) {
+        if (!stopped) this.emit({ type: 'warning', clusterId: this.id, message: `adaptive scaling: ${errorMessage(err)}`, at: Date.now() });
+      }
+    };
+    const schedule = () => {
+      if (stopped) return;
+      timer = setTimeout(() => {
+        tick = step().finally(schedule);
+      }, intervalMs);
+      timer.unref();
+    };
+    const handle: Adaptive = {
+      get running() {
+        return !stopped;
+      },
+      stop: async () => {
+        stopped = true;
+        if (timer) clearTimeout(timer);
+        await tick;
+        if (this.#adaptive === handle) this.#adaptive = undefined;
+      },
+    };
+    this.#adaptive = handle;
+    schedule();
+    return handle;
+  }
+
+  async #scale(n: number): Promise<void> {
     return this.#serialize(async () => {
       if (this.#state !== 'running') throw new ClusterStateError(`cannot scale cluster ${this.id}: it is ${this.#state}`);
       const current = this.#workers.length;
@@ -433,6 +527,7 @@ export class Cluster implements AsyncDisposable {
   /** Delete every resource the cluster created. Idempotent; safe after a failed or partial start. */
   async close(): Promise<void> {
     if (this.#state === 'closed' || this.#state === 'failed') return;
+    await this.#adaptive?.stop();
     if (this.#state === 'new') {
       // Never started: nothing was created, so there is nothing to ask the cloud about.
       this.#state = 'closed';

@@ -131,6 +131,40 @@ describe.runIf(enabled)('LocalCluster with real Dask', () => {
     await cluster.waitForWorkers(2, { timeoutMs: 60_000 });
   });
 
+  it('adapt() follows the scheduler: up under load, back down to the minimum when idle', async () => {
+    await using cluster = track(await LocalCluster.start({ nWorkers: 1, workerNthreads: 1 }));
+    const dir = await tempDir();
+    await cluster.writeClientConfig(dir);
+    const adaptive = cluster.adapt({ minimum: 1, maximum: 3, intervalMs: 300, waitCount: 2 });
+    const workersOf = () => cluster.members.filter((m) => m.role === 'worker').length;
+    // 24 one-second tasks: Dask's adaptive_target asks for more workers than the maximum.
+    const load = pythonWithConfig(
+      dir,
+      "import time\nfrom distributed import Client\nc = Client(timeout='20s')\nfs = c.map(lambda i: time.sleep(1) or i, range(24))\nprint(sum(c.gather(fs)))\nc.close()",
+    );
+    let peak = 0;
+    const until = async (cond: () => boolean, ms: number) => {
+      const end = Date.now() + ms;
+      for (;;) {
+        peak = Math.max(peak, workersOf());
+        if (cond() || Date.now() > end) return;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    await until(() => workersOf() === 3, 40_000);
+    expect(peak).toBe(3);
+    expect((await load).split('\n').pop()).toBe(String((23 * 24) / 2));
+    await until(() => workersOf() === 1, 40_000);
+    expect(workersOf()).toBe(1);
+    await adaptive.stop();
+    expect(adaptive.running).toBe(false);
+    expect(() => cluster.adapt({ minimum: 3, maximum: 2 })).toThrow(/maximum must be at least minimum/);
+    // An explicit scale() ends adaptive scaling, as in Dask.
+    const again = cluster.adapt({ minimum: 1, maximum: 2 });
+    await cluster.scale(1);
+    expect(again.running).toBe(false);
+  }, 120_000);
+
   it('a worker that cannot start fails start() with its output, and nothing is left behind', async () => {
     const cluster = track(new LocalCluster({ nWorkers: 2, workerOptions: ['--no-such-flag'] }));
     const err = await cluster.start().then(
