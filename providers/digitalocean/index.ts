@@ -3,6 +3,7 @@
  * holds the options, their validation and defaults. The SDK (dots-wrapper) is loaded on first use
  * (api.ts), never by importing this module.
  */
+import { resolveOptions } from '../../src/config';
 import createDebug from 'debug';
 import { cleanupClusters, VMCluster, type CleanupOptions, type CleanupReport, type VMClusterOptions } from '../../src/cluster/vm';
 import { ValidationError } from '../../src/errors';
@@ -207,6 +208,8 @@ export class DropletCluster extends VMCluster {
   readonly #adapter: DropletAdapter;
 
   constructor(options: DropletClusterOptions = {}) {
+    // Config file and DASK_CLOUD_* environment variables under the caller's options.
+    options = resolveOptions('digitalocean', options);
     const { token } = validateDropletOptions(options);
     const {
       token: _token,

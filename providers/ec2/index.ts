@@ -5,6 +5,7 @@
  *
  * `@aws-sdk/client-ec2` is loaded on the first API call, never by importing this module.
  */
+import { resolveOptions } from '../../src/config';
 import createDebug from 'debug';
 import { VMCluster, cleanupClusters, type CleanupOptions, type CleanupReport } from '../../src/cluster/vm';
 import { ValidationError } from '../../src/errors';
@@ -43,6 +44,8 @@ export class EC2Cluster extends VMCluster {
   readonly #adapter: Ec2Adapter;
 
   constructor(options: EC2ClusterOptions = {}) {
+    // Config file and DASK_CLOUD_* environment variables under the caller's options.
+    options = resolveOptions('ec2', options);
     if (typeof options !== 'object' || options === null) throw new ValidationError('options must be an object');
     const settings = resolveEc2Settings(options);
     const adapter = new Ec2Adapter({

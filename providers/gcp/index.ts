@@ -2,6 +2,7 @@
  * Dask clusters on Google Compute Engine: one scheduler VM plus N worker VMs, mutual TLS by
  * default. The project README documents every option, the resources created and cleanup.
  */
+import { resolveOptions } from '../../src/config';
 import createDebug from 'debug';
 import { cleanupClusters, VMCluster, type CleanupOptions, type CleanupReport, type VMClusterOptions } from '../../src/cluster/vm';
 import { ValidationError } from '../../src/errors';
@@ -49,6 +50,8 @@ export class GCPCluster extends VMCluster {
   readonly #api: GcpApi;
 
   constructor(options: GCPClusterOptions = {}) {
+    // Config file and DASK_CLOUD_* environment variables under the caller's options.
+    options = resolveOptions('gcp', options);
     const config = resolveGcpOptions(options);
     const api = apiFor(config);
     super(coreOptions(options), new GcpAdapter(api, config));

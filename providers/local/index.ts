@@ -1,4 +1,5 @@
 import { Cluster, type ClusterOptions } from '../../src/cluster/cluster';
+import { resolveOptions } from '../../src/config';
 import { ValidationError } from '../../src/errors';
 import { LocalBackend } from './backend';
 
@@ -28,6 +29,8 @@ export class LocalCluster extends Cluster {
   protected declare readonly backend: LocalBackend;
 
   constructor(options: LocalClusterOptions = {}) {
+    // Config file and DASK_CLOUD_* environment variables under the caller's options.
+    options = resolveOptions('local', options);
     if (options.schedulerPort !== undefined && (!Number.isInteger(options.schedulerPort) || options.schedulerPort < 1 || options.schedulerPort > 65535)) {
       throw new ValidationError(`schedulerPort must be an integer from 1 to 65535, got ${String(options.schedulerPort)}`, { option: 'schedulerPort' });
     }

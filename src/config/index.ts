@@ -1,0 +1,123 @@
+/**
+ * Option resolution, lowest to highest precedence:
+ *
+ *   built-in defaults  <  config file  <  environment variables  <  constructor options
+ *
+ * Config file: `DASK_CLOUD_CONFIG`, else `$XDG_CONFIG_HOME/dask-cloud/config.yaml` (or
+ * `~/.config/dask-cloud/config.yaml`), when it exists. Top-level `cluster:` holds options for
+ * every kind of cluster; `local:`, `gcp:`, `ec2:`, `digitalocean:` hold one kind's:
+ *
+ *   cluster: { nWorkers: 4, idleTimeout: 2 hours }
+ *   gcp: { projectId: my-proj, zone: europe-west4-a }
+ *
+ * Environment: `DASK_CLOUD_<OPTION>` for every kind, `DASK_CLOUD_<KIND>_<OPTION>` for one, with
+ * the option in SCREAMING_SNAKE_CASE: `DASK_CLOUD_N_WORKERS=4`, `DASK_CLOUD_GCP_PROJECT_ID=p`.
+ * Values are read as JSON when they parse as JSON (numbers, booleans, arrays, objects), else as
+ * strings. Resolved values go through the same validation as constructor options, so a bad value
+ * in a file or variable fails with the same typed error before any cloud call.
+ *
+ * Secrets (tokens, keys) are never read from the config file: keep them in the environment
+ * variables each cloud's SDK already reads.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { ValidationError } from '../errors';
+import { loadYaml } from '../lazy';
+
+export type ClusterKind = 'local' | 'gcp' | 'ec2' | 'digitalocean';
+
+const KINDS: readonly ClusterKind[] = ['local', 'gcp', 'ec2', 'digitalocean'];
+const SECTIONS = ['cluster', ...KINDS];
+/** Options that must never come from a file on disk. */
+const SECRET_OPTIONS = new Set(['token', 'credentials', 'authClient', 'client', 'clients', 'security']);
+/** Options that are objects only code can build. */
+const CODE_ONLY = new Set(['signal', 'onEvent', 'client', 'clients', 'authClient', 'credentials', 'security']);
+
+/** `nWorkers` → `N_WORKERS`, `projectId` → `PROJECT_ID`. */
+export function toEnvName(option: string): string {
+  return option.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
+}
+
+/** `N_WORKERS` → `nWorkers`. */
+function fromEnvName(name: string): string {
+  return name.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+}
+
+function parseValue(raw: string): unknown {
+  try {
+    return JSON.parse(raw);
+  } catch {
+    return raw;
+  }
+}
+
+/** Where the config file is looked for. */
+export function configFilePath(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.DASK_CLOUD_CONFIG) return env.DASK_CLOUD_CONFIG;
+  const base = env.XDG_CONFIG_HOME || path.join(os.homedir(), '.config');
+  return path.join(base, 'dask-cloud', 'config.yaml');
+}
+
+function readFileLayer(kind: ClusterKind, file: string, explicit: boolean): Record<string, unknown> {
+  if (!existsSync(file)) {
+    if (explicit) throw new ValidationError(`DASK_CLOUD_CONFIG names ${file}, which does not exist`, { option: 'DASK_CLOUD_CONFIG' });
+    return {};
+  }
+  let doc: unknown;
+  try {
+    doc = loadYaml().parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new ValidationError(`config file ${file} is not valid YAML: ${(err as Error).message}`, { option: 'DASK_CLOUD_CONFIG', cause: err });
+  }
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw new ValidationError(`config file ${file} must be a mapping of sections`, { option: 'DASK_CLOUD_CONFIG' });
+  const sections = doc as Record<string, unknown>;
+  for (const [section, values] of Object.entries(sections)) {
+    if (!SECTIONS.includes(section)) {
+      throw new ValidationError(`config file ${file}: unknown section ${JSON.stringify(section)} (expected ${SECTIONS.join(', ')})`, { option: 'DASK_CLOUD_CONFIG' });
+    }
+    if (typeof values !== 'object' || values === null || Array.isArray(values)) {
+      throw new ValidationError(`config file ${file}: section ${section} must be a mapping of options`, { option: 'DASK_CLOUD_CONFIG' });
+    }
+    for (const k of Object.keys(values)) {
+      if (SECRET_OPTIONS.has(k)) {
+        throw new ValidationError(`config file ${file}: ${section}.${k} does not belong in a file; pass it in code or through the cloud's own environment variables`, { option: k });
+      }
+    }
+  }
+  // The kind's own section overrides the shared one.
+  return { ...(sections.cluster as object | undefined), ...(sections[kind] as object | undefined) };
+}
+
+function readEnvLayer(kind: ClusterKind, env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const shared: Record<string, unknown> = {};
+  const own: Record<string, unknown> = {};
+  const ownPrefix = `DASK_CLOUD_${kind.toUpperCase()}_`;
+  const otherPrefixes = KINDS.filter((k) => k !== kind).map((k) => `DASK_CLOUD_${k.toUpperCase()}_`);
+  for (const [name, raw] of Object.entries(env)) {
+    if (raw === undefined || !name.startsWith('DASK_CLOUD_') || name === 'DASK_CLOUD_CONFIG' || name === 'DASK_CLOUD_PYTHON') continue;
+    if (name.startsWith(ownPrefix)) {
+      own[fromEnvName(name.slice(ownPrefix.length))] = parseValue(raw);
+    } else if (!otherPrefixes.some((p) => name.startsWith(p))) {
+      shared[fromEnvName(name.slice('DASK_CLOUD_'.length))] = parseValue(raw);
+    }
+  }
+  for (const k of [...Object.keys(shared), ...Object.keys(own)]) {
+    if (CODE_ONLY.has(k)) throw new ValidationError(`${k} cannot be set through an environment variable`, { option: k });
+  }
+  return { ...shared, ...own };
+}
+
+/**
+ * The options a cluster of `kind` is built from: the caller's options over environment variables
+ * over the config file. `undefined` in the caller's options does not override a configured value.
+ */
+export function resolveOptions<T extends object>(kind: ClusterKind, options: T, env: NodeJS.ProcessEnv = process.env): T {
+  if (typeof options !== 'object' || options === null) return options;
+  const file = configFilePath(env);
+  const fromFile = readFileLayer(kind, file, Boolean(env.DASK_CLOUD_CONFIG));
+  const fromEnv = readEnvLayer(kind, env);
+  const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+  return { ...fromFile, ...fromEnv, ...given } as T;
+}
