@@ -2,7 +2,7 @@
  * LocalCluster against real Dask: lifecycle, computation from a Python client that only gets the
  * written config, scaling through retire_workers, and clean rollback when start fails.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -10,7 +10,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { LocalCluster } from '../../providers/local';
 import { ClusterStartError, DaskCloudError, LocalRuntimeError, ValidationError } from '../../src/errors';
 import type { ClusterEvent } from '../../src/cluster/events';
-import { have, pythonWithDask, realDask } from '../helpers/prereq';
+import { have, realDask } from '../helpers/prereq';
+import { pythonWithConfig } from '../helpers/python';
 
 const enabled = have(realDask());
 const opened: LocalCluster[] = [];
@@ -50,15 +51,6 @@ function processesOf(clusterId: string): string[] {
   }
 }
 
-function pythonWithConfig(dir: string, code: string): Promise<string> {
-  const env: NodeJS.ProcessEnv = { ...process.env, DASK_CONFIG: dir };
-  for (const k of Object.keys(env)) if (k.startsWith('DASK_') && k !== 'DASK_CONFIG') delete env[k];
-  return new Promise((resolve, reject) => {
-    execFile(pythonWithDask()!, ['-c', code], { env, timeout: 60_000 }, (err, stdout, stderr) =>
-      err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout.trim()),
-    );
-  });
-}
 
 describe.runIf(enabled)('LocalCluster with real Dask', () => {
   it('starts 2 workers over mutual TLS, a Python client computes with only the written config, close leaves nothing', async () => {

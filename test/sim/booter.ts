@@ -60,6 +60,12 @@ export class SimVmBooter implements VmBooter {
   private privateIpOf = (id: string): string | undefined => this.net.vm(id)?.privateIp;
 
   async boot(req: BootRequest): Promise<BootedVm & { exited: Promise<unknown> }> {
+    // With host access the test process itself will dial this VM: its addresses must route
+    // through our links, never out of the machine.
+    if (this.net.hostIps) {
+      await this.net.assertHostRoute(req.privateIp);
+      if (req.publicIp !== undefined) await this.net.assertHostRoute(req.publicIp);
+    }
     this.#rules.set(req.id, req.firewall);
     const vm = await this.net.bootVm({
       id: req.id,
@@ -69,7 +75,7 @@ export class SimVmBooter implements VmBooter {
       publicIp: req.publicIp,
       firewall: toSimRules(req.firewall, this.privateIpOf),
     });
-    await this.#refreshPeers(req.id);
+    await this.#refreshPeers();
     return {
       consoleOutput: () => vm.consoleOutput(),
       stop: async () => {
@@ -85,11 +91,18 @@ export class SimVmBooter implements VmBooter {
     if (this.net.vm(id)) await this.net.setFirewall(id, toSimRules(rules, this.privateIpOf));
   }
 
-  /** Re-apply the rules of running VMs that name peers, now that `booted` has an address. */
-  async #refreshPeers(booted: string): Promise<void> {
+  /**
+   * Re-apply the rules that name peers of every running VM, `booted` included: peers that
+   * finished booting while it booted were not there to translate when its own rules were set.
+   */
+  async #refreshPeers(): Promise<void> {
     for (const [id, rules] of this.#rules) {
-      if (id === booted || !this.net.vm(id) || !rules.some((r) => (r.peerVmIds ?? []).length > 0)) continue;
-      await this.net.setFirewall(id, toSimRules(rules, this.privateIpOf));
+      if (!this.net.vm(id) || !rules.some((r) => (r.peerVmIds ?? []).length > 0)) continue;
+      try {
+        await this.net.setFirewall(id, toSimRules(rules, this.privateIpOf));
+      } catch (err) {
+        if (this.net.vm(id)) throw err; // a VM stopped meanwhile needs no rules
+      }
     }
   }
 }

@@ -457,6 +457,15 @@ export class SimNetwork implements AsyncDisposable {
   }
 
   /** All VMs that have not been stopped. */
+  /** Every running VM's nftables ruleset, for failure messages (most e2e failures are rules). */
+  async firewallDump(): Promise<string> {
+    const out: string[] = [];
+    for (const vm of this.listVms()) {
+      out.push(`--- ${vm.id} ${vm.privateIp}`, (await this.run({ vm: vm.id }, 'nft', ['list', 'ruleset'], { check: false })).stdout);
+    }
+    return out.join('\n');
+  }
+
   listVms(): SimVm[] {
     return [...this.vms.values()].map((v) => v.vm);
   }

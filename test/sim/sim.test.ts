@@ -108,7 +108,7 @@ describe.skipIf(!enabled)('simulated cloud', () => {
       "    content: 'written by write_files'",
       "    permissions: '0644'",
       'runcmd:',
-      '  - [sh, -c, "echo runcmd-says-hello; cat /etc/dcsim-marker > /root/marker"]',
+      '  - [sh, -c, "echo runcmd-says-hello; cat /etc/dcsim-marker > /var/lib/dcsim-runcmd-marker"]',
     ].join('\n');
     const t0 = Date.now();
     const vm = await net.bootVm({
@@ -123,7 +123,7 @@ describe.skipIf(!enabled)('simulated cloud', () => {
     timings.launchToCloudInitFinalMs = result.elapsedMs;
     expect(result.errors).toEqual([]);
     expect(result.datasource).toMatch(/NoCloud/);
-    expect(await vm.readFile('/root/marker')).toBe('written by write_files');
+    expect(await vm.readFile('/var/lib/dcsim-runcmd-marker')).toBe('written by write_files');
     const out = await vm.consoleOutput();
     expect(out).toContain('runcmd-says-hello');
     expect(out).toMatch(/Cloud-init v\. [\d.]+ finished/);

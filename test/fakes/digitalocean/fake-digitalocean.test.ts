@@ -8,20 +8,11 @@ import { assertNoContractViolations, ManualClock } from '../core';
 import { raw, type RawResponse } from '../core/http';
 import { FakeDigitalOcean, type FakeDigitalOceanOptions } from './fake-digitalocean';
 import { RecordingBooter } from './recording-booter';
+import { checkFakesAndClose } from '../../helpers/fakes';
 
 const fakes: FakeDigitalOcean[] = [];
 
-afterEach(async () => {
-  try {
-    assertNoContractViolations(...fakes);
-    for (const f of fakes) {
-      expect(f.server.handlerErrors).toEqual([]);
-      expect(f.bootErrors).toEqual([]);
-    }
-  } finally {
-    await Promise.all(fakes.splice(0).map((f) => f.stop()));
-  }
-});
+afterEach(() => checkFakesAndClose(fakes, []));
 
 async function start(opts: FakeDigitalOceanOptions = {}) {
   const clock = new ManualClock();

@@ -13,7 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parse } from 'yaml';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { assertNoContractViolations } from '../../fakes/core';
+import { checkFakesAndClose } from '../../helpers/fakes';
 import type { FakeDigitalOcean } from '../../fakes/digitalocean';
 import { have, realDask } from '../../helpers/prereq';
 import type { DropletCluster } from '../../../providers/digitalocean';
@@ -31,18 +31,7 @@ const fakes: FakeDigitalOcean[] = [];
 const clusters: DropletCluster[] = [];
 const dirs: string[] = [];
 
-afterEach(async () => {
-  try {
-    assertNoContractViolations(...fakes);
-    for (const f of fakes) {
-      expect(f.server.handlerErrors).toEqual([]);
-      expect(f.bootErrors).toEqual([]);
-    }
-  } finally {
-    await Promise.all(clusters.splice(0).map((c) => c.close().catch(() => undefined)));
-    await Promise.all(fakes.splice(0).map((f) => f.stop()));
-  }
-});
+afterEach(() => checkFakesAndClose(fakes, clusters));
 
 afterAll(async () => {
   await booter?.stopAll();

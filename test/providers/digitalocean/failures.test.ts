@@ -5,7 +5,8 @@
  * console output in the error when a member fails. After each: the fake holds nothing.
  */
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { assertNoContractViolations, type FailureSpec } from '../../fakes/core';
+import { checkFakesAndClose } from '../../helpers/fakes';
+import type { FailureSpec } from '../../fakes/core';
 import type { FakeDigitalOcean } from '../../fakes/digitalocean';
 import { have, realDask } from '../../helpers/prereq';
 import { createApiClient } from 'dots-wrapper';
@@ -21,18 +22,7 @@ const schedulerOnly = enabled ? new LocalVmBooter({ roles: ['scheduler'] }) : un
 const fakes: FakeDigitalOcean[] = [];
 const clusters: DropletCluster[] = [];
 
-afterEach(async () => {
-  try {
-    assertNoContractViolations(...fakes);
-    for (const f of fakes) {
-      expect(f.server.handlerErrors).toEqual([]);
-      expect(f.bootErrors).toEqual([]);
-    }
-  } finally {
-    await Promise.all(clusters.splice(0).map((c) => c.close().catch(() => undefined)));
-    await Promise.all(fakes.splice(0).map((f) => f.stop()));
-  }
-});
+afterEach(() => checkFakesAndClose(fakes, clusters));
 
 afterAll(async () => {
   await booter?.stopAll();

@@ -9,7 +9,6 @@
  * tests 127.80-207. Each test file takes its own slot in it, so files running in parallel never
  * hand out the same scheduler address and port.
  */
-import { execFile } from 'node:child_process';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { FakeDigitalOcean, type FakeDigitalOceanOptions } from '../../fakes/digitalocean';
 import type { BootRequest, BootedVm, FirewallRule, VmBooter } from '../../fakes/core';
@@ -183,19 +182,11 @@ export class LocalVmBooter implements VmBooter {
   }
 }
 
-/** Runs Python code with only `DASK_CONFIG=dir` (no other DASK_ variable). */
-export function pythonWithConfig(dir: string, code: string): Promise<string> {
-  const env: NodeJS.ProcessEnv = { ...process.env, DASK_CONFIG: dir };
-  for (const k of Object.keys(env)) if (k.startsWith('DASK_') && k !== 'DASK_CONFIG') delete env[k];
-  return new Promise((resolve, reject) => {
-    execFile(pythonWithDask()!, ['-c', code], { env, timeout: 60_000 }, (err, stdout, stderr) =>
-      err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout.trim()),
-    );
-  });
-}
 
 /** Refuses to go on if an address is not loopback (network-safety belt and braces). */
 export function assertLoopback(address: string): void {
   const host = address.replace(/^\w+:\/\//, '').replace(/:\d+$/, '');
   if (!host.startsWith('127.')) throw new Error(`test would dial ${address}, which is not loopback`);
 }
+
+export { pythonWithConfig } from '../../helpers/python';

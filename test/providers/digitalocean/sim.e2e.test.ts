@@ -18,7 +18,8 @@ import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { assertNoContractViolations } from '../../fakes/core';
 import { FakeDigitalOcean } from '../../fakes/digitalocean';
-import { have, pythonWithDask, realDask } from '../../helpers/prereq';
+import { have, realDask } from '../../helpers/prereq';
+import { pythonIn } from '../../helpers/python';
 import { SimNetwork, SimVmBooter, simulatedVms } from '../../sim';
 import { DropletCluster } from '../../../providers/digitalocean';
 import type { ClusterEvent } from '../../../src/cluster/events';
@@ -82,10 +83,6 @@ describe.skipIf(!enabled)('DropletCluster in simulated VMs (real cloud-init, rea
     });
   }
 
-  async function pythonIn(where: 'vpc' | 'internet', dir: string, dials: string, code: string) {
-    return net.run(where, pythonWithDask()!, ['-c', code], { env: { DASK_CONFIG: dir }, dials: [dials], timeoutMs: 60_000, check: false });
-  }
-
   function hostOf(address: string): string {
     return address.replace(/^\w+:\/\//, '').replace(/:\d+$/, '');
   }
@@ -103,7 +100,7 @@ describe.skipIf(!enabled)('DropletCluster in simulated VMs (real cloud-init, rea
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dc-do-sim-'));
       dirs.push(dir);
       await c.writeClientConfig(dir);
-      const client = await pythonIn('internet', dir, publicIp, "from distributed import Client\nc = Client(timeout='30s')\nprint('result', sum(c.gather(c.map(lambda x: x * 2, range(10)))))\nc.close()");
+      const client = await pythonIn(net, 'internet', dir, publicIp, "from distributed import Client\nc = Client(timeout='30s')\nprint('result', sum(c.gather(c.map(lambda x: x * 2, range(10)))))\nc.close()");
       expect(client.stdout, client.stderr).toMatch(/^result 90$/m);
       // The firewall opened only 8786 to the internet: the dashboard is not reachable there.
       expect(await net.probeTcp('internet', publicIp, 8787, { timeoutMs: 1_500 })).toBe('timeout');
@@ -129,7 +126,7 @@ describe.skipIf(!enabled)('DropletCluster in simulated VMs (real cloud-init, rea
       dirs.push(dir);
       await c.writeClientConfig(dir);
       const privateIp = hostOf(c.schedulerAddress);
-      const client = await pythonIn('vpc', dir, privateIp, "from distributed import Client\nc = Client(timeout='30s')\nprint('result', c.submit(lambda: 41 + 1).result())\nc.close()");
+      const client = await pythonIn(net, 'vpc', dir, privateIp, "from distributed import Client\nc = Client(timeout='30s')\nprint('result', c.submit(lambda: 41 + 1).result())\nc.close()");
       expect(client.stdout, client.stderr).toMatch(/^result 42$/m);
       // From the internet there is no route to a private address at all.
       await expect(net.checkRoute('internet', privateIp)).rejects.toThrow();

@@ -7,7 +7,6 @@
  *
  * Every address is loopback (test/providers/ec2/helpers.ts).
  */
-import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import * as os from 'node:os';
@@ -15,6 +14,7 @@ import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { checkFakesAndClose } from '../../helpers/fakes';
 import { parse as parseYaml } from 'yaml';
 import { EC2Cluster, type EC2ClusterOptions } from '../../../providers/ec2';
 import { LABELS } from '../../../src/cluster/vm';
@@ -22,9 +22,9 @@ import type { ClusterEvent } from '../../../src/cluster/events';
 import { ClusterStartError, type CloudApiError } from '../../../src/errors';
 import { Security } from '../../../src/security/security';
 import { createCa, issueLeaf, validityWindow } from '../../../src/security/generate';
-import { assertNoContractViolations } from '../../fakes/core';
 import type { FakeEc2 } from '../../fakes/ec2';
 import { have, pythonWithDask, realDask } from '../../helpers/prereq';
+import { pythonWithConfig } from '../../helpers/python';
 import { collapsed, eventually, fakeOptions, NatProcessBooter, startFake, tagMap } from './helpers';
 
 const enabled = have(realDask());
@@ -36,19 +36,7 @@ const booters: NatProcessBooter[] = [];
 const clusters: EC2Cluster[] = [];
 const dirs: string[] = [];
 
-afterEach(async () => {
-  try {
-    assertNoContractViolations(...fakes);
-    for (const f of fakes) {
-      expect(f.server.handlerErrors).toEqual([]);
-      expect(f.bootErrors).toEqual([]);
-    }
-  } finally {
-    await Promise.all(clusters.splice(0).map((c) => c.close().catch(() => undefined)));
-    await Promise.all(fakes.splice(0).map((f) => f.stop()));
-    await Promise.all(booters.splice(0).map((b) => b.stopAll()));
-  }
-});
+afterEach(() => checkFakesAndClose(fakes, clusters, () => Promise.all(booters.splice(0).map((b) => b.stopAll()))));
 
 afterAll(async () => {
   await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
@@ -80,16 +68,6 @@ async function tempDir(): Promise<string> {
   return d;
 }
 
-/** Runs Python with only DASK_CONFIG=dir (no other DASK_* of ours leaks in). */
-function pythonWithConfig(dir: string, code: string): Promise<string> {
-  const env: NodeJS.ProcessEnv = { ...process.env, DASK_CONFIG: dir };
-  for (const k of Object.keys(env)) if (k.startsWith('DASK_') && k !== 'DASK_CONFIG') delete env[k];
-  return new Promise((resolve, reject) => {
-    execFile(pythonWithDask() as string, ['-c', code], { env, timeout: 60_000 }, (err, stdout, stderr) =>
-      err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout.trim()),
-    );
-  });
-}
 
 const COMPUTE = "from distributed import Client\nc = Client(timeout='20s')\nprint(sum(c.gather(c.map(lambda x: x * 2, range(10)))))\nc.close()";
 

@@ -19,33 +19,15 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EC2Cluster } from '../../../providers/ec2';
 import { LABELS } from '../../../src/cluster/vm';
-import { assertNoContractViolations, type BootRequest, type BootedVm, type FirewallRule, type VmBooter } from '../../fakes/core';
+import { assertNoContractViolations } from '../../fakes/core';
 import { FakeEc2 } from '../../fakes/ec2';
 import { have, pythonWithDask, realDask } from '../../helpers/prereq';
+import { pythonIn } from '../../helpers/python';
 import { SimNetwork, SimVmBooter, simulatedVms } from '../../sim';
 import { intToIp, ipToInt } from '../../sim/net-util';
 import { eventually, fakeOptions, tagMap } from './helpers';
 
 const enabled = have(simulatedVms()) && have(realDask());
-
-/** Checks each VM's addresses route through this network's host links before the VM exists. */
-class CheckedBooter implements VmBooter {
-  readonly #inner: SimVmBooter;
-
-  constructor(readonly net: SimNetwork) {
-    this.#inner = new SimVmBooter(net);
-  }
-
-  async boot(req: BootRequest): Promise<BootedVm> {
-    await this.net.assertHostRoute(req.privateIp);
-    if (req.publicIp !== undefined) await this.net.assertHostRoute(req.publicIp);
-    return this.#inner.boot(req);
-  }
-
-  async setFirewall(id: string, rules: FirewallRule[]): Promise<void> {
-    await this.#inner.setFirewall(id, rules);
-  }
-}
 
 describe.skipIf(!enabled)('EC2Cluster on simulated VMs (real cloud-init, firewall from the security group)', () => {
   let net: SimNetwork;
@@ -66,7 +48,7 @@ describe.skipIf(!enabled)('EC2Cluster on simulated VMs (real cloud-init, firewal
   }, 60_000);
 
   it('start (2 workers, mutual TLS) → a client on the internet computes → scale(1) → close leaves nothing', async () => {
-    fake = await FakeEc2.start({ booter: new CheckedBooter(net), privateCidr: net.privateCidr, publicCidr: net.publicCidr, lifecycleMs: { pendingMs: 500, shuttingDownMs: 500 } });
+    fake = await FakeEc2.start({ booter: new SimVmBooter(net), privateCidr: net.privateCidr, publicCidr: net.publicCidr, lifecycleMs: { pendingMs: 500, shuttingDownMs: 500 } });
     const cluster = new EC2Cluster({
       ...fakeOptions(fake),
       nWorkers: 2,
@@ -82,15 +64,9 @@ describe.skipIf(!enabled)('EC2Cluster on simulated VMs (real cloud-init, firewal
       expect(cluster.schedulerAddress).toBe(`tls://${sched.publicIpAddress}:8786`);
 
       await cluster.writeClientConfig(clientDir);
-      const py = pythonWithDask() as string;
-      const client = await net.run(
-        'internet',
-        py,
-        ['-c', "from distributed import Client\nc = Client(timeout='30s')\nprint('result', sum(c.gather(c.map(lambda x: x * 2, range(10)))))\nc.close()"],
-        { env: { DASK_CONFIG: clientDir }, dials: [sched.publicIpAddress as string], timeoutMs: 60_000, check: false },
-      );
+      const client = await pythonIn(net, 'internet', clientDir, sched.publicIpAddress as string, "from distributed import Client\nc = Client(timeout='30s')\nprint('result', sum(c.gather(c.map(lambda x: x * 2, range(10)))))\nc.close()");
       // On failure, show what each VM's firewall holds: most failures here are rules.
-      const why = client.code === 0 ? '' : `${client.stderr.slice(-2000)}\n${await firewalls(net, fake)}`;
+      const why = client.code === 0 ? '' : `${client.stderr.slice(-2000)}\n${await net.firewallDump()}`;
       expect(client.code, why).toBe(0);
       expect(client.stdout).toMatch(/^result 90$/m);
       // The security group: 8786 open to the internet (mutual TLS guards it), the dashboard not.
@@ -117,7 +93,7 @@ describe.skipIf(!enabled)('EC2Cluster on simulated VMs (real cloud-init, firewal
 
   it('security: false + privateNetworking: plain tcp:// inside the VPC only, no public addresses', async () => {
     await fake?.stop();
-    fake = await FakeEc2.start({ booter: new CheckedBooter(net), privateCidr: net.privateCidr, publicCidr: net.publicCidr, lifecycleMs: { pendingMs: 500, shuttingDownMs: 500 } });
+    fake = await FakeEc2.start({ booter: new SimVmBooter(net), privateCidr: net.privateCidr, publicCidr: net.publicCidr, lifecycleMs: { pendingMs: 500, shuttingDownMs: 500 } });
     const cluster = new EC2Cluster({ ...fakeOptions(fake), nWorkers: 1, security: false, privateNetworking: true, runtime: 'native', schedulerTimeoutMs: 90_000, workersTimeoutMs: 90_000 });
     try {
       await cluster.start();
@@ -132,7 +108,7 @@ describe.skipIf(!enabled)('EC2Cluster on simulated VMs (real cloud-init, firewal
         ['-c', `from distributed import Client\nc = Client(${JSON.stringify(cluster.schedulerAddress)}, timeout='30s')\nprint('result', c.submit(lambda: 41 + 1).result())\nc.close()`],
         { dials: [sched.privateIpAddress], timeoutMs: 60_000, check: false },
       );
-      const why = client.code === 0 ? '' : `${client.stderr.slice(-2000)}\n${await firewalls(net, fake)}`;
+      const why = client.code === 0 ? '' : `${client.stderr.slice(-2000)}\n${await net.firewallDump()}`;
       expect(client.code, why).toBe(0);
       expect(client.stdout).toMatch(/^result 42$/m);
       await cluster.close();
@@ -145,10 +121,3 @@ describe.skipIf(!enabled)('EC2Cluster on simulated VMs (real cloud-init, firewal
   }, 240_000);
 });
 
-async function firewalls(net: SimNetwork, fake: FakeEc2): Promise<string> {
-  const out: string[] = [];
-  for (const inst of fake.instances()) {
-    out.push(`--- ${inst.instanceId} ${inst.privateIpAddress}`, (await net.run({ vm: inst.instanceId }, 'nft', ['list', 'ruleset'], { check: false })).stdout);
-  }
-  return out.join('\n');
-}

@@ -8,7 +8,7 @@
  * Also here: the exact API calls of start, scale and close, and cleanup of what a killed process
  * left behind. Network safety: every address is on loopback (see helpers.ts).
  */
-import { execFile, execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import * as os from 'node:os';
@@ -25,6 +25,7 @@ import { createCa, issueLeaf, validityWindow } from '../../../src/security/gener
 import { assertNoContractViolations } from '../../fakes/core';
 import type { FakeGcp } from '../../fakes/gcp';
 import { have, openssl, pythonWithDask, realDask } from '../../helpers/prereq';
+import { pythonWithConfig } from '../../helpers/python';
 import { fakeOptions, NatProcessBooter, operations, startFake } from './helpers';
 
 const enabled = have(realDask());
@@ -72,16 +73,6 @@ async function tempDir(): Promise<string> {
   return d;
 }
 
-/** Runs Python with only DASK_CONFIG pointing at the written client config. */
-function pythonWithConfig(dir: string, code: string): Promise<string> {
-  const env: NodeJS.ProcessEnv = { ...process.env, DASK_CONFIG: dir };
-  for (const k of Object.keys(env)) if (k.startsWith('DASK_') && k !== 'DASK_CONFIG') delete env[k];
-  return new Promise((resolve, reject) => {
-    execFile(pythonWithDask()!, ['-c', code], { env, timeout: 60_000 }, (err, stdout, stderr) =>
-      err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout.trim()),
-    );
-  });
-}
 
 const COMPUTE = "from distributed import Client\nc = Client(timeout='20s')\nprint(sum(c.gather(c.map(lambda x: x * 2, range(10)))))\nc.close()";
 

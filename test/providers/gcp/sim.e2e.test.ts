@@ -9,7 +9,7 @@
  * Network safety (test/sim/README.md): the simulated cloud is 10.77.0.0/16, blackholed in the
  * root namespace. `hostAccess` adds links into this network's bridges only; every address this
  * process can learn is checked with `assertHostRoute`: a probe of each block before anything is
- * created, and each VM's own addresses before it boots (CheckedBooter). Python clients run inside
+ * created, and each VM's own addresses before it boots (SimVmBooter does that with host access). Python clients run inside
  * our namespaces (`net.run`, which checks its routes), which have no default route.
  *
  * Needs root, systemd-nspawn, nftables and the VM image (`sudo bash scripts/build-vm-image.sh`).
@@ -20,63 +20,15 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GCPCluster } from '../../../providers/gcp';
 import { parseAddress } from '../../../src/dask';
-import { assertNoContractViolations, type BootRequest, type BootedVm, type FirewallRule, type VmBooter } from '../../fakes/core';
+import { assertNoContractViolations } from '../../fakes/core';
 import { FakeGcp } from '../../fakes/gcp';
 import { have, pythonWithDask, realDask } from '../../helpers/prereq';
+import { pythonIn } from '../../helpers/python';
 import { SimNetwork, SimVmBooter, simulatedVms } from '../../sim';
 import { intToIp, ipToInt } from '../../sim/net-util';
 import { eventually, fakeOptions } from './helpers';
 
 const enabled = have(simulatedVms()) && have(realDask());
-
-/**
- * Checks that a VM's addresses route through this network's host links before the VM exists.
- * Also re-applies every VM's rules once a VM has booted: SimVmBooter translates a peer named by
- * tag (GCP `sourceTags`) into its address only if the peer's VM already exists, and the fake
- * pushes rules again only when its own (tag-level) rules change. Without this, a worker that
- * boots just before the scheduler never admits the scheduler.
- */
-class CheckedBooter implements VmBooter {
-  readonly #inner: SimVmBooter;
-  readonly #rules = new Map<string, FirewallRule[]>();
-
-  constructor(readonly net: SimNetwork) {
-    this.#inner = new SimVmBooter(net);
-  }
-
-  async boot(req: BootRequest): Promise<BootedVm> {
-    await this.net.assertHostRoute(req.privateIp);
-    if (req.publicIp !== undefined) await this.net.assertHostRoute(req.publicIp);
-    this.#rules.set(req.id, req.firewall);
-    const vm = await this.#inner.boot(req);
-    // Every VM, this one too: peers may have finished booting while it booted.
-    for (const [id, rules] of this.#rules) {
-      await this.#inner.setFirewall(id, rules).catch(() => undefined); // a VM still booting or going away
-    }
-    return {
-      consoleOutput: () => vm.consoleOutput(),
-      stop: async () => {
-        this.#rules.delete(req.id);
-        await vm.stop();
-      },
-    };
-  }
-
-  async setFirewall(id: string, rules: FirewallRule[]): Promise<void> {
-    this.#rules.set(id, rules);
-    await this.#inner.setFirewall(id, rules);
-  }
-}
-
-/** What each VM's nftables holds: most failures here are rules. */
-async function firewalls(net: SimNetwork, fake: FakeGcp): Promise<string> {
-  const out: string[] = [];
-  for (const r of fake.resources().instances ?? []) {
-    const id = String((r.value as { id: string }).id);
-    out.push(`--- ${r.id}`, (await net.run({ vm: id }, 'nft', ['list', 'ruleset'], { check: false })).stdout);
-  }
-  return out.join('\n');
-}
 
 describe.skipIf(!enabled)('GCPCluster on simulated VMs (real cloud-init, firewall from the GCP rules)', () => {
   let net: SimNetwork;
@@ -96,7 +48,7 @@ describe.skipIf(!enabled)('GCPCluster on simulated VMs (real cloud-init, firewal
 
   async function startFakeOnNet(): Promise<FakeGcp> {
     await fake?.stop();
-    fake = await FakeGcp.start({ booter: new CheckedBooter(net), privateCidr: net.privateCidr, publicCidr: net.publicCidr, lifecycleMs: { provisioningMs: 300, stagingMs: 300, stoppingMs: 300 } });
+    fake = await FakeGcp.start({ booter: new SimVmBooter(net), privateCidr: net.privateCidr, publicCidr: net.publicCidr, lifecycleMs: { provisioningMs: 300, stagingMs: 300, stoppingMs: 300 } });
     return fake;
   }
 
@@ -118,13 +70,8 @@ describe.skipIf(!enabled)('GCPCluster on simulated VMs (real cloud-init, firewal
       expect(fake.pools.public.contains(pub)).toBe(true);
 
       await cluster.writeClientConfig(clientDir);
-      const client = await net.run(
-        'internet',
-        pythonWithDask() as string,
-        ['-c', "from distributed import Client\nc = Client(timeout='30s')\nprint('result', sum(c.gather(c.map(lambda x: x * 2, range(10)))))\nc.close()"],
-        { env: { DASK_CONFIG: clientDir }, dials: [pub], timeoutMs: 60_000, check: false },
-      );
-      expect(client.code, client.code === 0 ? '' : `${client.stderr.slice(-2000)}\n${await firewalls(net, fake)}`).toBe(0);
+      const client = await pythonIn(net, 'internet', clientDir, pub, "from distributed import Client\nc = Client(timeout='30s')\nprint('result', sum(c.gather(c.map(lambda x: x * 2, range(10)))))\nc.close()");
+      expect(client.code, client.code === 0 ? '' : `${client.stderr.slice(-2000)}\n${await net.firewallDump()}`).toBe(0);
       expect(client.stdout).toMatch(/^result 90$/m);
       // The firewall rules: 8786 open to the internet (mutual TLS guards it), the dashboard only
       // to the subnetwork.
@@ -166,7 +113,7 @@ describe.skipIf(!enabled)('GCPCluster on simulated VMs (real cloud-init, firewal
         ['-c', `from distributed import Client\nc = Client(${JSON.stringify(cluster.schedulerAddress)}, timeout='30s')\nprint('result', c.submit(lambda: 41 + 1).result())\nc.close()`],
         { dials: [priv], timeoutMs: 60_000, check: false },
       );
-      expect(client.code, client.code === 0 ? '' : `${client.stderr.slice(-2000)}\n${await firewalls(net, fake)}`).toBe(0);
+      expect(client.code, client.code === 0 ? '' : `${client.stderr.slice(-2000)}\n${await net.firewallDump()}`).toBe(0);
       expect(client.stdout).toMatch(/^result 42$/m);
       await cluster.close();
       expect(fake.leaked()).toEqual({});
