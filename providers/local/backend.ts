@@ -58,6 +58,8 @@ export class LocalBackend implements ClusterBackend {
   readonly kind = 'local';
   readonly #options: LocalBackendOptions;
   readonly #procs = new Map<string, Proc>();
+  /** TLS files already written to the cluster's directory. */
+  readonly #written = new Set<string>();
   #dir: string | undefined;
   #python: string | undefined;
 
@@ -103,8 +105,11 @@ export class LocalBackend implements ClusterBackend {
       tlsDir: this.#dir,
     });
     for (const f of processSpec.files) {
+      // Every worker gets the same files: write them once.
+      if (this.#written.has(f.path)) continue;
       await writeFile(f.path, f.content, { mode: parseInt(f.mode, 8) });
       await chmod(f.path, parseInt(f.mode, 8));
+      this.#written.add(f.path);
     }
     const child = spawn(this.#python, ['-m', 'dask', ...processSpec.args], {
       env: { ...baseEnv(), ...processSpec.env },
@@ -177,6 +182,7 @@ export class LocalBackend implements ClusterBackend {
     if (this.#dir) {
       await rm(this.#dir, { recursive: true, force: true });
       this.#dir = undefined;
+      this.#written.clear();
     }
   }
 

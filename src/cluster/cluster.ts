@@ -266,14 +266,14 @@ export class Cluster implements AsyncDisposable {
     if (userSignal?.aborted) onUserAbort();
     userSignal?.addEventListener('abort', onUserAbort, { once: true });
     if (this.options.closeOnSignals !== false) registerLive(this);
-    const ctx = this.#context(abort.signal);
     let phase: ClusterPhase = 'credentials';
     let workersLaunched: Promise<Member[]> | undefined;
     try {
       await this.#phase('credentials', async () => {
         if (this.#security === undefined) this.#security = await Security.temporary(this.options.temporarySecurity);
       });
-      ctx.security = this.#security ?? false;
+      // Made once the credentials exist: every backend call gets them through it.
+      const ctx = this.#context(abort.signal);
       throwIfAborted(abort.signal);
       phase = 'network';
       await this.#phase('network', () => this.backend.prepare(ctx));
