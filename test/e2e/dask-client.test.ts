@@ -46,6 +46,34 @@ function freePort(): Promise<number> {
   });
 }
 
+/**
+ * A port that accepts connections and never says a word: the deterministic "peer that never
+ * answers the handshake". (A Dask dashboard is not one: it is a Tornado HTTP server, which
+ * answers `400 Bad Request` whenever a TLS ClientHello's random bytes happen to contain a blank
+ * line, about 4 times in 1000 tries.)
+ */
+async function silentServer(): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<import('node:net').Socket>();
+  const srv = createServer((s) => {
+    sockets.add(s);
+    s.on('error', () => undefined);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(0, HOST, resolve);
+  });
+  const { port } = srv.address() as { port: number };
+  return {
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        srv.close(() => resolve());
+      }),
+  };
+}
+
 async function tempDir(): Promise<string> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'dask-client-test-'));
   await chmod(dir, 0o700);
@@ -274,6 +302,7 @@ describe.skipIf(!enabled)('connection failures against real Dask', () => {
   let B: Security;
   let tlsAddr: string;
   let tlsDashboard: number;
+  let silent: Awaited<ReturnType<typeof silentServer>>;
   let plainAddr: string;
   let plainScheduler: DaskProc;
   let a: TlsClientOptions;
@@ -284,11 +313,13 @@ describe.skipIf(!enabled)('connection failures against real Dask', () => {
     a = A.clientTlsOptions();
     b = B.clientTlsOptions();
     const [t, p] = await Promise.all([startScheduler(A), startScheduler(false)]);
+    silent = await silentServer();
     tlsAddr = t.address;
     tlsDashboard = t.dashboardPort;
     plainAddr = p.address;
     plainScheduler = p.proc;
   });
+  afterAll(() => silent?.close());
 
   it('nothing listening → E_CONNECT_REFUSED, at once', async () => {
     const port = await freePort();
@@ -353,9 +384,11 @@ describe.skipIf(!enabled)('connection failures against real Dask', () => {
     expect(Date.now() - t0).toBeLessThan(4_000);
   });
 
-  it('a port that never answers the handshake (the dashboard) → E_TIMEOUT within the budget', async () => {
+  it('a port that never answers the handshake → E_TIMEOUT within the budget', async () => {
     for (const [addr, options] of [
-      [`tls://${HOST}:${tlsDashboard}`, { security: A }],
+      [`tls://${HOST}:${silent.port}`, { security: A }],
+      [`tcp://${HOST}:${silent.port}`, {}],
+      // The dashboard reads Dask's binary handshake as an unfinished HTTP request and waits.
       [`tcp://${HOST}:${tlsDashboard}`, {}],
     ] as const) {
       const { err, ms } = await expectCode('E_TIMEOUT', () => SchedulerClient.connect(addr, { ...options, timeoutMs: 500 }));
@@ -365,16 +398,38 @@ describe.skipIf(!enabled)('connection failures against real Dask', () => {
     }
   });
 
+  it('tls:// to the dashboard (HTTP) never hangs: a timeout, or "does not speak TLS" when Tornado answers', async () => {
+    const addr = `tls://${HOST}:${tlsDashboard}`;
+    const codes = new Set<string>();
+    await Promise.all(
+      Array.from({ length: 20 }, async () => {
+        const t0 = Date.now();
+        const err = (await SchedulerClient.connect(addr, { security: A, timeoutMs: 500 }).then(
+          async (c) => {
+            await c.close();
+            throw new Error('connected to the dashboard as if it were the scheduler');
+          },
+          (e: unknown) => e,
+        )) as DaskCommError;
+        expect(DaskCommError.isInstance(err), String(err)).toBe(true);
+        expect(Date.now() - t0).toBeLessThan(2_000);
+        codes.add(err.code);
+        if (err.code === 'E_PLAINTEXT_PEER') expect(err.message).toMatch(/does not speak TLS/);
+      }),
+    );
+    expect([...codes].filter((c) => c !== 'E_TIMEOUT' && c !== 'E_PLAINTEXT_PEER')).toEqual([]);
+  });
+
   it('abort → E_ABORTED, whether the signal fires during the attempt or before it', async () => {
     const ac = new AbortController();
     setTimeout(() => ac.abort(), 100);
     const { ms } = await expectCode('E_ABORTED', () =>
-      SchedulerClient.connect(`tls://${HOST}:${tlsDashboard}`, { security: A, signal: ac.signal, timeoutMs: 10_000 }),
+      SchedulerClient.connect(`tls://${HOST}:${silent.port}`, { security: A, signal: ac.signal, timeoutMs: 10_000 }),
     );
     expect(ms).toBeLessThan(1_000);
     await expectCode('E_ABORTED', () => SchedulerClient.connect(tlsAddr, { security: A, signal: AbortSignal.abort() }));
     await expectCode('E_ABORTED', () =>
-      waitForScheduler(`tls://${HOST}:${tlsDashboard}`, { security: A, timeoutMs: 10_000, signal: AbortSignal.timeout(200) }),
+      waitForScheduler(`tls://${HOST}:${silent.port}`, { security: A, timeoutMs: 10_000, signal: AbortSignal.timeout(200) }),
     );
   });
 
@@ -442,7 +497,7 @@ describe.skipIf(!enabled)('connection failures against real Dask', () => {
     const port = await freePort();
     await writeFile(
       input,
-      JSON.stringify({ a, b, tlsAddr, plainAddr, dashboard: `${HOST}:${tlsDashboard}`, refused: `tls://${HOST}:${port}` }),
+      JSON.stringify({ a, b, tlsAddr, plainAddr, silent: `${HOST}:${silent.port}`, refused: `tls://${HOST}:${port}` }),
       { mode: 0o600 },
     );
     const script = path.join(dir, 'leak-check.ts');
@@ -462,8 +517,8 @@ const attempt = async (f: () => Promise<{ close(): Promise<void> }>) => {
   await attempt(() => SchedulerClient.connect(i.tlsAddr, { tls: { ...i.a, ca: i.b.ca } }));
   await attempt(() => SchedulerClient.connect(i.tlsAddr.replace('tls:', 'tcp:'), { timeoutMs: 1000 }));
   await attempt(() => SchedulerClient.connect(i.plainAddr.replace('tcp:', 'tls:'), { tls: i.a }));
-  await attempt(() => SchedulerClient.connect('tls://' + i.dashboard, { tls: i.a, timeoutMs: 300 }));
-  await attempt(() => SchedulerClient.connect('tls://' + i.dashboard, { tls: i.a, signal: AbortSignal.timeout(100) }));
+  await attempt(() => SchedulerClient.connect('tls://' + i.silent, { tls: i.a, timeoutMs: 300 }));
+  await attempt(() => SchedulerClient.connect('tls://' + i.silent, { tls: i.a, signal: AbortSignal.timeout(100) }));
   await attempt(async () => { const c = await SchedulerClient.connect(i.tlsAddr, { tls: i.a }); await c.identity(); return c; });
   await attempt(async () => { await waitForScheduler(i.refused, { tls: i.a, timeoutMs: 400, intervalMs: 50 }); return { close: async () => {} }; });
   const c = await SchedulerClient.connect(i.tlsAddr, { tls: i.a });

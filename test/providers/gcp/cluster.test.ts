@@ -14,6 +14,7 @@ import type { ClusterEvent } from '../../../src/cluster/events';
 import { ClusterStartError, ValidationError } from '../../../src/errors';
 import { assertNoContractViolations, type ReceivedCall, type ResourceSnapshot } from '../../fakes/core';
 import type { FakeGcp } from '../../fakes/gcp';
+import { eventually } from '../../helpers/eventually';
 import { fakeOptions, operations, startFake, ZONE } from './helpers';
 
 let fakes: FakeGcp[] = [];
@@ -462,7 +463,11 @@ describe('idempotent creation', () => {
     const inserts = fake.server.calls('compute.instances.insert');
     expect(inserts.length).toBeGreaterThanOrEqual(2);
     expect(new Set(inserts.map((c) => c.params.requestId)).size).toBe(1);
-    expect(inserts.every((c) => c.status === 200)).toBe(true);
+    // The first insert's answer was "lost" on the way back: the fake finishes it 1 s after it
+    // arrived, which may be after the start was aborted and rolled back. Wait for that answer:
+    // it must be the same operation (200), not a 409 and not a second VM.
+    await eventually(() => inserts.every((c) => c.status !== 0), 'the delayed insert to be answered', 5_000);
+    expect(inserts.map((c) => c.status)).toEqual(inserts.map(() => 200));
     expect(snapshot.instances!.filter((i) => (i.value as Body).name === `${cluster.id}-scheduler`)).toHaveLength(1);
     expect(fake.leaked()).toEqual({});
   });
