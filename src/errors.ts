@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'E_CERT_EXPIRED'
   | 'E_CERT_NOT_YET_VALID'
   | 'E_KEY_TOO_SMALL'
+  | 'E_CERT_USAGE'
   | 'E_TLS_VERSION'
   | 'E_TLS_CIPHERS'
   | 'E_SECURITY_INCOMPLETE'

@@ -210,7 +210,8 @@ export class Security {
    * (`E_PEM_FILE`), PEM parses (`E_PEM_INVALID`), the CA file holds CA certificates, each key
    * matches its certificate (`E_KEY_MISMATCH`), each certificate chains to the CA
    * (`E_CERT_NOT_ISSUED_BY_CA`), dates (`E_CERT_EXPIRED`, `E_CERT_NOT_YET_VALID`), RSA at least
-   * 2048 bits (`E_KEY_TOO_SMALL`), TLS versions (`E_TLS_VERSION`), ciphers (`E_TLS_CIPHERS`), and
+   * 2048 bits (`E_KEY_TOO_SMALL`), extended key usage fit for the role (`E_CERT_USAGE`), TLS
+   * versions (`E_TLS_VERSION`), ciphers (`E_TLS_CIPHERS`), and
    * at least one certificate/key pair (`E_SECURITY_INCOMPLETE`).
    *
    * A certificate file may also hold its key (omit the key option then). A role without its own
@@ -290,6 +291,7 @@ export class Security {
     const keys = {} as Record<TlsRole, string>;
     for (const role of ROLES) {
       const chosen = own[role] ?? own[donor]!;
+      checkExtendedKeyUsage(role, chosen.cert, pairs[chosen.cert.source]?.cert);
       certs[role] = chosen.cert;
       keys[role] = chosen.key;
     }
@@ -477,6 +479,35 @@ function validateCa(src: PemSource): ParsedCert[] {
     checkDates(cert, what);
   }
   return cas;
+}
+
+const EKU = { serverAuth: '1.3.6.1.5.5.7.3.1', clientAuth: '1.3.6.1.5.5.7.3.2', any: '2.5.29.37.0' } as const;
+
+/**
+ * What each role does with its certificate: the scheduler and workers both accept TLS connections
+ * and open them to each other; the client only opens them. A leaf with an extendedKeyUsage
+ * extension must allow that, or OpenSSL on the VM refuses the handshake later. (No extension at
+ * all means any use.)
+ */
+const ROLE_USAGE: Record<TlsRole, readonly ('serverAuth' | 'clientAuth')[]> = {
+  scheduler: ['serverAuth', 'clientAuth'],
+  worker: ['serverAuth', 'clientAuth'],
+  client: ['clientAuth'],
+};
+
+function checkExtendedKeyUsage(role: TlsRole, cert: RoleCert, src: PemSource | undefined): void {
+  const allowed = cert.leaf.keyUsage; // Node's name for the extendedKeyUsage OIDs; undefined when absent
+  if (allowed === undefined || allowed.includes(EKU.any)) return;
+  const missing = ROLE_USAGE[role].filter((u) => !allowed.includes(EKU[u]));
+  if (missing.length === 0) return;
+  const where = src ? describe(src) : `the ${cert.source} certificate`;
+  const borrowed = cert.source === role ? '' : ` (the ${role} role borrows the ${cert.source}'s pair)`;
+  throw new SecurityError(
+    'E_CERT_USAGE',
+    `${where} (subject ${subjectOf(cert.leaf)}) does not allow ${missing.join(' and ')}, which the ${role} needs${borrowed}: ` +
+      `its extendedKeyUsage must include ${ROLE_USAGE[role].join(' and ')}, or be absent`,
+    { details: { option: src?.option ?? ROLE_OPTION[role].cert, role, missing } },
+  );
 }
 
 function validatePair(

@@ -192,6 +192,28 @@ describe('openssl verify -x509_strict', () => {
       expect(out).toContain(': OK');
     });
   }
+
+  it('is a live check: it refuses what lax verification accepts (a CA whose basicConstraints is not critical)', ({ skip }) => {
+    if (!have(openssl())) skip();
+    const dir = fs.mkdtempSync(path.join(tmp, 'lax-'));
+    const run = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, encoding: 'utf8', timeout: 30_000, stdio: 'pipe' });
+    fs.writeFileSync(path.join(dir, 'ext.cnf'), '[leaf]\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n');
+    run('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem',
+      '-subj', '/CN=lax ca', '-days', '1', '-addext', 'basicConstraints=CA:TRUE', '-addext', 'keyUsage=keyCertSign');
+    run('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'leaf.key', '-out', 'leaf.csr', '-subj', '/CN=leaf');
+    run('x509', '-req', '-in', 'leaf.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '1',
+      '-extfile', 'ext.cnf', '-extensions', 'leaf', '-out', 'leaf.pem');
+    expect(run('verify', '-CAfile', 'ca.pem', 'leaf.pem').trim()).toBe('leaf.pem: OK');
+    const strict = (() => {
+      try {
+        return run('verify', '-x509_strict', '-CAfile', 'ca.pem', 'leaf.pem');
+      } catch (err) {
+        return String((err as { stdout?: string }).stdout ?? '') + String((err as { stderr?: string }).stderr ?? '');
+      }
+    })();
+    expect(strict).not.toMatch(/leaf\.pem: OK/);
+    expect(strict).toMatch(/Basic Constraints of CA cert not marked critical/);
+  });
 });
 // Generation speed is measured by bench/run.ts (`npm run bench temporary`), not by a timed test.
 

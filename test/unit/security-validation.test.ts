@@ -388,6 +388,17 @@ describe('material made by the openssl CLI', () => {
         'extendedKeyUsage=serverAuth,clientAuth',
         'subjectKeyIdentifier=hash',
         'authorityKeyIdentifier=keyid',
+        '[server_only]',
+        'basicConstraints=critical,CA:FALSE',
+        'extendedKeyUsage=serverAuth',
+        '[client_only]',
+        'basicConstraints=critical,CA:FALSE',
+        'extendedKeyUsage=clientAuth',
+        '[any_usage]',
+        'basicConstraints=critical,CA:FALSE',
+        'extendedKeyUsage=anyExtendedKeyUsage',
+        '[no_eku]',
+        'basicConstraints=critical,CA:FALSE',
         '',
       ].join('\n'),
     );
@@ -402,6 +413,10 @@ describe('material made by the openssl CLI', () => {
     leaf('normal', 2048, 'root', 'leaf');
     leaf('inter', 2048, 'root', 'ca');
     leaf('deep', 2048, 'inter', 'leaf');
+    leaf('serveronly', 2048, 'root', 'server_only');
+    leaf('clientonly', 2048, 'root', 'client_only');
+    leaf('anyusage', 2048, 'root', 'any_usage');
+    leaf('noeku', 2048, 'root', 'no_eku');
     run('pkey', '-in', 'normal.key', '-traditional', '-out', 'normal.rsa.key');
     run('pkey', '-in', 'normal.key', '-aes256', '-passout', 'pass:secret', '-out', 'normal.enc.key');
   });
@@ -422,6 +437,34 @@ describe('material made by the openssl CLI', () => {
       'E_KEY_TOO_SMALL',
     );
     expect(err.message).toContain('1024');
+  });
+
+  it('E_CERT_USAGE when a leaf\'s extendedKeyUsage does not cover its role, also for a borrowed pair', ({ skip }) => {
+    if (!haveOpenssl) skip();
+    const pair = (name: string) => ({ cert: f(`${name}.pem`), key: f(`${name}.key`) });
+    const roles = (m: Partial<Record<'client' | 'scheduler' | 'worker', { cert: string; key: string }>>) =>
+      Security.fromFiles({
+        tlsCaFile: f('root.pem'),
+        ...(m.client && { tlsClientCert: m.client.cert, tlsClientKey: m.client.key }),
+        ...(m.scheduler && { tlsSchedulerCert: m.scheduler.cert, tlsSchedulerKey: m.scheduler.key }),
+        ...(m.worker && { tlsWorkerCert: m.worker.cert, tlsWorkerKey: m.worker.key }),
+      });
+    // A client-only leaf is right for the client, with servers of their own.
+    expect(roles({ client: pair('clientonly'), scheduler: pair('normal'), worker: pair('normal') }).hasRole('client')).toBe(true);
+    // ...but not for a scheduler, which must also accept connections.
+    let err = expectSecurityError(() => roles({ client: pair('normal'), scheduler: pair('clientonly'), worker: pair('normal') }), 'E_CERT_USAGE');
+    expect(err.message).toContain('tlsSchedulerCert');
+    expect(err.message).toMatch(/does not allow serverAuth, which the scheduler needs/);
+    expect(err.details).toMatchObject({ option: 'tlsSchedulerCert', role: 'scheduler', missing: ['serverAuth'] });
+    // A server-only worker cannot dial the scheduler or its peers.
+    err = expectSecurityError(() => roles({ client: pair('normal'), scheduler: pair('normal'), worker: pair('serveronly') }), 'E_CERT_USAGE');
+    expect(err.details).toMatchObject({ role: 'worker', missing: ['clientAuth'] });
+    // One client-only pair for every role: the scheduler borrowing it is refused, and told why.
+    err = expectSecurityError(() => roles({ client: pair('clientonly') }), 'E_CERT_USAGE');
+    expect(err.message).toMatch(/borrows the client's pair/);
+    expect(err.details).toMatchObject({ option: 'tlsClientCert' });
+    // anyExtendedKeyUsage, or no extension at all, allows every role.
+    for (const name of ['anyusage', 'noeku']) expect(roles({ client: pair(name) }).certPem('worker')).toContain('BEGIN CERTIFICATE');
   });
 
   it('E_PEM_INVALID for an encrypted key, without echoing it', ({ skip }) => {
