@@ -35,6 +35,7 @@ const GCP_OPERATIONS = [
   'compute.instances.bulkInsert',
   'compute.instances.get',
   'compute.instances.list',
+  'compute.instances.aggregatedList',
   'compute.instances.delete',
   'compute.instances.getSerialPortOutput',
   'compute.instances.setLabels',

@@ -21,8 +21,9 @@ const USAGE = `usage:
       print the cloud-init user-data a VM of that role boots from, with its private key elided
       (renderUserData() in the library gives the full text)
   dask-cloud cleanup --provider gcp|ec2|digitalocean (--cluster ID ... | --expired | --all) [--dry-run]
-      [--project P --zone Z | --region R] [--endpoint URL]
-      delete what clusters left behind (instances by label, then firewalls / security groups)`;
+      [--project P [--zone Z] | --region R] [--endpoint URL]
+      delete what clusters left behind (instances by label, then firewalls / security groups);
+      on gcp every zone of the project unless --zone names one`;
 
 /** Replace the body of every PEM private key with a marker. */
 export function redactKeys(text: string): string {

@@ -69,6 +69,10 @@ export class GcpAdapter implements CloudAdapter {
 
   readonly #api: GcpApi;
   readonly #cfg: ResolvedGcpConfig;
+  /** Cleanup across the project: list with aggregatedList, delete each VM in its own zone. */
+  readonly #allZones: boolean;
+  /** Zones of instances found by an all-zones list, by instance name. */
+  readonly #zoneOf = new Map<string, string>();
   /** The image every VM boots (the family resolved in preflight). */
   #image: string;
   #subnetwork: { url: string; range: string } | undefined;
@@ -92,14 +96,20 @@ export class GcpAdapter implements CloudAdapter {
     void settledP.then(() => this.#creating.delete(settledP));
   }
 
-  constructor(api: GcpApi, config: ResolvedGcpConfig) {
+  constructor(api: GcpApi, config: ResolvedGcpConfig, options: { allZones?: boolean } = {}) {
     this.#api = api;
     this.#cfg = config;
+    this.#allZones = options.allZones ?? false;
     this.#image = config.sourceImage;
   }
 
   get #zoneScope(): OperationScope {
     return { project: this.#cfg.projectId, zone: this.#cfg.zone };
+  }
+
+  /** The zone an instance lives in: where a sweep found it, else the configured zone. */
+  #zoneFor(name: string): string {
+    return this.#zoneOf.get(name) ?? this.#cfg.zone;
   }
 
   get #networkUrl(): string {
@@ -369,6 +379,22 @@ export class GcpAdapter implements CloudAdapter {
 
   async #list(ctx: AdapterContext, filter: string): Promise<IInstance[]> {
     const { projectId: project, zone } = this.#cfg;
+    if (this.#allZones) {
+      return this.#api.call(
+        `listing instances in every zone (${filter})`,
+        async (c, _id, gax) => {
+          const found: IInstance[] = [];
+          for await (const [scope, list] of c.instances.aggregatedListAsync({ project, filter }, { ...gax, autoPaginate: false })) {
+            for (const inst of list.instances ?? []) {
+              this.#zoneOf.set(inst.name ?? '', scope.replace(/^zones\//, ''));
+              found.push(inst);
+            }
+          }
+          return found;
+        },
+        { signal: ctx.signal },
+      );
+    }
     return this.#api.call(
       `listing instances (${filter})`,
       async (c, _id, gax) => {
@@ -400,10 +426,11 @@ export class GcpAdapter implements CloudAdapter {
   }
 
   async deleteInstances(ctx: AdapterContext, ids: string[]): Promise<void> {
-    const { projectId: project, zone } = this.#cfg;
+    const { projectId: project } = this.#cfg;
     // Deletes first, then the waits, so every VM starts stopping at once.
     const started = await Promise.allSettled(
       ids.map(async (name) => {
+        const zone = this.#zoneFor(name);
         try {
           const res = await this.#api.call(`deleting instance ${name}`, (c, requestId, gax) => c.instances.delete({ project, zone, instance: name, requestId }, gax), {
             signal: ctx.signal,
@@ -423,7 +450,7 @@ export class GcpAdapter implements CloudAdapter {
         if (s.status === 'rejected') throw s.reason;
         if (!s.value.op) return;
         try {
-          await this.#api.waitOperation(`deleting instance ${s.value.name}`, s.value.op, this.#zoneScope, ctx.signal);
+          await this.#api.waitOperation(`deleting instance ${s.value.name}`, s.value.op, { project, zone: this.#zoneFor(s.value.name) }, ctx.signal);
         } catch (err) {
           const codes = ((err as CloudApiError).details?.errors as { code?: string }[] | undefined) ?? [];
           if (codes.some((e) => e.code === 'RESOURCE_NOT_FOUND')) return;

@@ -17,7 +17,14 @@ export { clusterTag, roleTag } from './adapter';
 const log = createDebug('dask-cloud:gcp');
 
 /** Options of {@link GCPCluster.cleanup}: what to delete, and how to reach the project. */
-export interface GCPCleanupOptions extends CleanupOptions, GcpConnectionOptions {}
+export interface GCPCleanupOptions extends CleanupOptions, GcpConnectionOptions {
+  /**
+   * Sweep only this zone. Default: every zone of the project (one `instances.aggregatedList`),
+   * so a cluster is found wherever it was started. A zone from the config file or the
+   * environment does not narrow a sweep; only this option does.
+   */
+  zone?: string;
+}
 
 function apiFor(conn: ResolvedConnection): GcpApi {
   return new GcpApi({ ...conn, log });
@@ -67,8 +74,9 @@ export class GCPCluster extends VMCluster {
 
   /**
    * Delete what clusters left behind (a killed process, a crashed service), found by their
-   * labels and firewall rule names in one project and zone: `{ clusterIds }`, `{ expired: true }`
-   * (expiry label passed) or `{ all: true }`; `dryRun` only reports.
+   * labels and firewall rule names in one project, in every zone unless `zone` is given:
+   * `{ clusterIds }`, `{ expired: true }` (expiry label passed) or `{ all: true }`; `dryRun` only
+   * reports.
    */
   static async cleanup(options: GCPCleanupOptions): Promise<CleanupReport> {
     // Only the connection options matter for a sweep; the rest of the config is never used.
@@ -78,7 +86,7 @@ export class GCPCluster extends VMCluster {
     }
     const api = apiFor(config);
     try {
-      const adapter = new GcpAdapter(api, config);
+      const adapter = new GcpAdapter(api, config, { allZones: options.zone === undefined });
       return await cleanupClusters(adapter, options, log);
     } finally {
       await api.close();

@@ -255,6 +255,27 @@ describe('list', () => {
     expect(bad.code).toBe(400);
     expect(bad.message).toContain('Invalid list filter expression');
   });
+  it('aggregatedList: every zone at once, grouped by zone scope, with the filter, paging and NO_RESULTS_ON_PAGE', async () => {
+    const { fake, c } = await setup();
+    for (const [zone, name, cluster] of [['us-central1-a', 'a1', 'abc'], ['europe-west1-b', 'e1', 'abc'], ['europe-west1-b', 'e2', 'abc'], ['us-east1-b', 'x1', 'other']]) {
+      await c.instances.insert({ project: PROJECT, zone, instanceResource: instanceBody(name, { labels: { 'dask-cluster': cluster }, machineType: `zones/${zone}/machineTypes/e2-standard-2` }) });
+    }
+    const seen: string[] = [];
+    for await (const [scope, list] of c.instances.aggregatedListAsync({ project: PROJECT, filter: 'labels.dask-cluster = "abc"', maxResults: 2 })) {
+      for (const i of list.instances ?? []) seen.push(`${scope}/${i.name}`);
+    }
+    expect(seen.sort()).toEqual(['zones/europe-west1-b/e1', 'zones/europe-west1-b/e2', 'zones/us-central1-a/a1']);
+    // Two pages of two instances at most; the raw page names every zone, empty ones with a warning.
+    expect(fake.server.calls('compute.instances.aggregatedList')).toHaveLength(2);
+    const body = (await (await raw(`${fake.endpoint}/projects/${PROJECT}/aggregated/instances?filter=${encodeURIComponent('labels.dask-cluster=other')}`)).json()) as {
+      kind: string;
+      items: Record<string, { instances?: { name: string }[]; warning?: { code: string } }>;
+    };
+    expect(body.kind).toBe('compute#instanceAggregatedList');
+    expect(body.items['zones/us-east1-b']!.instances!.map((i) => i.name)).toEqual(['x1']);
+    expect(body.items['zones/us-central1-a']!.warning!.code).toBe('NO_RESULTS_ON_PAGE');
+    expect((await raw(`${fake.endpoint}/projects/not-this-project/aggregated/instances`)).status).toBe(404);
+  });
 });
 
 describe('errors in GCP shape', () => {

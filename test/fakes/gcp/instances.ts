@@ -1,12 +1,12 @@
 /**
- * Compute Engine instances: insert, bulkInsert, get, list, delete, setLabels, getSerialPortOutput,
+ * Compute Engine instances: insert, bulkInsert, get, list, aggregatedList, delete, setLabels, getSerialPortOutput,
  * with Google's validation, the PROVISIONING → STAGING → RUNNING / STOPPING → TERMINATED
  * lifecycle on the fake's clock, address allocation, boot disks, regional quotas and the VmBooter
  * hook.
  */
 import { Lifecycle, type BootedVm, type FakeRequest, type FakeResponse, type FakeServer, type FirewallRule } from '../core';
 import {
-  ACCELERATOR_TYPES, API, NAME_RE, fingerprint, machineType as lookupMachineType, parseZonal, regionOf, resolveImage, stripApi, timestamp, type ImageInfo,
+  ACCELERATOR_TYPES, API, NAME_RE, ZONES, fingerprint, machineType as lookupMachineType, parseZonal, regionOf, resolveImage, stripApi, timestamp, type ImageInfo,
 } from './catalog';
 import { alreadyExists, badRequest, conditionNotMet, invalidField, notFound, notModelled, requiredField } from './errors';
 import { listResponse } from './filter';
@@ -105,6 +105,7 @@ export class Instances {
     server.route('POST', base, 'compute.instances.insert', (req) => this.insert(req));
     server.route('POST', `${base}/bulkInsert`, 'compute.instances.bulkInsert', (req) => this.bulkInsert(req));
     server.route('GET', base, 'compute.instances.list', (req) => this.list(req));
+    server.route('GET', '/projects/:project/aggregated/instances', 'compute.instances.aggregatedList', (req) => this.aggregatedList(req));
     server.route('GET', `${base}/:instance`, 'compute.instances.get', (req) => ({ body: this.find(req).wire }));
     server.route('DELETE', `${base}/:instance`, 'compute.instances.delete', (req) => this.delete(req));
     server.route('POST', `${base}/:instance/setLabels`, 'compute.instances.setLabels', (req) => this.setLabels(req));
@@ -255,6 +256,32 @@ export class Instances {
     return {
       body: listResponse(items, req.query, { kind: 'compute#instanceList', id: `projects/${project}/zones/${zone}/instances`, selfLink: `${this.zoneUrl(zone)}/instances` }),
     };
+  }
+
+  /**
+   * Every zone's instances in one list: the same filter and paging as `list`, with the page's items
+   * grouped under `zones/<zone>` and Google's NO_RESULTS_ON_PAGE warning for every zone without one.
+   */
+  private aggregatedList(req: FakeRequest): FakeResponse {
+    const { project } = req.params;
+    this.world.checkProject(project);
+    const all = [...this.records.values()]
+      .sort((a, b) => a.zone.localeCompare(b.zone) || a.name.localeCompare(b.name))
+      .map((r) => r.wire);
+    const selfLink = `${API}/projects/${project}/aggregated/instances`;
+    const page = listResponse(all, req.query, { kind: 'compute#instanceAggregatedList', id: `projects/${project}/aggregated/instances`, selfLink });
+    const scopes: Record<string, Json> = {};
+    for (const zone of ZONES) {
+      const scope = `zones/${zone}`;
+      scopes[scope] = {
+        warning: { code: 'NO_RESULTS_ON_PAGE', message: `There are no results for scope '${scope}' on this page.`, data: [{ key: 'scope', value: scope }] },
+      };
+    }
+    for (const wire of (page.items as Json[] | undefined) ?? []) {
+      const scope = `zones/${String(wire.zone).split('/').pop()}`;
+      scopes[scope] = { instances: [...((scopes[scope]!.instances as Json[] | undefined) ?? []), wire] };
+    }
+    return { body: { ...page, items: scopes } };
   }
 
   private delete(req: FakeRequest): FakeResponse {

@@ -26,7 +26,7 @@ import { assertNoContractViolations } from '../../fakes/core';
 import type { FakeGcp } from '../../fakes/gcp';
 import { have, openssl, pythonWithDask, realDask } from '../../helpers/prereq';
 import { pythonWithConfig } from '../../helpers/python';
-import { fakeOptions, NatProcessBooter, operations, startFake } from './helpers';
+import { fakeOptions, NatProcessBooter, operations, startFake, ZONE } from './helpers';
 
 const enabled = have(realDask());
 const root = path.resolve(__dirname, '../../..');
@@ -340,12 +340,12 @@ describe.runIf(enabled && have(openssl()))('examples/custom-security.ts: its Ope
 });
 
 /** Starts leave-behind.ts, waits until its cluster exists, kills it with SIGKILL: the cluster id. */
-async function killedProcessCluster(f: FakeGcp, expiresHours: number): Promise<string> {
+async function killedProcessCluster(f: FakeGcp, expiresHours: number, zone = ZONE): Promise<string> {
   // `node --import tsx` rather than the tsx CLI, which runs the script in a grandchild that a
   // SIGKILL of the CLI would leave running.
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, 'fixtures/leave-behind.ts')], {
     cwd: root,
-    env: { ...process.env, FAKE_GCP_PORT: String(f.port), FAKE_GCP_PROJECT: f.project, EXPIRES_HOURS: String(expiresHours) },
+    env: { ...process.env, FAKE_GCP_PORT: String(f.port), FAKE_GCP_PROJECT: f.project, FAKE_GCP_ZONE: zone, EXPIRES_HOURS: String(expiresHours) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
@@ -404,6 +404,34 @@ describe('GCPCluster.cleanup: what a killed process left behind', () => {
     const later = await GCPCluster.cleanup({ ...fakeOptions(fake), expired: true, now: new Date(Date.now() + 2 * 3_600_000) });
     expect(later.clusters).toEqual([{ clusterId: id, instances: [`${id}-scheduler`, `${id}-worker-0`, `${id}-worker-1`], deleted: true }]);
     expect(fake.leaked()).toEqual({});
+  });
+
+  it('without a zone it sweeps every zone of the project (aggregatedList); with one, only that zone', async () => {
+    fake = await startFake();
+    const [central, europe] = [await killedProcessCluster(fake, 24, 'us-central1-a'), await killedProcessCluster(fake, 24, 'europe-west1-b')];
+    const members = (id: string) => [`${id}-scheduler`, `${id}-worker-0`, `${id}-worker-1`];
+    const zonesOf = () => [...new Set(fake!.leaked().instances?.map((i) => i.id.split('/')[1]) ?? [])].sort();
+    expect(zonesOf()).toEqual(['europe-west1-b', 'us-central1-a']);
+    const { zone: _zone, ...everyZone } = fakeOptions(fake);
+
+    // An explicit zone narrows the sweep: the European cluster's VMs are not seen, only its firewall rules (global).
+    const narrow = await GCPCluster.cleanup({ ...fakeOptions(fake), clusterIds: [central, europe], dryRun: true });
+    expect(narrow.clusters).toEqual([
+      { clusterId: central, instances: members(central), deleted: false },
+      { clusterId: europe, instances: [], deleted: false },
+    ]);
+
+    const dry = await GCPCluster.cleanup({ ...everyZone, all: true, dryRun: true });
+    expect(dry.clusters.map((c) => [c.clusterId, c.instances]).sort()).toEqual([[central, members(central)], [europe, members(europe)]].sort());
+    expect(zonesOf()).toEqual(['europe-west1-b', 'us-central1-a']);
+
+    const report = await GCPCluster.cleanup({ ...everyZone, all: true });
+    expect(report.clusters.every((c) => c.deleted && c.error === undefined)).toBe(true);
+    expect(fake.leaked()).toEqual({});
+    // Each VM was deleted in its own zone, and found with one aggregated list per sweep.
+    const deletes = fake.server.calls('compute.instances.delete').map((c) => `${String(c.params.zone)}/${String(c.params.instance)}`);
+    expect(deletes.sort()).toEqual([...members(central).map((n) => `us-central1-a/${n}`), ...members(europe).map((n) => `europe-west1-b/${n}`)].sort());
+    expect(fake.server.calls('compute.instances.aggregatedList').length).toBeGreaterThanOrEqual(2);
   });
 
   it('{ all: true } also finds firewall rules whose instances are already gone', async () => {
