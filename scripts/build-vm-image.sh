@@ -17,7 +17,8 @@ repo="$(cd "$here/.." && pwd)"
 out="${1:-$repo/.cache/vm-image.tar.gz}"
 suite=bookworm
 # Packages inside the image. python3-cffi-backend: resolves a virtual package apt otherwise trips on.
-packages=(cloud-init python3-distributed systemd-sysv dbus iproute2 nftables python3-cffi-backend procps)
+# python-is-python3: `python`, which the Docker runtime runs inside the Dask container.
+packages=(cloud-init python3-distributed systemd-sysv dbus iproute2 nftables python3-cffi-backend procps python-is-python3)
 
 log() { printf '[build-vm-image] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -163,18 +164,71 @@ printf 'dcsim\n' >"$root/etc/hostname"
 # debootstrap leaves no /etc/hosts: without it even `localhost` does not resolve. The simulated
 # cloud adds the VM's own name per boot (like a cloud's internal DNS).
 printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
-rm -f "$root/etc/resolv.conf"
-: >"$root/etc/resolv.conf"
-rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb \
-  "$root"/var/log/*.log "$root"/var/log/apt/* "$root"/var/lib/cloud/* "$root"/usr/share/doc/* \
-  "$root"/usr/share/man/* "$root"/usr/share/locale/*
+clean_root() {
+  rm -f "$root/etc/resolv.conf" "$root/usr/sbin/policy-rc.d"
+  : >"$root/etc/resolv.conf"
+  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb \
+    "$root"/var/log/*.log "$root"/var/log/apt/* "$root"/var/lib/cloud/* "$root"/usr/share/doc/* \
+    "$root"/usr/share/man/* "$root"/usr/share/locale/*
+}
+clean_root
+
+# --- Docker runtime -------------------------------------------------------------------------------
+# The simulated VMs have no internet, so they cannot pull ghcr.io/dask/dask. Stand-in: the image as
+# it is now (Debian's Dask, `python`) is packed as a container image tarball into the VM image, and
+# Docker is installed next to it. docker.service starts only when user-data asks for it (the docker
+# runtime's runcmd runs `systemctl enable --now docker`); before that start completes, a drop-in
+# imports the tarball under the image name of the Dask unit cloud-init wrote, as if the VM had
+# pulled it. Test VMs run it when booted with `containers: true` (test/sim/vm.ts).
+mkdir -p "$work/dask-image"
+tar -C "$root" --numeric-owner --one-file-system --exclude='./proc/*' --exclude='./sys/*' --exclude='./dev/*' \
+  -cf "$work/dask-image/dask-image.tar" .
+mkdir -p "$root/opt/dask-cloud-sim"
+mv "$work/dask-image/dask-image.tar" "$root/opt/dask-cloud-sim/dask-image.tar"
+printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+chmod 0755 "$root/usr/sbin/policy-rc.d"
+cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+t_docker=$(date +%s)
+log "installing docker.io"
+in_root apt-get update -qq
+in_root apt-get install -y -qq --no-install-recommends docker.io >"$work/install-docker.log" 2>&1 ||
+  { tail -n 30 "$work/install-docker.log" >&2; die "docker.io install failed"; }
+log "docker.io install took $(( $(date +%s) - t_docker )) s"
+# Not started at boot: only VMs whose user-data enables it run dockerd.
+rm -f "$root"/etc/systemd/system/multi-user.target.wants/docker.service \
+  "$root"/etc/systemd/system/multi-user.target.wants/containerd.service \
+  "$root"/etc/systemd/system/sockets.target.wants/docker.socket
+mkdir -p "$root/etc/docker" "$root/etc/systemd/system/docker.service.d"
+# Host networking only (what the Dask unit uses): no bridge, no iptables rules, no ip_forward
+# (read-only in the VM, and nothing to forward). overlay2 works on
+# the tmpfs a containers-enabled VM gets at /var/lib/docker.
+printf '{"storage-driver": "overlay2", "bridge": "none", "iptables": false, "ip6tables": false, "ip-forward": false, "ip-masq": false}\n' >"$root/etc/docker/daemon.json"
+cat >"$root/usr/local/sbin/dask-cloud-sim-docker-preload" <<'EOF'
+#!/bin/sh
+# dask-cloud simulated VM: give Docker the Dask image the Dask unit names, as if it had been pulled.
+set -eu
+for unit in /etc/systemd/system/dask-*.service; do
+  [ -f "$unit" ] || continue
+  image="$(sed -n 's|^ExecStart=/usr/bin/docker run .* \([^ ]*\) python /etc/dask/launch.py .*|\1|p' "$unit")"
+  [ -n "$image" ] || continue
+  # The unit quotes it ("..."); image references hold no characters systemd would escape.
+  image="${image#\"}"; image="${image%\"}"
+  docker image inspect "$image" >/dev/null 2>&1 && continue
+  echo "dask-cloud-sim: importing /opt/dask-cloud-sim/dask-image.tar as $image"
+  docker import /opt/dask-cloud-sim/dask-image.tar "$image" >/dev/null
+done
+EOF
+chmod 0755 "$root/usr/local/sbin/dask-cloud-sim-docker-preload"
+printf '[Service]\nExecStartPost=/usr/local/sbin/dask-cloud-sim-docker-preload\n' >"$root/etc/systemd/system/docker.service.d/10-dask-cloud-sim.conf"
+in_root docker --version >/dev/null || die "docker does not run in the image"
+clean_root
 
 # Record what is inside, for the harness and for people.
 {
   echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "script-hash: $script_hash"
   echo "mirror: $mirror"
-  in_root dpkg-query -W -f='${Package} ${Version}\n' cloud-init python3-distributed python3-dask systemd nftables iproute2
+  in_root dpkg-query -W -f='${Package} ${Version}\n' cloud-init python3-distributed python3-dask systemd nftables iproute2 docker.io
 } >"$root/etc/dask-cloud-sim-image"
 
 # --- pack ---------------------------------------------------------------------------------------

@@ -55,7 +55,11 @@ export function toSimRules(rules: FakeFirewallRule[], privateIpOf: (vmId: string
 export class SimVmBooter implements VmBooter {
   readonly #rules = new Map<string, FakeFirewallRule[]>();
 
-  constructor(readonly net: SimNetwork) {}
+  /** `containers`: every VM may run Docker containers (see BootVmOptions.containers). */
+  constructor(
+    readonly net: SimNetwork,
+    readonly options: { containers?: boolean } = {},
+  ) {}
 
   private privateIpOf = (id: string): string | undefined => this.net.vm(id)?.privateIp;
 
@@ -74,6 +78,7 @@ export class SimVmBooter implements VmBooter {
       privateIp: req.privateIp,
       publicIp: req.publicIp,
       firewall: toSimRules(req.firewall, this.privateIpOf),
+      containers: this.options.containers,
     });
     await this.#refreshPeers();
     return {

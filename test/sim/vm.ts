@@ -33,6 +33,13 @@ export interface BootVmOptions {
   firewall?: FirewallRule[];
   /** How long the VM may take to get its init running (default 15 s, at most 60 s). */
   startTimeoutMs?: number;
+  /**
+   * Let the VM run Docker containers, as a cloud VM can: cgroup v2 inside (runc cannot use the
+   * read-only v1 controllers nspawn gives a container), every capability, the keyring and bpf
+   * syscalls runc needs, and a tmpfs /var/lib/docker so overlay2 works (not on overlayfs).
+   * Default off: the other VMs boot as lean as before.
+   */
+  containers?: boolean;
 }
 
 export interface CloudInitResult {
@@ -278,11 +285,12 @@ export async function startVm(ctx: StartContext): Promise<SimVm> {
     '--link-journal=no',
     '--settings=no',
     '--console=pipe',
+    ...(options.containers ? ['--capability=all', '--system-call-filter=add_key keyctl bpf', '--tmpfs=/var/lib/docker:mode=0711'] : []),
   ];
   const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
   const script =
     `mount -t overlay overlay -o ${q(`lowerdir=${base.dir},upperdir=${upper},workdir=${work}`)} ${q(merged)} && ` +
-    `: > ${q(startedMarker)} && exec systemd-nspawn ${nspawnArgs.map(q).join(' ')}`;
+    `: > ${q(startedMarker)} && ${options.containers ? 'SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 ' : ''}exec systemd-nspawn ${nspawnArgs.map(q).join(' ')}`;
   const consoleFd = fs.openSync(path.join(dir, 'console.log'), 'a');
   const launchedAt = Date.now();
   const child = spawn(

@@ -97,6 +97,20 @@ interface OperationFailureRule {
 export class Instances {
   private readonly records = new Map<string, InstanceRecord>();
   private readonly failureRules: OperationFailureRule[] = [];
+  /**
+   * VMs of deleted or stopped instances that are still shutting down (and boots still under way
+   * for deleted ones). stopAll waits for them: a fake started next may hand out the same addresses.
+   */
+  private readonly stopping = new Set<Promise<unknown>>();
+
+  private trackStop(p: Promise<unknown>): void {
+    const settled = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.stopping.add(settled);
+    void settled.then(() => this.stopping.delete(settled));
+  }
 
   constructor(private readonly world: GcpWorld) {}
 
@@ -149,6 +163,7 @@ export class Instances {
       await r.bootDone;
       await r.vm?.stop().catch((e) => this.world.recordBootError(r.id, e));
     }));
+    while (this.stopping.size) await Promise.all([...this.stopping]);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -559,8 +574,9 @@ export class Instances {
   private stopVm(rec: InstanceRecord): void {
     const vm = rec.vm;
     rec.vm = undefined;
-    if (vm) vm.stop().catch((e) => this.world.recordBootError(rec.id, e));
+    if (vm) this.trackStop(vm.stop().catch((e) => this.world.recordBootError(rec.id, e)));
     // A VM still booting is stopped by boot() when it comes up.
+    else if (rec.bootDone) this.trackStop(rec.bootDone);
   }
 
   private remove(rec: InstanceRecord): void {

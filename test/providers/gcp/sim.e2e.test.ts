@@ -19,6 +19,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GCPCluster } from '../../../providers/gcp';
+import { DEFAULT_DASK_IMAGE } from '../../../src/cloud-init/render';
 import { parseAddress } from '../../../src/dask';
 import { assertNoContractViolations } from '../../fakes/core';
 import { FakeGcp } from '../../fakes/gcp';
@@ -46,9 +47,17 @@ describe.skipIf(!enabled)('GCPCluster on simulated VMs (real cloud-init, firewal
     await net?.destroy();
   }, 60_000);
 
-  async function startFakeOnNet(): Promise<FakeGcp> {
+  /** close() deletes everything, every VM booted cleanly, and every request met the contract. */
+  async function closeLeavesNothing(cluster: GCPCluster, fake: FakeGcp): Promise<void> {
+    await cluster.close();
+    expect(fake.leaked()).toEqual({});
+    expect(fake.bootErrors).toEqual([]);
+    assertNoContractViolations(fake);
+  }
+
+  async function startFakeOnNet(booterOptions: { containers?: boolean } = {}): Promise<FakeGcp> {
     await fake?.stop();
-    fake = await FakeGcp.start({ booter: new SimVmBooter(net), privateCidr: net.privateCidr, publicCidr: net.publicCidr, lifecycleMs: { provisioningMs: 300, stagingMs: 300, stoppingMs: 300 } });
+    fake = await FakeGcp.start({ booter: new SimVmBooter(net, booterOptions), privateCidr: net.privateCidr, publicCidr: net.publicCidr, lifecycleMs: { provisioningMs: 300, stagingMs: 300, stoppingMs: 300 } });
     return fake;
   }
 
@@ -97,6 +106,32 @@ describe.skipIf(!enabled)('GCPCluster on simulated VMs (real cloud-init, firewal
     }
   }, 240_000);
 
+  it('the default Docker runtime: cloud-init starts Docker, Dask runs in the container with its TLS files, a client computes', async () => {
+    // The image stands in for ghcr.io/dask/dask: when cloud-init starts Docker, the VM imports a
+    // local Dask image under the name the unit asks for (scripts/build-vm-image.sh), as if pulled.
+    const fake = await startFakeOnNet({ containers: true });
+    const cluster = new GCPCluster({ ...fakeOptions(fake), nWorkers: 1, schedulerTimeoutMs: 120_000, workersTimeoutMs: 120_000 });
+    const clientDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dc-gcp-sim-docker-'));
+    try {
+      await cluster.start();
+      const pub = parseAddress(cluster.schedulerAddress).host;
+      await cluster.writeClientConfig(clientDir);
+      const client = await pythonIn(net, 'internet', clientDir, pub, "from distributed import Client\nc = Client(timeout='30s')\nprint('result', c.submit(lambda: 6 * 7).result())\nc.close()");
+      expect(client.code, client.code === 0 ? '' : client.stderr.slice(-2000)).toBe(0);
+      expect(client.stdout).toMatch(/^result 42$/m);
+      // Each member's Dask runs in a container of the default image, not on the VM itself.
+      for (const m of cluster.members) {
+        const id = String((fake.resources().instances!.find((i) => (i.value as { name: string }).name === m.name)!.value as { id: string }).id);
+        const ps = await net.vm(id)!.exec('docker', ['ps', '--format', '{{.Names}} {{.Image}}'], { timeoutMs: 15_000 });
+        expect(ps.stdout.trim()).toBe(`dask-${m.role} ${DEFAULT_DASK_IMAGE}`);
+      }
+      await closeLeavesNothing(cluster, fake);
+    } finally {
+      await cluster.close();
+      fs.rmSync(clientDir, { recursive: true, force: true });
+    }
+  }, 240_000);
+
   it('privateNetworking + security: false: plain tcp:// inside the VPC only, no external addresses', async () => {
     const fake = await startFakeOnNet();
     const cluster = new GCPCluster({ ...fakeOptions(fake), nWorkers: 1, security: false, privateNetworking: true, runtime: 'native', schedulerTimeoutMs: 90_000, workersTimeoutMs: 90_000 });
@@ -115,10 +150,7 @@ describe.skipIf(!enabled)('GCPCluster on simulated VMs (real cloud-init, firewal
       );
       expect(client.code, client.code === 0 ? '' : `${client.stderr.slice(-2000)}\n${await net.firewallDump()}`).toBe(0);
       expect(client.stdout).toMatch(/^result 42$/m);
-      await cluster.close();
-      expect(fake.leaked()).toEqual({});
-      expect(fake.bootErrors).toEqual([]);
-      assertNoContractViolations(fake);
+      await closeLeavesNothing(cluster, fake);
     } finally {
       await cluster.close();
     }
