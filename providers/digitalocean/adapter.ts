@@ -88,7 +88,9 @@ function toInstance(d: Droplet, role?: MemberRole): Instance {
   const privateIp = v4.find((n) => n.type === 'private')?.ip_address;
   const publicIp = v4.find((n) => n.type === 'public')?.ip_address;
   const tagged = (d.tags ?? []).includes(labelTag(LABELS.role, 'scheduler')) ? 'scheduler' : 'worker';
-  return { id: String(d.id), name: d.name, role: role ?? tagged, privateIp, publicIp };
+  // `off`: powered off from inside (autoShutdown); `archive`: being destroyed.
+  const stopped = d.status === 'off' || d.status === 'archive' ? { stoppedState: d.status } : {};
+  return { id: String(d.id), name: d.name, role: role ?? tagged, privateIp, publicIp, ...stopped };
 }
 
 function portsOf([from, to]: [number, number]): string {

@@ -463,7 +463,16 @@ export class Ec2Adapter implements CloudAdapter {
         if (!i.InstanceId) continue;
         const tag = (k: string) => i.Tags?.find((t) => t.Key === k)?.Value;
         const role: MemberRole = tag(LABELS.role) === 'scheduler' ? 'scheduler' : 'worker';
-        found.push({ id: i.InstanceId, name: tag('Name') ?? i.InstanceId, role, privateIp: i.PrivateIpAddress, publicIp: i.PublicIpAddress });
+        const state = i.State?.Name;
+        found.push({
+          id: i.InstanceId,
+          name: tag('Name') ?? i.InstanceId,
+          role,
+          privateIp: i.PrivateIpAddress,
+          publicIp: i.PublicIpAddress,
+          // Terminated (and shutting-down) instances are not listed at all (LIVE_STATES).
+          ...(state === 'stopping' || state === 'stopped' ? { stoppedState: state } : {}),
+        });
       }
       token = out.NextToken || undefined;
     } while (token !== undefined);

@@ -550,6 +550,7 @@ function toInstance(inst: IInstance, role: MemberRole): Instance {
     role,
     ...(nic?.networkIP ? { privateIp: nic.networkIP } : {}),
     ...(publicIp ? { publicIp } : {}),
+    ...(inst.status && GONE_STATES.has(inst.status) ? { stoppedState: inst.status } : {}),
   };
 }
 

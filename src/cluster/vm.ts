@@ -10,6 +10,7 @@ import { CloudApiError, SecurityError, ValidationError } from '../errors';
 import { Security } from '../security/security';
 import type { BackendContext, ClusterBackend, Member, MemberRole, MemberSpec, SchedulerLaunch } from './backend';
 import { Cluster, type ClusterOptions } from './cluster';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { retry } from './retry';
 
 /** Label / tag keys every resource carries from the moment it is created. */
@@ -44,6 +45,12 @@ export interface VMClusterOptions extends ClusterOptions {
   autoShutdown?: boolean;
   /** Hours after which resources count as expired for `cleanup()` sweeps (default 24). */
   expiresAfterHours?: number;
+  /**
+   * How often the cluster's VMs are listed to notice one that stopped on its own (default 15 s;
+   * 0 turns it off). During `start()` such a VM fails the start at once, with its console
+   * output, instead of after the readiness timeout; later it is reported as `member-failed`.
+   */
+  memberWatchIntervalMs?: number;
 }
 
 /** What the core tells an adapter about the network a cluster needs. */
@@ -75,6 +82,11 @@ export interface Instance {
   role: MemberRole;
   privateIp?: string;
   publicIp?: string;
+  /**
+   * The cloud's state name when the VM is stopping or stopped (powered off from inside, or
+   * terminated); absent while it is being created or running.
+   */
+  stoppedState?: string;
 }
 
 export interface AdapterContext {
@@ -221,7 +233,13 @@ export function validateVMOptions(options: VMClusterOptions): void {
   if (exp !== undefined && (typeof exp !== 'number' || !(exp > 0))) {
     throw new ValidationError('expiresAfterHours must be a positive number', { option: 'expiresAfterHours' });
   }
+  const watch = options.memberWatchIntervalMs;
+  if (watch !== undefined && (typeof watch !== 'number' || !Number.isFinite(watch) || watch < 0)) {
+    throw new ValidationError('memberWatchIntervalMs must be a number of milliseconds >= 0 (0 turns the watch off)', { option: 'memberWatchIntervalMs' });
+  }
 }
+
+const DEFAULT_MEMBER_WATCH_MS = 15_000;
 
 /** Split into chunks of at most `size`. */
 function chunks<T>(items: T[], size: number): T[][] {
@@ -240,6 +258,10 @@ export class VMBackend implements ClusterBackend {
   readonly #created = new Set<string>();
   #plan: NetworkPlan | undefined;
   #networkCreated = false;
+  /** Members whose VMs should be running, by instance id; `seen` once a list has shown it. */
+  readonly #watched = new Map<string, { member: Member; seen: boolean }>();
+  /** Stops the member watch (teardown). */
+  #watch: AbortController | undefined;
   #diagContext: AdapterContext = { clusterId: '', signal: new AbortController().signal, log: Object.assign(() => undefined, { enabled: false }) as unknown as AdapterContext['log'] };
 
   constructor(adapter: CloudAdapter, options: VMClusterOptions) {
@@ -357,14 +379,69 @@ export class VMBackend implements ClusterBackend {
     return instances;
   }
 
+  /**
+   * Lists the cluster's VMs every `memberWatchIntervalMs` and reports, once, each watched member
+   * whose VM stopped on its own or vanished after it had been listed (a VM can be missing from a
+   * list right after its create: eventual consistency). A failed list is logged and retried on
+   * the next tick. Runs until teardown.
+   */
+  #startWatch(ctx: BackendContext): void {
+    const interval = this.#options.memberWatchIntervalMs ?? DEFAULT_MEMBER_WATCH_MS;
+    if (interval <= 0 || this.#watch) return;
+    const stop = new AbortController();
+    this.#watch = stop;
+    const actx: AdapterContext = { clusterId: ctx.clusterId, signal: stop.signal, log: ctx.log };
+    const tick = async (): Promise<void> => {
+      if (this.#watched.size === 0) return;
+      const listed = new Map((await this.#adapter.listInstances(actx)).map((i) => [i.id, i]));
+      for (const [id, w] of [...this.#watched]) {
+        const found = listed.get(id);
+        if (found && found.stoppedState === undefined) {
+          w.seen = true;
+          continue;
+        }
+        if (!found && !w.seen) continue;
+        if (!this.#watched.delete(id) || stop.signal.aborted) continue;
+        const what = found ? `stopped on its own (state ${found.stoppedState})` : 'is gone (terminated, or deleted outside dask-cloud)';
+        ctx.memberFailed(
+          w.member,
+          new CloudApiError(
+            `${this.kind}: the ${w.member.role} VM ${w.member.name} ${what}: when its Dask process exits, autoShutdown powers the VM off, and its console output says why`,
+            { details: { provider: this.kind, instance: id, ...(found ? { state: found.stoppedState } : {}) } },
+          ),
+        );
+      }
+    };
+    void (async () => {
+      while (!stop.signal.aborted) {
+        try {
+          // Unref'd: a watch alone must not keep the process alive.
+          await sleep(interval, undefined, { ref: false, signal: stop.signal });
+          await tick();
+        } catch (err) {
+          if (stop.signal.aborted) return;
+          ctx.log('member watch: listing instances failed (next try in %d ms): %s', interval, (err as Error).message);
+        }
+      }
+    })();
+  }
+
+  #watchMembers(ctx: BackendContext, members: Member[]): void {
+    for (const m of members) this.#watched.set(m.id, { member: m, seen: false });
+    this.#startWatch(ctx);
+  }
+
   async launchScheduler(ctx: BackendContext, spec: MemberSpec): Promise<SchedulerLaunch> {
     const userData = this.#render(ctx, spec);
     const [created] = await this.#create(ctx, 'scheduler', [spec.name], userData);
     if (!created) throw new CloudApiError(`${this.kind}: creating the scheduler returned no instance`);
+    this.#watchMembers(ctx, [toMember(created)]);
     const proto = protocolFor(ctx.security);
     const port = this.#plan?.schedulerPort ?? DEFAULT_SCHEDULER_PORT;
     const withPrivate = created.privateIp ? created : await this.#adapter.waitForAddresses(this.#actx(ctx), created, false);
     const member = toMember(withPrivate);
+    // What the core holds from here on (addresses filled in) is what a failure report names.
+    if (this.#watched.has(member.id)) this.#watched.set(member.id, { member, seen: this.#watched.get(member.id)!.seen });
     const wantPublic = !(this.#options.privateNetworking ?? false);
     const clientAddress = (async () => {
       const full = wantPublic && !withPrivate.publicIp ? await this.#adapter.waitForAddresses(this.#actx(ctx), withPrivate, true) : withPrivate;
@@ -384,16 +461,23 @@ export class VMBackend implements ClusterBackend {
     const first = specs[0]!;
     const userData = this.#render(ctx, { ...first, process: { ...first.process, name: undefined } }, first.process.schedulerAddress);
     const instances = await this.#create(ctx, 'worker', specs.map((s) => s.name), userData);
-    return instances.map(toMember);
+    const members = instances.map(toMember);
+    this.#watchMembers(ctx, members);
+    return members;
   }
 
   async stopMembers(ctx: BackendContext, members: Member[]): Promise<void> {
     if (members.length === 0) return;
+    // Deleted on purpose: no longer watched, so its going away is not reported as a failure.
+    for (const m of members) this.#watched.delete(m.id);
     await this.#adapter.deleteInstances(this.#actx(ctx), members.map((m) => m.id));
     for (const m of members) this.#created.delete(m.id);
   }
 
   async teardown(ctx: BackendContext): Promise<void> {
+    this.#watch?.abort();
+    this.#watch = undefined;
+    this.#watched.clear();
     const actx = this.#actx(ctx);
     // Sweep by label as well: an instance whose create call timed out still carries it.
     let listed: Instance[] = [];

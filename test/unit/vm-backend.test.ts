@@ -54,9 +54,11 @@ class MemoryCloud implements CloudAdapter {
     this.calls.push(`delete:${ids.length}`);
     for (const id of ids) this.instances.delete(id);
   }
+  /** Ids a list does not show yet (a cloud's eventual consistency). */
+  readonly unlisted = new Set<string>();
   async listInstances(ctx: AdapterContext): Promise<Instance[]> {
     this.calls.push('list');
-    return [...this.instances.values()].filter((i) => i.labels[LABELS.cluster] === ctx.clusterId);
+    return [...this.instances.values()].filter((i) => i.labels[LABELS.cluster] === ctx.clusterId && !this.unlisted.has(i.id));
   }
   async listClusters(): Promise<Array<{ clusterId: string; expiresAt?: Date }>> {
     const seen = new Map<string, Date>();
@@ -183,6 +185,80 @@ describe('VMBackend', () => {
   });
 });
 
+describe('member watch', () => {
+  const until = async (what: string, check: () => boolean): Promise<void> => {
+    const end = Date.now() + 5_000;
+    while (!check()) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  const lists = (cloud: MemoryCloud) => cloud.calls.filter((c) => c === 'list').length;
+
+  it('reports once each member whose VM stopped on its own or vanished after it was listed; not those it deletes, not unlisted new ones', async () => {
+    const cloud = new MemoryCloud(10);
+    const failed: Array<{ name: string; role: string; message: string; state?: unknown }> = [];
+    const backend = new VMBackend(cloud, { memberWatchIntervalMs: 20 });
+    const ctx: BackendContext = {
+      ...context('w1', false),
+      memberFailed: (m, e) => failed.push({ name: m.name, role: m.role, message: e.message, state: (e as DaskCloudError).details.state }),
+    };
+    await backend.prepare(ctx);
+    const launch = await backend.launchScheduler(ctx, { role: 'scheduler', name: 'w1-scheduler', process: {} });
+    const [powersOff, scaledDown, vanishes, late] = await backend.launchWorkers(ctx, workerSpecs(4, launch.workerAddress));
+    cloud.unlisted.add(late!.id); // not in any list yet: never counts as gone
+    await until('two lists', () => lists(cloud) >= 2);
+
+    cloud.instances.get(powersOff!.id)!.stoppedState = 'TERMINATED';
+    await backend.stopMembers(ctx, [scaledDown!]);
+    cloud.instances.delete(vanishes!.id);
+    await until('two reports', () => failed.length >= 2);
+    const seen = lists(cloud);
+    await until('three more lists', () => lists(cloud) >= seen + 3);
+    expect(failed).toEqual([
+      { name: powersOff!.name, role: 'worker', message: expect.stringMatching(/worker VM c-worker-0 stopped on its own \(state TERMINATED\): when its Dask process exits, autoShutdown powers the VM off/), state: 'TERMINATED' },
+      { name: vanishes!.name, role: 'worker', message: expect.stringMatching(/worker VM c-worker-2 is gone \(terminated, or deleted outside dask-cloud\)/), state: undefined },
+    ]);
+
+    await backend.teardown(ctx);
+    const after = lists(cloud);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(lists(cloud)).toBe(after); // the watch stopped with the cluster
+  });
+
+  it('0 turns it off; a failing list is only logged and tried again', async () => {
+    const off = new MemoryCloud(10);
+    const quiet = new VMBackend(off, { memberWatchIntervalMs: 0 });
+    const ctx = context('w2', false);
+    await quiet.prepare(ctx);
+    await quiet.launchScheduler(ctx, { role: 'scheduler', name: 's', process: {} });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(lists(off)).toBe(0);
+    await quiet.teardown(ctx);
+
+    const flaky = new MemoryCloud(10);
+    let failures = 2;
+    const list = flaky.listInstances.bind(flaky);
+    flaky.listInstances = async (c) => {
+      if (failures-- > 0) {
+        flaky.calls.push('list');
+        throw new Error('503 from the API');
+      }
+      return list(c);
+    };
+    const reports: string[] = [];
+    const backend = new VMBackend(flaky, { memberWatchIntervalMs: 20 });
+    const ctx2: BackendContext = { ...context('w3', false), memberFailed: (m) => reports.push(m.name) };
+    await backend.prepare(ctx2);
+    const launch = await backend.launchScheduler(ctx2, { role: 'scheduler', name: 'w3-scheduler', process: {} });
+    await until('a good list', () => lists(flaky) >= 4);
+    flaky.instances.get(launch.member.id)!.stoppedState = 'off';
+    await until('the report', () => reports.length === 1);
+    expect(reports).toEqual(['w3-scheduler']);
+    await backend.teardown(ctx2);
+  });
+});
+
 describe('VM option validation', () => {
   it('rejects bad networking options before anything is created', () => {
     expect(() => validateVMOptions({ ingressCidrs: ['10.0.0.0/33'] })).toThrow(ValidationError);
@@ -191,6 +267,8 @@ describe('VM option validation', () => {
     expect(() => validateVMOptions({ schedulerPort: 0 })).toThrow(/schedulerPort/);
     expect(() => validateVMOptions({ runtime: 'podman' as 'docker' })).toThrow(/runtime/);
     expect(() => validateVMOptions({ bootstrap: 'apt-get update' as unknown as string[] })).toThrow(/bootstrap/);
+    expect(() => validateVMOptions({ memberWatchIntervalMs: -1 })).toThrow(/memberWatchIntervalMs/);
+    expect(() => validateVMOptions({ memberWatchIntervalMs: Number.NaN })).toThrow(/memberWatchIntervalMs/);
     expect(() => validateVMOptions({ ingressCidrs: ['203.0.113.0/24'], schedulerPort: 8786, runtime: 'native' })).not.toThrow();
   });
 

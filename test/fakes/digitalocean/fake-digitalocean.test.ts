@@ -423,6 +423,25 @@ describe('VPCs and catalog', () => {
 });
 
 describe('boot hook', () => {
+  it('a booted droplet that exits on its own goes off, keeps its addresses, and stays until destroyed', async () => {
+    const booter = new RecordingBooter();
+    const { fake, clock, dots } = await start({ booter });
+    const d = (await dots.droplet.createDroplet({ ...base, name: 'quits', user_data: '#cloud-config\n' })).data.droplet;
+    await clock.advance(1_000);
+    await fake.settle();
+    const before = (await dots.droplet.getDroplet({ droplet_id: d.id })).data.droplet;
+    expect(before.status).toBe('active');
+    booter.exit(String(d.id));
+    await fake.settle();
+    const after = (await dots.droplet.getDroplet({ droplet_id: d.id })).data.droplet;
+    expect(after.status).toBe('off');
+    expect(after.networks.v4).toEqual(before.networks.v4);
+    expect(booter.of('stop', String(d.id))).toHaveLength(1);
+    await dots.droplet.deleteDroplet({ droplet_id: d.id });
+    await fake.settle();
+    expect(fake.leaked()).toEqual({});
+  });
+
   it('boots active droplets with user-data, addresses and translated firewall; follows firewall changes; stops on delete', async () => {
     const booter = new RecordingBooter();
     const { fake, clock, dots, api } = await start({ booter });

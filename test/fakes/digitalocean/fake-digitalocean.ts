@@ -111,6 +111,8 @@ export interface DropletRecord {
   publicIp?: string;
   lifecycle: Lifecycle<DropletStatus>;
   vm?: BootedVm;
+  /** The VM of the last boot, kept after it stops: its console stays readable. */
+  lastVm?: BootedVm;
   /** The firewall last given to the booter (JSON), to call setFirewall only on change. */
   sentFirewall?: string;
   deleted: boolean;
@@ -238,6 +240,19 @@ export class FakeDigitalOcean {
   }
 
   /** A Droplet's record (undefined once deleted). */
+  /**
+   * The guest OS of Droplet `id` powered itself off: status `off`, addresses kept (still billed)
+   * until it is destroyed. Happens on its own when a booted VM exits.
+   */
+  guestPowerOff(id: number | string): void {
+    const d = this.droplet(id);
+    if (!d || d.deleted || this.stopped || d.lifecycle.state !== 'active') return;
+    d.lifecycle.set('off');
+    if (d.vm) this.track(d.vm.stop(), String(d.id));
+    d.vm = undefined;
+    this.refreshFirewalls();
+  }
+
   droplet(id: number | string): DropletRecord | undefined {
     return this.registry.get<DropletRecord>('droplets', String(id));
   }
@@ -256,7 +271,8 @@ export class FakeDigitalOcean {
 
   /** Console output of a booted Droplet (DigitalOcean's API has none; for tests and diagnostics). */
   async consoleOutput(id: number | string): Promise<string> {
-    return (await this.droplet(id)?.vm?.consoleOutput()) ?? '';
+    const d = this.droplet(id);
+    return (await (d?.vm ?? d?.lastVm)?.consoleOutput()) ?? '';
   }
 
   /** Waits for boots, firewall updates and VM stops the fake started. */
@@ -534,6 +550,10 @@ export class FakeDigitalOcean {
       const booting = this.booter.boot(request).then((vm) => {
         if (d.deleted || this.stopped) return vm.stop();
         d.vm = vm;
+        d.lastVm = vm;
+        // A VM that exits on its own (`shutdown -h now`, autoShutdown) is a guest power-off.
+        const exited = (vm as BootedVm & { exited?: Promise<unknown> }).exited;
+        if (exited && typeof exited.then === 'function') void exited.then(() => d.vm === vm && this.guestPowerOff(d.id), () => undefined);
         this.refreshFirewalls();
       });
       this.track(booting, String(d.id));
@@ -583,11 +603,13 @@ export class FakeDigitalOcean {
     const status = d.lifecycle.state;
     const v4: Record<string, string>[] = [];
     const v6: Record<string, unknown>[] = [];
-    if (status === 'active' && d.privateIp) {
+    // A powered-off Droplet keeps its addresses.
+    const addressed = status === 'active' || status === 'off';
+    if (addressed && d.privateIp) {
       const vpc = this.findVpc(d.vpcUuid);
       v4.push({ ip_address: d.privateIp, netmask: netmaskOf(vpc?.ip_range ?? '10.77.0.0/20'), gateway: '<nil>', type: 'private' });
     }
-    if (status === 'active' && d.publicIp) {
+    if (addressed && d.publicIp) {
       v4.push({ ip_address: d.publicIp, netmask: '255.255.240.0', gateway: '10.77.128.1', type: 'public' });
       if (d.ipv6) v6.push({ ip_address: `2001:db8:77::${d.id.toString(16)}`, netmask: 64, gateway: '2001:db8:77::1', type: 'public' });
     }

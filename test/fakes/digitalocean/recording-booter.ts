@@ -18,7 +18,14 @@ export class RecordingBooter implements VmBooter {
   /** While set, boots wait for it (to act on a VM that is still booting). */
   gate?: Promise<void>;
 
-  async boot(request: BootRequest): Promise<BootedVm> {
+  readonly #exits = new Map<string, () => void>();
+
+  /** The VM `id` exits on its own, as after `shutdown -h now` inside it. */
+  exit(id: string): void {
+    this.#exits.get(id)?.();
+  }
+
+  async boot(request: BootRequest): Promise<BootedVm & { exited: Promise<void> }> {
     this.events.push({ kind: 'boot', id: request.id, request });
     if (this.gate) await this.gate;
     if (this.failBoots > 0) {
@@ -27,7 +34,9 @@ export class RecordingBooter implements VmBooter {
     }
     this.running.set(request.id, { request, firewall: request.firewall });
     let stopped = false;
+    const exited = new Promise<void>((resolve) => this.#exits.set(request.id, resolve));
     return {
+      exited,
       consoleOutput: async () => `[recording-booter] ${request.name ?? request.id} booted with ${request.userData.length} bytes of user-data\n`,
       stop: async () => {
         if (stopped) return;

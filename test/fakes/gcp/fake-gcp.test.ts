@@ -155,6 +155,37 @@ describe('instances lifecycle (ManualClock)', () => {
   });
 });
 
+describe('guest power-off', () => {
+  it('a booted VM that exits on its own: STOPPING → TERMINATED, external IP released, the instance stays until deleted', async () => {
+    const clock = new ManualClock();
+    const booter = new RecordingBooter();
+    const { fake, c } = await setup({ clock, booter, lifecycleMs: { provisioningMs: 10, stagingMs: 10, stoppingMs: 10 } });
+    await c.instances.insert({
+      project: PROJECT, zone: ZONE,
+      instanceResource: instanceBody('quits', { networkInterfaces: [{ network: 'global/networks/default', accessConfigs: [{ type: 'ONE_TO_ONE_NAT', name: 'External NAT' }] }] }),
+    });
+    await clock.advance(20);
+    const get = async () => (await c.instances.get({ project: PROJECT, zone: ZONE, instance: 'quits' }))[0];
+    const running = await get();
+    expect(running.status).toBe('RUNNING');
+    const natIP = running.networkInterfaces![0]!.accessConfigs![0]!.natIP;
+    expect(natIP).toBeTruthy();
+    await until(() => booter.boots.length === 1, 'the boot');
+    booter.exit(String(running.id));
+    await until(() => fake.resources().instances!.some((i) => (i.value as { status: string }).status === 'STOPPING'), 'STOPPING');
+    await clock.advance(10);
+    const off = await get();
+    expect(off.status).toBe('TERMINATED');
+    expect(off.networkInterfaces![0]!.accessConfigs![0]!.natIP).toBeUndefined();
+    expect(fake.pools.public.inUse()).not.toContain(natIP);
+    expect(booter.stopped).toEqual([String(running.id)]);
+    // Still there (disk billed) until deleted.
+    await c.instances.delete({ project: PROJECT, zone: ZONE, instance: 'quits' });
+    await clock.advance(10);
+    expect(fake.leaked()).toEqual({});
+  });
+});
+
 describe('addresses', () => {
   it('private address always; public address only with a ONE_TO_ONE_NAT accessConfig', async () => {
     const { fake, c } = await setup();

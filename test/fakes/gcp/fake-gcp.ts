@@ -184,6 +184,14 @@ export class FakeGcp implements AsyncDisposable {
     });
   }
 
+  /**
+   * The guest OS of instance `name` (or numeric id) powered itself off: RUNNING → STOPPING →
+   * TERMINATED. Happens on its own when a booted VM exits (the simulated VMs expose `exited`).
+   */
+  guestPowerOff(name: string): void {
+    this.instances.guestPowerOff(name);
+  }
+
   /** Stops the server and every booted VM. Idempotent. */
   async stop(): Promise<void> {
     await this.server.stop();

@@ -43,15 +43,23 @@ export class RecordingBooter implements VmBooter {
   readonly boots: BootRequest[] = [];
   readonly firewallUpdates: { id: string; rules: FirewallRule[] }[] = [];
   readonly stopped: string[] = [];
+  readonly #exits = new Map<string, () => void>();
 
-  async boot(vm: BootRequest): Promise<BootedVm> {
+  async boot(vm: BootRequest): Promise<BootedVm & { exited: Promise<void> }> {
     this.boots.push(vm);
+    const exited = new Promise<void>((resolve) => this.#exits.set(vm.id, resolve));
     return {
       consoleOutput: async () => `[booted] ${vm.name} ${vm.privateIp}\nuser-data: ${vm.userData.toString('utf8').split('\n')[0]}\n`,
       stop: async () => {
         this.stopped.push(vm.id);
       },
+      exited,
     };
+  }
+
+  /** The VM `id` exits on its own, as after `shutdown -h now` inside it. */
+  exit(id: string): void {
+    this.#exits.get(id)?.();
   }
 
   setFirewall(id: string, rules: FirewallRule[]): void {

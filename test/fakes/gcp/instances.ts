@@ -77,6 +77,8 @@ interface InstanceRecord {
   cpus: number;
   diskKeys: { key: string; autoDelete: boolean }[];
   vm?: BootedVm;
+  /** The VM of the last boot, kept after it stops: its serial console stays readable. */
+  lastVm?: BootedVm;
   bootDone?: Promise<void>;
   bootError?: unknown;
   /** JSON of the rules the VM was last given (boot or setFirewall). */
@@ -347,7 +349,9 @@ export class Instances {
     const port = Number(req.query.port ?? 1);
     let text = '';
     if (port === 1) {
-      if (rec.vm) text = await rec.vm.consoleOutput();
+      // The buffer of the last boot outlives a power-off (as it does until the next start).
+      const vm = rec.vm ?? rec.lastVm;
+      if (vm) text = await vm.consoleOutput();
       else text = this.stubConsole(rec);
     }
     const buf = Buffer.from(text, 'utf8');
@@ -516,6 +520,10 @@ export class Instances {
             return;
           }
           rec.vm = vm;
+          rec.lastVm = vm;
+          // A VM that exits on its own (`shutdown -h now`, autoShutdown) is a guest power-off.
+          const exited = (vm as BootedVm & { exited?: Promise<unknown> }).exited;
+          if (exited && typeof exited.then === 'function') void exited.then(() => this.guestPowerOff(rec, vm), () => undefined);
           // Rules may have changed while it booted.
           const now = this.rulesFor(rec);
           if (JSON.stringify(now) !== rec.firewallKey) {
@@ -553,10 +561,25 @@ export class Instances {
     }, this.world.timings.stoppingMs);
   }
 
+  /**
+   * The guest powered itself off: like Compute Engine, the instance goes STOPPING → TERMINATED and
+   * stays (its disk still billed) until deleted. Tests without a booter call it directly.
+   */
+  guestPowerOff(rec: InstanceRecord | string, vm?: BootedVm): void {
+    const r = typeof rec === 'string' ? [...this.records.values()].find((x) => x.name === rec || x.id === rec) : rec;
+    if (!r || !this.records.has(r.key) || r.deleting || r.lifecycle.state !== 'RUNNING' || (vm !== undefined && r.vm !== vm)) return;
+    this.powerOff(r);
+  }
+
   /** maxRunDuration elapsed: DELETE removes the instance, STOP leaves it TERMINATED (external IP released). */
   private expire(rec: InstanceRecord, action: string): void {
     if (rec.deleting) return;
     if (action === 'DELETE') return this.beginDelete(rec);
+    this.powerOff(rec);
+  }
+
+  /** STOPPING, then TERMINATED after stoppingMs; the ephemeral external IP is released. */
+  private powerOff(rec: InstanceRecord): void {
     rec.lifecycle.set('STOPPING');
     this.stopVm(rec);
     this.world.syncFirewalls();

@@ -334,6 +334,19 @@ describe.runIf(enabled)('DropletCluster with real Dask on the DigitalOcean fake'
     expect(booter!.pids()).toEqual([]);
   });
 
+  it('a scheduler whose Dask exits at boot (the Droplet powers off) fails start at once, with its console, not after the readiness timeout', async () => {
+    const f = await fake();
+    const cluster = track(newCluster(f, { nWorkers: 1, schedulerOptions: ['--no-such-dask-option'], schedulerTimeoutMs: 120_000, memberWatchIntervalMs: 250 }));
+    const t0 = Date.now();
+    const err = (await cluster.start().catch((e: unknown) => e)) as ClusterStartError;
+    expect(ClusterStartError.isInstance(err), String(err)).toBe(true);
+    expect(err.message).toMatch(/the scheduler VM dask-[0-9a-f]+-scheduler stopped on its own \(state off\)/);
+    expect(err.message).toMatch(/no such option/i);
+    expect(Date.now() - t0).toBeLessThan(60_000); // well inside the 120 s readiness timeout
+    await f.settle();
+    expect(f.leaked()).toEqual({});
+  });
+
   it('a throttled create (429 with retry-after) is retried and the start succeeds', async () => {
     const f = await fake();
     f.faults.fail('droplets_create', { status: 429, code: 'too_many_requests', message: 'API Rate limit exceeded.', headers: { 'retry-after': '1' } }, { times: 1 });

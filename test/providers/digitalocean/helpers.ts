@@ -43,6 +43,9 @@ export function clusterOptions(fake: FakeDigitalOcean, extra: DropletClusterOpti
     workersTimeoutMs: 30_000,
     closeOnSignals: false,
     consoleOutput: (d) => fake.consoleOutput(d.id),
+    // Start/scale/close tests assert exact call sequences; the member watch would add lists at
+    // random points. The tests about the watch turn it on.
+    memberWatchIntervalMs: 0,
     ...extra,
   };
 }

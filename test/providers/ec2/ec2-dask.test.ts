@@ -223,6 +223,38 @@ describe.runIf(enabled)('EC2Cluster with real Dask on FakeEc2 instances', () => 
     await eventually(() => booter.pids().length === 0);
   });
 
+  it('a scheduler whose Dask exits at boot (the VM powers off) fails start at once, with its output, not after the readiness timeout', async () => {
+    // An option Dask does not know: the process exits, and the instance terminates itself as
+    // autoShutdown + InstanceInitiatedShutdownBehavior=terminate make it do.
+    const { f, booter, cluster } = await setup({ nWorkers: 1, schedulerOptions: ['--no-such-dask-option'], schedulerTimeoutMs: 120_000, memberWatchIntervalMs: 250 });
+    const t0 = Date.now();
+    const err = (await cluster.start().catch((e: unknown) => e)) as ClusterStartError;
+    const ms = Date.now() - t0;
+    expect(ClusterStartError.isInstance(err), String(err)).toBe(true);
+    expect(err.details.phase).toBe('scheduler');
+    expect(err.message).toMatch(/the scheduler VM dask-[0-9a-f]+-scheduler is gone \(terminated, or deleted outside dask-cloud\)/);
+    // The tail of its console output says why.
+    expect(err.message).toMatch(/no such option/i);
+    expect(ms).toBeLessThan(60_000); // well inside the 120 s readiness timeout
+    expect(leakedCount(f)).toBe(0);
+    await eventually(() => booter.pids().length === 0);
+  });
+
+  it('after start, a worker VM that goes away is reported as member-failed and no longer counted', async () => {
+    const { f, cluster, events } = await setup({ nWorkers: 2, memberWatchIntervalMs: 250 });
+    await cluster.start();
+    const [victim, survivor] = cluster.members.filter((m) => m.role === 'worker');
+    f.guestShutdown(victim!.id);
+    await eventually(() => events.some((e) => e.type === 'member-failed'), 'a member-failed event', 20_000);
+    expect(events.filter((e) => e.type === 'member-failed')).toEqual([
+      expect.objectContaining({ role: 'worker', memberId: victim!.id, message: expect.stringMatching(/worker VM .* is gone/) }),
+    ]);
+    await eventually(() => cluster.members.filter((m) => m.role === 'worker').length === 1, 'one worker left', 20_000);
+    expect(cluster.members.find((m) => m.role === 'worker')!.id).toBe(survivor!.id);
+    await cluster.close();
+    expect(leakedCount(f)).toBe(0);
+  });
+
   it('abort once the scheduler answered: rollback stops every process and deletes everything', async () => {
     const controller = new AbortController();
     const { f, booter, cluster } = await setup({ nWorkers: 2, signal: controller.signal, onEvent: (e) => e.type === 'scheduler-ready' && controller.abort() });

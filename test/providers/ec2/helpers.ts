@@ -36,9 +36,17 @@ export function assertLoopbackFake(fake: FakeEc2): void {
 }
 
 /** EC2Cluster options that reach `fake` with static test credentials. */
-export function fakeOptions(fake: FakeEc2): Pick<EC2ClusterOptions, 'region' | 'endpoint' | 'credentials' | 'closeOnSignals'> {
+export function fakeOptions(fake: FakeEc2): Pick<EC2ClusterOptions, 'region' | 'endpoint' | 'credentials' | 'closeOnSignals' | 'memberWatchIntervalMs'> {
   const cfg = fake.clientConfig();
-  return { region: cfg.region, endpoint: cfg.endpoint, credentials: cfg.credentials, closeOnSignals: false };
+  return {
+    region: cfg.region,
+    endpoint: cfg.endpoint,
+    credentials: cfg.credentials,
+    closeOnSignals: false,
+    // Start/scale/close tests assert exact call sequences; the member watch would add lists at
+    // random points. The tests about the watch turn it on.
+    memberWatchIntervalMs: 0,
+  };
 }
 
 /** Calls that poll or retry a varying number of times from run to run. */

@@ -240,6 +240,18 @@ describe.runIf(enabled)('GCPCluster with real Dask on simulated instances', () =
     expect(fake.leaked()).toEqual({});
   });
 
+  it('a scheduler whose Dask exits at boot (the guest powers off) fails start at once, with its serial console, not after the readiness timeout', async () => {
+    const { fake } = await setup();
+    const cluster = track(new GCPCluster({ ...fakeOptions(fake), nWorkers: 1, schedulerOptions: ['--no-such-dask-option'], schedulerTimeoutMs: 120_000, memberWatchIntervalMs: 250 }));
+    const t0 = Date.now();
+    const err = (await cluster.start().catch((e: unknown) => e)) as Error & { details: { phase?: string } };
+    expect(err.message).toMatch(/the scheduler VM dask-[0-9a-f]+-scheduler stopped on its own \(state (STOPPING|TERMINATED)\)/);
+    expect(err.details.phase).toBe('scheduler');
+    expect(err.message).toMatch(/no such option/i);
+    expect(Date.now() - t0).toBeLessThan(60_000); // well inside the 120 s readiness timeout
+    expect(fake.leaked()).toEqual({});
+  });
+
   it("a user Security with distinct scheduler/worker/client certificates: the scheduler presents the user's scheduler certificate", async () => {
     const { fake, booter } = await setup();
     const opts = { keyAlgorithm: 'ecdsa-p256' as const, validity: validityWindow(1, 5), clusterName: 'user' };

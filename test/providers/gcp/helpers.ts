@@ -33,7 +33,7 @@ export async function startFake(opts: Omit<FakeGcpOptions, 'privateCidr' | 'publ
 }
 
 /** GCPCluster options that reach `fake` (fixed-token auth, plain http on 127.0.0.1). */
-export function fakeOptions(fake: FakeGcp): Pick<GCPClusterOptions, 'projectId' | 'zone' | 'endpoint' | 'authClient' | 'closeOnSignals'> {
+export function fakeOptions(fake: FakeGcp): Pick<GCPClusterOptions, 'projectId' | 'zone' | 'endpoint' | 'authClient' | 'closeOnSignals' | 'memberWatchIntervalMs'> {
   const o = fake.clientOptions();
   return {
     projectId: fake.project,
@@ -41,6 +41,9 @@ export function fakeOptions(fake: FakeGcp): Pick<GCPClusterOptions, 'projectId' 
     endpoint: { apiEndpoint: o.apiEndpoint, port: o.port, protocol: o.protocol },
     authClient: o.authClient,
     closeOnSignals: false,
+    // Start/scale/close tests assert exact call sequences; the member watch would add lists at
+    // random points. The tests about the watch turn it on.
+    memberWatchIntervalMs: 0,
   };
 }
 
