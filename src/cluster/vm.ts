@@ -1,16 +1,17 @@
 /**
  * Clusters of cloud VMs. Everything that is the same on every cloud lives here once: user-data
  * rendering and size limits, labels, batching of creates, firewall planning, tracking of every
- * resource created so a rollback can delete it, and the tag sweep on close. A cloud only
+ * resource created so a rollback can delete it, the tag sweep on close, and a watch that notices
+ * VMs that stop on their own. A cloud only
  * implements the small `CloudAdapter` below.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { renderUserData, type RenderedUserData } from '../cloud-init';
 import { DEFAULT_DASHBOARD_PORT, DEFAULT_SCHEDULER_PORT, protocolFor } from '../dask/command';
 import { CloudApiError, SecurityError, ValidationError } from '../errors';
 import { Security } from '../security/security';
 import type { BackendContext, ClusterBackend, Member, MemberRole, MemberSpec, SchedulerLaunch } from './backend';
 import { Cluster, type ClusterOptions } from './cluster';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { retry } from './retry';
 
 /** Label / tag keys every resource carries from the moment it is created. */
