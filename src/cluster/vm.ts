@@ -2,8 +2,7 @@
  * Clusters of cloud VMs. Everything that is the same on every cloud lives here once: user-data
  * rendering and size limits, labels, batching of creates, firewall planning, tracking of every
  * resource created so a rollback can delete it, the tag sweep on close, and a watch that notices
- * VMs that stop on their own. A cloud only
- * implements the small `CloudAdapter` below.
+ * VMs that stop on their own. A cloud only implements the small `CloudAdapter` below.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { renderUserData, type RenderedUserData } from '../cloud-init';
