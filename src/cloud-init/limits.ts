@@ -6,7 +6,7 @@ import { gzipSync } from 'node:zlib';
 import { UserDataError, ValidationError } from '../errors';
 
 /**
- * User-data size limits in bytes, as each cloud counts them (see FACTS.md).
+ * User-data size limits in bytes, as each cloud counts them.
  *
  * - `ec2`: 16 KB of raw user-data before base64 (the SDK does not encode: the provider must).
  *   Binary (gzipped) user-data is fine.
