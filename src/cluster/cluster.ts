@@ -186,6 +186,17 @@ export class Cluster implements AsyncDisposable {
     return this.#scheduler ? [this.#scheduler, ...this.#workers] : [...this.#workers];
   }
 
+  /**
+   * The recent output of each member (default: every current member), by member name: a VM's
+   * console (GCP serial port, EC2 console output, DigitalOcean through its `consoleOutput` option)
+   * or a local process's output, the last 40 lines. Like Dask's `get_logs`, for finding out why a
+   * member misbehaves. Never throws for one member: its entry says why nothing could be read.
+   */
+  async getLogs(members: readonly Member[] = this.members): Promise<Record<string, string>> {
+    const entries = await Promise.all(members.map(async (m) => [m.name, await this.backend.diagnostics(m)] as const));
+    return Object.fromEntries(entries);
+  }
+
   protected emit(event: ClusterEvent): void {
     this.log('%s %o', event.type, event);
     try {

@@ -76,6 +76,13 @@ describe.runIf(enabled)('LocalCluster with real Dask', () => {
     const phases = events.filter((e) => e.type === 'phase-end').map((e) => (e as { phase: string }).phase);
     expect(phases).toEqual(['credentials', 'network', 'scheduler', 'ready']);
 
+    // Each member's own output, by name.
+    const logs = await cluster.getLogs();
+    expect(Object.keys(logs)).toEqual(cluster.members.map((m) => m.name));
+    const [sched, ...workers] = cluster.members;
+    expect(logs[sched!.name]).toMatch(/Scheduler at:\s+tls:\/\/127\.0\.0\.1:/);
+    for (const w of workers) expect(logs[w.name]).toMatch(/Registered to:\s+tls:\/\/127\.0\.0\.1:/);
+
     await cluster.close();
     await cluster.close(); // idempotent
     expect(cluster.state).toBe('closed');

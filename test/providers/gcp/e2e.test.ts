@@ -214,6 +214,11 @@ describe.runIf(enabled)('GCPCluster with real Dask on simulated instances', () =
     await cluster.writeClientConfig(dir);
     const out = await pythonWithConfig(dir, "from distributed import Client\nc = Client(timeout='20s')\nprint(c.submit(lambda: 41 + 1).result())\nc.close()");
     expect(out.split('\n').pop()).toBe('42');
+    // getLogs reads each VM's serial console.
+    const logs = await cluster.getLogs();
+    expect(Object.keys(logs).sort()).toEqual(cluster.members.map((m) => m.name).sort());
+    expect(logs[`${cluster.id}-scheduler`]).toMatch(/Scheduler at:\s+tcp:\/\//);
+    expect(fake.server.calls('compute.instances.getSerialPortOutput').length).toBe(2);
     await cluster.close();
     expect(fake.leaked()).toEqual({});
     expect(booter.pids()).toEqual([]);
