@@ -2,7 +2,8 @@
 /**
  * The `dask-cloud` command line.
  *
- *   dask-cloud local [--workers N] [--client-config DIR] [--no-security]
+ *   dask-cloud start [--provider local|gcp|ec2|digitalocean] [--workers N] [--client-config DIR] [--no-security] [--private] [provider options]
+ *   dask-cloud local [...]   (= start --provider local)
  *   dask-cloud user-data --role scheduler|worker [--scheduler-address A] [--runtime docker|native] [--no-security]
  *   dask-cloud cleanup --provider gcp|ec2|digitalocean (--cluster ID ... | --expired | --all) [--dry-run] [provider options]
  */
@@ -12,10 +13,17 @@ import { Security } from './security/security';
 import { renderUserData } from './cloud-init';
 import { LocalCluster } from '../providers/local';
 import type { CleanupReport } from './cluster/vm';
+import type { Cluster } from './cluster/cluster';
+import type { ClusterEvent } from './cluster/events';
 
 const USAGE = `usage:
+  dask-cloud start [--provider local|gcp|ec2|digitalocean] [--workers N] [--client-config DIR]
+      [--no-security] [--private] [--project P --zone Z | --region R] [--endpoint URL]
+      start a cluster (mutual TLS unless --no-security), write the client config, run until
+      Ctrl-C, then delete everything; Ctrl-C during the start rolls it back. Other options come
+      from the config file and DASK_CLOUD_* variables, credentials from each cloud's usual place
   dask-cloud local [--workers N] [--client-config DIR] [--no-security]
-      start a local cluster (mutual TLS), write the client config, run until Ctrl-C
+      the same as start --provider local
   dask-cloud user-data --role scheduler|worker [--scheduler-address tls://10.0.0.2:8786]
       [--runtime docker|native] [--docker-image IMAGE] [--no-security]
       print the cloud-init user-data a VM of that role boots from, with its private key elided
@@ -30,30 +38,105 @@ export function redactKeys(text: string): string {
   return text.replace(/(-----BEGIN [A-Z ]*PRIVATE KEY-----)[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----)/g, '$1 (elided) $2');
 }
 
-async function local(argv: string[]): Promise<number> {
+/** One line per progress event worth a person's attention, on stderr. */
+function progress(e: ClusterEvent): void {
+  switch (e.type) {
+    case 'phase-end':
+      console.error(`  ${e.phase} done (${Math.round(e.durationMs)} ms)`);
+      break;
+    case 'member-launched':
+      console.error(`  launched ${e.role} ${e.name}`);
+      break;
+    case 'warning':
+    case 'member-failed':
+      console.error(`  ${e.type}: ${e.message}`);
+      break;
+    case 'rollback':
+      console.error('  rolling back: deleting what was created');
+      break;
+    default:
+      break;
+  }
+}
+
+async function start(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
+      provider: { type: 'string', default: 'local' },
       workers: { type: 'string', default: '2' },
       'client-config': { type: 'string', default: './dask-client' },
       'no-security': { type: 'boolean', default: false },
+      private: { type: 'boolean', default: false },
+      project: { type: 'string' },
+      zone: { type: 'string' },
+      region: { type: 'string' },
+      endpoint: { type: 'string' },
     },
   });
-  const cluster = await LocalCluster.start({
-    nWorkers: Number(values.workers),
-    security: values['no-security'] ? false : undefined,
-    closeOnSignals: false,
-  });
-  await cluster.writeClientConfig(values['client-config']!);
-  console.log(`scheduler ${cluster.schedulerAddress}, ${values.workers} workers`);
-  console.log(`client config in ${values['client-config']}: DASK_CONFIG=${values['client-config']} python3 -c "from distributed import Client; print(Client())"`);
-  console.log('Ctrl-C stops the cluster.');
-  await new Promise<void>((resolve) => {
-    for (const s of ['SIGINT', 'SIGTERM'] as const) process.once(s, () => resolve());
-  });
-  await cluster.close();
-  console.log('closed');
-  return 0;
+  const nWorkers = Number(values.workers);
+  if (!Number.isInteger(nWorkers) || nWorkers < 0) throw new Error(`--workers must be a whole number >= 0, got ${values.workers}`);
+  // Ctrl-C during the start aborts it (everything created is deleted); afterwards it closes.
+  const interrupted = new AbortController();
+  const onSignal = (): void => interrupted.abort(new Error('interrupted'));
+  for (const s of ['SIGINT', 'SIGTERM'] as const) process.on(s, onSignal);
+  try {
+    const common = {
+      nWorkers,
+      ...(values['no-security'] ? { security: false as const } : {}),
+      closeOnSignals: false,
+      signal: interrupted.signal,
+      onEvent: progress,
+    };
+    const vm = { ...common, ...(values.private ? { privateNetworking: true } : {}), ...(values.endpoint ? { endpoint: values.endpoint } : {}) };
+    let cluster: Cluster;
+    // Providers are loaded only when asked for: each pulls in its cloud SDK.
+    switch (values.provider) {
+      case 'local':
+        if (values.private || values.endpoint) throw new Error('--private and --endpoint are for cloud providers');
+        cluster = new LocalCluster(common);
+        break;
+      case 'gcp': {
+        const { GCPCluster } = await import('../providers/gcp');
+        cluster = new GCPCluster({ ...vm, ...(values.project ? { projectId: values.project } : {}), ...(values.zone ? { zone: values.zone } : {}) });
+        break;
+      }
+      case 'ec2': {
+        const { EC2Cluster } = await import('../providers/ec2');
+        cluster = new EC2Cluster({ ...vm, ...(values.region ? { region: values.region } : {}) });
+        break;
+      }
+      case 'digitalocean': {
+        const { DropletCluster } = await import('../providers/digitalocean');
+        cluster = new DropletCluster({ ...vm, ...(values.region ? { region: values.region } : {}) });
+        break;
+      }
+      default:
+        throw new Error('--provider must be local, gcp, ec2 or digitalocean');
+    }
+    console.error(`starting ${cluster.id} (${values.provider}, ${nWorkers} workers)`);
+    await cluster.start();
+    try {
+      await cluster.writeClientConfig(values['client-config']!);
+      console.log(`scheduler ${cluster.schedulerAddress}, ${nWorkers} workers`);
+      console.log(`client config in ${values['client-config']}: DASK_CONFIG=${values['client-config']} python3 -c "from distributed import Client; print(Client())"`);
+      console.log('Ctrl-C stops the cluster.');
+      // A cloud cluster leaves nothing in this process that keeps Node running (unlike local
+      // processes): hold it open until the signal comes, or it would exit without closing.
+      const keepAlive = setInterval(() => undefined, 1 << 30);
+      try {
+        if (!interrupted.signal.aborted) await new Promise((resolve) => interrupted.signal.addEventListener('abort', resolve, { once: true }));
+      } finally {
+        clearInterval(keepAlive);
+      }
+    } finally {
+      await cluster.close();
+    }
+    console.log('closed');
+    return 0;
+  } finally {
+    for (const s of ['SIGINT', 'SIGTERM'] as const) process.off(s, onSignal);
+  }
 }
 
 async function userData(argv: string[]): Promise<number> {
@@ -137,8 +220,10 @@ export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
     switch (command) {
+      case 'start':
+        return await start(rest);
       case 'local':
-        return await local(rest);
+        return await start(['--provider', 'local', ...rest]);
       case 'user-data':
         return await userData(rest);
       case 'cleanup':
@@ -159,6 +244,16 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** Exit once stdout and stderr have drained: process.exit() drops what a pipe has not taken yet. */
+function exitAfterFlush(code: number): void {
+  let pending = 2;
+  const done = (): void => {
+    if (--pending === 0) process.exit(code);
+  };
+  process.stdout.write('', done);
+  process.stderr.write('', done);
+}
+
 if (require.main === module) {
-  main(process.argv.slice(2)).then((code) => process.exit(code));
+  main(process.argv.slice(2)).then(exitAfterFlush);
 }

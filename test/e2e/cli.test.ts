@@ -1,6 +1,7 @@
 /**
  * The dask-cloud command line: user-data without keys, a cleanup sweep against a fake cloud,
- * and a local cluster that runs until interrupted and then leaves nothing behind.
+ * a local cluster that runs until interrupted and then leaves nothing behind, and `start` on a
+ * (fake) DigitalOcean account whose Droplets run their Dask processes locally.
  */
 import { spawn, execFile } from 'node:child_process';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
@@ -10,6 +11,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { FakeDigitalOcean } from '../fakes/digitalocean';
 import { LOOPBACK_POOLS } from '../sim/process-booter';
 import { have, realDask } from '../helpers/prereq';
+import { pythonWithConfig } from '../helpers/python';
+import { LocalVmBooter, startFake } from '../providers/digitalocean/helpers';
 
 const root = path.resolve(__dirname, '../..');
 const tsx = path.join(root, 'node_modules/tsx/dist/cli.mjs');
@@ -23,6 +26,31 @@ function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: numbe
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
   });
+}
+
+/** Loopback slot of this file among the DigitalOcean test files (see test/providers/digitalocean/helpers.ts). */
+const DO_SLOT = 5;
+
+/** Spawns the CLI; `until(text)` waits (bounded) for text on stdout or stderr. */
+function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}) {
+  // `node --import tsx` rather than the tsx CLI, which runs the script in a grandchild: a signal
+  // must reach the process that closes the cluster, and its exit must be that process's.
+  const child = spawn(process.execPath, ['--import', 'tsx', cli, ...args], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr.on('data', (b: Buffer) => (out += b.toString()));
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  return {
+    child,
+    exited,
+    output: () => out,
+    async until(text: string | RegExp, ms = 60_000): Promise<void> {
+      const deadline = Date.now() + ms;
+      const seen = () => (typeof text === 'string' ? out.includes(text) : text.test(out));
+      while (!seen() && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 100));
+      if (!seen()) throw new Error(`the CLI did not print ${String(text)}:\n${out}`);
+    },
+  };
 }
 
 describe('dask-cloud CLI', () => {
@@ -72,17 +100,60 @@ describe('dask-cloud CLI', () => {
   it.runIf(have(realDask()))('local runs a TLS cluster until interrupted, then closes it', async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'dc-cli-'));
     dirs.push(dir);
-    const child = spawn(process.execPath, [tsx, cli, 'local', '--workers', '1', '--client-config', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (out += b.toString()));
-    const deadline = Date.now() + 60_000;
-    while (!out.includes('Ctrl-C') && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 100));
-    expect(out).toMatch(/scheduler tls:\/\/127\.0\.0\.1:\d+, 1 workers/);
+    const cmd = spawnCli(['local', '--workers', '1', '--client-config', dir]);
+    await cmd.until('Ctrl-C');
+    expect(cmd.output()).toMatch(/scheduler tls:\/\/127\.0\.0\.1:\d+, 1 workers/);
     expect((await stat(path.join(dir, 'client.key'))).mode & 0o777).toBe(0o600);
-    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-    child.kill('SIGINT');
-    expect(await exited).toBe(0);
-    expect(out).toContain('closed');
+    cmd.child.kill('SIGINT');
+    expect(await cmd.exited).toBe(0);
+    expect(cmd.output()).toContain('closed');
+  });
+
+  describe.runIf(have(realDask()))('start on a (fake) DigitalOcean account', () => {
+    const booter = have(realDask()) ? new LocalVmBooter() : undefined;
+    afterAll(async () => booter?.stopAll());
+    const env = (token: string) => ({ DIGITALOCEAN_TOKEN: token, DASK_CLOUD_DIGITALOCEAN_POLL_INTERVAL_MS: '50' });
+
+    it('starts a TLS cluster a Python client computes on, shows progress, and deletes everything on Ctrl-C', async () => {
+      await using fake = await startFake(DO_SLOT, { booter });
+      const dir = await mkdtemp(path.join(os.tmpdir(), 'dc-cli-do-'));
+      dirs.push(dir);
+      const cmd = spawnCli(['start', '--provider', 'digitalocean', '--workers', '1', '--endpoint', fake.endpoint, '--client-config', dir], env(fake.token));
+      await cmd.until('Ctrl-C');
+      expect(cmd.output()).toMatch(/starting dask-[0-9a-f]{8} \(digitalocean, 1 workers\)/);
+      expect(cmd.output()).toMatch(/launched scheduler dask-[0-9a-f]{8}-scheduler/);
+      expect(cmd.output()).toMatch(/ready done \(\d+ ms\)/);
+      expect(cmd.output()).toMatch(/scheduler tls:\/\/127\.78\.[\d.]+:8786, 1 workers/);
+      expect(fake.droplets()).toHaveLength(2);
+      const sum = await pythonWithConfig(dir, "from distributed import Client\nc = Client(timeout='20s')\nprint(c.submit(lambda: 6 * 7).result())\nc.close()");
+      expect(sum.split('\n').pop()).toBe('42');
+      cmd.child.kill('SIGINT');
+      expect(await cmd.exited).toBe(0);
+      expect(cmd.output()).toContain('closed');
+      await fake.settle();
+      expect(fake.leaked()).toEqual({});
+    });
+
+    it('Ctrl-C during the start rolls it back: exit 1, nothing left on the account', async () => {
+      // Droplets take 3 s to become active: the interrupt lands while the start waits for them.
+      await using fake = await startFake(DO_SLOT, { booter, lifecycleMs: 3_000 });
+      const cmd = spawnCli(['start', '--provider', 'digitalocean', '--workers', '2', '--endpoint', fake.endpoint, '--client-config', path.join(os.tmpdir(), 'unused')], env(fake.token));
+      await cmd.until(/launched scheduler/);
+      cmd.child.kill('SIGINT');
+      expect(await cmd.exited).toBe(1);
+      expect(cmd.output()).toMatch(/dask-cloud start: .*aborted.*\[E_ABORTED\]/s);
+      await fake.settle();
+      expect(fake.leaked()).toEqual({});
+    });
+
+    it('refuses bad input before any API call', async () => {
+      await using fake = await startFake(DO_SLOT, { booter });
+      const r = await run(['start', '--provider', 'digitalocean', '--workers', 'two', '--endpoint', fake.endpoint], env(fake.token));
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain('--workers must be a whole number >= 0, got two');
+      const p = await run(['start', '--provider', 'local', '--private'], {});
+      expect(p.stderr).toContain('--private and --endpoint are for cloud providers');
+      expect(fake.server.received).toHaveLength(0);
+    });
   });
 });
