@@ -12,7 +12,7 @@ import type { WorkerIdentity } from '../dask';
 import { ClusterStartError, ClusterStateError, DaskCloudError, ValidationError } from '../errors';
 import type { BackendContext, ClusterBackend, Member, MemberSpec } from './backend';
 import type { ClusterEvent, ClusterEventListener, ClusterPhase } from './events';
-import { registerLive, unregisterLive } from './signals';
+import { registerLive, registerOpen, unregisterLive, unregisterOpen } from './signals';
 import { writeClientConfig as writeConfig } from './client-config';
 
 export interface ClusterOptions {
@@ -277,6 +277,7 @@ export class Cluster implements AsyncDisposable {
     if (userSignal?.aborted) onUserAbort();
     userSignal?.addEventListener('abort', onUserAbort, { once: true });
     if (this.options.closeOnSignals !== false) registerLive(this);
+    registerOpen(this);
     let phase: ClusterPhase = 'credentials';
     let workersLaunched: Promise<Member[]> | undefined;
     try {
@@ -578,6 +579,7 @@ export class Cluster implements AsyncDisposable {
     this.#scheduler = undefined;
     this.#state = final;
     unregisterLive(this);
+    unregisterOpen(this);
     this.emit({ type: 'closed', clusterId: this.id, at: Date.now() });
   }
 
