@@ -22,6 +22,7 @@ import { Security } from '../../../src/security/security';
 import { createCa, issueLeaf, validityWindow } from '../../../src/security/generate';
 import { ClusterStartError } from '../../../src/errors';
 import type { ClusterEvent } from '../../../src/cluster/events';
+import { eventually } from '../../helpers/eventually';
 import { assertLoopback, LocalVmBooter, newCluster, opsSince, pythonWithConfig, sequenceSince, startFake } from './helpers';
 
 const SLOT = 0;
@@ -340,9 +341,27 @@ describe.runIf(enabled)('DropletCluster with real Dask on the DigitalOcean fake'
     const t0 = Date.now();
     const err = (await cluster.start().catch((e: unknown) => e)) as ClusterStartError;
     expect(ClusterStartError.isInstance(err), String(err)).toBe(true);
-    expect(err.message).toMatch(/the scheduler VM dask-[0-9a-f]+-scheduler stopped on its own \(state off\)/);
+    // Whichever notices first: the member watch, or the wait for the Droplet's addresses.
+    expect(err.message).toMatch(/the scheduler VM dask-[0-9a-f]+-scheduler stopped on its own \(state off\)|droplet dask-[0-9a-f]+-scheduler \(\d+\) is 'off' instead of becoming active/);
     expect(err.message).toMatch(/no such option/i);
     expect(Date.now() - t0).toBeLessThan(60_000); // well inside the 120 s readiness timeout
+    await f.settle();
+    expect(f.leaked()).toEqual({});
+  });
+
+  it("after start, a worker Droplet that powers off ('off') is reported as member-failed and no longer counted", async () => {
+    const f = await fake();
+    const events: ClusterEvent[] = [];
+    const cluster = track(newCluster(f, { nWorkers: 2, memberWatchIntervalMs: 250, onEvent: (e) => events.push(e) }));
+    await cluster.start();
+    const [victim, survivor] = cluster.members.filter((m) => m.role === 'worker');
+    f.guestPowerOff(victim!.id);
+    await eventually(() => cluster.members.filter((m) => m.role === 'worker').length === 1, 'one worker left', 20_000);
+    expect(events.filter((e) => e.type === 'member-failed')).toEqual([
+      expect.objectContaining({ role: 'worker', name: victim!.name, message: expect.stringMatching(/stopped on its own \(state off\)/) }),
+    ]);
+    expect(cluster.members.filter((m) => m.role === 'worker').map((m) => m.name)).toEqual([survivor!.name]);
+    await cluster.close();
     await f.settle();
     expect(f.leaked()).toEqual({});
   });

@@ -26,6 +26,7 @@ import { assertNoContractViolations } from '../../fakes/core';
 import type { FakeGcp } from '../../fakes/gcp';
 import { have, openssl, pythonWithDask, realDask } from '../../helpers/prereq';
 import { pythonWithConfig } from '../../helpers/python';
+import { eventually } from '../../helpers/eventually';
 import { fakeOptions, NatProcessBooter, operations, startFake, ZONE } from './helpers';
 
 const enabled = have(realDask());
@@ -250,10 +251,27 @@ describe.runIf(enabled)('GCPCluster with real Dask on simulated instances', () =
     const cluster = track(new GCPCluster({ ...fakeOptions(fake), nWorkers: 1, schedulerOptions: ['--no-such-dask-option'], schedulerTimeoutMs: 120_000, memberWatchIntervalMs: 250 }));
     const t0 = Date.now();
     const err = (await cluster.start().catch((e: unknown) => e)) as Error & { details: { phase?: string } };
-    expect(err.message).toMatch(/the scheduler VM dask-[0-9a-f]+-scheduler stopped on its own \(state (STOPPING|TERMINATED)\)/);
+    // Whichever notices first: the member watch, or the wait for the scheduler's external address.
+    expect(err.message).toMatch(/the scheduler VM dask-[0-9a-f]+-scheduler stopped on its own \(state (STOPPING|TERMINATED)\)|instance dask-[0-9a-f]+-scheduler is (STOPPING|TERMINATED) instead of running/);
     expect(err.details.phase).toBe('scheduler');
     expect(err.message).toMatch(/no such option/i);
     expect(Date.now() - t0).toBeLessThan(60_000); // well inside the 120 s readiness timeout
+    expect(fake.leaked()).toEqual({});
+  });
+
+  it('after start, a worker VM that powers off (TERMINATED) is reported as member-failed and no longer counted', async () => {
+    const { fake } = await setup();
+    const events: ClusterEvent[] = [];
+    const cluster = track(new GCPCluster({ ...fakeOptions(fake), nWorkers: 2, memberWatchIntervalMs: 250, onEvent: (e) => events.push(e) }));
+    await cluster.start();
+    const [victim, survivor] = cluster.members.filter((m) => m.role === 'worker');
+    fake.guestPowerOff(victim!.name);
+    await eventually(() => cluster.members.filter((m) => m.role === 'worker').length === 1, 'one worker left', 20_000);
+    expect(events.filter((e) => e.type === 'member-failed')).toEqual([
+      expect.objectContaining({ role: 'worker', name: victim!.name, message: expect.stringMatching(/stopped on its own \(state (STOPPING|TERMINATED)\)/) }),
+    ]);
+    expect(cluster.members.find((m) => m.role === 'worker')!.name).toBe(survivor!.name);
+    await cluster.close();
     expect(fake.leaked()).toEqual({});
   });
 
