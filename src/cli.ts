@@ -78,7 +78,11 @@ async function start(argv: string[]): Promise<number> {
   if (!Number.isInteger(nWorkers) || nWorkers < 0) throw new Error(`--workers must be a whole number >= 0, got ${values.workers}`);
   // Ctrl-C during the start aborts it (everything created is deleted); afterwards it closes.
   const interrupted = new AbortController();
-  const onSignal = (): void => interrupted.abort(new Error('interrupted'));
+  const onSignal = (): void => {
+    // Quitting half way would leave cloud resources behind: say why we are still here.
+    if (interrupted.signal.aborted) console.error('  still deleting what the cluster created; this ends on its own (kill -9 would leave it behind)');
+    interrupted.abort(new Error('interrupted'));
+  };
   for (const s of ['SIGINT', 'SIGTERM'] as const) process.on(s, onSignal);
   try {
     const common = {
