@@ -134,6 +134,24 @@ describe('dask-cloud CLI', () => {
       expect(fake.leaked()).toEqual({});
     });
 
+    it('a second Ctrl-C while closing does not cut the teardown short, and says so', async () => {
+      await using fake = await startFake(DO_SLOT, { booter });
+      const dir = await mkdtemp(path.join(os.tmpdir(), 'dc-cli-do-'));
+      dirs.push(dir);
+      const cmd = spawnCli(['start', '--provider', 'digitalocean', '--workers', '1', '--endpoint', fake.endpoint, '--client-config', dir], env(fake.token));
+      await cmd.until('Ctrl-C');
+      fake.faults.latency('droplets_destroy', 1_500); // a slow teardown, to interrupt
+      cmd.child.kill('SIGINT');
+      await new Promise((r) => setTimeout(r, 400));
+      expect(cmd.child.exitCode).toBeNull(); // still closing
+      cmd.child.kill('SIGINT');
+      await cmd.until('still deleting what the cluster created');
+      expect(await cmd.exited).toBe(0);
+      expect(cmd.output()).toContain('closed');
+      await fake.settle();
+      expect(fake.leaked()).toEqual({});
+    });
+
     it('Ctrl-C during the start rolls it back: exit 1, nothing left on the account', async () => {
       // Droplets take 3 s to become active: the interrupt lands while the start waits for them.
       await using fake = await startFake(DO_SLOT, { booter, lifecycleMs: 3_000 });
