@@ -435,13 +435,13 @@ export class VMBackend implements ClusterBackend {
     const userData = this.#render(ctx, spec);
     const [created] = await this.#create(ctx, 'scheduler', [spec.name], userData);
     if (!created) throw new CloudApiError(`${this.kind}: creating the scheduler returned no instance`);
-    this.#watchMembers(ctx, [toMember(created)]);
+    // One member object from here on: the watch reports it, the core holds it, addresses fill in.
+    const member = toMember(created);
+    this.#watchMembers(ctx, [member]);
     const proto = protocolFor(ctx.security);
     const port = this.#plan?.schedulerPort ?? DEFAULT_SCHEDULER_PORT;
     const withPrivate = created.privateIp ? created : await this.#adapter.waitForAddresses(this.#actx(ctx), created, false);
-    const member = toMember(withPrivate);
-    // What the core holds from here on (addresses filled in) is what a failure report names.
-    if (this.#watched.has(member.id)) this.#watched.set(member.id, { member, seen: this.#watched.get(member.id)!.seen });
+    Object.assign(member, toMember(withPrivate));
     const wantPublic = !(this.#options.privateNetworking ?? false);
     const clientAddress = (async () => {
       const full = wantPublic && !withPrivate.publicIp ? await this.#adapter.waitForAddresses(this.#actx(ctx), withPrivate, true) : withPrivate;
