@@ -246,3 +246,27 @@ export interface VmBooter {
   /** Replaces the firewall of a running VM (rules changed, or a VM joined a group/tag). */
   setFirewall(id: string, rules: FirewallRule[]): Promise<void> | void;
 }
+
+/**
+ * Background work a fake started and did not await (VM boots, stops, firewall pushes): `drain()`
+ * waits until none is left, also work added while it waits. A failure is the starter's to record;
+ * here it only counts as done.
+ */
+export class PendingWork {
+  readonly #pending = new Set<Promise<unknown>>();
+
+  /** Tracks `p` and returns it unchanged. */
+  add<T>(p: Promise<T>): Promise<T> {
+    const done = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#pending.add(done);
+    void done.then(() => this.#pending.delete(done));
+    return p;
+  }
+
+  async drain(): Promise<void> {
+    while (this.#pending.size) await Promise.all([...this.#pending]);
+  }
+}

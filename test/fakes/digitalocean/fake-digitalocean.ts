@@ -16,6 +16,7 @@ import {
   IdAllocator,
   IpAllocator,
   Lifecycle,
+  PendingWork,
   ResourceRegistry,
   realClock,
   type ApiErrorInfo,
@@ -151,7 +152,7 @@ export class FakeDigitalOcean {
   private readonly vpcAllocators = new Map<string, IpAllocator>();
   private readonly sshKeys: { id: number; name: string; public_key: string; fingerprint: string }[];
   private readonly firewallTimers = new Map<string, () => void>();
-  private readonly pending = new Set<Promise<unknown>>();
+  private readonly pending = new PendingWork();
   private limiter?: DoRateLimiter;
   /** Operations whose next answers are replaced by a 500 after they took effect. */
   private readonly lostAnswers = new Map<string, number>();
@@ -277,7 +278,7 @@ export class FakeDigitalOcean {
 
   /** Waits for boots, firewall updates and VM stops the fake started. */
   async settle(): Promise<void> {
-    while (this.pending.size) await Promise.allSettled([...this.pending]);
+    await this.pending.drain();
   }
 
   /** Stops the server, cancels lifecycles and timers, and stops every booted VM. Idempotent. */
@@ -402,11 +403,11 @@ export class FakeDigitalOcean {
 
   private track(p: Promise<unknown> | void, id: string): void {
     if (!p) return;
-    const tracked = Promise.resolve(p).catch((error) => {
-      this.bootErrors.push({ id, error });
-    });
-    this.pending.add(tracked);
-    void tracked.finally(() => this.pending.delete(tracked));
+    this.pending.add(
+      Promise.resolve(p).catch((error) => {
+        this.bootErrors.push({ id, error });
+      }),
+    );
   }
 
   // -------------------------------------------------------------------------------------------

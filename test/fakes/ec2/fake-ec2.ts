@@ -13,6 +13,7 @@ import {
   FakeServer,
   IdAllocator,
   IpAllocator,
+  PendingWork,
   Lifecycle,
   PRIVATE_BLOCK,
   PUBLIC_BLOCK,
@@ -146,7 +147,7 @@ export class FakeEc2 implements AsyncDisposable {
   private readonly runtime = new Map<string, InstanceRuntime>();
   private readonly reservations = new Map<string, ReservationRecord>();
   private readonly clientTokens = new Map<string, string>();
-  private readonly pendingWork = new Set<Promise<unknown>>();
+  private readonly pendingWork = new PendingWork();
   private runBucket?: TokenBucket;
   private stopped = false;
   readonly defaultVpc: Ec2Vpc;
@@ -344,7 +345,7 @@ export class FakeEc2 implements AsyncDisposable {
     this.stopped = true;
     await this.server.stop();
     for (const inst of this.instances()) this.stopVm(inst);
-    while (this.pendingWork.size) await Promise.allSettled([...this.pendingWork]);
+    await this.pendingWork.drain();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -662,9 +663,7 @@ export class FakeEc2 implements AsyncDisposable {
   }
 
   private track<T>(p: Promise<T>): Promise<T> {
-    this.pendingWork.add(p);
-    void p.finally(() => this.pendingWork.delete(p)).catch(() => undefined);
-    return p;
+    return this.pendingWork.add(p);
   }
 
   private boot(inst: Ec2Instance): void {

@@ -4,7 +4,7 @@
  * lifecycle on the fake's clock, address allocation, boot disks, regional quotas and the VmBooter
  * hook.
  */
-import { Lifecycle, type BootedVm, type FakeRequest, type FakeResponse, type FakeServer, type FirewallRule } from '../core';
+import { Lifecycle, PendingWork, type BootedVm, type FakeRequest, type FakeResponse, type FakeServer, type FirewallRule } from '../core';
 import {
   ACCELERATOR_TYPES, API, NAME_RE, ZONES, fingerprint, machineType as lookupMachineType, parseZonal, regionOf, resolveImage, stripApi, timestamp, type ImageInfo,
 } from './catalog';
@@ -103,16 +103,7 @@ export class Instances {
    * VMs of deleted or stopped instances that are still shutting down (and boots still under way
    * for deleted ones). stopAll waits for them: a fake started next may hand out the same addresses.
    */
-  private readonly stopping = new Set<Promise<unknown>>();
-
-  private trackStop(p: Promise<unknown>): void {
-    const settled = p.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.stopping.add(settled);
-    void settled.then(() => this.stopping.delete(settled));
-  }
+  private readonly stopping = new PendingWork();
 
   constructor(private readonly world: GcpWorld) {}
 
@@ -165,7 +156,7 @@ export class Instances {
       await r.bootDone;
       await r.vm?.stop().catch((e) => this.world.recordBootError(r.id, e));
     }));
-    while (this.stopping.size) await Promise.all([...this.stopping]);
+    await this.stopping.drain();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -597,9 +588,9 @@ export class Instances {
   private stopVm(rec: InstanceRecord): void {
     const vm = rec.vm;
     rec.vm = undefined;
-    if (vm) this.trackStop(vm.stop().catch((e) => this.world.recordBootError(rec.id, e)));
+    if (vm) void this.stopping.add(vm.stop().catch((e) => this.world.recordBootError(rec.id, e)));
     // A VM still booting is stopped by boot() when it comes up.
-    else if (rec.bootDone) this.trackStop(rec.bootDone);
+    else if (rec.bootDone) void this.stopping.add(rec.bootDone);
   }
 
   private remove(rec: InstanceRecord): void {
