@@ -6,6 +6,9 @@ import { execFile } from 'node:child_process';
 import type { RunResult, SimNetwork } from '../sim';
 import { pythonWithDask } from './prereq';
 
+/** A small computation a client runs on a cluster: prints 90 (the doubles of 0..9, summed). */
+export const COMPUTE = "from distributed import Client\nc = Client(timeout='20s')\nprint(sum(c.gather(c.map(lambda x: x * 2, range(10)))))\nc.close()";
+
 /** The environment of a client configured only by `DASK_CONFIG=dir`. */
 export function clientEnv(dir: string): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, DASK_CONFIG: dir };

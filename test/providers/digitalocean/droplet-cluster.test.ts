@@ -6,7 +6,6 @@
  * only gets `writeClientConfig(dir)`.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
-import { connect as tlsConnect } from 'node:tls';
 import { connect as netConnect } from 'node:net';
 import { X509Certificate } from 'node:crypto';
 import * as os from 'node:os';
@@ -18,11 +17,11 @@ import type { FakeDigitalOcean } from '../../fakes/digitalocean';
 import { have, realDask } from '../../helpers/prereq';
 import type { DropletCluster } from '../../../providers/digitalocean';
 import { clusterTag, firewallName } from '../../../providers/digitalocean';
-import { Security } from '../../../src/security/security';
-import { createCa, issueLeaf, validityWindow } from '../../../src/security/generate';
+import { presentedCertificate, userSecurity } from '../../helpers/tls';
 import { ClusterStartError } from '../../../src/errors';
 import type { ClusterEvent } from '../../../src/cluster/events';
 import { eventually } from '../../helpers/eventually';
+import { COMPUTE } from '../../helpers/python';
 import { assertLoopback, LocalVmBooter, newCluster, opsSince, pythonWithConfig, sequenceSince, startFake } from './helpers';
 
 const SLOT = 0;
@@ -56,7 +55,6 @@ async function tempDir(): Promise<string> {
   return d;
 }
 
-const COMPUTE = "from distributed import Client\nc = Client(timeout='20s')\nprint(sum(c.gather(c.map(lambda x: x * 2, range(10)))))\nc.close()";
 
 /** The files a cloud-config writes, decoded. */
 function writtenFiles(userData: string): Map<string, string> {
@@ -199,18 +197,7 @@ describe.runIf(enabled)('DropletCluster with real Dask on the DigitalOcean fake'
   });
 
   it('a user Security with distinct scheduler/worker/client certificates: the scheduler presents its own; no VM gets the client key', async () => {
-    const opts = { keyAlgorithm: 'ecdsa-p256' as const, validity: validityWindow(1, 5) };
-    const ca = await createCa(opts);
-    const [sched, worker, client] = await Promise.all([issueLeaf(ca, 'scheduler', opts), issueLeaf(ca, 'worker', opts), issueLeaf(ca, 'client', opts)]);
-    const security = Security.fromPem({
-      tlsCa: ca.certPem,
-      tlsSchedulerCert: sched.certPem,
-      tlsSchedulerKey: sched.keyPem,
-      tlsWorkerCert: worker.certPem,
-      tlsWorkerKey: worker.keyPem,
-      tlsClientCert: client.certPem,
-      tlsClientKey: client.keyPem,
-    });
+    const { security, ca, scheduler: sched, worker, client } = await userSecurity();
     const f = await fake();
     const cluster = track(newCluster(f, { nWorkers: 1, security }));
     await cluster.start();
@@ -219,15 +206,8 @@ describe.runIf(enabled)('DropletCluster with real Dask on the DigitalOcean fake'
     // What the scheduler presents to a client is the scheduler certificate.
     const { host, port } = /^tls:\/\/(?<host>[\d.]+):(?<port>\d+)$/.exec(cluster.schedulerAddress)!.groups as { host: string; port: string };
     assertLoopback(host);
-    const presented = await new Promise<Buffer>((resolve, reject) => {
-      const sock = tlsConnect({ host, port: Number(port), ca: ca.certPem, cert: client.certPem, key: client.keyPem, checkServerIdentity: () => undefined }, () => {
-        const raw = sock.getPeerCertificate().raw;
-        sock.destroy();
-        resolve(raw);
-      });
-      sock.on('error', reject);
-    });
-    expect(presented.equals(new X509Certificate(sched.certPem).raw)).toBe(true);
+    const presented = await presentedCertificate(host, Number(port), { ca: ca.certPem, cert: client.certPem, key: client.keyPem });
+    expect(presented.cert.raw.equals(new X509Certificate(sched.certPem).raw)).toBe(true);
 
     for (const d of f.droplets() as { id: number; name: string }[]) {
       const files = [...writtenFiles(f.droplet(d.id)!.userData).values()].join('\n');

@@ -11,7 +11,6 @@ import { X509Certificate } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as tls from 'node:tls';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { checkFakesAndClose } from '../../helpers/fakes';
@@ -20,11 +19,10 @@ import { EC2Cluster, type EC2ClusterOptions } from '../../../providers/ec2';
 import { LABELS } from '../../../src/cluster/vm';
 import type { ClusterEvent } from '../../../src/cluster/events';
 import { ClusterStartError, type CloudApiError } from '../../../src/errors';
-import { Security } from '../../../src/security/security';
-import { createCa, issueLeaf, validityWindow } from '../../../src/security/generate';
+import { presentedCertificate, userSecurity } from '../../helpers/tls';
 import type { FakeEc2 } from '../../fakes/ec2';
 import { have, pythonWithDask, realDask } from '../../helpers/prereq';
-import { pythonWithConfig } from '../../helpers/python';
+import { COMPUTE, pythonWithConfig } from '../../helpers/python';
 import { collapsed, eventually, fakeOptions, NatProcessBooter, startFake, tagMap } from './helpers';
 
 const enabled = have(realDask());
@@ -69,7 +67,6 @@ async function tempDir(): Promise<string> {
 }
 
 
-const COMPUTE = "from distributed import Client\nc = Client(timeout='20s')\nprint(sum(c.gather(c.map(lambda x: x * 2, range(10)))))\nc.close()";
 
 function leakedCount(f: FakeEc2): number {
   return Object.values(f.leaked()).flat().length;
@@ -160,33 +157,14 @@ describe.runIf(enabled)('EC2Cluster with real Dask on FakeEc2 instances', () => 
   });
 
   it('a user Security (own CA, distinct scheduler/worker/client certs) is what the scheduler presents', async () => {
-    const opts = { keyAlgorithm: 'ecdsa-p256' as const, validity: validityWindow(1, 5) };
-    const ca = await createCa(opts);
-    const [scheduler, worker, client] = await Promise.all([issueLeaf(ca, 'scheduler', opts), issueLeaf(ca, 'worker', opts), issueLeaf(ca, 'client', opts)]);
-    const security = Security.fromPem({
-      tlsCa: ca.certPem,
-      tlsSchedulerCert: scheduler.certPem,
-      tlsSchedulerKey: scheduler.keyPem,
-      tlsWorkerCert: worker.certPem,
-      tlsWorkerKey: worker.keyPem,
-      tlsClientCert: client.certPem,
-      tlsClientKey: client.keyPem,
-      requireEncryption: true,
-    });
+    const { security, ca, scheduler, worker, client } = await userSecurity();
     const { f, cluster } = await setup({ nWorkers: 1, security });
     await cluster.start();
     expect(cluster.security).toBe(security);
     const { hostname: host, port } = new URL(cluster.schedulerAddress.replace('tls:', 'https:'));
     expect(host).toMatch(/^127\./);
-    const presented = await new Promise<string>((resolve, reject) => {
-      const socket = tls.connect({ host, port: Number(port), ca: ca.certPem, cert: client.certPem, key: client.keyPem, checkServerIdentity: () => undefined }, () => {
-        const fp = socket.getPeerX509Certificate()?.fingerprint256 ?? '';
-        socket.destroy();
-        resolve(fp);
-      });
-      socket.on('error', reject);
-    });
-    expect(presented).toBe(new X509Certificate(scheduler.certPem).fingerprint256);
+    const presented = await presentedCertificate(host, Number(port), { ca: ca.certPem, cert: client.certPem, key: client.keyPem });
+    expect(presented.cert.fingerprint256).toBe(new X509Certificate(scheduler.certPem).fingerprint256);
     // Each VM got only its own role's key; the client key went to none of them.
     for (const inst of f.instances()) {
       const role = tagMap(inst.tags)[LABELS.role];

@@ -13,7 +13,6 @@ import { X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as tls from 'node:tls';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { GCPCluster } from '../../../providers/gcp';
@@ -21,11 +20,11 @@ import type { ClusterEvent } from '../../../src/cluster/events';
 import { LABELS } from '../../../src/cluster/vm';
 import { parseAddress } from '../../../src/dask';
 import { Security } from '../../../src/security';
-import { createCa, issueLeaf, validityWindow } from '../../../src/security/generate';
+import { presentedCertificate, userSecurity } from '../../helpers/tls';
 import { assertNoContractViolations } from '../../fakes/core';
 import type { FakeGcp } from '../../fakes/gcp';
 import { have, openssl, pythonWithDask, realDask } from '../../helpers/prereq';
-import { pythonWithConfig } from '../../helpers/python';
+import { COMPUTE, pythonWithConfig } from '../../helpers/python';
 import { eventually } from '../../helpers/eventually';
 import { fakeOptions, NatProcessBooter, operations, startFake, ZONE } from './helpers';
 
@@ -75,7 +74,6 @@ async function tempDir(): Promise<string> {
 }
 
 
-const COMPUTE = "from distributed import Client\nc = Client(timeout='20s')\nprint(sum(c.gather(c.map(lambda x: x * 2, range(10)))))\nc.close()";
 
 function alive(pid: number): boolean {
   try {
@@ -277,31 +275,12 @@ describe.runIf(enabled)('GCPCluster with real Dask on simulated instances', () =
 
   it("a user Security with distinct scheduler/worker/client certificates: the scheduler presents the user's scheduler certificate", async () => {
     const { fake, booter } = await setup();
-    const opts = { keyAlgorithm: 'ecdsa-p256' as const, validity: validityWindow(1, 5), clusterName: 'user' };
-    const ca = await createCa(opts);
-    const [scheduler, worker, client] = await Promise.all([issueLeaf(ca, 'scheduler', opts), issueLeaf(ca, 'worker', opts), issueLeaf(ca, 'client', opts)]);
-    const security = Security.fromPem({
-      tlsCa: ca.certPem,
-      tlsSchedulerCert: scheduler.certPem,
-      tlsSchedulerKey: scheduler.keyPem,
-      tlsWorkerCert: worker.certPem,
-      tlsWorkerKey: worker.keyPem,
-      tlsClientCert: client.certPem,
-      tlsClientKey: client.keyPem,
-      requireEncryption: true,
-    });
+    const { security, scheduler, worker, client } = await userSecurity('user');
     const cluster = track(await GCPCluster.start({ ...fakeOptions(fake), nWorkers: 1, security }));
     expect(cluster.security).toBe(security);
     const { host, port } = parseAddress(cluster.schedulerAddress);
-    const presented = await new Promise<Buffer>((resolve, reject) => {
-      const sock = tls.connect({ host, port, ...security.clientTlsOptions(), checkServerIdentity: () => undefined }, () => {
-        const raw = sock.getPeerCertificate().raw;
-        sock.destroy();
-        resolve(raw);
-      });
-      sock.on('error', reject);
-    });
-    expect(new X509Certificate(presented).fingerprint256).toBe(new X509Certificate(scheduler.certPem).fingerprint256);
+    const presented = await presentedCertificate(host, port, security.clientTlsOptions());
+    expect(presented.cert.fingerprint256).toBe(new X509Certificate(scheduler.certPem).fingerprint256);
     // Each VM got its own role's key and nothing else; the client key stayed here.
     const schedUd = userDataOf(fake.server.calls('compute.instances.insert')[0]!.json as Parameters<typeof userDataOf>[0]);
     const workerUd = userDataOf((fake.server.calls('compute.instances.bulkInsert')[0]!.json as { instanceProperties: Parameters<typeof userDataOf>[0] }).instanceProperties);
@@ -352,15 +331,9 @@ describe.runIf(enabled && have(openssl()))('examples/custom-security.ts: its Ope
     expect(workers).toHaveLength(2);
     const presented = async (address: string) => {
       const { host, port } = parseAddress(address);
-      return new Promise<string>((resolve, reject) => {
-        const sock = tls.connect({ host, port, ...security.clientTlsOptions(), checkServerIdentity: () => undefined }, () => {
-          const fp = new X509Certificate(sock.getPeerCertificate().raw).fingerprint256;
-          expect(sock.getProtocol()).toBe('TLSv1.3');
-          sock.destroy();
-          resolve(fp);
-        });
-        sock.on('error', reject);
-      });
+      const { cert, protocol } = await presentedCertificate(host, port, security.clientTlsOptions());
+      expect(protocol).toBe('TLSv1.3');
+      return cert.fingerprint256;
     };
     const fingerprint = async (n: string) => new X509Certificate(await readFile(file(n))).fingerprint256;
     expect(await presented(cluster.schedulerAddress)).toBe(await fingerprint('scheduler.pem'));
