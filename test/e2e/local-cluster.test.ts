@@ -12,6 +12,7 @@ import { ClusterStartError, DaskCloudError, LocalRuntimeError, ValidationError }
 import type { ClusterEvent } from '../../src/cluster/events';
 import { have, realDask } from '../helpers/prereq';
 import { pythonWithConfig } from '../helpers/python';
+import { pidExists } from '../sim/exec';
 
 const enabled = have(realDask());
 const opened: LocalCluster[] = [];
@@ -33,15 +34,6 @@ async function tempDir(): Promise<string> {
   return d;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Processes whose command line mentions the cluster id (workers carry it in --name). */
 function processesOf(clusterId: string): string[] {
   try {
@@ -50,7 +42,6 @@ function processesOf(clusterId: string): string[] {
     return [];
   }
 }
-
 
 describe.runIf(enabled)('LocalCluster with real Dask', () => {
   it('starts 2 workers over mutual TLS, a Python client computes with only the written config, close leaves nothing', async () => {
@@ -86,7 +77,7 @@ describe.runIf(enabled)('LocalCluster with real Dask', () => {
     await cluster.close();
     await cluster.close(); // idempotent
     expect(cluster.state).toBe('closed');
-    expect(pids.filter(alive)).toEqual([]);
+    expect(pids.filter(pidExists)).toEqual([]);
     expect(processesOf(cluster.id)).toEqual([]);
   });
 
@@ -113,7 +104,7 @@ describe.runIf(enabled)('LocalCluster with real Dask', () => {
     const retired = events.find((e) => e.type === 'workers-retired') as Extract<ClusterEvent, { type: 'workers-retired' }>;
     expect(retired.retired.sort()).toEqual([`${cluster.id}-worker-1`, `${cluster.id}-worker-2`]);
     expect(retired.notRetired).toEqual([]);
-    expect(before.filter(alive)).toHaveLength(2);
+    expect(before.filter(pidExists)).toHaveLength(2);
   });
 
   it('a worker that dies after start is reported as a member-failed event', async () => {

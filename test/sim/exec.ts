@@ -144,6 +144,16 @@ export async function waitFor<T>(
   }
 }
 
+/** True when a process with this PID exists (a zombie included: it is not reaped yet). */
+export function pidExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** True when a process with this PID exists and is not a zombie. */
 export function pidAlive(pid: number): boolean {
   try {

@@ -17,6 +17,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parse } from 'yaml';
 import type { BootRequest, BootedVm, FirewallRule, VmBooter } from '../fakes/core/state';
+import { pidExists } from './exec';
 
 /** Loopback blocks for fakes whose instances this booter runs. */
 export const LOOPBACK_POOLS = Object.freeze({ private: '127.77.0.0/20', public: '127.77.128.0/20' });
@@ -145,7 +146,7 @@ export class ProcessBooter implements VmBooter {
 
   /** Process ids still running (a test asserts this is empty after close). */
   pids(): number[] {
-    return [...this.#vms.values()].map((v) => v.child.pid).filter((p): p is number => p !== undefined && isAlive(p));
+    return [...this.#vms.values()].map((v) => v.child.pid).filter((p): p is number => p !== undefined && pidExists(p));
   }
 
   /** Kill everything (afterAll safety net). */
@@ -164,11 +165,3 @@ export class ProcessBooter implements VmBooter {
   }
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}

@@ -55,7 +55,6 @@ async function tempDir(): Promise<string> {
   return d;
 }
 
-
 /** The files a cloud-config writes, decoded. */
 function writtenFiles(userData: string): Map<string, string> {
   const doc = parse(userData) as { write_files?: { path: string; content: string; encoding?: string }[] };

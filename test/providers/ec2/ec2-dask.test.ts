@@ -66,8 +66,6 @@ async function tempDir(): Promise<string> {
   return d;
 }
 
-
-
 function leakedCount(f: FakeEc2): number {
   return Object.values(f.leaked()).flat().length;
 }

@@ -26,6 +26,7 @@ import type { FakeGcp } from '../../fakes/gcp';
 import { have, openssl, pythonWithDask, realDask } from '../../helpers/prereq';
 import { COMPUTE, pythonWithConfig } from '../../helpers/python';
 import { eventually } from '../../helpers/eventually';
+import { pidExists } from '../../sim/exec';
 import { fakeOptions, NatProcessBooter, operations, startFake, ZONE } from './helpers';
 
 const enabled = have(realDask());
@@ -71,17 +72,6 @@ async function tempDir(): Promise<string> {
   const d = await mkdtemp(path.join(os.tmpdir(), 'dc-gcp-test-'));
   dirs.push(d);
   return d;
-}
-
-
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** The user-data of an insert / bulkInsert request, decoded as the VM sees it. */
@@ -201,7 +191,7 @@ describe.runIf(enabled)('GCPCluster with real Dask on simulated instances', () =
     expect(cluster.state).toBe('closed');
     expect(fake.leaked()).toEqual({});
     expect(booter.pids()).toEqual([]);
-    expect(pids.filter(alive)).toEqual([]);
+    expect(pids.filter(pidExists)).toEqual([]);
     expect(booter.natCount()).toEqual(0);
   });
 
