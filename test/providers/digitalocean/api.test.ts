@@ -7,21 +7,14 @@
 import { inspect } from 'node:util';
 import { createServer } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { assertNoContractViolations } from '../../fakes/core';
+import { checkFakesAndClose } from '../../helpers/fakes';
 import type { FakeDigitalOcean } from '../../fakes/digitalocean';
 import { DoApi, isAmbiguous, type DoApiOptions } from '../../../providers/digitalocean/api';
 import { CloudApiError, DaskCloudError } from '../../../src/errors';
 import { startFake } from './helpers';
 
 const fakes: FakeDigitalOcean[] = [];
-afterEach(async () => {
-  try {
-    assertNoContractViolations(...fakes);
-    for (const f of fakes) expect(f.server.handlerErrors).toEqual([]);
-  } finally {
-    await Promise.all(fakes.splice(0).map((f) => f.stop()));
-  }
-});
+afterEach(() => checkFakesAndClose(fakes, []));
 
 async function setup(options: Partial<DoApiOptions> = {}) {
   const fake = await startFake(2);

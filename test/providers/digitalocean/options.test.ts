@@ -11,7 +11,8 @@ import * as path from 'node:path';
 import { inspect } from 'node:util';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createApiClient } from 'dots-wrapper';
-import { assertNoContractViolations, type FailureSpec } from '../../fakes/core';
+import type { FailureSpec } from '../../fakes/core';
+import { checkFakesAndClose } from '../../helpers/fakes';
 import type { FakeDigitalOcean } from '../../fakes/digitalocean';
 import { DropletCluster, DROPLET_DEFAULTS, clusterTag, labelTag, type DropletClusterOptions } from '../../../providers/digitalocean';
 import { ClusterStartError, ValidationError } from '../../../src/errors';
@@ -23,13 +24,7 @@ const clusters: DropletCluster[] = [];
 
 afterEach(async () => {
   vi.unstubAllEnvs();
-  try {
-    assertNoContractViolations(...fakes);
-    for (const f of fakes) expect(f.server.handlerErrors).toEqual([]);
-  } finally {
-    await Promise.all(clusters.splice(0).map((c) => c.close().catch(() => undefined)));
-    await Promise.all(fakes.splice(0).map((f) => f.stop()));
-  }
+  await checkFakesAndClose(fakes, clusters);
 });
 
 async function fake(options: Parameters<typeof startFake>[1] = {}): Promise<FakeDigitalOcean> {

@@ -16,22 +16,14 @@ import { clientToken } from '../../../providers/ec2/adapter';
 import { LABELS } from '../../../src/cluster/vm';
 import type { ClusterEvent } from '../../../src/cluster/events';
 import { ClusterStartError, CloudApiError, DaskCloudError, ValidationError } from '../../../src/errors';
-import { assertNoContractViolations } from '../../fakes/core';
+import { checkFakesAndClose } from '../../helpers/fakes';
 import { imageIdFor, OWNERS, type FakeEc2 } from '../../fakes/ec2';
 import { collapsed, fakeOptions, startFake, tagMap } from './helpers';
 
 /** Loopback slot of this file (ec2-dask.test.ts uses another): see helpers.ts. */
 const SLOT = 1;
 const fakes: FakeEc2[] = [];
-afterEach(async () => {
-  try {
-    assertNoContractViolations(...fakes);
-    for (const f of fakes) expect(f.server.handlerErrors).toEqual([]);
-  } finally {
-    await Promise.all(fakes.splice(0).map((f) => f.stop()));
-    vi.unstubAllEnvs();
-  }
-});
+afterEach(() => checkFakesAndClose(fakes, [], async () => vi.unstubAllEnvs()));
 
 /** Fast lifecycles: the instance runs after 100 ms, terminates 100 ms after TerminateInstances. */
 async function fake(opts: Parameters<typeof startFake>[1] = {}): Promise<FakeEc2> {
