@@ -1,5 +1,6 @@
-/** Shared afterEach of provider tests that run clusters against API fakes. */
+/** Shared pieces of provider tests that run clusters against API fakes. */
 import { expect } from 'vitest';
+import { ClusterStartError } from '../../src/errors';
 import { assertNoContractViolations, type HasContractViolations } from '../fakes/core';
 
 export interface CheckedFake extends HasContractViolations {
@@ -29,4 +30,16 @@ export async function checkFakesAndClose(
     await Promise.all(fakes.splice(0).map((f) => f.stop()));
     await more?.();
   }
+}
+
+/** Starts `cluster`, expecting the start to fail; returns the ClusterStartError. */
+export async function failedStart(cluster: { start(): Promise<unknown> }): Promise<ClusterStartError> {
+  const err = await cluster.start().then(
+    () => {
+      throw new Error('start() should have failed');
+    },
+    (e: unknown) => e,
+  );
+  expect(ClusterStartError.isInstance(err), String(err)).toBe(true);
+  return err as ClusterStartError;
 }

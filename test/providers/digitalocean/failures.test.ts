@@ -5,7 +5,7 @@
  * console output in the error when a member fails. After each: the fake holds nothing.
  */
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { checkFakesAndClose } from '../../helpers/fakes';
+import { checkFakesAndClose, failedStart } from '../../helpers/fakes';
 import type { FailureSpec } from '../../fakes/core';
 import type { FakeDigitalOcean } from '../../fakes/digitalocean';
 import { have, realDask } from '../../helpers/prereq';
@@ -38,15 +38,6 @@ async function fake(options: Parameters<typeof startFake>[1] = {}): Promise<Fake
 function track(c: DropletCluster): DropletCluster {
   clusters.push(c);
   return c;
-}
-
-async function failedStart(c: DropletCluster): Promise<ClusterStartError> {
-  const err = await c.start().then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(ClusterStartError.isInstance(err)).toBe(true);
-  return err as ClusterStartError;
 }
 
 async function expectNothingLeft(f: FakeDigitalOcean): Promise<void> {

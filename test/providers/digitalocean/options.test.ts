@@ -12,10 +12,10 @@ import { inspect } from 'node:util';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createApiClient } from 'dots-wrapper';
 import type { FailureSpec } from '../../fakes/core';
-import { checkFakesAndClose } from '../../helpers/fakes';
+import { checkFakesAndClose, failedStart } from '../../helpers/fakes';
 import type { FakeDigitalOcean } from '../../fakes/digitalocean';
 import { DropletCluster, DROPLET_DEFAULTS, clusterTag, labelTag, type DropletClusterOptions } from '../../../providers/digitalocean';
-import { ClusterStartError, ValidationError } from '../../../src/errors';
+import { ValidationError } from '../../../src/errors';
 import { clusterOptions, newCluster, sequenceSince, startFake } from './helpers';
 
 const SLOT = 3;
@@ -39,15 +39,6 @@ function track(c: DropletCluster): DropletCluster {
 }
 
 const FORBIDDEN: FailureSpec = { status: 403, code: 'forbidden', message: 'stop here' };
-
-async function failedStart(c: DropletCluster): Promise<ClusterStartError> {
-  const err = await c.start().then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(ClusterStartError.isInstance(err)).toBe(true);
-  return err as ClusterStartError;
-}
 
 const TOKEN = 'dop_v1_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef';
 

@@ -15,8 +15,8 @@ import { architectureOf, resolveEc2Settings } from '../../../providers/ec2/optio
 import { clientToken } from '../../../providers/ec2/adapter';
 import { LABELS } from '../../../src/cluster/vm';
 import type { ClusterEvent } from '../../../src/cluster/events';
-import { ClusterStartError, CloudApiError, DaskCloudError, ValidationError } from '../../../src/errors';
-import { checkFakesAndClose } from '../../helpers/fakes';
+import { CloudApiError, DaskCloudError, ValidationError } from '../../../src/errors';
+import { checkFakesAndClose, failedStart } from '../../helpers/fakes';
 import { imageIdFor, OWNERS, type FakeEc2 } from '../../fakes/ec2';
 import { collapsed, fakeOptions, startFake, tagMap } from './helpers';
 
@@ -34,18 +34,6 @@ async function fake(opts: Parameters<typeof startFake>[1] = {}): Promise<FakeEc2
 
 function cluster(f: FakeEc2, options: EC2ClusterOptions = {}): EC2Cluster {
   return new EC2Cluster({ ...fakeOptions(f), schedulerTimeoutMs: 1_000, ...options });
-}
-
-/** Starts, expecting the start to fail; returns the error. */
-async function failedStart(c: EC2Cluster): Promise<ClusterStartError> {
-  const err = await c.start().then(
-    () => {
-      throw new Error('start() should have failed');
-    },
-    (e: unknown) => e,
-  );
-  expect(ClusterStartError.isInstance(err), String(err)).toBe(true);
-  return err as ClusterStartError;
 }
 
 function leakedCount(f: FakeEc2): number {
