@@ -85,7 +85,9 @@ function userDataOf(props: { metadata: { items: { key: string; value: string }[]
 describe.runIf(enabled)('GCPCluster with real Dask on simulated instances', () => {
   it('start, compute from Python, scale up and down through the scheduler, close: the exact API calls', async () => {
     // Slow enough provisioning that "workers are created before the scheduler runs" is visible.
-    const { fake, booter } = await setup({ lifecycleMs: { provisioningMs: 500, stagingMs: 300 } });
+    // Wide enough that a loaded machine still gets its insert → get → bulkInsert inside it.
+    const provisioningMs = 1_500;
+    const { fake, booter } = await setup({ lifecycleMs: { provisioningMs, stagingMs: 300 } });
     const events: ClusterEvent[] = [];
     const cluster = track(new GCPCluster({ ...fakeOptions(fake), nWorkers: 2, onEvent: (e) => events.push(e) }));
     await cluster.start();
@@ -112,7 +114,7 @@ describe.runIf(enabled)('GCPCluster with real Dask on simulated instances', () =
     const received = fake.server.received;
     const insertAt = received.find((r) => r.operation === 'compute.instances.insert')!.at;
     const bulkAt = received.find((r) => r.operation === 'compute.instances.bulkInsert')!.at;
-    expect(bulkAt - insertAt, 'workers are created while the scheduler is still PROVISIONING').toBeLessThan(500);
+    expect(bulkAt - insertAt, 'workers are created while the scheduler is still PROVISIONING').toBeLessThan(provisioningMs);
 
     // Every API call was under the cluster's own names.
     const insert = fake.server.calls('compute.instances.insert')[0]!;
