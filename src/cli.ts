@@ -84,13 +84,18 @@ async function start(argv: string[]): Promise<number> {
     interrupted.abort(new Error('interrupted'));
   };
   for (const s of ['SIGINT', 'SIGTERM'] as const) process.on(s, onSignal);
+  const schedulerLost = new AbortController();
   try {
     const common = {
       nWorkers,
       ...(values['no-security'] ? { security: false as const } : {}),
       closeOnSignals: false,
       signal: interrupted.signal,
-      onEvent: progress,
+      onEvent: (e: ClusterEvent) => {
+        progress(e);
+        // A dead scheduler ends the session: holding its workers open would only cost money.
+        if (e.type === 'member-failed' && e.role === 'scheduler') schedulerLost.abort(new Error(e.message));
+      },
     };
     const vm = { ...common, ...(values.private ? { privateNetworking: true } : {}), ...(values.endpoint ? { endpoint: values.endpoint } : {}) };
     let cluster: Cluster;
@@ -129,12 +134,17 @@ async function start(argv: string[]): Promise<number> {
       // processes): hold it open until the signal comes, or it would exit without closing.
       const keepAlive = setInterval(() => undefined, 1 << 30);
       try {
-        if (!interrupted.signal.aborted) await new Promise((resolve) => interrupted.signal.addEventListener('abort', resolve, { once: true }));
+        const ended = AbortSignal.any([interrupted.signal, schedulerLost.signal]);
+        if (!ended.aborted) await new Promise((resolve) => ended.addEventListener('abort', resolve, { once: true }));
       } finally {
         clearInterval(keepAlive);
       }
     } finally {
       await cluster.close();
+    }
+    if (schedulerLost.signal.aborted && !interrupted.signal.aborted) {
+      console.error(`the scheduler of ${cluster.id} is gone, so the cluster was closed and everything it created deleted`);
+      return 1;
     }
     console.log('closed');
     return 0;

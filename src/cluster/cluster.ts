@@ -69,7 +69,11 @@ export interface Adaptive {
   stop(): Promise<void>;
 }
 
-export type ClusterState = 'new' | 'starting' | 'running' | 'closing' | 'closed' | 'failed';
+/**
+ * `broken`: the scheduler died after start. Its workers cannot serve clients any more, so
+ * `scale()` and `adapt()` refuse and say why; `close()` deletes what is left.
+ */
+export type ClusterState = 'new' | 'starting' | 'running' | 'broken' | 'closing' | 'closed' | 'failed';
 
 /** Defaults a backend can override (clouds boot slower than local processes). */
 export interface ClusterDefaults {
@@ -136,6 +140,8 @@ export class Cluster implements AsyncDisposable {
   protected readonly log: createDebug.Debugger;
   readonly #defaults: ClusterDefaults;
   #state: ClusterState = 'new';
+  /** Why the scheduler is gone, once the cluster is `broken`. */
+  #lostScheduler: string | undefined;
   #security: Security | false | undefined;
   #scheduler: Member | undefined;
   #workerAddress: string | undefined;
@@ -221,7 +227,13 @@ export class Cluster implements AsyncDisposable {
           // After start nobody is waiting on it: say so rather than fail silently, stop counting
           // it as a worker (so scale() replaces it), and delete what is left of it.
           this.emit({ type: 'member-failed', clusterId: this.id, role: member.role, memberId: member.id, name: member.name, message: error.message, at: Date.now() });
-          if (member.role === 'worker' && this.#workers.some((m) => m.id === member.id)) {
+          if (member.role === 'scheduler') {
+            // Without its scheduler the cluster serves nobody: stop adapting and refuse to
+            // scale, rather than launch workers that have nothing to join. close() still works.
+            this.#state = 'broken';
+            this.#lostScheduler = error.message;
+            void this.#adaptive?.stop();
+          } else if (this.#workers.some((m) => m.id === member.id)) {
             void this.#serialize(async () => {
               this.#workers = this.#workers.filter((m) => m.id !== member.id);
               await this.backend.stopMembers(this.#context(new AbortController().signal), [member]);
@@ -423,7 +435,7 @@ export class Cluster implements AsyncDisposable {
     checkNonNegativeInt(options.maximum, 'maximum');
     if (options.maximum < minimum) throw new ValidationError('maximum must be at least minimum', { option: 'maximum' });
     checkPositiveNumber(options.intervalMs, 'intervalMs');
-    if (this.#state !== 'running') throw new ClusterStateError(`cannot adapt cluster ${this.id}: it is ${this.#state}`);
+    this.#requireRunning('adapt');
     void this.#adaptive?.stop();
     const intervalMs = options.intervalMs ?? 1_000;
     const waitCount = options.waitCount ?? 3;
@@ -480,9 +492,18 @@ export class Cluster implements AsyncDisposable {
     return handle;
   }
 
+  #requireRunning(what: string): void {
+    if (this.#state === 'running') return;
+    const why =
+      this.#state === 'broken'
+        ? `its scheduler is gone (${this.#lostScheduler ?? 'no reason given'}); close() it and start a new cluster`
+        : `it is ${this.#state}`;
+    throw new ClusterStateError(`cannot ${what} cluster ${this.id}: ${why}`);
+  }
+
   async #scale(n: number): Promise<void> {
     return this.#serialize(async () => {
-      if (this.#state !== 'running') throw new ClusterStateError(`cannot scale cluster ${this.id}: it is ${this.#state}`);
+      this.#requireRunning('scale');
       const current = this.#workers.length;
       const ctx = this.#context(new AbortController().signal);
       if (n > current) {

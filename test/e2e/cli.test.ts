@@ -164,6 +164,24 @@ describe('dask-cloud CLI', () => {
       expect(fake.leaked()).toEqual({});
     });
 
+    it('a scheduler that dies while it runs ends the session: exit 1, said why, nothing left on the account', async () => {
+      await using fake = await startFake(DO_SLOT, { booter });
+      const dir = await mkdtemp(path.join(os.tmpdir(), 'dc-cli-do-'));
+      dirs.push(dir);
+      const cmd = spawnCli(['start', '--provider', 'digitalocean', '--workers', '1', '--endpoint', fake.endpoint, '--client-config', dir], {
+        ...env(fake.token),
+        DASK_CLOUD_MEMBER_WATCH_INTERVAL_MS: '250',
+      });
+      await cmd.until('Ctrl-C');
+      const scheduler = fake.droplets().find((d) => String(d.name).endsWith('-scheduler'))!;
+      fake.guestPowerOff(scheduler.id as number);
+      expect(await cmd.exited).toBe(1);
+      expect(cmd.output()).toMatch(/member-failed: .*scheduler VM dask-[0-9a-f]{8}-scheduler stopped on its own \(state off\)/);
+      expect(cmd.output()).toMatch(/the scheduler of dask-[0-9a-f]{8} is gone, so the cluster was closed and everything it created deleted/);
+      await fake.settle();
+      expect(fake.leaked()).toEqual({});
+    });
+
     it('refuses bad input before any API call', async () => {
       await using fake = await startFake(DO_SLOT, { booter });
       const r = await run(['start', '--provider', 'digitalocean', '--workers', 'two', '--endpoint', fake.endpoint], env(fake.token));

@@ -6,9 +6,9 @@ import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { LocalCluster } from '../../providers/local';
-import { ClusterStartError, DaskCloudError, LocalRuntimeError, ValidationError } from '../../src/errors';
+import { ClusterStartError, ClusterStateError, DaskCloudError, LocalRuntimeError, ValidationError } from '../../src/errors';
 import type { ClusterEvent } from '../../src/cluster/events';
 import { have, realDask } from '../helpers/prereq';
 import { pythonWithConfig } from '../helpers/python';
@@ -119,6 +119,32 @@ describe.runIf(enabled)('LocalCluster with real Dask', () => {
     await cluster.scale(2);
     expect(cluster.members.filter((m) => m.role === 'worker').map((m) => m.name)).not.toContain(victim.name);
     await cluster.waitForWorkers(2, { timeoutMs: 60_000 });
+  });
+
+  it('a scheduler that dies after start breaks the cluster: adapt and scale refuse and say why, close leaves nothing', async () => {
+    const events: ClusterEvent[] = [];
+    const cluster = track(await LocalCluster.start({ nWorkers: 1, onEvent: (e) => events.push(e) }));
+    const adaptive = cluster.adapt({ minimum: 1, maximum: 3, intervalMs: 200 });
+    const pids = cluster.pids();
+    const scheduler = cluster.members.find((m) => m.role === 'scheduler')!;
+    process.kill(-Number(scheduler.id.replace('pid-', '')), 'SIGKILL');
+    const deadline = Date.now() + 20_000;
+    while (cluster.state === 'running' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(cluster.state).toBe('broken');
+    expect(events.filter((e) => e.type === 'member-failed')).toEqual([
+      expect.objectContaining({ role: 'scheduler', name: scheduler.name, message: expect.stringMatching(/exited unexpectedly \(signal SIGKILL\)/) }),
+    ]);
+    // Adaptive scaling stopped by itself; nothing launches workers for a scheduler that is gone.
+    await vi.waitFor(() => expect(adaptive.running).toBe(false), { timeout: 5_000 });
+    for (const attempt of [() => cluster.scale(2), async () => cluster.adapt({ maximum: 2 })]) {
+      const err = await attempt().then(() => undefined, (e: unknown) => e);
+      expect(ClusterStateError.isInstance(err), String(err)).toBe(true);
+      expect((err as Error).message).toMatch(/cannot (scale|adapt) cluster dask-[0-9a-f]+: its scheduler is gone \(.*exited unexpectedly \(signal SIGKILL\).*\); close\(\) it and start a new cluster/s);
+    }
+    await cluster.close();
+    expect(cluster.state).toBe('closed');
+    expect(pids.filter(pidExists)).toEqual([]);
+    expect(processesOf(cluster.id)).toEqual([]);
   });
 
   it('adapt() follows the scheduler: up under load, back down to the minimum when idle', async () => {

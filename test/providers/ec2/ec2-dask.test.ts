@@ -233,6 +233,25 @@ describe.runIf(enabled)('EC2Cluster with real Dask on FakeEc2 instances', () => 
     expect(leakedCount(f)).toBe(0);
   });
 
+  it('after start, a scheduler VM that goes away breaks the cluster: scale refuses, close deletes the rest', async () => {
+    const { f, booter, cluster, events } = await setup({ nWorkers: 1, memberWatchIntervalMs: 250 });
+    await cluster.start();
+    const scheduler = cluster.members.find((m) => m.role === 'scheduler')!;
+    f.guestShutdown(scheduler.id);
+    await eventually(() => cluster.state === 'broken', 'the cluster to be broken', 20_000);
+    expect(events.filter((e) => e.type === 'member-failed')).toEqual([
+      expect.objectContaining({ role: 'scheduler', memberId: scheduler.id, message: expect.stringMatching(/scheduler VM .* is gone/) }),
+    ]);
+    const launches = f.server.calls('RunInstances').length;
+    const err = (await cluster.scale(3).catch((e: unknown) => e)) as Error;
+    expect(err.message).toMatch(/cannot scale cluster dask-[0-9a-f]+: its scheduler is gone \(.*\); close\(\) it and start a new cluster/);
+    expect(f.server.calls('RunInstances')).toHaveLength(launches); // nothing was launched for it
+    await cluster.close();
+    expect(cluster.state).toBe('closed');
+    expect(leakedCount(f)).toBe(0);
+    await eventually(() => booter.pids().length === 0);
+  });
+
   it('abort once the scheduler answered: rollback stops every process and deletes everything', async () => {
     const controller = new AbortController();
     const { f, booter, cluster } = await setup({ nWorkers: 2, signal: controller.signal, onEvent: (e) => e.type === 'scheduler-ready' && controller.abort() });
