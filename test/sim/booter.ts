@@ -54,6 +54,8 @@ export function toSimRules(rules: FakeFirewallRule[], privateIpOf: (vmId: string
  */
 export class SimVmBooter implements VmBooter {
   readonly #rules = new Map<string, FakeFirewallRule[]>();
+  /** The last queued rule change per VM: changes to one VM apply one after another, in order. */
+  readonly #applying = new Map<string, Promise<void>>();
 
   /** `containers`: every VM may run Docker containers (see BootVmOptions.containers). */
   constructor(
@@ -80,11 +82,14 @@ export class SimVmBooter implements VmBooter {
       firewall: toSimRules(req.firewall, this.privateIpOf),
       containers: this.options.containers,
     });
+    // Rules the fake sent while the VM booted were kept but could not be applied yet.
+    if (this.#rules.get(req.id) !== req.firewall) await this.#apply(req.id);
     await this.#refreshPeers();
     return {
       consoleOutput: () => vm.consoleOutput(),
       stop: async () => {
         this.#rules.delete(req.id);
+        this.#applying.delete(req.id);
         await vm.stop();
       },
       exited: vm.exited,
@@ -93,7 +98,28 @@ export class SimVmBooter implements VmBooter {
 
   async setFirewall(id: string, rules: FakeFirewallRule[]): Promise<void> {
     this.#rules.set(id, rules);
-    if (this.net.vm(id)) await this.net.setFirewall(id, toSimRules(rules, this.privateIpOf));
+    await this.#apply(id);
+  }
+
+  /**
+   * Applies VM `id`'s current rules, translated when its turn comes, never before. Two `nft`
+   * runs for one VM that overlap may finish in either order; if an older translation (one
+   * made before a peer booted) finished last, that peer would stay locked out.
+   */
+  #apply(id: string): Promise<void> {
+    const next = (this.#applying.get(id) ?? Promise.resolve())
+      .catch(() => undefined)
+      .then(async () => {
+        const rules = this.#rules.get(id);
+        if (!rules || !this.net.vm(id)) return;
+        try {
+          await this.net.setFirewall(id, toSimRules(rules, this.privateIpOf));
+        } catch (err) {
+          if (this.net.vm(id)) throw err; // a VM stopped meanwhile needs no rules
+        }
+      });
+    this.#applying.set(id, next);
+    return next;
   }
 
   /**
@@ -101,13 +127,7 @@ export class SimVmBooter implements VmBooter {
    * finished booting while it booted were not there to translate when its own rules were set.
    */
   async #refreshPeers(): Promise<void> {
-    for (const [id, rules] of this.#rules) {
-      if (!this.net.vm(id) || !rules.some((r) => (r.peerVmIds ?? []).length > 0)) continue;
-      try {
-        await this.net.setFirewall(id, toSimRules(rules, this.privateIpOf));
-      } catch (err) {
-        if (this.net.vm(id)) throw err; // a VM stopped meanwhile needs no rules
-      }
-    }
+    const ids = [...this.#rules].filter(([id, rules]) => this.net.vm(id) && rules.some((r) => (r.peerVmIds ?? []).length > 0)).map(([id]) => id);
+    await Promise.all(ids.map((id) => this.#apply(id)));
   }
 }
