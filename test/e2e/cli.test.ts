@@ -3,7 +3,7 @@
  * a local cluster that runs until interrupted and then leaves nothing behind, and `start` on a
  * (fake) DigitalOcean account whose Droplets run their Dask processes locally.
  */
-import { spawn, execFile } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -12,6 +12,7 @@ import { FakeDigitalOcean } from '../fakes/digitalocean';
 import { LOOPBACK_POOLS } from '../sim/process-booter';
 import { have, realDask } from '../helpers/prereq';
 import { pythonWithConfig } from '../helpers/python';
+import { spawnTsx, type SpawnedScript } from '../helpers/spawn';
 import { LocalVmBooter, startFake } from '../providers/digitalocean/helpers';
 
 const root = path.resolve(__dirname, '../..');
@@ -31,26 +32,11 @@ function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: numbe
 /** Loopback slot of this file among the DigitalOcean test files (see test/providers/digitalocean/helpers.ts). */
 const DO_SLOT = 5;
 
-/** Spawns the CLI; `until(text)` waits (bounded) for text on stdout or stderr. */
-function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}) {
-  // `node --import tsx` rather than the tsx CLI, which runs the script in a grandchild: a signal
-  // must reach the process that closes the cluster, and its exit must be that process's.
-  const child = spawn(process.execPath, ['--import', 'tsx', cli, ...args], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-  child.stderr.on('data', (b: Buffer) => (out += b.toString()));
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  return {
-    child,
-    exited,
-    output: () => out,
-    async until(text: string | RegExp, ms = 60_000): Promise<void> {
-      const deadline = Date.now() + ms;
-      const seen = () => (typeof text === 'string' ? out.includes(text) : text.test(out));
-      while (!seen() && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 100));
-      if (!seen()) throw new Error(`the CLI did not print ${String(text)}:\n${out}`);
-    },
-  };
+/** A fresh directory, removed after the file's tests. */
+async function tempDir(prefix: string): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
+  dirs.push(dir);
+  return dir;
 }
 
 describe('dask-cloud CLI', () => {
@@ -98,9 +84,8 @@ describe('dask-cloud CLI', () => {
   });
 
   it.runIf(have(realDask()))('local runs a TLS cluster until interrupted, then closes it', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'dc-cli-'));
-    dirs.push(dir);
-    const cmd = spawnCli(['local', '--workers', '1', '--client-config', dir]);
+    const dir = await tempDir('dc-cli-');
+    const cmd = spawnTsx(cli, ['local', '--workers', '1', '--client-config', dir]);
     await cmd.until('Ctrl-C');
     expect(cmd.output()).toMatch(/scheduler tls:\/\/127\.0\.0\.1:\d+, 1 workers/);
     expect((await stat(path.join(dir, 'client.key'))).mode & 0o777).toBe(0o600);
@@ -114,11 +99,22 @@ describe('dask-cloud CLI', () => {
     afterAll(async () => booter?.stopAll());
     const env = (token: string) => ({ DIGITALOCEAN_TOKEN: token, DASK_CLOUD_DIGITALOCEAN_POLL_INTERVAL_MS: '50' });
 
+    /** `dask-cloud start` on the fake's account, writing the client config to a fresh directory. */
+    async function startOn(fake: FakeDigitalOcean, options: { workers?: number; env?: NodeJS.ProcessEnv } = {}): Promise<{ cmd: SpawnedScript; dir: string }> {
+      const dir = await tempDir('dc-cli-do-');
+      const args = ['start', '--provider', 'digitalocean', '--workers', String(options.workers ?? 1), '--endpoint', fake.endpoint, '--client-config', dir];
+      return { cmd: spawnTsx(cli, args, { ...env(fake.token), ...options.env }), dir };
+    }
+
+    /** Once the fake's background work is done, it holds nothing. */
+    async function expectAccountEmpty(fake: FakeDigitalOcean): Promise<void> {
+      await fake.settle();
+      expect(fake.leaked()).toEqual({});
+    }
+
     it('starts a TLS cluster a Python client computes on, shows progress, and deletes everything on Ctrl-C', async () => {
       await using fake = await startFake(DO_SLOT, { booter });
-      const dir = await mkdtemp(path.join(os.tmpdir(), 'dc-cli-do-'));
-      dirs.push(dir);
-      const cmd = spawnCli(['start', '--provider', 'digitalocean', '--workers', '1', '--endpoint', fake.endpoint, '--client-config', dir], env(fake.token));
+      const { cmd, dir } = await startOn(fake);
       await cmd.until('Ctrl-C');
       expect(cmd.output()).toMatch(/starting dask-[0-9a-f]{8} \(digitalocean, 1 workers\)/);
       expect(cmd.output()).toMatch(/launched scheduler dask-[0-9a-f]{8}-scheduler/);
@@ -130,15 +126,12 @@ describe('dask-cloud CLI', () => {
       cmd.child.kill('SIGINT');
       expect(await cmd.exited).toBe(0);
       expect(cmd.output()).toContain('closed');
-      await fake.settle();
-      expect(fake.leaked()).toEqual({});
+      await expectAccountEmpty(fake);
     });
 
     it('a second Ctrl-C while closing does not cut the teardown short, and says so', async () => {
       await using fake = await startFake(DO_SLOT, { booter });
-      const dir = await mkdtemp(path.join(os.tmpdir(), 'dc-cli-do-'));
-      dirs.push(dir);
-      const cmd = spawnCli(['start', '--provider', 'digitalocean', '--workers', '1', '--endpoint', fake.endpoint, '--client-config', dir], env(fake.token));
+      const { cmd } = await startOn(fake);
       await cmd.until('Ctrl-C');
       fake.faults.latency('droplets_destroy', 1_500); // a slow teardown, to interrupt
       cmd.child.kill('SIGINT');
@@ -148,38 +141,30 @@ describe('dask-cloud CLI', () => {
       await cmd.until('still deleting what the cluster created');
       expect(await cmd.exited).toBe(0);
       expect(cmd.output()).toContain('closed');
-      await fake.settle();
-      expect(fake.leaked()).toEqual({});
+      await expectAccountEmpty(fake);
     });
 
     it('Ctrl-C during the start rolls it back: exit 1, nothing left on the account', async () => {
       // Droplets take 3 s to become active: the interrupt lands while the start waits for them.
       await using fake = await startFake(DO_SLOT, { booter, lifecycleMs: 3_000 });
-      const cmd = spawnCli(['start', '--provider', 'digitalocean', '--workers', '2', '--endpoint', fake.endpoint, '--client-config', path.join(os.tmpdir(), 'unused')], env(fake.token));
+      const { cmd } = await startOn(fake, { workers: 2 });
       await cmd.until(/launched scheduler/);
       cmd.child.kill('SIGINT');
       expect(await cmd.exited).toBe(1);
       expect(cmd.output()).toMatch(/dask-cloud start: .*aborted.*\[E_ABORTED\]/s);
-      await fake.settle();
-      expect(fake.leaked()).toEqual({});
+      await expectAccountEmpty(fake);
     });
 
     it('a scheduler that dies while it runs ends the session: exit 1, said why, nothing left on the account', async () => {
       await using fake = await startFake(DO_SLOT, { booter });
-      const dir = await mkdtemp(path.join(os.tmpdir(), 'dc-cli-do-'));
-      dirs.push(dir);
-      const cmd = spawnCli(['start', '--provider', 'digitalocean', '--workers', '1', '--endpoint', fake.endpoint, '--client-config', dir], {
-        ...env(fake.token),
-        DASK_CLOUD_MEMBER_WATCH_INTERVAL_MS: '250',
-      });
+      const { cmd } = await startOn(fake, { env: { DASK_CLOUD_MEMBER_WATCH_INTERVAL_MS: '250' } });
       await cmd.until('Ctrl-C');
       const scheduler = fake.droplets().find((d) => String(d.name).endsWith('-scheduler'))!;
       fake.guestPowerOff(scheduler.id as number);
       expect(await cmd.exited).toBe(1);
       expect(cmd.output()).toMatch(/member-failed: .*scheduler VM dask-[0-9a-f]{8}-scheduler stopped on its own \(state off\)/);
       expect(cmd.output()).toMatch(/the scheduler of dask-[0-9a-f]{8} is gone, so the cluster was closed and everything it created deleted/);
-      await fake.settle();
-      expect(fake.leaked()).toEqual({});
+      await expectAccountEmpty(fake);
     });
 
     it('refuses bad input before any API call', async () => {

@@ -21,6 +21,7 @@ import {
   type TlsClientOptions,
 } from '../../src/dask';
 import { have, pythonWithDask, realDask } from '../helpers/prereq';
+import { spawnTsx } from '../helpers/spawn';
 
 const HOST = '127.0.0.1';
 const REPO = path.resolve(__dirname, '../..');
@@ -531,21 +532,11 @@ const attempt = async (f: () => Promise<{ close(): Promise<void> }>) => {
 })();
 `,
     );
-    const child = spawn(process.execPath, ['--import', 'tsx', script, input], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let errOut = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (errOut += d.toString()));
-    const proc: DaskProc = { child, pid: child.pid!, exited: new Promise((r) => child.once('exit', r)), output: [] };
-    let code: number | null;
-    try {
-      code = await exitWithin(proc, 30_000);
-    } catch (err) {
-      child.kill('SIGKILL');
-      throw new Error(`the script did not exit on its own: something is left open\n${out}\n${errOut}\n${(err as Error).message}`);
-    }
-    expect(code, errOut).toBe(0);
-    const result = JSON.parse(out.trim().split('\n').pop()!) as { codes: string[]; resources: string[] };
+    const run = spawnTsx(script, [input]);
+    const code = await run.exitWithin(30_000);
+    if (code === 'timeout') throw new Error(`the script did not exit on its own within 30 s: something is left open\n${run.output()}`);
+    expect(code, run.stderr()).toBe(0);
+    const result = JSON.parse(run.stdout().trim().split('\n').pop()!) as { codes: string[]; resources: string[] };
     expect(result.codes).toEqual([
       'E_CONNECT_REFUSED',
       'E_TLS_REFUSED',

@@ -6,10 +6,11 @@ import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { LocalCluster } from '../../providers/local';
 import { ClusterStartError, ClusterStateError, DaskCloudError, LocalRuntimeError, ValidationError } from '../../src/errors';
 import type { ClusterEvent } from '../../src/cluster/events';
+import { eventually } from '../helpers/eventually';
 import { have, realDask } from '../helpers/prereq';
 import { pythonWithConfig } from '../helpers/python';
 import { pidExists } from '../sim/exec';
@@ -112,8 +113,7 @@ describe.runIf(enabled)('LocalCluster with real Dask', () => {
     await using cluster = track(await LocalCluster.start({ nWorkers: 2, onEvent: (e) => events.push(e) }));
     const victim = cluster.members.find((m) => m.role === 'worker')!;
     process.kill(-Number(victim.id.replace('pid-', '')), 'SIGKILL');
-    const deadline = Date.now() + 20_000;
-    while (!events.some((e) => e.type === 'member-failed') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await eventually(() => events.some((e) => e.type === 'member-failed'), 'a member-failed event', 20_000);
     expect(events.find((e) => e.type === 'member-failed')).toMatchObject({ role: 'worker', name: victim.name, message: expect.stringMatching(/exited unexpectedly \(signal SIGKILL\)/) });
     // It no longer counts: scaling back to 2 replaces it.
     await cluster.scale(2);
@@ -128,14 +128,13 @@ describe.runIf(enabled)('LocalCluster with real Dask', () => {
     const pids = cluster.pids();
     const scheduler = cluster.members.find((m) => m.role === 'scheduler')!;
     process.kill(-Number(scheduler.id.replace('pid-', '')), 'SIGKILL');
-    const deadline = Date.now() + 20_000;
-    while (cluster.state === 'running' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await eventually(() => cluster.state !== 'running', 'the cluster to leave running', 20_000);
     expect(cluster.state).toBe('broken');
     expect(events.filter((e) => e.type === 'member-failed')).toEqual([
       expect.objectContaining({ role: 'scheduler', name: scheduler.name, message: expect.stringMatching(/exited unexpectedly \(signal SIGKILL\)/) }),
     ]);
     // Adaptive scaling stopped by itself; nothing launches workers for a scheduler that is gone.
-    await vi.waitFor(() => expect(adaptive.running).toBe(false), { timeout: 5_000 });
+    await eventually(() => !adaptive.running, 'adaptive scaling to stop', 5_000);
     for (const attempt of [() => cluster.scale(2), async () => cluster.adapt({ maximum: 2 })]) {
       const err = await attempt().then(() => undefined, (e: unknown) => e);
       expect(ClusterStateError.isInstance(err), String(err)).toBe(true);

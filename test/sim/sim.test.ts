@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { have, pythonWithDask, realDask } from '../helpers/prereq';
+import { spawnTsx } from '../helpers/spawn';
 import { SimNetwork, SimVmBooter, simulatedVms, cleanupStale, type SimVm, type FirewallRule } from './index';
 import type { FirewallRule as FakeFirewallRule } from '../fakes/core/state';
 import { routeGet } from './net-util';
@@ -354,21 +355,13 @@ describe.skipIf(!enabled)('simulated cloud: host access and leftovers', () => {
   }, 90_000);
 
   it('a SIGKILLed owner leaves no VM running; cleanupStale removes its namespaces and files', async () => {
-    const { spawn } = await import('node:child_process');
-    // node itself (tsx as a loader, not the tsx CLI, which would put a second process in between).
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, 'fixtures/crash-child.ts')], {
-      cwd: path.resolve(__dirname, '../..'),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    const crashChild = spawnTsx(path.join(__dirname, 'fixtures/crash-child.ts'));
+    const { child } = crashChild;
     const info = await waitFor(
       'the child to boot its VM',
       () => {
-        if (child.exitCode !== null) throw new Error(`child exited ${child.exitCode}: ${err}`);
-        const line = out.split('\n').find((l) => l.startsWith('{'));
+        if (child.exitCode !== null) throw new Error(`child exited ${child.exitCode}: ${crashChild.stderr()}`);
+        const line = crashChild.stdout().split('\n').find((l) => l.startsWith('{'));
         return line ? (JSON.parse(line) as { netId: string; launcherPid: number; initPid: number; netns: string }) : undefined;
       },
       { timeoutMs: 45_000 },

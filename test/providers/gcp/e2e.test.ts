@@ -8,7 +8,7 @@
  * Also here: the exact API calls of start, scale and close, and cleanup of what a killed process
  * left behind. Network safety: every address is on loopback (see helpers.ts).
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import * as os from 'node:os';
@@ -21,6 +21,7 @@ import { LABELS } from '../../../src/cluster/vm';
 import { parseAddress } from '../../../src/dask';
 import { Security } from '../../../src/security';
 import { presentedCertificate, userSecurity } from '../../helpers/tls';
+import { spawnTsx } from '../../helpers/spawn';
 import { assertNoContractViolations } from '../../fakes/core';
 import type { FakeGcp } from '../../fakes/gcp';
 import { have, openssl, pythonWithDask, realDask } from '../../helpers/prereq';
@@ -341,37 +342,21 @@ describe.runIf(enabled && have(openssl()))('examples/custom-security.ts: its Ope
 
 /** Starts leave-behind.ts, waits until its cluster exists, kills it with SIGKILL: the cluster id. */
 async function killedProcessCluster(f: FakeGcp, expiresHours: number, zone = ZONE): Promise<string> {
-  // `node --import tsx` rather than the tsx CLI, which runs the script in a grandchild that a
-  // SIGKILL of the CLI would leave running.
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, 'fixtures/leave-behind.ts')], {
-    cwd: root,
-    env: { ...process.env, FAKE_GCP_PORT: String(f.port), FAKE_GCP_PROJECT: f.project, FAKE_GCP_ZONE: zone, EXPIRES_HOURS: String(expiresHours) },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const script = spawnTsx(path.join(__dirname, 'fixtures/leave-behind.ts'), [], {
+    FAKE_GCP_PORT: String(f.port),
+    FAKE_GCP_PROJECT: f.project,
+    FAKE_GCP_ZONE: zone,
+    EXPIRES_HOURS: String(expiresHours),
   });
-  let stderr = '';
-  child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
   try {
-    return await new Promise<string>((resolve, reject) => {
-      let out = '';
-      const timer = setTimeout(() => reject(new Error(`the leave-behind process did not create its cluster in time\n${stderr}`)), 40_000);
-      child.stdout.on('data', (b: Buffer) => {
-        out += b.toString();
-        const line = out.split('\n').find((l) => l.startsWith('{'));
-        if (line) {
-          clearTimeout(timer);
-          resolve((JSON.parse(line) as { clusterId: string }).clusterId);
-        }
-      });
-      child.on('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`the leave-behind process exited (${code}) early\n${stderr}`));
-      });
-    });
+    // The script prints its cluster id as one JSON line once the cluster exists.
+    await script.until(/^\{.*\}$/m, 40_000);
+    const line = script.stdout().split('\n').find((l) => l.startsWith('{'))!;
+    return (JSON.parse(line) as { clusterId: string }).clusterId;
   } finally {
-    if (child.pid !== undefined && child.exitCode === null) {
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGKILL');
-      await exited;
+    if (script.child.exitCode === null) {
+      script.child.kill('SIGKILL');
+      await script.exited;
     }
   }
 }
