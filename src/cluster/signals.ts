@@ -23,24 +23,66 @@ interface Closable {
   killSync?(): void;
 }
 
-const live = new Set<Closable>();
-let installed = false;
+/**
+ * Clusters that need process hooks: the hooks are installed while the set holds at least one
+ * cluster and removed when it empties, so an idle process keeps Node's default behaviour.
+ */
+class HookedSet {
+  readonly #members = new Set<Closable>();
+  #installed = false;
+
+  constructor(readonly hooks: readonly (readonly [event: string, listener: (...args: any[]) => void])[]) {}
+
+  get size(): number {
+    return this.#members.size;
+  }
+
+  add(cluster: Closable): void {
+    this.#members.add(cluster);
+    if (this.#installed) return;
+    this.#installed = true;
+    for (const [event, listener] of this.hooks) process.on(event, listener);
+  }
+
+  delete(cluster: Closable): void {
+    this.#members.delete(cluster);
+    if (this.#members.size === 0) this.release();
+  }
+
+  /** Empties the set (without removing the hooks) and returns what it held. */
+  take(): Closable[] {
+    const all = [...this.#members];
+    this.#members.clear();
+    return all;
+  }
+
+  values(): Closable[] {
+    return [...this.#members];
+  }
+
+  release(): void {
+    if (!this.#installed) return;
+    this.#installed = false;
+    for (const [event, listener] of this.hooks) process.off(event, listener);
+  }
+}
+
 let handling = false;
 
 function onSignal(signal: NodeJS.Signals): void {
   if (handling) return;
   handling = true;
   log('%s: closing %d live cluster(s)', signal, live.size);
-  const all = [...live].map((c) => c.close().catch((err) => log('close %s failed: %O', c.id, err)));
+  const all = live.values().map((c) => c.close().catch((err) => log('close %s failed: %O', c.id, err)));
   const limit = new Promise((resolve) => setTimeout(resolve, TEARDOWN_LIMIT_MS).unref());
   void Promise.race([Promise.all(all), limit]).then(() => {
-    uninstall();
+    live.release();
     process.kill(process.pid, signal);
   });
 }
 
 function onExit(): void {
-  for (const c of live) {
+  for (const c of live.values()) {
     try {
       c.killSync?.();
     } catch {
@@ -49,37 +91,9 @@ function onExit(): void {
   }
 }
 
-function install(): void {
-  if (installed) return;
-  installed = true;
-  for (const s of SIGNALS) process.on(s, onSignal);
-  process.on('exit', onExit);
-}
-
-function uninstall(): void {
-  if (!installed) return;
-  installed = false;
-  for (const s of SIGNALS) process.off(s, onSignal);
-  process.off('exit', onExit);
-}
-
-export function registerLive(cluster: Closable): void {
-  live.add(cluster);
-  install();
-}
-
-export function unregisterLive(cluster: Closable): void {
-  live.delete(cluster);
-  if (live.size === 0) uninstall();
-}
-
-const open = new Set<Closable>();
-let exitHookInstalled = false;
-
 function onBeforeExit(): void {
   if (open.size === 0) return;
-  const clusters = [...open];
-  open.clear();
+  const clusters = open.take();
   for (const c of clusters) {
     process.emitWarning(`cluster ${c.id} was still open when the process ran out of work: closing it now (call close(), or use \`await using\`)`, {
       code: 'DASK_CLOUD_UNCLOSED',
@@ -89,19 +103,24 @@ function onBeforeExit(): void {
   void Promise.all(clusters.map((c) => c.close().catch((err) => log('closing %s at exit failed: %O', c.id, err))));
 }
 
+/** Started clusters with `closeOnSignals`: closed on SIGINT/SIGTERM/SIGHUP, killed at `exit`. */
+const live = new HookedSet([...SIGNALS.map((s) => [s, onSignal] as const), ['exit', onExit] as const]);
+/** Clusters that have begun to start and are not closed yet: closed at `beforeExit`. */
+const open = new HookedSet([['beforeExit', onBeforeExit]]);
+
+export function registerLive(cluster: Closable): void {
+  live.add(cluster);
+}
+
+export function unregisterLive(cluster: Closable): void {
+  live.delete(cluster);
+}
+
 /** A cluster that has begun to start and is not closed yet. */
 export function registerOpen(cluster: Closable): void {
   open.add(cluster);
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    process.on('beforeExit', onBeforeExit);
-  }
 }
 
 export function unregisterOpen(cluster: Closable): void {
   open.delete(cluster);
-  if (open.size === 0 && exitHookInstalled) {
-    exitHookInstalled = false;
-    process.off('beforeExit', onBeforeExit);
-  }
 }
