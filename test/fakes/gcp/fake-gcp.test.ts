@@ -46,6 +46,19 @@ async function insertAndWait(c: Clients, name: string, over = {}) {
 }
 
 /**
+ * A fake on a ManualClock with 10 ms lifecycles and a RecordingBooter, holding one instance that
+ * has been inserted and reached RUNNING (so it has booted).
+ */
+async function runningOnManualClock(name: string, over = {}) {
+  const clock = new ManualClock();
+  const booter = new RecordingBooter();
+  const { fake, c } = await setup({ clock, booter, lifecycleMs: { provisioningMs: 10, stagingMs: 10, stoppingMs: 10 } });
+  await c.instances.insert({ project: PROJECT, zone: ZONE, instanceResource: instanceBody(name, over) });
+  await clock.advance(20);
+  return { clock, booter, fake, c };
+}
+
+/**
  * What the SDK throws for an HTTP error. With google-gax 5 + google-auth-library 10 the REST
  * transport's fetch rejects first: a GaxiosError whose `code`/`status` is the HTTP status and whose
  * `message` is the raw JSON body — so providers must read `error.errors[0].reason` from it.
@@ -136,14 +149,7 @@ describe('instances lifecycle (ManualClock)', () => {
   });
 
   it('maxRunDuration with instanceTerminationAction DELETE deletes the VM when it elapses', async () => {
-    const clock = new ManualClock();
-    const booter = new RecordingBooter();
-    const { fake, c } = await setup({ clock, booter, lifecycleMs: { provisioningMs: 10, stagingMs: 10, stoppingMs: 10 } });
-    await c.instances.insert({
-      project: PROJECT, zone: ZONE,
-      instanceResource: instanceBody('capped', { scheduling: { maxRunDuration: { seconds: 3600 }, instanceTerminationAction: 'DELETE' } }),
-    });
-    await clock.advance(20);
+    const { clock, booter, fake, c } = await runningOnManualClock('capped', { scheduling: { maxRunDuration: { seconds: 3600 }, instanceTerminationAction: 'DELETE' } });
     const [inst] = await c.instances.get({ project: PROJECT, zone: ZONE, instance: 'capped' });
     expect(inst.status).toBe('RUNNING');
     expect(inst.scheduling).toMatchObject({ maxRunDuration: { seconds: '3600' }, instanceTerminationAction: 'DELETE', provisioningModel: 'STANDARD' });
@@ -157,14 +163,9 @@ describe('instances lifecycle (ManualClock)', () => {
 
 describe('guest power-off', () => {
   it('a booted VM that exits on its own: STOPPING → TERMINATED, external IP released, the instance stays until deleted', async () => {
-    const clock = new ManualClock();
-    const booter = new RecordingBooter();
-    const { fake, c } = await setup({ clock, booter, lifecycleMs: { provisioningMs: 10, stagingMs: 10, stoppingMs: 10 } });
-    await c.instances.insert({
-      project: PROJECT, zone: ZONE,
-      instanceResource: instanceBody('quits', { networkInterfaces: [{ network: 'global/networks/default', accessConfigs: [{ type: 'ONE_TO_ONE_NAT', name: 'External NAT' }] }] }),
+    const { clock, booter, fake, c } = await runningOnManualClock('quits', {
+      networkInterfaces: [{ network: 'global/networks/default', accessConfigs: [{ type: 'ONE_TO_ONE_NAT', name: 'External NAT' }] }],
     });
-    await clock.advance(20);
     const get = async () => (await c.instances.get({ project: PROJECT, zone: ZONE, instance: 'quits' }))[0];
     const running = await get();
     expect(running.status).toBe('RUNNING');
