@@ -43,7 +43,11 @@ export type ErrorCode =
   // lifecycle
   | 'E_START_FAILED'
   | 'E_CLUSTER_STATE'
-  | 'E_CLOUD_API';
+  | 'E_CLOUD_API'
+  | 'E_TEARDOWN'
+  // read-only checks before anything is created
+  | 'E_CREDENTIALS'
+  | 'E_PREFLIGHT';
 
 export interface DaskCloudErrorOptions {
   cause?: unknown;
@@ -111,5 +115,37 @@ export class ClusterStateError extends DaskCloudError {
 export class CloudApiError extends DaskCloudError {
   constructor(message: string, options: DaskCloudErrorOptions = {}) {
     super('E_CLOUD_API', message, options);
+  }
+}
+
+/**
+ * No usable cloud credentials were found, or the cloud refused them. Thrown by `preflight()` and
+ * `start()` before any other call; the message says how that cloud's own tools set them up.
+ */
+export class CredentialsError extends DaskCloudError {
+  constructor(message: string, options: DaskCloudErrorOptions = {}) {
+    super('E_CREDENTIALS', message, options);
+  }
+}
+
+/**
+ * A read-only check of the account failed before anything was created (a missing NAT, no quota
+ * left, a permission the cluster needs). `details.checks` lists every failed check with its fix.
+ */
+export class PreflightError extends DaskCloudError {
+  constructor(message: string, options: DaskCloudErrorOptions = {}) {
+    super('E_PREFLIGHT', message, options);
+  }
+}
+
+/**
+ * Deleting a cluster's resources failed part way. Every deletion was still tried;
+ * `details.leftovers` names what may remain, and the message gives the cleanup command.
+ */
+export class TeardownError extends DaskCloudError {
+  readonly leftovers: string[];
+  constructor(message: string, leftovers: string[], options: DaskCloudErrorOptions = {}) {
+    super('E_TEARDOWN', message, { ...options, details: { ...options.details, leftovers } });
+    this.leftovers = leftovers;
   }
 }

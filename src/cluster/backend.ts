@@ -7,6 +7,7 @@ import type { Debugger } from 'debug';
 import type { Security } from '../security/security';
 import type { DaskProcessOptions } from '../dask/command';
 import type { ClusterEvent } from './events';
+import type { PreflightReport } from './preflight';
 
 export type MemberRole = 'scheduler' | 'worker';
 
@@ -54,13 +55,24 @@ export interface BackendContext {
 export interface ClusterBackend {
   /** Short name used in logs and errors, e.g. `local`, `gcp`. */
   readonly kind: string;
+  /**
+   * Checks that need no API call (user-data of both roles renders and fits). Throws a typed
+   * error; runs before anything else talks to a cloud.
+   */
+  validate?(ctx: BackendContext, specs: { scheduler: MemberSpec; worker: MemberSpec }): void;
+  /** Read-only checks of the account (credentials, location, image, network, NAT, quota, permissions). */
+  preflight?(ctx: BackendContext, report: PreflightReport): Promise<void>;
   /** Create shared resources (network, firewall). Called once, first. */
   prepare(ctx: BackendContext): Promise<void>;
   launchScheduler(ctx: BackendContext, spec: MemberSpec): Promise<SchedulerLaunch>;
   launchWorkers(ctx: BackendContext, specs: MemberSpec[]): Promise<Member[]>;
   /** Delete the given members. "Not found" counts as done. */
   stopMembers(ctx: BackendContext, members: Member[]): Promise<void>;
-  /** Delete everything this backend created for the cluster. Idempotent; safe after a partial start. */
+  /**
+   * Delete everything this backend created for the cluster. Idempotent; safe after a partial
+   * start. Tries every deletion even when one fails, then throws a `TeardownError` naming what is
+   * left.
+   */
   teardown(ctx: BackendContext): Promise<void>;
   /** The tail of a member's log / console output, for error messages. Never throws. */
   diagnostics(member: Member): Promise<string>;

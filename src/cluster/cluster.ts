@@ -9,11 +9,12 @@ import { Security } from '../security/security';
 import type { TemporaryOptions } from '../security/security';
 import { SchedulerClient, waitForScheduler, waitForWorkers } from '../dask';
 import type { WorkerIdentity } from '../dask';
-import { ClusterStartError, ClusterStateError, DaskCloudError, ValidationError } from '../errors';
+import { ClusterStartError, ClusterStateError, DaskCloudError, TeardownError, ValidationError } from '../errors';
 import type { BackendContext, ClusterBackend, Member, MemberSpec } from './backend';
 import type { ClusterEvent, ClusterEventListener, ClusterPhase } from './events';
 import { registerLive, registerOpen, unregisterLive, unregisterOpen } from './signals';
 import { writeClientConfig as writeConfig } from './client-config';
+import { PreflightReport } from './preflight';
 
 export interface ClusterOptions {
   /** Workers to start with (default 1). */
@@ -128,6 +129,8 @@ export function validateClusterOptions(options: ClusterOptions): void {
     for (const [k, v] of Object.entries(options.env)) {
       if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new ValidationError(`env name ${JSON.stringify(k)} is not a valid variable name`, { option: 'env' });
       if (typeof v !== 'string') throw new ValidationError(`env ${k} must be a string`, { option: 'env' });
+      // The value itself is never quoted back: it may be a secret.
+      if (v.includes('\0')) throw new ValidationError(`env ${k} contains a NUL character, which no environment can carry`, { option: 'env' });
     }
   }
 }
@@ -203,6 +206,77 @@ export class Cluster implements AsyncDisposable {
     return Object.fromEntries(entries);
   }
 
+  /**
+   * How long the cluster is meant to live, in hours, when the backend knows (VM clusters:
+   * `expiresAfterHours`). Generated certificates are valid exactly that long.
+   */
+  protected lifetimeHours(): number | undefined {
+    return undefined;
+  }
+
+  /** The credentials for start(): generated ones live as long as the cluster; a mismatch is warned about. */
+  async #credentials(): Promise<void> {
+    const hours = this.lifetimeHours();
+    const temp = this.options.temporarySecurity;
+    if (this.#security === undefined) {
+      // An hour beyond the cluster's expiry, so the expiry sweep (not a TLS failure) ends it.
+      const validityDays = hours === undefined ? undefined : (hours + 1) / 24;
+      this.#security = await Security.temporary({ ...(validityDays === undefined ? {} : { validityDays }), ...temp });
+    }
+    if (hours === undefined || this.#security === false) return;
+    const clusterEnds = Date.now() + hours * 3_600_000;
+    const certsEnd = this.#security.expiresAt.getTime();
+    if (certsEnd < clusterEnds) {
+      this.emit({
+        type: 'warning',
+        clusterId: this.id,
+        message:
+          `the cluster's certificates expire at ${new Date(certsEnd).toISOString()}, before the cluster does (expiresAfterHours: ${hours}, at ${new Date(clusterEnds).toISOString()}): ` +
+          'from then on no client or worker can connect. Shorten expiresAfterHours or issue longer-lived certificates',
+        at: Date.now(),
+      });
+    } else if (temp?.validityDays !== undefined && certsEnd > clusterEnds + 2 * 3_600_000) {
+      this.emit({
+        type: 'warning',
+        clusterId: this.id,
+        message: `temporarySecurity.validityDays (${temp.validityDays}) outlives the cluster (expiresAfterHours: ${hours}): the certificates stay valid after its resources count as expired`,
+        at: Date.now(),
+      });
+    }
+  }
+
+  #schedulerSpec(): MemberSpec {
+    return {
+      role: 'scheduler',
+      name: `${this.id}-scheduler`,
+      process: {
+        idleTimeout: this.options.idleTimeout,
+        extraArgs: this.options.schedulerOptions,
+        env: this.options.env,
+      },
+    };
+  }
+
+  /**
+   * Read-only checks of the account against this cluster's options, exactly those `start()` runs
+   * first: user-data renders and fits, credentials (and where they came from), location, image,
+   * network and instance types, NAT for private mode, quota headroom, permissions. Creates
+   * nothing and never throws for a failed check: the report holds each result with its fix.
+   */
+  async preflight(options: { signal?: AbortSignal } = {}): Promise<PreflightReport> {
+    if (this.#state !== 'new') throw new ClusterStateError(`cluster ${this.id} is ${this.#state}; preflight() runs before start()`);
+    const report = new PreflightReport(this.backend.kind);
+    await this.#credentials();
+    const ctx = this.#context(options.signal ?? new AbortController().signal);
+    await report.check('user-data', () => {
+      this.backend.validate?.(ctx, { scheduler: this.#schedulerSpec(), worker: this.#workerSpecs(1, false)[0]! });
+      return 'both roles render within the cloud limit';
+    });
+    await this.backend.preflight?.(ctx, report);
+    report.skipRest(report.ok ? `not needed on ${this.backend.kind}` : 'not checked: an earlier check failed');
+    return report;
+  }
+
   protected emit(event: ClusterEvent): void {
     this.log('%s %o', event.type, event);
     try {
@@ -253,10 +327,10 @@ export class Cluster implements AsyncDisposable {
     return result;
   }
 
-  #workerSpecs(count: number): MemberSpec[] {
+  #workerSpecs(count: number, consume = true): MemberSpec[] {
     const specs: MemberSpec[] = [];
     for (let i = 0; i < count; i++) {
-      const name = `${this.id}-worker-${this.#workerSeq++}`;
+      const name = `${this.id}-worker-${consume ? this.#workerSeq++ : this.#workerSeq + i}`;
       specs.push({
         role: 'worker',
         name,
@@ -292,29 +366,30 @@ export class Cluster implements AsyncDisposable {
     registerOpen(this);
     let phase: ClusterPhase = 'credentials';
     let workersLaunched: Promise<Member[]> | undefined;
+    /** Until the network phase nothing exists in the cloud: a failure is thrown as it is, with no rollback. */
+    let creating = false;
     try {
-      await this.#phase('credentials', async () => {
-        if (this.#security === undefined) this.#security = await Security.temporary(this.options.temporarySecurity);
-      });
+      await this.#phase('credentials', () => this.#credentials());
       // Made once the credentials exist: every backend call gets them through it.
       const ctx = this.#context(abort.signal);
+      const schedulerSpec = this.#schedulerSpec();
+      phase = 'validate';
+      await this.#phase('validate', async () => this.backend.validate?.(ctx, { scheduler: schedulerSpec, worker: this.#workerSpecs(1, false)[0]! }));
       throwIfAborted(abort.signal);
+      phase = 'preflight';
+      await this.#phase('preflight', async () => {
+        const report = new PreflightReport(this.backend.kind);
+        await this.backend.preflight?.(ctx, report);
+        report.throwIfFailed();
+      });
+      throwIfAborted(abort.signal);
+      creating = true;
       phase = 'network';
       await this.#phase('network', () => this.backend.prepare(ctx));
       phase = 'scheduler';
       // Backend calls are awaited (never raced): they honour ctx.signal, so nothing they create
       // can appear after the rollback below has run.
-      const launch = await this.#phase('scheduler', () =>
-        this.backend.launchScheduler(ctx, {
-          role: 'scheduler',
-          name: `${this.id}-scheduler`,
-          process: {
-            idleTimeout: this.options.idleTimeout,
-            extraArgs: this.options.schedulerOptions,
-            env: this.options.env,
-          },
-        }),
-      );
+      const launch = await this.#phase('scheduler', () => this.backend.launchScheduler(ctx, schedulerSpec));
       this.#scheduler = launch.member;
       this.#workerAddress = launch.workerAddress;
       this.emit({ type: 'member-launched', clusterId: this.id, role: 'scheduler', memberId: launch.member.id, name: launch.member.name, at: Date.now() });
@@ -324,7 +399,11 @@ export class Cluster implements AsyncDisposable {
       const nWorkers = this.options.nWorkers ?? 1;
       const launched = this.#launchWorkers(ctx, nWorkers);
       workersLaunched = launched;
-      launched.catch(() => undefined); // observed below; avoid an unhandled rejection meanwhile
+      // A refused worker create fails the start at once, with the cloud's message, rather than
+      // after the scheduler's readiness timeout.
+      launched.catch((err: unknown) => {
+        if (!abort.signal.aborted) abort.abort(new LaunchFailure(err));
+      });
 
       phase = 'scheduler';
       await this.#phase('ready', async () => {
@@ -347,23 +426,53 @@ export class Cluster implements AsyncDisposable {
       this.#state = 'running';
       return this;
     } catch (err) {
-      const failure = abort.signal.reason instanceof MemberFailure ? abort.signal.reason : undefined;
-      const cause = failure?.error ?? err;
+      if (!creating) {
+        // Bad input, missing credentials or a failed preflight check: nothing exists to roll
+        // back, so no cloud call is made and the typed error is the caller's.
+        this.#state = 'failed';
+        unregisterLive(this);
+        unregisterOpen(this);
+        const reason = abort.signal.reason;
+        if (abort.signal.aborted && !DaskCloudError.isInstance(err)) throw reason instanceof Error ? reason : new DaskCloudErrorAborted('aborted');
+        throw err;
+      }
+      const reason = abort.signal.reason;
+      const failure = reason instanceof MemberFailure ? reason : undefined;
+      const launchFailure = reason instanceof LaunchFailure ? reason : undefined;
+      const cause = failure?.error ?? launchFailure?.error ?? err;
       const failed = failure?.member ?? (phase === 'scheduler' ? this.#scheduler : undefined);
       if (failure) phase = failure.member.role === 'scheduler' ? 'scheduler' : 'workers';
+      if (launchFailure) phase = 'workers';
       const consoleTail = failed ? await this.backend.diagnostics(failed) : '';
       this.emit({ type: 'rollback', clusterId: this.id, reason: errorMessage(cause), at: Date.now() });
       abort.abort(cause);
       // A worker create still in flight must finish (it honours the abort) before the rollback,
       // or what it creates after the sweep would be left behind.
       await workersLaunched?.catch(() => undefined);
-      await this.#teardown('failed');
+      let leftovers: string[] = [];
+      let rollbackError: unknown;
+      try {
+        await this.#teardown('failed');
+      } catch (e) {
+        // The start's own cause stays the error; what the rollback could not delete is added.
+        rollbackError = e;
+        leftovers = TeardownError.isInstance(e) ? e.leftovers : [`resources of cluster ${this.id} (${errorMessage(e)})`];
+        this.#state = 'failed';
+        unregisterLive(this);
+        unregisterOpen(this);
+      }
       const where = failed ? ` (${failed.role} ${failed.name})` : '';
+      const cleanup = `dask-cloud cleanup --provider ${this.backend.kind} --cluster ${this.id}`;
       const message = `starting cluster ${this.id} failed during ${phase}${where}: ${errorMessage(cause)}` +
         (consoleTail ? `\n--- last output of ${failed?.name} ---\n${consoleTail}` : '') +
-        '\nEverything created for this cluster has been deleted.';
+        (rollbackError === undefined
+          ? '\nEverything created for this cluster has been deleted.'
+          : `\nThe rollback could not delete everything (${errorMessage(rollbackError)}). Left behind: ${leftovers.join('; ')}.\nDelete it with: ${cleanup}`);
       const code = DaskCloudError.isInstance(cause) && cause.code === 'E_ABORTED' ? 'E_ABORTED' : 'E_START_FAILED';
-      throw new ClusterStartError(code, message, { cause, details: { phase, member: failed?.name, consoleTail } });
+      throw new ClusterStartError(code, message, {
+        cause,
+        details: { phase, member: failed?.name, consoleTail, ...(rollbackError === undefined ? {} : { leftovers, cleanupCommand: cleanup }) },
+      });
     } finally {
       userSignal?.removeEventListener('abort', onUserAbort);
       this.#startAbort = undefined;
@@ -579,6 +688,10 @@ export class Cluster implements AsyncDisposable {
       }
       await this.#serialize(() => this.#teardown('closed'));
     })();
+    // A failed close can be retried: the next close() tries every deletion again.
+    this.#closing.catch(() => {
+      this.#closing = undefined;
+    });
     return this.#closing;
   }
 
@@ -589,9 +702,11 @@ export class Cluster implements AsyncDisposable {
       const members = this.members;
       try {
         if (members.length > 0) await this.backend.stopMembers(ctx, [...members]);
-      } finally {
-        await this.backend.teardown(ctx);
+      } catch (err) {
+        // The backend's sweep below deletes them again (and says what is left if that fails too).
+        this.log('stopping members failed, the teardown sweep retries: %s', errorMessage(err));
       }
+      await this.backend.teardown(ctx);
     });
     for (const m of this.members) {
       this.emit({ type: 'member-stopped', clusterId: this.id, role: m.role, memberId: m.id, name: m.name, at: Date.now() });
@@ -617,6 +732,15 @@ export class Cluster implements AsyncDisposable {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+}
+
+/** A worker launch (create call) was refused during start. */
+class LaunchFailure extends Error {
+  readonly error: unknown;
+  constructor(error: unknown) {
+    super(errorMessage(error));
+    this.error = error;
   }
 }
 

@@ -1,5 +1,5 @@
 /** Typed progress events a cluster emits through `onEvent`. Each carries the cluster id. */
-export type ClusterPhase = 'validate' | 'credentials' | 'network' | 'scheduler' | 'workers' | 'ready' | 'scale' | 'close';
+export type ClusterPhase = 'validate' | 'credentials' | 'preflight' | 'network' | 'scheduler' | 'workers' | 'ready' | 'scale' | 'close';
 
 export type ClusterEvent =
   | { type: 'phase-start'; clusterId: string; phase: ClusterPhase; at: number }

@@ -7,10 +7,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { renderUserData, type RenderedUserData } from '../cloud-init';
 import { DEFAULT_DASHBOARD_PORT, DEFAULT_SCHEDULER_PORT, protocolFor } from '../dask/command';
-import { CloudApiError, SecurityError, ValidationError } from '../errors';
+import { CloudApiError, DaskCloudError, SecurityError, TeardownError, ValidationError } from '../errors';
 import { Security } from '../security/security';
 import type { BackendContext, ClusterBackend, Member, MemberRole, MemberSpec, SchedulerLaunch } from './backend';
 import { Cluster, type ClusterOptions } from './cluster';
+import type { PreflightReport } from './preflight';
 import { retry } from './retry';
 
 /** Label / tag keys every resource carries from the moment it is created. */
@@ -66,6 +67,13 @@ export interface NetworkPlan {
    * their own mechanism (self-referencing group, target tags, cluster tag).
    */
   ingress: Array<{ ports: [number, number]; cidrs: string[] | 'network'; why: string }>;
+  /** Workers the cluster starts with (quota checks count the scheduler on top). */
+  nWorkers: number;
+  /**
+   * Whether VMs need outbound internet while booting (the docker runtime installs Docker and
+   * pulls the image). Private mode then needs a NAT; a `native` runtime on a baked image does not.
+   */
+  needsEgress: boolean;
 }
 
 export interface InstanceRequest {
@@ -109,8 +117,13 @@ export interface CloudAdapter {
   readonly binaryUserData: boolean;
   /** Max instances one create call may make. */
   readonly maxBatch: number;
-  /** Checks and look-ups that create nothing (image, network, quotas). */
-  preflight(ctx: AdapterContext, plan: NetworkPlan): Promise<void>;
+  /**
+   * Read-only checks and look-ups (credentials, location, image, network, NAT, quotas,
+   * permissions). Records one result per check in `report` (see `PreflightReport.check`) and
+   * makes no mutating call; what it resolves (image, subnet) is kept for the create calls. A
+   * failed credentials check ends it: the rest cannot be checked.
+   */
+  preflight(ctx: AdapterContext, plan: NetworkPlan, report: PreflightReport): Promise<void>;
   /** Create the per-cluster firewall / security group. */
   ensureNetwork(ctx: AdapterContext, plan: NetworkPlan): Promise<void>;
   /** Create instances; resolve once ids exist. `onCreated` is called as soon as ids are known, before any wait. */
@@ -120,6 +133,13 @@ export interface CloudAdapter {
   deleteInstances(ctx: AdapterContext, ids: string[]): Promise<void>;
   /** Every instance carrying the cluster label (for the sweep on close). */
   listInstances(ctx: AdapterContext): Promise<Instance[]>;
+  /**
+   * The given instances in whatever state they are, terminated ones included (with
+   * `stoppedState`), for the member watch: a VM that died before the watch first saw it must
+   * not look like one the cloud does not show yet. Ids the cloud does not know yet are left out.
+   * Without it the watch uses `listInstances`.
+   */
+  describeInstances?(ctx: AdapterContext, ids: string[]): Promise<Instance[]>;
   /** Delete the per-cluster network resources; retried by the core while instances are still going away. */
   deleteNetwork(ctx: AdapterContext): Promise<void>;
   /** Whether an error from deleteNetwork means "still in use, try again". */
@@ -240,6 +260,8 @@ export function validateVMOptions(options: VMClusterOptions): void {
 }
 
 const DEFAULT_MEMBER_WATCH_MS = 15_000;
+/** Default lifetime of a VM cluster's resources and of its generated certificates. */
+export const DEFAULT_EXPIRES_AFTER_HOURS = 24;
 
 /** Split into chunks of at most `size`. */
 function chunks<T>(items: T[], size: number): T[][] {
@@ -275,7 +297,7 @@ export class VMBackend implements ClusterBackend {
   }
 
   labels(clusterId: string, role?: MemberRole): Record<string, string> {
-    const hours = this.#options.expiresAfterHours ?? 24;
+    const hours = this.#options.expiresAfterHours ?? DEFAULT_EXPIRES_AFTER_HOURS;
     const labels: Record<string, string> = {
       [LABELS.cluster]: clusterId,
       [LABELS.expires]: String(Math.floor(Date.now() / 1000 + hours * 3600)),
@@ -297,13 +319,41 @@ export class VMBackend implements ClusterBackend {
       ingress.push({ ports: [schedulerPort, schedulerPort], cidrs, why: security === false ? 'scheduler (NO TLS)' : 'scheduler (mutual TLS)' });
       if (o.exposeDashboard) ingress.push({ ports: [dashboardPort, dashboardPort], cidrs, why: 'dashboard (exposeDashboard)' });
     }
-    return { clusterId, labels: this.labels(clusterId), privateNetworking: o.privateNetworking ?? false, schedulerPort, dashboardPort, ingress };
+    return {
+      clusterId,
+      labels: this.labels(clusterId),
+      privateNetworking: o.privateNetworking ?? false,
+      schedulerPort,
+      dashboardPort,
+      ingress,
+      nWorkers: o.nWorkers ?? 1,
+      needsEgress: (o.runtime ?? 'docker') === 'docker',
+    };
+  }
+
+  /** Both roles' user-data, rendered and size-checked before any API call (the worker's with the longest scheduler address). */
+  validate(ctx: BackendContext, specs: { scheduler: MemberSpec; worker: MemberSpec }): void {
+    this.#plan = this.plan(ctx.clusterId, ctx.security);
+    this.#render(ctx, specs.scheduler);
+    const placeholder = `${protocolFor(ctx.security)}://255.255.255.255:${this.#plan.schedulerPort}`;
+    this.#render(ctx, { ...specs.worker, process: { ...specs.worker.process, name: undefined } }, placeholder);
+  }
+
+  async preflight(ctx: BackendContext, report: PreflightReport): Promise<void> {
+    const plan = (this.#plan ??= this.plan(ctx.clusterId, ctx.security));
+    try {
+      await this.#adapter.preflight(this.#actx(ctx), plan, report);
+    } catch (err) {
+      // An adapter records its own checks; anything it throws outside them still fails preflight.
+      if (ctx.signal.aborted || !DaskCloudError.isInstance(err) || err.code === 'E_ABORTED') throw err;
+      const option = String(err.details.option ?? '');
+      report.fail(/image|ami|family/i.test(option) ? 'image' : 'network', err);
+    }
   }
 
   async prepare(ctx: BackendContext): Promise<void> {
     this.#diagContext = { clusterId: ctx.clusterId, signal: new AbortController().signal, log: ctx.log };
-    const plan = this.plan(ctx.clusterId, ctx.security);
-    this.#plan = plan;
+    const plan = (this.#plan ??= this.plan(ctx.clusterId, ctx.security));
     if (ctx.security === false && !plan.privateNetworking) {
       ctx.emit({
         type: 'warning',
@@ -312,7 +362,6 @@ export class VMBackend implements ClusterBackend {
         at: Date.now(),
       });
     }
-    await this.#adapter.preflight(this.#actx(ctx), plan);
     this.#networkCreated = true; // from here on teardown must try to delete it, even if ensureNetwork fails half way
     await this.#adapter.ensureNetwork(this.#actx(ctx), plan);
   }
@@ -393,7 +442,9 @@ export class VMBackend implements ClusterBackend {
     const actx: AdapterContext = { clusterId: ctx.clusterId, signal: stop.signal, log: ctx.log };
     const tick = async (): Promise<void> => {
       if (this.#watched.size === 0) return;
-      const listed = new Map((await this.#adapter.listInstances(actx)).map((i) => [i.id, i]));
+      const ids = [...this.#watched.keys()];
+      const found = this.#adapter.describeInstances ? await this.#adapter.describeInstances(actx, ids) : await this.#adapter.listInstances(actx);
+      const listed = new Map(found.map((i) => [i.id, i]));
       for (const [id, w] of [...this.#watched]) {
         const found = listed.get(id);
         if (found && found.stoppedState === undefined) {
@@ -487,15 +538,39 @@ export class VMBackend implements ClusterBackend {
       ctx.log('listing instances for the sweep failed: %s', (err as Error).message);
     }
     const ids = new Set([...this.#created, ...listed.map((i) => i.id)]);
-    if (ids.size > 0) await this.#adapter.deleteInstances(actx, [...ids]);
-    this.#created.clear();
+    // Every deletion is tried even when one fails; what could not be deleted is named at the end.
+    const leftovers: string[] = [];
+    const errors: unknown[] = [];
+    let instancesGone = true;
+    if (ids.size > 0) {
+      try {
+        await this.#adapter.deleteInstances(actx, [...ids]);
+        this.#created.clear();
+      } catch (err) {
+        instancesGone = false;
+        errors.push(err);
+        leftovers.push(`instances ${[...ids].join(', ')}`);
+        ctx.log('deleting instances failed: %s', (err as Error).message);
+      }
+    }
     if (this.#networkCreated) {
-      await retry(() => this.#adapter.deleteNetwork(actx), {
-        retryable: (err) => this.#adapter.isDependencyError?.(err) ?? false,
-        timeoutMs: 5 * 60_000,
-        what: `${this.kind}: deleting the cluster network resources`,
-      });
-      this.#networkCreated = false;
+      try {
+        await retry(() => this.#adapter.deleteNetwork(actx), {
+          retryable: (err) => this.#adapter.isDependencyError?.(err) ?? false,
+          // Instances that could not be deleted keep the network in use: one attempt, no waiting.
+          timeoutMs: instancesGone ? 5 * 60_000 : 0,
+          what: `${this.kind}: deleting the cluster network resources`,
+        });
+        this.#networkCreated = false;
+      } catch (err) {
+        errors.push(err);
+        leftovers.push('the cluster firewall / security group (and tags)');
+        ctx.log('deleting network resources failed: %s', (err as Error).message);
+      }
+    }
+    if (errors.length > 0) {
+      const reasons = [...new Set(errors.map((e) => (e instanceof Error ? e.message : String(e))))].join('; ');
+      throw new TeardownError(`${this.kind}: could not delete everything of cluster ${ctx.clusterId}: ${reasons}`, leftovers, { cause: errors[0] });
     }
   }
 
@@ -518,5 +593,10 @@ export class VMCluster extends Cluster {
   protected constructor(options: VMClusterOptions, adapter: CloudAdapter) {
     validateVMOptions(options);
     super(options, new VMBackend(adapter, options), { schedulerTimeoutMs: 10 * 60_000, workersTimeoutMs: 10 * 60_000 });
+  }
+
+  /** Generated certificates last as long as the cluster's resources (`expiresAfterHours`). */
+  protected override lifetimeHours(): number {
+    return (this.options as VMClusterOptions).expiresAfterHours ?? DEFAULT_EXPIRES_AFTER_HOURS;
   }
 }

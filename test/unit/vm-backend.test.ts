@@ -10,6 +10,7 @@ import { VMBackend, cleanupClusters, validateVMOptions, LABELS, type AdapterCont
 import type { BackendContext, MemberSpec } from '../../src/cluster/backend';
 import type { ClusterEvent } from '../../src/cluster/events';
 import { retry, type RetryClock } from '../../src/cluster/retry';
+import { PreflightReport } from '../../src/cluster/preflight';
 import { DaskCloudError, SecurityError, ValidationError } from '../../src/errors';
 import { Security } from '../../src/security';
 
@@ -100,6 +101,7 @@ describe('VMBackend', () => {
     const cloud = new MemoryCloud(10);
     const backend = new VMBackend(cloud, {});
     const ctx = context('c1', false);
+    await backend.preflight(ctx, new PreflightReport('memory'));
     await backend.prepare(ctx);
     const launch = await backend.launchScheduler(ctx, { role: 'scheduler', name: 'c1-scheduler', process: {} });
     expect(launch.workerAddress).toBe('tcp://127.77.0.2:8786');
