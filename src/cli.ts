@@ -13,8 +13,9 @@ import { Security } from './security/security';
 import { renderUserData } from './cloud-init';
 import { LocalCluster } from '../providers/local';
 import type { CleanupReport } from './cluster/vm';
-import type { Cluster } from './cluster/cluster';
+import type { Cluster, ClusterOptions } from './cluster/cluster';
 import type { ClusterEvent } from './cluster/events';
+import type { VMCluster } from './cluster/vm';
 
 const USAGE = `usage:
   dask-cloud start [--provider local|gcp|ec2|digitalocean] [--workers N] [--client-config DIR]
@@ -28,6 +29,12 @@ const USAGE = `usage:
       [--runtime docker|native] [--docker-image IMAGE] [--no-security]
       print the cloud-init user-data a VM of that role boots from, with its private key elided
       (renderUserData() in the library gives the full text)
+  dask-cloud doctor --provider gcp|ec2|digitalocean [--workers N] [--private] [--native]
+      [--project P --zone Z | --region R] [--endpoint URL] [--json]
+      check the account against the cluster those options would start, with read-only calls only:
+      credentials (and where they came from), location, image, network and instance types, NAT for
+      private mode, quota headroom, permissions; prints a checklist with the fix for each failure
+      and exits 1 when a check fails. start runs the same checks first
   dask-cloud cleanup --provider gcp|ec2|digitalocean (--cluster ID ... | --expired | --all) [--dry-run]
       [--project P [--zone Z] | --region R] [--endpoint URL]
       delete what clusters left behind (instances by label, then firewalls / security groups);
@@ -97,31 +104,12 @@ async function start(argv: string[]): Promise<number> {
         if (e.type === 'member-failed' && e.role === 'scheduler') schedulerLost.abort(new Error(e.message));
       },
     };
-    const vm = { ...common, ...(values.private ? { privateNetworking: true } : {}), ...(values.endpoint ? { endpoint: values.endpoint } : {}) };
     let cluster: Cluster;
-    // Providers are loaded only when asked for: each pulls in its cloud SDK.
-    switch (values.provider) {
-      case 'local':
-        if (values.private || values.endpoint) throw new Error('--private and --endpoint are for cloud providers');
-        cluster = new LocalCluster(common);
-        break;
-      case 'gcp': {
-        const { GCPCluster } = await import('../providers/gcp');
-        cluster = new GCPCluster({ ...vm, ...(values.project ? { projectId: values.project } : {}), ...(values.zone ? { zone: values.zone } : {}) });
-        break;
-      }
-      case 'ec2': {
-        const { EC2Cluster } = await import('../providers/ec2');
-        cluster = new EC2Cluster({ ...vm, ...(values.region ? { region: values.region } : {}) });
-        break;
-      }
-      case 'digitalocean': {
-        const { DropletCluster } = await import('../providers/digitalocean');
-        cluster = new DropletCluster({ ...vm, ...(values.region ? { region: values.region } : {}) });
-        break;
-      }
-      default:
-        throw new Error('--provider must be local, gcp, ec2 or digitalocean');
+    if (values.provider === 'local') {
+      if (values.private || values.endpoint) throw new Error('--private and --endpoint are for cloud providers');
+      cluster = new LocalCluster(common);
+    } else {
+      cluster = await vmCluster(values, common);
     }
     console.error(`starting ${cluster.id} (${values.provider}, ${nWorkers} workers)`);
     await cluster.start();
@@ -151,6 +139,75 @@ async function start(argv: string[]): Promise<number> {
   } finally {
     for (const s of ['SIGINT', 'SIGTERM'] as const) process.off(s, onSignal);
   }
+}
+
+interface VMFlags {
+  provider?: string;
+  private?: boolean;
+  native?: boolean;
+  project?: string;
+  zone?: string;
+  region?: string;
+  endpoint?: string;
+}
+
+/** The VM cluster the flags describe. Providers are loaded only when asked for: each pulls in its cloud SDK. */
+async function vmCluster(values: VMFlags, common: ClusterOptions): Promise<VMCluster> {
+  const vm = {
+    ...common,
+    ...(values.private ? { privateNetworking: true } : {}),
+    ...(values.native ? { runtime: 'native' as const } : {}),
+    ...(values.endpoint ? { endpoint: values.endpoint } : {}),
+  };
+  switch (values.provider) {
+    case 'gcp': {
+      const { GCPCluster } = await import('../providers/gcp');
+      return new GCPCluster({ ...vm, ...(values.project ? { projectId: values.project } : {}), ...(values.zone ? { zone: values.zone } : {}) });
+    }
+    case 'ec2': {
+      const { EC2Cluster } = await import('../providers/ec2');
+      return new EC2Cluster({ ...vm, ...(values.region ? { region: values.region } : {}) });
+    }
+    case 'digitalocean': {
+      const { DropletCluster } = await import('../providers/digitalocean');
+      return new DropletCluster({ ...vm, ...(values.region ? { region: values.region } : {}) });
+    }
+    default:
+      throw new Error('--provider must be local, gcp, ec2 or digitalocean');
+  }
+}
+
+/** Read-only checks of the account against the cluster the flags describe. */
+async function doctor(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      provider: { type: 'string' },
+      workers: { type: 'string', default: '2' },
+      private: { type: 'boolean', default: false },
+      native: { type: 'boolean', default: false },
+      project: { type: 'string' },
+      zone: { type: 'string' },
+      region: { type: 'string' },
+      endpoint: { type: 'string' },
+      json: { type: 'boolean', default: false },
+    },
+  });
+  const nWorkers = Number(values.workers);
+  if (values.workers === '' || !Number.isInteger(nWorkers) || nWorkers < 0) throw new Error(`--workers must be a whole number >= 0, got ${JSON.stringify(values.workers)}`);
+  if (values.provider !== 'gcp' && values.provider !== 'ec2' && values.provider !== 'digitalocean') {
+    throw new Error('doctor checks a cloud account: --provider gcp, ec2 or digitalocean');
+  }
+  const cluster = await vmCluster(values, { nWorkers, closeOnSignals: false });
+  const report = await cluster.preflight();
+  if (values.json) {
+    console.log(JSON.stringify(report.toJSON(), null, 2));
+  } else {
+    console.log(`dask-cloud doctor: ${report.provider}, 1 scheduler + ${nWorkers} workers${values.private ? ', private networking' : ''} (read-only checks: nothing is created)`);
+    console.log(report.format());
+    console.log(report.ok ? 'all checks passed' : `${report.failures.length} check(s) failed: the fix is under each`);
+  }
+  return report.ok ? 0 : 1;
 }
 
 async function userData(argv: string[]): Promise<number> {
@@ -242,6 +299,8 @@ export async function main(argv: string[]): Promise<number> {
         return await userData(rest);
       case 'cleanup':
         return await cleanup(rest);
+      case 'doctor':
+        return await doctor(rest);
       case undefined:
       case '-h':
       case '--help':

@@ -74,6 +74,8 @@ export interface ClusterBackend {
    * left.
    */
   teardown(ctx: BackendContext): Promise<void>;
+  /** The command that deletes what a failed teardown left behind (with the flags naming the location). */
+  cleanupCommand?(clusterId: string): string;
   /** The tail of a member's log / console output, for error messages. Never throws. */
   diagnostics(member: Member): Promise<string>;
 }

@@ -440,9 +440,9 @@ export class Cluster implements AsyncDisposable {
       const failure = reason instanceof MemberFailure ? reason : undefined;
       const launchFailure = reason instanceof LaunchFailure ? reason : undefined;
       const cause = failure?.error ?? launchFailure?.error ?? err;
+      if (launchFailure) phase = 'workers';
       const failed = failure?.member ?? (phase === 'scheduler' ? this.#scheduler : undefined);
       if (failure) phase = failure.member.role === 'scheduler' ? 'scheduler' : 'workers';
-      if (launchFailure) phase = 'workers';
       const consoleTail = failed ? await this.backend.diagnostics(failed) : '';
       this.emit({ type: 'rollback', clusterId: this.id, reason: errorMessage(cause), at: Date.now() });
       abort.abort(cause);
@@ -462,7 +462,7 @@ export class Cluster implements AsyncDisposable {
         unregisterOpen(this);
       }
       const where = failed ? ` (${failed.role} ${failed.name})` : '';
-      const cleanup = `dask-cloud cleanup --provider ${this.backend.kind} --cluster ${this.id}`;
+      const cleanup = this.backend.cleanupCommand?.(this.id) ?? `dask-cloud cleanup --provider ${this.backend.kind} --cluster ${this.id}`;
       const message = `starting cluster ${this.id} failed during ${phase}${where}: ${errorMessage(cause)}` +
         (consoleTail ? `\n--- last output of ${failed?.name} ---\n${consoleTail}` : '') +
         (rollbackError === undefined

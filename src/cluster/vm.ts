@@ -145,6 +145,8 @@ export interface CloudAdapter {
   /** Whether an error from deleteNetwork means "still in use, try again". */
   isDependencyError?(err: unknown): boolean;
   consoleOutput(ctx: AdapterContext, id: string): Promise<string>;
+  /** CLI flags that name where the cluster lives, for the cleanup command in errors (e.g. `['--region', 'eu-west-1']`). */
+  cleanupFlags?(): string[];
   /**
    * Every cluster that has resources in this account/project/region, from their labels, with the
    * expiry label when present. Used by `cleanup` sweeps; `ctx.clusterId` is empty here.
@@ -272,6 +274,13 @@ function chunks<T>(items: T[], size: number): T[][] {
 
 const TAIL_LINES = 40;
 
+/** Renderer option → the cluster option a user sets for it. */
+const RENDER_OPTION_NAMES: Record<string, string> = {
+  image: 'dockerImage',
+  nthreads: 'workerNthreads',
+  memoryLimit: 'workerMemoryLimit',
+};
+
 export class VMBackend implements ClusterBackend {
   readonly kind: string;
   readonly #adapter: CloudAdapter;
@@ -334,9 +343,17 @@ export class VMBackend implements ClusterBackend {
   /** Both roles' user-data, rendered and size-checked before any API call (the worker's with the longest scheduler address). */
   validate(ctx: BackendContext, specs: { scheduler: MemberSpec; worker: MemberSpec }): void {
     this.#plan = this.plan(ctx.clusterId, ctx.security);
-    this.#render(ctx, specs.scheduler);
     const placeholder = `${protocolFor(ctx.security)}://255.255.255.255:${this.#plan.schedulerPort}`;
-    this.#render(ctx, { ...specs.worker, process: { ...specs.worker.process, name: undefined } }, placeholder);
+    try {
+      this.#render(ctx, specs.scheduler);
+      this.#render(ctx, { ...specs.worker, process: { ...specs.worker.process, name: undefined } }, placeholder);
+    } catch (err) {
+      // The renderer names its own options; the caller set the cluster's.
+      const option = ValidationError.isInstance(err) ? String(err.details.option ?? '') : '';
+      const ours = RENDER_OPTION_NAMES[option];
+      if (ours === undefined) throw err;
+      throw new ValidationError(err instanceof Error ? err.message.replace(new RegExp(`^${option}\\b`), ours) : String(err), { option: ours, cause: err });
+    }
   }
 
   async preflight(ctx: BackendContext, report: PreflightReport): Promise<void> {
@@ -572,6 +589,10 @@ export class VMBackend implements ClusterBackend {
       const reasons = [...new Set(errors.map((e) => (e instanceof Error ? e.message : String(e))))].join('; ');
       throw new TeardownError(`${this.kind}: could not delete everything of cluster ${ctx.clusterId}: ${reasons}`, leftovers, { cause: errors[0] });
     }
+  }
+
+  cleanupCommand(clusterId: string): string {
+    return ['dask-cloud cleanup --provider', this.kind, ...(this.#adapter.cleanupFlags?.() ?? []), '--cluster', clusterId].join(' ');
   }
 
   async diagnostics(member: Member): Promise<string> {
