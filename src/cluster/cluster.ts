@@ -374,14 +374,17 @@ export class Cluster implements AsyncDisposable {
       const ctx = this.#context(abort.signal);
       const schedulerSpec = this.#schedulerSpec();
       phase = 'validate';
-      await this.#phase('validate', async () => this.backend.validate?.(ctx, { scheduler: schedulerSpec, worker: this.#workerSpecs(1, false)[0]! }));
+      const { validate, preflight } = this.backend;
+      if (validate) await this.#phase('validate', async () => validate.call(this.backend, ctx, { scheduler: schedulerSpec, worker: this.#workerSpecs(1, false)[0]! }));
       throwIfAborted(abort.signal);
       phase = 'preflight';
-      await this.#phase('preflight', async () => {
-        const report = new PreflightReport(this.backend.kind);
-        await this.backend.preflight?.(ctx, report);
-        report.throwIfFailed();
-      });
+      if (preflight) {
+        await this.#phase('preflight', async () => {
+          const report = new PreflightReport(this.backend.kind);
+          await preflight.call(this.backend, ctx, report);
+          report.throwIfFailed();
+        });
+      }
       throwIfAborted(abort.signal);
       creating = true;
       phase = 'network';
