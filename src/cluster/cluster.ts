@@ -268,10 +268,13 @@ export class Cluster implements AsyncDisposable {
     const report = new PreflightReport(this.backend.kind);
     await this.#credentials();
     const ctx = this.#context(options.signal ?? new AbortController().signal);
-    await report.check('user-data', () => {
-      this.backend.validate?.(ctx, { scheduler: this.#schedulerSpec(), worker: this.#workerSpecs(1, false)[0]! });
-      return 'both roles render within the cloud limit';
-    });
+    const { validate } = this.backend;
+    if (validate) {
+      await report.check('user-data', () => {
+        validate.call(this.backend, ctx, { scheduler: this.#schedulerSpec(), worker: this.#workerSpecs(1, false)[0]! });
+        return "both roles' user-data render within the cloud's limit";
+      });
+    }
     await this.backend.preflight?.(ctx, report);
     report.skipRest(report.ok ? `not needed on ${this.backend.kind}` : 'not checked: an earlier check failed');
     return report;
