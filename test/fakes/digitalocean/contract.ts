@@ -1,26 +1,43 @@
 /**
  * The DigitalOcean contract the fake validates against: the generated
- * `test/fakes/contracts/digitalocean.json` plus three operations the extraction script does not
- * list yet but that dots-wrapper has and a provider needs for a clean teardown:
+ * `test/fakes/contracts/digitalocean.json` plus operations the extraction script does not list yet
+ * but that the provider needs. Each is written by hand from the DigitalOcean OpenAPI
+ * specification (github.com/digitalocean/openapi, `specification/resources/...`) and marked
+ * `x-added` with the spec file it comes from:
  *
- * - `firewalls_update`       PUT    /v2/firewalls/{firewall_id}        (dots: firewall.updateFirewall)
- * - `firewalls_delete_rules` DELETE /v2/firewalls/{firewall_id}/rules  (dots: firewall.removeRulesFromFirewall)
- * - `vpcs_delete`            DELETE /v2/vpcs/{vpc_id}                  (dots: vpc.deleteVpc)
+ * - `firewalls_update`, `firewalls_delete_rules`, `vpcs_delete` (derived from generated schemas)
+ * - `tags_list`, `tags_create`, `tags_get`, `tags_delete`   (resources/tags/*.yml)
+ * - `images_get`                                           (resources/images/images_get.yml)
+ * - `vpcnatgateways_list`, `vpcnatgateways_get`            (resources/vpc_nat_gateways/*.yml)
  *
- * Their schemas are derived from operations already in the file (the public API reuses the same
- * `firewall` / `firewall_rules` schemas), each marked `x-added`. When the lead adds these ids to
- * scripts/extract-contracts.mjs, the generated versions win (see `withSupplement`).
+ * When the lead adds these ids to scripts/extract-contracts.mjs, the generated versions win (see
+ * `withSupplement`).
  */
-import { Contract, loadContract, type ContractFile, type ContractOperation, type ContractSchema } from '../core';
+import { Contract, loadContract, type ContractFile, type ContractOperation, type ContractParam, type ContractSchema } from '../core';
 
 const ADDED = 'digitalocean fake supplement: not yet in scripts/extract-contracts.mjs';
+
+/** `parameters.yml#/tag_id` of resources/tags: a tag name as a path segment. */
+const TAG_NAME: ContractSchema = { type: 'string', maxLength: 255, pattern: '^[a-zA-Z0-9_\\-\\:]+$' };
 
 function clone<T>(v: T): T {
   return JSON.parse(JSON.stringify(v)) as T;
 }
 
-function uuidParam(): ContractOperation['params'][string] {
+function uuidParam(): ContractParam {
   return { in: 'path', required: true, schema: { type: 'string', format: 'uuid' } };
+}
+
+/** `shared/parameters.yml#/per_page` and `#/page`. */
+function pageParams(): Record<string, ContractParam> {
+  return {
+    per_page: { in: 'query', required: false, schema: { type: 'integer', minimum: 1, maximum: 200 } },
+    page: { in: 'query', required: false, schema: { type: 'integer', minimum: 1 } },
+  };
+}
+
+function added(source: string): string {
+  return `${ADDED}; from digitalocean/openapi ${source}`;
 }
 
 /** The generated contract plus the supplement (generated operations take precedence). */
@@ -36,7 +53,7 @@ export function withSupplement(base: ContractFile = loadContract('digitalocean')
       path: '/v2/firewalls/{firewall_id}',
       params: { firewall_id: uuidParam() },
       body: { required: true, schema },
-      'x-added': ADDED,
+      'x-added': added('specification/resources/firewalls/firewalls_update.yml'),
     };
   }
   if (ops.firewalls_add_rules?.body) {
@@ -45,7 +62,7 @@ export function withSupplement(base: ContractFile = loadContract('digitalocean')
       path: '/v2/firewalls/{firewall_id}/rules',
       params: { firewall_id: uuidParam() },
       body: clone(ops.firewalls_add_rules.body),
-      'x-added': ADDED,
+      'x-added': added('specification/resources/firewalls/firewalls_delete_rules.yml'),
     };
   }
   supplement.vpcs_delete = {
@@ -53,7 +70,64 @@ export function withSupplement(base: ContractFile = loadContract('digitalocean')
     path: '/v2/vpcs/{vpc_id}',
     params: { vpc_id: uuidParam() },
     body: null,
-    'x-added': ADDED,
+    'x-added': added('specification/resources/vpcs/vpcs_delete.yml'),
+  };
+  supplement.tags_list = {
+    method: 'GET',
+    path: '/v2/tags',
+    params: pageParams(),
+    body: null,
+    'x-added': added('specification/resources/tags/tags_list.yml'),
+  };
+  supplement.tags_create = {
+    method: 'POST',
+    path: '/v2/tags',
+    params: {},
+    // models/tags.yml: `resources` is readOnly, so a request carries the name only.
+    body: { required: true, schema: { type: 'object', properties: { name: TAG_NAME }, required: ['name'] } },
+    'x-added': added('specification/resources/tags/tags_create.yml'),
+  };
+  supplement.tags_get = {
+    method: 'GET',
+    path: '/v2/tags/{tag_id}',
+    params: { tag_id: { in: 'path', required: true, schema: TAG_NAME } },
+    body: null,
+    'x-added': added('specification/resources/tags/tags_get.yml'),
+  };
+  supplement.tags_delete = {
+    method: 'DELETE',
+    path: '/v2/tags/{tag_id}',
+    params: { tag_id: { in: 'path', required: true, schema: TAG_NAME } },
+    body: null,
+    'x-added': added('specification/resources/tags/tags_delete.yml'),
+  };
+  supplement.images_get = {
+    method: 'GET',
+    path: '/v2/images/{image_id}',
+    // images/parameters.yml#/image_id: an id (integer) or a public image's slug (string).
+    params: { image_id: { in: 'path', required: true, schema: {} } },
+    body: null,
+    'x-added': added('specification/resources/images/images_get.yml'),
+  };
+  supplement.vpcnatgateways_list = {
+    method: 'GET',
+    path: '/v2/vpc_nat_gateways',
+    params: {
+      ...pageParams(),
+      state: { in: 'query', required: false, schema: { type: 'string', enum: ['new', 'provisioning', 'active', 'deleting', 'error', 'invalid'] } },
+      region: { in: 'query', required: false, schema: { type: 'string' } },
+      type: { in: 'query', required: false, schema: { type: 'string', enum: ['public'] } },
+      name: { in: 'query', required: false, schema: { type: 'string' } },
+    },
+    body: null,
+    'x-added': added('specification/resources/vpc_nat_gateways/vpc_nat_gateway_list.yml'),
+  };
+  supplement.vpcnatgateways_get = {
+    method: 'GET',
+    path: '/v2/vpc_nat_gateways/{id}',
+    params: { id: { in: 'path', required: true, schema: { type: 'string' } } },
+    body: null,
+    'x-added': added('specification/resources/vpc_nat_gateways/vpc_nat_gateway_get.yml'),
   };
   return { ...base, operations: { ...supplement, ...ops } };
 }

@@ -320,6 +320,7 @@ describe('firewalls', () => {
     expect((await dots.firewall.listFirewalls({})).data.firewalls.map((f) => f.id)).toEqual([fw.id]);
 
     await dots.firewall.addDropletsToFirewall({ firewall_id: fw.id, droplet_ids: [d.id] });
+    await dots.tag.createTag({ name: 'extra' }); // a firewall may only name existing tags
     await dots.firewall.addTagsToFirewall({ firewall_id: fw.id, tags: ['extra'] });
     await dots.firewall.addRulesToFirewall({ firewall_id: fw.id, inbound_rules: [rule('8000-9000', { droplet_ids: [d.id] })] } as never);
     let got = (await dots.firewall.getFirewall({ firewall_id: fw.id })).data.firewall;
@@ -348,6 +349,7 @@ describe('firewalls', () => {
       const r = (await dots.droplet.createDroplets({ ...base, names } as never)).data as unknown as { droplets: { id: number }[] };
       ids.push(...r.droplets.map((d) => d.id));
     }
+    await dots.tag.createTag({ name: 'dask-abc' });
     const inbound = [rule('8786', { tags: ['dask-abc'] })];
     const eleven = await failure(dots.firewall.createFirewall({ name: 'fw', droplet_ids: ids, inbound_rules: inbound } as never));
     expect(eleven).toMatchObject({ status: 422, data: { id: 'unprocessable_entity', message: expect.stringMatching(/10 droplets/) } });
@@ -355,6 +357,7 @@ describe('firewalls', () => {
     const fw = (await dots.firewall.createFirewall({ name: 'fw', droplet_ids: ids.slice(0, 10), inbound_rules: inbound } as never)).data.firewall as any;
     expect((await failure(dots.firewall.addDropletsToFirewall({ firewall_id: fw.id, droplet_ids: [ids[10]] }))).status).toBe(422);
 
+    for (const t of ['t1', 't2', 't3', 't4', 't5', 't6']) await dots.tag.createTag({ name: t });
     const sixTags = await failure(dots.firewall.createFirewall({ name: 'fw2', tags: ['t1', 't2', 't3', 't4', 't5', 't6'], inbound_rules: inbound } as never));
     expect(sixTags.data.message).toMatch(/5 tags/);
     const many = Array.from({ length: 51 }, (_, i) => rule(String(1000 + i), { addresses: ['0.0.0.0/0'] }));
@@ -507,7 +510,8 @@ describe('boot hook', () => {
     expect(booter.of('stop').map((e) => e.id).sort()).toEqual(peers);
     expect(booter.running.size).toBe(0);
     await dots.firewall.deleteFirewall({ firewall_id: fw.id });
-    expect(fake.resources()).toEqual({});
+    // The tag outlives its Droplets (tags are account objects): only it is left.
+    expect(fake.resources()).toEqual({ tags: [{ id: 'dask-abc', value: { name: 'dask-abc' } }] });
   });
 
   it('a droplet deleted while booting is stopped once the boot finishes; boot failures are recorded', async () => {
@@ -547,10 +551,111 @@ describe('boot hook', () => {
     await dots.droplet.deleteDropletsByTag({ tag_name: 'dask-abc' });
     await dots.firewall.deleteFirewall({ firewall_id: fw.id });
     await dots.vpc.deleteVpc({ vpc_id: vpc.id });
+    expect(fake.tagNames()).toEqual(['dask-abc']); // created with the Droplets, kept after them
+    await dots.tag.deleteTag({ tag_name: 'dask-abc' });
     await fake.settle();
     expect(fake.resources()).toEqual({});
     expect(fake.leaked()).toEqual({});
     expect(fake.pools.private.inUse()).toEqual([]);
     expect(fake.pools.public.inUse()).toEqual([]);
+  });
+});
+
+describe('tags, images, NAT gateways, scopes (rules with their sources in RULES.md)', () => {
+  const rule = (ports: string, sources: object) => ({ protocol: 'tcp', ports, sources });
+
+  it('item 1: a firewall may only name existing tags: unknown ones → 422 "tag … does not exist" on create, PUT, add tags, add rules', async () => {
+    const { fake, dots } = await start();
+    const tag = 'dask-cloud-cluster:dask-0badcafe';
+    const body = { name: 'dask-cloud-dask-0badcafe', tags: [tag], inbound_rules: [rule('0', { tags: [tag] })] };
+    const refused = await failure(dots.firewall.createFirewall(body as never));
+    expect(refused).toMatchObject({ status: 422, data: { id: 'unprocessable_entity', message: `tag ${tag} does not exist` } });
+    // A rule's source tag alone is checked too.
+    const bySource = await failure(dots.firewall.createFirewall({ name: 'src', inbound_rules: [rule('22', { tags: ['nobody'] })] } as never));
+    expect(bySource.data.message).toBe('tag nobody does not exist');
+    expect(fake.resources().firewalls).toBeUndefined();
+
+    expect((await dots.tag.createTag({ name: tag })).status).toBe(201);
+    const fw = (await dots.firewall.createFirewall(body as never)).data.firewall as any;
+    expect(fw.tags).toEqual([tag]);
+    expect((await failure(dots.firewall.addTagsToFirewall({ firewall_id: fw.id, tags: ['later'] }))).data.message).toBe('tag later does not exist');
+    expect((await failure(dots.firewall.addRulesToFirewall({ firewall_id: fw.id, inbound_rules: [rule('1', { tags: ['later'] })] } as never))).status).toBe(422);
+    expect((await failure(dots.firewall.updateFirewall({ id: fw.id, name: fw.name, tags: ['later'], inbound_rules: [rule('1', { addresses: ['0.0.0.0/0'] })] } as never))).status).toBe(422);
+    // Canonical spelling only: a differently capitalized name does not exist.
+    expect((await failure(dots.firewall.addTagsToFirewall({ firewall_id: fw.id, tags: [tag.toUpperCase()] }))).status).toBe(422);
+  });
+
+  it('tags: created by POST /v2/tags (again → the existing tag, canonical spelling) and by Droplet creates; counts; delete untags; 404s', async () => {
+    const { fake, dots } = await start();
+    expect((await dots.tag.createTag({ name: 'PROD' })).data.tag).toMatchObject({ name: 'PROD', resources: { count: 0, droplets: { count: 0 } } });
+    const again = await dots.tag.createTag({ name: 'prod' });
+    expect(again.status).toBe(201);
+    expect(again.data.tag.name).toBe('PROD');
+    expect(fake.tagNames()).toEqual(['PROD']);
+
+    const d = (await dots.droplet.createDroplet({ ...base, name: 'tagged', tags: ['prod', 'dask-cloud-cluster:dask-1'] })).data.droplet;
+    expect(d.tags).toEqual(['PROD', 'dask-cloud-cluster:dask-1']);
+    expect(fake.tagNames().sort()).toEqual(['PROD', 'dask-cloud-cluster:dask-1']);
+    expect((await dots.tag.getTag({ tag_name: 'PROD' })).data.tag.resources.droplets.count).toBe(1);
+    expect((await failure(dots.tag.getTag({ tag_name: 'prod' }))).status).toBe(404);
+    expect((await dots.tag.listTags({})).data.tags.map((t) => t.name).sort()).toEqual(['PROD', 'dask-cloud-cluster:dask-1']);
+
+    // leaked(): a cluster's own tags count, other tags do not.
+    expect(fake.leaked().tags?.map((t) => t.id)).toEqual(['dask-cloud-cluster:dask-1']);
+    expect((await dots.tag.deleteTag({ tag_name: 'dask-cloud-cluster:dask-1' })).status).toBe(204);
+    expect((await dots.droplet.getDroplet({ droplet_id: d.id })).data.droplet.tags).toEqual(['PROD']); // untagged
+    expect((await failure(dots.tag.deleteTag({ tag_name: 'dask-cloud-cluster:dask-1' }))).data.id).toBe('not_found');
+    await dots.droplet.deleteDroplet({ droplet_id: d.id });
+    expect(fake.leaked()).toEqual({});
+    expect(fake.tagNames()).toEqual(['PROD']); // a tag outlives its resources
+  });
+
+  it('images by id or slug; unknown → 404', async () => {
+    const { dots, api } = await start();
+    expect((await dots.image.getImage({ slug: 'ubuntu-24-04-x64' })).data.image).toMatchObject({ slug: 'ubuntu-24-04-x64', status: 'available' });
+    expect((await dots.image.getImage({ image_id: 139_000_001 })).data.image.slug).toBe('debian-12-x64');
+    const missing = await api('/images/ubuntu-99-04-x64');
+    expect(missing.status).toBe(404);
+    expect(missing.json()).toMatchObject({ id: 'not_found' });
+  });
+
+  it('VPC NAT gateways: listed with their VPCs and default-route flag, filtered by region and state; got by id', async () => {
+    const { fake, api } = await start();
+    const vpc = fake.defaultVpc('nyc3');
+    const gw = fake.addVpcNatGateway({ vpcUuid: vpc.id });
+    fake.addVpcNatGateway({ vpcUuid: fake.defaultVpc('ams3').id, state: 'PROVISIONING' });
+    const all = (await api('/vpc_nat_gateways')).json();
+    expect(all.meta.total).toBe(2);
+    expect(all.vpc_nat_gateways[0]).toMatchObject({ id: gw.id, type: 'PUBLIC', state: 'ACTIVE', region: 'nyc3', vpcs: [{ vpc_uuid: vpc.id, default_gateway: true }] });
+    expect((await api('/vpc_nat_gateways?region=ams3&state=active')).json().vpc_nat_gateways).toEqual([]);
+    expect((await api('/vpc_nat_gateways?region=ams3&state=provisioning')).json().vpc_nat_gateways).toHaveLength(1);
+    expect((await api(`/vpc_nat_gateways/${gw.id}`)).json().vpc_nat_gateway.id).toBe(gw.id);
+    expect(fake.leaked()).toEqual({}); // infrastructure the account owner set up
+  });
+
+  it('custom scopes: a request needing a scope the token lacks → 403 forbidden; tags in a Droplet create need tag:create', async () => {
+    const { dots } = await start({ scopes: ['droplet:read', 'droplet:create', 'account:read'] });
+    expect((await dots.account.getAccount()).status).toBe(200);
+    expect((await dots.droplet.listDroplets({})).status).toBe(200);
+    expect(await failure(dots.firewall.listFirewalls({}))).toMatchObject({ status: 403, data: { id: 'forbidden', message: 'You do not have permission to perform this action.' } });
+    expect((await failure(dots.droplet.createDroplet({ ...base, name: 't', tags: ['x'] }))).status).toBe(403);
+    expect((await dots.droplet.createDroplet({ ...base, name: 'untagged' })).status).toBe(202);
+    expect((await failure(dots.size.listSizes({}))).status).toBe(403); // sizes:read and regions:read
+  });
+
+  it('account status; Droplet and firewall name patterns; public_networking false needs ipv6 false; 1000 entries per rule target', async () => {
+    const { dots, api } = await start({ accountStatus: 'locked', accountStatusMessage: 'billing' });
+    expect((await dots.account.getAccount()).data.account).toMatchObject({ status: 'locked', status_message: 'billing' });
+    for (const name of ['trailing-', 'dot.', 'under_score']) {
+      expect((await failure(dots.droplet.createDroplet({ ...base, name }))).status, name).toBe(422);
+    }
+    for (const name of ['x', '-fw', 'fw_1']) {
+      expect((await failure(dots.firewall.createFirewall({ name, inbound_rules: [rule('22', { addresses: ['0.0.0.0/0'] })] } as never))).status, name).toBe(422);
+    }
+    const ipv6 = await api('/droplets', { body: { ...base, name: 'p', public_networking: false, ipv6: true } });
+    expect(ipv6.status).toBe(422);
+    const addresses = Array.from({ length: 1001 }, (_, i) => `198.51.${Math.floor(i / 250)}.${i % 250}`);
+    expect((await failure(dots.firewall.createFirewall({ name: 'big', inbound_rules: [rule('22', { addresses })] } as never))).data.message).toMatch(/at most 1000 entries/);
+    expect((await dots.firewall.createFirewall({ name: 'ok', inbound_rules: [rule('22', { addresses: addresses.slice(0, 1000) })] } as never)).status).toBe(202);
   });
 });

@@ -75,6 +75,44 @@ export interface FakeDigitalOceanOptions {
   sshKeys?: { name: string; public_key: string; fingerprint: string; id?: number }[];
   /** Contract handling (default 'reject'). */
   contractMode?: 'reject' | 'record';
+  /**
+   * The token's custom scopes (`droplet:create`, `tag:read`, ...). Default: full access. A request
+   * whose operation needs a scope the token lacks is answered 403 `forbidden`.
+   */
+  scopes?: string[];
+  /** Account `status` (GET /v2/account): `active` (default), `warning` or `locked`. */
+  accountStatus?: 'active' | 'warning' | 'locked';
+  /** Account `status_message` shown with a non-active status. */
+  accountStatusMessage?: string;
+  /**
+   * Which tags count as left behind in `leaked()` (tags are not billed, but a library that
+   * creates them should delete them). Default: a dask-cloud cluster's own tags,
+   * `dask-cloud-cluster:*` and `dask-cloud-expires:*`; the shared `dask-cloud` and
+   * `dask-cloud-role:*` tags and users' tags are kept on purpose.
+   */
+  leakingTag?: (name: string) => boolean;
+}
+
+/** A tag as the fake keeps it; the API view (with resource counts) is built on read. */
+export interface DoTag {
+  name: string;
+}
+
+/** A VPC NAT gateway as the API returns it (resources/vpc_nat_gateways/models/vpc_nat_gateway_get.yml). */
+export interface DoVpcNatGateway {
+  id: string;
+  name: string;
+  type: 'PUBLIC';
+  state: 'NEW' | 'PROVISIONING' | 'ACTIVE' | 'DELETING' | 'ERROR' | 'INVALID';
+  region: string;
+  size: number;
+  vpcs: { vpc_uuid: string; gateway_ip: string; default_gateway: boolean }[];
+  egresses: { public_gateways: { ipv4: string }[] };
+  udp_timeout_seconds: number;
+  icmp_timeout_seconds: number;
+  tcp_timeout_seconds: number;
+  created_at: string;
+  updated_at: string;
 }
 
 export type DropletStatus = 'new' | 'active' | 'off' | 'archive';
@@ -120,6 +158,54 @@ export interface DropletRecord {
 }
 
 const UNAUTHORIZED = { id: 'unauthorized', message: 'Unable to authenticate you' } as const;
+/** shared/responses/forbidden.yml (a token without the scope an endpoint needs). */
+const FORBIDDEN = { id: 'forbidden', message: 'You do not have permission to perform this action.' } as const;
+/** The tags of one dask-cloud cluster (see `FakeDigitalOceanOptions.leakingTag`). */
+const CLUSTER_TAG = /^dask-cloud-(cluster|expires):/;
+/** resources/tags/models/tags.yml: letters, numbers, colons, dashes and underscores; at most 255. */
+const TAG_NAME = /^[a-zA-Z0-9_\-:]{1,255}$/;
+/** resources/droplets/models/droplet_single_create.yml (and multi): `name` pattern, maxLength 255. */
+const DROPLET_NAME = /^[a-zA-Z0-9]?[a-z0-9A-Z.-]*[a-z0-9A-Z]$/;
+/** resources/firewalls/models/firewall.yml: `name` begins alphanumeric, then alphanumerics, `.` or `-`. */
+const FIREWALL_NAME = /^[a-zA-Z0-9][a-zA-Z0-9.-]+$/;
+
+/**
+ * The scopes each operation needs (the `security` section of each operation in the DigitalOcean
+ * OpenAPI spec). Extra scopes some requests need are added in `requiredScopes`.
+ */
+const SCOPES: Record<string, string[]> = {
+  account_get: ['account:read'],
+  sshKeys_list: ['ssh_key:read'],
+  regions_list: ['regions:read'],
+  sizes_list: ['sizes:read', 'regions:read'],
+  images_get: ['image:read'],
+  droplets_create: ['droplet:create'],
+  droplets_list: ['droplet:read'],
+  droplets_get: ['droplet:read'],
+  droplets_destroy: ['droplet:delete'],
+  droplets_destroy_byTag: ['droplet:delete'],
+  firewalls_list: ['firewall:read'],
+  firewalls_create: ['firewall:create'],
+  firewalls_get: ['firewall:read'],
+  firewalls_update: ['firewall:update'],
+  firewalls_delete: ['firewall:delete'],
+  firewalls_assign_droplets: ['firewall:update'],
+  firewalls_delete_droplets: ['firewall:update'],
+  firewalls_add_tags: ['firewall:update'],
+  firewalls_delete_tags: ['firewall:update'],
+  firewalls_add_rules: ['firewall:update'],
+  firewalls_delete_rules: ['firewall:update'],
+  vpcs_list: ['vpc:read'],
+  vpcs_create: ['vpc:create'],
+  vpcs_get: ['vpc:read'],
+  vpcs_delete: ['vpc:delete'],
+  tags_list: ['tag:read'],
+  tags_create: ['tag:create'],
+  tags_get: ['tag:read'],
+  tags_delete: ['tag:delete'],
+  vpcnatgateways_list: ['nat_gateway:read'],
+  vpcnatgateways_get: ['nat_gateway:read'],
+};
 const NOT_FOUND = { id: 'not_found', message: 'The resource you were accessing could not be found.' } as const;
 const USER_DATA_LIMIT = 64 * 1024;
 const MAX_NAMES = 10;
@@ -158,6 +244,11 @@ export class FakeDigitalOcean {
   private readonly lostAnswers = new Map<string, number>();
   private actionSeq = 36_000_000;
   private stopped = false;
+  private readonly scopes?: Set<string>;
+  private readonly accountStatus: { status: 'active' | 'warning' | 'locked'; message: string };
+  private readonly leakingTag: (name: string) => boolean;
+  /** VPC NAT gateways are infrastructure the account owner set up (seeded by tests): not leaks. */
+  private readonly natGateways = new Map<string, DoVpcNatGateway>();
 
   private constructor(opts: FakeDigitalOceanOptions) {
     this.pools = new AddressPools({ privateCidr: opts.privateCidr, publicCidr: opts.publicCidr });
@@ -171,6 +262,9 @@ export class FakeDigitalOcean {
     this.defaultRegion = opts.defaultRegion ?? 'nyc3';
     if (!this.catalog.region(this.defaultRegion)) throw new Error(`unknown default region ${this.defaultRegion}`);
     this.accountUuid = this.ids.uuid();
+    this.scopes = opts.scopes ? new Set(opts.scopes) : undefined;
+    this.accountStatus = { status: opts.accountStatus ?? 'active', message: opts.accountStatusMessage ?? '' };
+    this.leakingTag = opts.leakingTag ?? ((name) => CLUSTER_TAG.test(name));
     this.sshKeys = (opts.sshKeys ?? []).map((k, i) => ({ id: k.id ?? 41_000_000 + i, name: k.name, public_key: k.public_key, fingerprint: k.fingerprint }));
     this.server = new FakeServer({
       name: 'digitalocean',
@@ -235,9 +329,54 @@ export class FakeDigitalOcean {
     return this.registry.all();
   }
 
-  /** Resources still held (= resources(); Droplets, firewalls, custom VPCs). */
+  /**
+   * What a caller left behind: Droplets, firewalls, custom VPCs, and tags `leakingTag` selects
+   * (by default a dask-cloud cluster's own tags).
+   */
   leaked(): ResourceSnapshot {
-    return this.registry.leaked();
+    return this.registry.leaked((kind, value) => kind === 'tags' && !this.leakingTag((value as DoTag).name));
+  }
+
+  /** The names of every tag on the account (created by POST /v2/tags or by tagging a Droplet). */
+  tagNames(): string[] {
+    return this.registry.list<DoTag>('tags').map((t) => t.name);
+  }
+
+  /**
+   * Sets up a VPC NAT gateway for `vpcUuid` (what the account owner does in the control panel or
+   * with POST /v2/vpc_nat_gateways): ACTIVE and the VPC's default route unless told otherwise.
+   */
+  addVpcNatGateway(spec: { vpcUuid: string; name?: string; state?: DoVpcNatGateway['state']; defaultGateway?: boolean; region?: string }): DoVpcNatGateway {
+    const vpc = this.findVpc(spec.vpcUuid);
+    if (!vpc) throw new Error(`no VPC ${spec.vpcUuid}`);
+    const now = new Date(this.clock.now()).toISOString().replace(/\.\d{3}Z$/, 'Z');
+    const gw: DoVpcNatGateway = {
+      id: this.ids.uuid(),
+      name: spec.name ?? `nat-${vpc.region}-${this.natGateways.size + 1}`,
+      type: 'PUBLIC',
+      state: spec.state ?? 'ACTIVE',
+      region: spec.region ?? vpc.region,
+      size: 1,
+      // The gateway's address inside the VPC is its first usable host (infrastructure: never dialled).
+      vpcs: [{ vpc_uuid: vpc.id, gateway_ip: intToIp(ipToInt(vpc.ip_range.split('/')[0]!) + 1), default_gateway: spec.defaultGateway ?? true }],
+      egresses: { public_gateways: [{ ipv4: '192.0.2.77' }] },
+      udp_timeout_seconds: 30,
+      icmp_timeout_seconds: 30,
+      tcp_timeout_seconds: 30,
+      created_at: now,
+      updated_at: now,
+    };
+    this.natGateways.set(gw.id, gw);
+    return gw;
+  }
+
+  /**
+   * The default VPC of `region` (DigitalOcean makes one when a region is first used; a test can
+   * ask for it before any Droplet exists, e.g. to attach a NAT gateway to it).
+   */
+  defaultVpc(region: string): DoVpc {
+    if (!this.catalog.region(region)) throw new Error(`unknown region ${region}`);
+    return this.ensureDefaultVpc(region);
   }
 
   /** A Droplet's record (undefined once deleted). */
@@ -307,6 +446,7 @@ export class FakeDigitalOcean {
     const r = (method: string, pattern: string, op: string, h: (req: FakeRequest) => FakeResponse) =>
       s.route(method, pattern, op, (req) => {
         this.authenticate(req);
+        this.authorize(op, req);
         const response = h(req);
         const lost = this.lostAnswers.get(op) ?? 0;
         if (lost > 0) {
@@ -346,6 +486,39 @@ export class FakeDigitalOcean {
     r('POST', '/v2/vpcs', 'vpcs_create', (req) => this.createVpc(req));
     r('GET', '/v2/vpcs/:vpc_id', 'vpcs_get', (req) => ({ body: { vpc: this.mustVpc(req.params.vpc_id) } }));
     r('DELETE', '/v2/vpcs/:vpc_id', 'vpcs_delete', (req) => this.deleteVpc(req));
+
+    r('GET', '/v2/tags', 'tags_list', (req) => ({ body: this.paginate(req, 'tags', this.registry.list<DoTag>('tags').map((t) => this.tagView(t))) }));
+    r('POST', '/v2/tags', 'tags_create', (req) => this.createTag(req));
+    r('GET', '/v2/tags/:tag_id', 'tags_get', (req) => ({ body: { tag: this.tagView(this.mustTag(req.params.tag_id)) } }));
+    r('DELETE', '/v2/tags/:tag_id', 'tags_delete', (req) => this.deleteTag(req));
+
+    r('GET', '/v2/images/:image_id', 'images_get', (req) => ({ body: { image: this.mustImage(req.params.image_id) } }));
+
+    r('GET', '/v2/vpc_nat_gateways', 'vpcnatgateways_list', (req) => this.listNatGateways(req));
+    r('GET', '/v2/vpc_nat_gateways/:id', 'vpcnatgateways_get', (req) => {
+      const gw = this.natGateways.get(req.params.id);
+      if (!gw) throw new FakeApiError(404, NOT_FOUND.id, NOT_FOUND.message);
+      return { body: { vpc_nat_gateway: gw } };
+    });
+  }
+
+  /** The scopes a request needs: its operation's, plus `tag:*` when it names tags (see SCOPES). */
+  private requiredScopes(op: string, req: FakeRequest): string[] {
+    const needed = [...(SCOPES[op] ?? [])];
+    const b = (req.json ?? {}) as Record<string, unknown>;
+    // tags_array.yml: "Requires tag:create scope"; existing_tags_array.yml: "Requires tag:create and tag:read scopes".
+    if (op === 'droplets_create' && Array.isArray(b.tags) && b.tags.length > 0) needed.push('tag:create');
+    if ((op === 'firewalls_create' || op === 'firewalls_update' || op === 'firewalls_add_tags' || op === 'firewalls_add_rules') && firewallTagRefs(b).length > 0) {
+      needed.push('tag:create', 'tag:read');
+    }
+    return needed;
+  }
+
+  /** A custom-scoped token lacking a needed scope gets 403 (the API docs' "Scopes" section). */
+  private authorize(op: string, req: FakeRequest): void {
+    if (!this.scopes) return;
+    const missing = this.requiredScopes(op, req).filter((sc) => !this.scopes!.has(sc));
+    if (missing.length > 0) throw new FakeApiError(403, FORBIDDEN.id, FORBIDDEN.message);
   }
 
   private isAuthorized(req: FakeRequest): boolean {
@@ -423,8 +596,8 @@ export class FakeDigitalOcean {
           email: 'dask-cloud@example.com',
           uuid: this.accountUuid,
           email_verified: true,
-          status: 'active',
-          status_message: '',
+          status: this.accountStatus.status,
+          status_message: this.accountStatus.message,
           team: { uuid: this.accountUuid, name: 'My Team' },
         },
       },
@@ -441,7 +614,7 @@ export class FakeDigitalOcean {
     if (multi && names.length === 0) throw unprocessable('names must contain at least one Droplet name');
     if (names.length > MAX_NAMES) throw unprocessable(`You may only create up to ${MAX_NAMES} Droplets at once; ${names.length} names were given.`);
     for (const n of names) {
-      if (typeof n !== 'string' || !/^[a-zA-Z0-9.-]{1,255}$/.test(n)) {
+      if (typeof n !== 'string' || n.length > 255 || !DROPLET_NAME.test(n)) {
         throw unprocessable(`Name ${JSON.stringify(n)}: only valid hostname characters are allowed. (a-z, A-Z, 0-9, . and -)`);
       }
     }
@@ -481,6 +654,8 @@ export class FakeDigitalOcean {
     if (!publicNetworking && this.privateNetworkingRegions && !this.privateNetworkingRegions.has(region.slug)) {
       throw unprocessable(`public_networking: false (Private Droplets) is not available in region ${region.slug}`);
     }
+    // droplet_create.yml, public_networking: "If explicitly set to false, ipv6 must also be false."
+    if (!publicNetworking && b.ipv6 === true) throw unprocessable('ipv6 must be false when public_networking is false');
 
     const existing = this.registry.list('droplets').length;
     if (existing + names.length > this.dropletLimit) {
@@ -488,13 +663,15 @@ export class FakeDigitalOcean {
     }
 
     const vpcUuid = (vpc ?? this.ensureDefaultVpc(region.slug)).id;
+    // tags_array.yml: a Droplet create may name new tags, which it creates (in their canonical spelling).
+    const canonicalTags = [...new Set(tags.map((t) => this.ensureTag(t).name))];
     const created = names.map((name) =>
       this.newDroplet({
         name,
         region,
         size,
         image,
-        tags,
+        tags: canonicalTags,
         userData,
         vpcUuid,
         publicNetworking,
@@ -663,7 +840,7 @@ export class FakeDigitalOcean {
     if (b.inbound_rules === undefined && b.outbound_rules === undefined) throw unprocessable('a firewall needs inbound_rules or outbound_rules');
     const fw: DoFirewall = {
       id: this.ids.uuid(),
-      name: checkName(b.name),
+      name: checkFirewallName(b.name),
       status: 'waiting',
       created_at: new Date(this.clock.now()).toISOString().replace(/\.\d{3}Z$/, 'Z'),
       droplet_ids: [],
@@ -682,7 +859,7 @@ export class FakeDigitalOcean {
   private updateFirewall(req: FakeRequest): FakeResponse {
     const fw = this.mustFirewall(req);
     const b = req.json as Record<string, unknown>;
-    const next: DoFirewall = { ...fw, name: checkName(b.name) };
+    const next: DoFirewall = { ...fw, name: checkFirewallName(b.name) };
     this.applyFirewallBody(next, b);
     const removed = fw.droplet_ids.filter((id) => !next.droplet_ids.includes(id));
     Object.assign(fw, next);
@@ -692,6 +869,7 @@ export class FakeDigitalOcean {
   }
 
   private applyFirewallBody(fw: DoFirewall, b: Record<string, unknown>): void {
+    this.checkTagsExist(firewallTagRefs(b));
     const rules = normalizeRules(b.inbound_rules as DoInboundRule[] | null, b.outbound_rules as DoOutboundRule[] | null, (id) => this.registry.has('droplets', String(id)));
     const dropletIds = [...new Set((b.droplet_ids as number[] | null | undefined) ?? [])];
     for (const id of dropletIds) if (!this.registry.has('droplets', String(id))) throw unprocessable(`droplet ${id} does not exist`);
@@ -727,6 +905,7 @@ export class FakeDigitalOcean {
   private changeFirewallTags(req: FakeRequest, add: boolean): FakeResponse {
     const fw = this.mustFirewall(req);
     const tags = (req.json as { tags?: string[] | null }).tags ?? [];
+    if (add) this.checkTagsExist(tags);
     const next = add ? [...new Set([...fw.tags, ...tags])] : fw.tags.filter((t) => !tags.includes(t));
     checkLimits({ ...fw, tags: next });
     fw.tags = next;
@@ -737,6 +916,7 @@ export class FakeDigitalOcean {
   private changeFirewallRules(req: FakeRequest, add: boolean): FakeResponse {
     const fw = this.mustFirewall(req);
     const b = req.json as { inbound_rules?: DoInboundRule[] | null; outbound_rules?: DoOutboundRule[] | null };
+    if (add) this.checkTagsExist(firewallTagRefs(b as Record<string, unknown>));
     const rules = normalizeRules(b.inbound_rules, b.outbound_rules, (id) => this.registry.has('droplets', String(id)));
     if (add) {
       const next = { ...fw, inbound_rules: [...fw.inbound_rules, ...rules.inbound_rules], outbound_rules: [...fw.outbound_rules, ...rules.outbound_rules] };
@@ -792,6 +972,94 @@ export class FakeDigitalOcean {
       d.sentFirewall = json;
       this.track(this.booter.setFirewall(String(d.id), rules), String(d.id));
     }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Tags
+
+  /** The registered tag of this spelling, in any capitalization (tags.yml: names are "case stable"). */
+  private findTag(name: string): DoTag | undefined {
+    return this.registry.get<DoTag>('tags', name.toLowerCase());
+  }
+
+  /** Registers `name` unless a tag of that name exists; returns the canonical tag. */
+  private ensureTag(name: string): DoTag {
+    return this.findTag(name) ?? this.registry.put<DoTag>('tags', name.toLowerCase(), { name });
+  }
+
+  /** GET/DELETE /v2/tags/{name} need the canonical spelling (tags.yml); anything else is not found. */
+  private mustTag(name: string): DoTag {
+    const tag = this.findTag(name);
+    if (!tag || tag.name !== name) throw new FakeApiError(404, NOT_FOUND.id, NOT_FOUND.message);
+    return tag;
+  }
+
+  /**
+   * existing_tags_array.yml: "Tag names must exist in order to be referenced in a request". The
+   * API's answer, seen by kubicorn (issue #587): `422 … tag testing-master does not exist`.
+   */
+  private checkTagsExist(names: string[]): void {
+    for (const name of names) {
+      const tag = this.findTag(name);
+      if (!tag || tag.name !== name) throw unprocessable(`tag ${name} does not exist`);
+    }
+  }
+
+  /** The tag as the API shows it, with live resource counts (only Droplets are modelled). */
+  private tagView(tag: DoTag): Record<string, unknown> {
+    const droplets = this.registry.find<DropletRecord>('droplets', (d) => d.tags.includes(tag.name));
+    const last = droplets.length ? { last_tagged_uri: `${this.endpoint}/droplets/${droplets[droplets.length - 1]!.id}` } : {};
+    const none = { count: 0 };
+    return {
+      name: tag.name,
+      resources: { count: droplets.length, ...last, droplets: { count: droplets.length, ...last }, images: none, volumes: none, volume_snapshots: none, databases: none },
+    };
+  }
+
+  /**
+   * POST /v2/tags. Creating a tag that exists answers with the existing tag in its canonical
+   * spelling (terraform-provider-digitalocean creates every tag before tagging a resource with it,
+   * and tags with the name the create returns: digitalocean/tag/tags.go, SetTags).
+   */
+  private createTag(req: FakeRequest): FakeResponse {
+    const name = String((req.json as { name?: unknown }).name);
+    if (!TAG_NAME.test(name)) throw new FakeApiError(400, 'bad_request', `Error validating resource tag: "tag-name \"${name}\" contains invalid characters"`);
+    return { status: 201, body: { tag: this.tagView(this.ensureTag(name)) } };
+  }
+
+  /** tags_delete.yml: "Deleting a tag also untags all the resources that have previously been tagged by the Tag". */
+  private deleteTag(req: FakeRequest): FakeResponse {
+    const tag = this.mustTag(req.params.tag_id);
+    for (const d of this.registry.find<DropletRecord>('droplets', (x) => x.tags.includes(tag.name))) d.tags = d.tags.filter((t) => t !== tag.name);
+    this.registry.delete('tags', tag.name.toLowerCase());
+    this.refreshFirewalls();
+    return { status: 204 };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Images and VPC NAT gateways
+
+  /** images_get.yml: by numeric id, or a public image's slug. */
+  private mustImage(ref: string): ImageInfo {
+    const image = /^\d+$/.test(ref) ? this.catalog.image(Number(ref)) : this.catalog.image(ref);
+    if (!image) throw new FakeApiError(404, NOT_FOUND.id, NOT_FOUND.message);
+    return image;
+  }
+
+  /** vpc_nat_gateway_list.yml: filters `state`, `region`, `type`, `name`; paginated. */
+  private listNatGateways(req: FakeRequest): FakeResponse {
+    const state = strQuery(req, 'state');
+    const region = strQuery(req, 'region');
+    const type = strQuery(req, 'type');
+    const name = strQuery(req, 'name');
+    const items = [...this.natGateways.values()].filter(
+      (g) =>
+        (state === undefined || g.state === state.toUpperCase()) &&
+        (region === undefined || g.region === region) &&
+        (type === undefined || g.type === type.toUpperCase()) &&
+        (name === undefined || g.name === name),
+    );
+    return { body: this.paginate(req, 'vpc_nat_gateways', items) };
   }
 
   // -------------------------------------------------------------------------------------------
@@ -901,11 +1169,18 @@ export class FakeDigitalOcean {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-function checkName(name: unknown): string {
-  if (typeof name !== 'string' || !/^[a-zA-Z0-9.-]{1,255}$/.test(name)) {
-    throw unprocessable('name must contain only letters, numbers, dashes and periods');
+function checkFirewallName(name: unknown): string {
+  if (typeof name !== 'string' || name.length > 255 || !FIREWALL_NAME.test(name)) {
+    throw unprocessable('name must begin with a letter or number and contain only letters, numbers, dashes and periods');
   }
   return name;
+}
+
+/** Every tag a firewall body names: the firewall's own `tags` and its rules' source / destination tags. */
+function firewallTagRefs(b: Record<string, unknown>): string[] {
+  const rules = [...((b.inbound_rules as DoInboundRule[] | null | undefined) ?? []), ...((b.outbound_rules as DoOutboundRule[] | null | undefined) ?? [])];
+  const fromRules = rules.flatMap((r) => ('sources' in r ? r.sources?.tags : (r as DoOutboundRule).destinations?.tags) ?? []);
+  return [...new Set([...((b.tags as string[] | null | undefined) ?? []), ...fromRules])];
 }
 
 function strQuery(req: FakeRequest, key: string): string | undefined {

@@ -50,8 +50,12 @@ export interface DoFirewall {
   pending_changes: DoPendingChange[];
 }
 
-/** Limits per firewall (FACTS.md; DigitalOcean docs "Cloud Firewalls limits"). */
-export const FIREWALL_LIMITS = { dropletIds: 10, tags: 5, rules: 50 } as const;
+/**
+ * Limits per firewall (DigitalOcean docs, Firewalls Limits:
+ * https://docs.digitalocean.com/products/networking/firewalls/details/limits/): 10 Droplets by id,
+ * 5 tags, 50 inbound + outbound rules, 1000 entries in one rule's sources or destinations.
+ */
+export const FIREWALL_LIMITS = { dropletIds: 10, tags: 5, rules: 50, targetEntries: 1000 } as const;
 
 /** What a simulated Droplet enforces when no firewall applies to it: everything is allowed. */
 export const ALLOW_ALL_INBOUND: FirewallRule[] = [{ direction: 'ingress', protocol: 'all', cidrs: ['0.0.0.0/0'] }];
@@ -107,6 +111,8 @@ function checkTarget(t: DoRuleTarget | undefined, where: string, dropletExists: 
   target.load_balancer_uids = [...(t?.load_balancer_uids ?? [])];
   target.kubernetes_ids = [...(t?.kubernetes_ids ?? [])];
   target.tags = [...(t?.tags ?? [])];
+  const entries = target.addresses.length + target.droplet_ids.length + target.load_balancer_uids.length + target.kubernetes_ids.length + target.tags.length;
+  if (entries > FIREWALL_LIMITS.targetEntries) throw unprocessable(`${where}: at most ${FIREWALL_LIMITS.targetEntries} entries (got ${entries}); use tags or network ranges`);
   const empty = !target.addresses.length && !target.droplet_ids.length && !target.load_balancer_uids.length && !target.kubernetes_ids.length && !target.tags.length;
   if (empty) throw unprocessable(`${where}: a rule needs at least one address, tag, droplet, load balancer or kubernetes cluster`);
   return target;
