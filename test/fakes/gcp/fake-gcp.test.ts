@@ -161,6 +161,105 @@ describe('instances lifecycle (ManualClock)', () => {
   });
 });
 
+describe('time limits (Limit the run time of a VM)', () => {
+  it('item 3: a legacy preemptible VM refuses maxRunDuration and instanceTerminationAction; a Spot VM takes them', async () => {
+    const { fake, c } = await setup();
+    const preemptible = { onHostMaintenance: 'TERMINATE', automaticRestart: false, preemptible: true };
+    for (const extra of [{ maxRunDuration: { seconds: 3600 }, instanceTerminationAction: 'DELETE' }, { instanceTerminationAction: 'DELETE' }]) {
+      const err = await sdkError(c.instances.insert({ project: PROJECT, zone: ZONE, instanceResource: instanceBody('legacy', { scheduling: { ...preemptible, ...extra } }) }));
+      expect(err.code).toBe(400);
+      expect(err.body.error.message).toMatch(/not supported for preemptible VMs; use provisioningModel SPOT/);
+    }
+    // Plain preemptible, and Spot with a time limit, are fine.
+    await insertAndWait(c, 'legacy', { scheduling: preemptible });
+    await insertAndWait(c, 'spot', { scheduling: { onHostMaintenance: 'TERMINATE', automaticRestart: false, provisioningModel: 'SPOT', maxRunDuration: { seconds: 3600 }, instanceTerminationAction: 'DELETE' } });
+    expect(fake.resources().instances).toHaveLength(2);
+  });
+
+  it('maxRunDuration and terminationTime are one union field: both together are refused', async () => {
+    const { c } = await setup();
+    const err = await sdkError(c.instances.insert({
+      project: PROJECT, zone: ZONE,
+      instanceResource: instanceBody('both', { scheduling: { maxRunDuration: { seconds: 3600 }, terminationTime: '2030-01-01T00:00:00Z', instanceTerminationAction: 'DELETE' } }),
+    }));
+    expect(err.code).toBe(400);
+    expect(err.body.error.message).toMatch(/Only one of maxRunDuration and terminationTime/);
+  });
+
+  it('item 4: a VM that powered itself off loses its time limit: maxRunDuration never deletes it, its disk stays', async () => {
+    const { clock, booter, fake, c } = await runningOnManualClock('off', { scheduling: { maxRunDuration: { seconds: 3600 }, instanceTerminationAction: 'DELETE' } });
+    const [running] = await c.instances.get({ project: PROJECT, zone: ZONE, instance: 'off' });
+    await until(() => booter.boots.length === 1, 'the boot');
+    booter.exit(String(running.id));
+    await until(() => fake.resources().instances!.some((i) => (i.value as { status: string }).status === 'STOPPING'), 'STOPPING');
+    await clock.advance(10);
+    // Well past the limit: still there, TERMINATED, with its boot disk.
+    await clock.advance(2 * 3_600_000);
+    const [off] = await c.instances.get({ project: PROJECT, zone: ZONE, instance: 'off' });
+    expect(off.status).toBe('TERMINATED');
+    expect(fake.resources().disks!.map((d) => d.id)).toEqual([`zones/${ZONE}/disks/off`]);
+    await c.instances.delete({ project: PROJECT, zone: ZONE, instance: 'off' });
+    await clock.advance(10);
+    expect(fake.leaked()).toEqual({});
+  });
+});
+
+describe('project, region, machine types, routers', () => {
+  it('projects.get knows only the fake project; regions.get reports each quota with its usage', async () => {
+    const { fake, c } = await setup({ quotas: { cpus: 24, ssdTotalGb: 500 } });
+    const [project] = await c.projects.get({ project: PROJECT });
+    expect(project).toMatchObject({ name: PROJECT, id: fake.projectNumber });
+    expect((await sdkError(c.projects.get({ project: 'someone-else' }))).code).toBe(404);
+    await insertAndWait(c, 'a', { machineType: 'zones/us-central1-a/machineTypes/e2-standard-4', disks: [{ boot: true, autoDelete: true, initializeParams: { sourceImage: 'projects/debian-cloud/global/images/family/debian-12', diskSizeGb: 30, diskType: 'zones/us-central1-a/diskTypes/pd-balanced' } }] });
+    const [region] = await c.regions.get({ project: PROJECT, region: 'us-central1' });
+    const q = Object.fromEntries(region.quotas!.map((x) => [x.metric, { limit: x.limit, usage: x.usage }]));
+    expect(q.CPUS).toEqual({ limit: 24, usage: 4 });
+    expect(q.SSD_TOTAL_GB).toEqual({ limit: 500, usage: 30 });
+    expect(q.INSTANCES).toEqual({ limit: 100_000, usage: 1 });
+    // Another region uses nothing.
+    const [east] = await c.regions.get({ project: PROJECT, region: 'us-east1' });
+    expect(east.quotas!.find((x) => x.metric === 'CPUS')!.usage).toBe(0);
+  });
+
+  it('SSD_TOTAL_GB is enforced like CPUS: an insert over it ends with QUOTA_EXCEEDED', async () => {
+    const { c } = await setup({ quotas: { ssdTotalGb: 40 } });
+    const done = await insertAndWait(c, 'big', { disks: [{ boot: true, autoDelete: true, initializeParams: { sourceImage: 'projects/debian-cloud/global/images/family/debian-12', diskSizeGb: 50, diskType: 'pd-ssd' } }] });
+    expect(done.error!.errors![0]).toMatchObject({ code: 'QUOTA_EXCEEDED', message: expect.stringContaining("Quota 'SSD_TOTAL_GB' exceeded") });
+  });
+
+  it('machine types are per zone: a withdrawn type is 404 on machineTypes.get and refused by insert', async () => {
+    const { fake, c } = await setup();
+    const [mt] = await c.machineTypes.get({ project: PROJECT, zone: ZONE, machineType: 'e2-standard-4' });
+    expect(mt).toMatchObject({ name: 'e2-standard-4', guestCpus: 4, memoryMb: 16384 });
+    fake.withdrawMachineType(ZONE, 'e2-standard-4');
+    expect((await sdkError(c.machineTypes.get({ project: PROJECT, zone: ZONE, machineType: 'e2-standard-4' }))).code).toBe(404);
+    expect((await c.machineTypes.get({ project: PROJECT, zone: 'us-central1-b', machineType: 'e2-standard-4' }))[0].name).toBe('e2-standard-4');
+    const err = await sdkError(c.instances.insert({ project: PROJECT, zone: ZONE, instanceResource: instanceBody('x', { machineType: `zones/${ZONE}/machineTypes/e2-standard-4` }) }));
+    expect(err.code).toBe(400);
+    expect(err.body.error.message).toMatch(/Machine type with name 'e2-standard-4' does not exist in zone/);
+  });
+
+  it('zones.get reports a zone that went DOWN', async () => {
+    const { fake, c } = await setup();
+    fake.setZoneStatus(ZONE, 'DOWN');
+    expect((await c.zones.get({ project: PROJECT, zone: ZONE }))[0].status).toBe('DOWN');
+  });
+
+  it('routers.list and aggregatedList show the seeded routers with their Cloud NAT configs', async () => {
+    const { fake, c } = await setup({ routers: { 'us-east1': [{ name: 'r1', nats: [{ name: 'only-one', sourceSubnetworkIpRangesToNat: 'LIST_OF_SUBNETWORKS', subnetworks: [{ name: 'default' }] }] }] } });
+    expect((await c.routers.list({ project: PROJECT, region: 'us-central1' }))[0]).toEqual([]);
+    fake.addCloudNat('us-central1');
+    const [central] = await c.routers.list({ project: PROJECT, region: 'us-central1' });
+    expect(central).toHaveLength(1);
+    expect(central[0]).toMatchObject({ name: 'nat-router-us-central1', network: expect.stringMatching(/\/global\/networks\/default$/), nats: [{ name: 'nat', sourceSubnetworkIpRangesToNat: 'ALL_SUBNETWORKS_ALL_IP_RANGES' }] });
+    const [east] = await c.routers.list({ project: PROJECT, region: 'us-east1' });
+    expect(east[0]!.nats![0]!.subnetworks).toMatchObject([{ name: `https://www.googleapis.com/compute/v1/projects/${PROJECT}/regions/us-east1/subnetworks/default`, sourceIpRangesToNat: ['ALL_IP_RANGES'] }]);
+    const scopes: string[] = [];
+    for await (const [scope, list] of c.routers.aggregatedListAsync({ project: PROJECT })) if (list.routers?.length) scopes.push(scope);
+    expect(scopes.sort()).toEqual(['regions/us-central1', 'regions/us-east1']);
+  });
+});
+
 describe('guest power-off', () => {
   it('a booted VM that exits on its own: STOPPING → TERMINATED, external IP released, the instance stays until deleted', async () => {
     const { clock, booter, fake, c } = await runningOnManualClock('quits', {
@@ -235,12 +334,14 @@ describe('bulkInsert', () => {
     // Google records one insert operation per VM in the same group.
     expect(fake.resources().instances).toHaveLength(6);
 
-    // A URL in instanceProperties.machineType is refused (Google documents it fails).
+    // A URL in instanceProperties.machineType fails (Google documents it).
     const err = await sdkError(c.instances.bulkInsert({
       project: PROJECT, zone: ZONE,
       bulkInsertInstanceResourceResource: { count: 1, namePattern: 'x-#', instanceProperties: { ...props, machineType: 'zones/us-central1-a/machineTypes/e2-standard-2' } },
     }));
-    expect(err.code).toBe(400);
+    // The proto comment of InstanceProperties.machine_type: a URL "will result in an INTERNAL_ERROR".
+    expect(err.code).toBe(500);
+    expect(err.body.error.errors[0]!.reason).toBe('INTERNAL_ERROR');
     // More than 5,000 per request is refused.
     expect((await sdkError(c.instances.bulkInsert({ project: PROJECT, zone: ZONE, bulkInsertInstanceResourceResource: { count: 5001, namePattern: 'y-#####', instanceProperties: props } }))).code).toBe(400);
   });

@@ -19,11 +19,12 @@ import {
   type Clock, type ContractViolation, type FakeRequest, type FakeResponse, type FaultHandle, type Faults,
   type OperationMatcher, type ResourceSnapshot, type VmBooter,
 } from '../core';
-import { API, IMAGES, REGIONS, ZONES, imageWire, regionOf } from './catalog';
+import { API, IMAGES, REGIONS, ZONES, imageWire, machineType, regionOf, type MachineType } from './catalog';
 import { gcpErrorShape, invalidField, notFound } from './errors';
 import { Firewalls, translateFirewalls } from './firewalls';
 import { Instances } from './instances';
 import { Operations, WAIT_MAX_MS, type OperationError, type OperationScope } from './operations';
+import { Routers, type NatSpec, type RouterSpec } from './routers';
 import { DEFAULT_TIMINGS, type GcpQuotas, type GcpTimings, type GcpWorld } from './world';
 
 export interface FakeGcpOptions {
@@ -42,8 +43,14 @@ export interface FakeGcpOptions {
   booter?: VmBooter;
   /** Lifecycle step durations (ms on `clock`); a number sets every step. Defaults: DEFAULT_TIMINGS (fast). */
   lifecycleMs?: number | Partial<GcpTimings>;
-  /** Regional quotas (CPUS, INSTANCES, IN_USE_ADDRESSES); unlimited when omitted. */
+  /**
+   * Regional quotas (CPUS, INSTANCES, IN_USE_ADDRESSES, SSD_TOTAL_GB, DISKS_TOTAL_GB), the same in
+   * every region; `regions.get` reports them with their usage. Unlimited when omitted (reported
+   * as {@link UNLIMITED_QUOTA}).
+   */
   quotas?: GcpQuotas;
+  /** Cloud Routers (with their Cloud NAT configs) by region. Default: none, as in a new project. */
+  routers?: Record<string, RouterSpec[]>;
   /** Seed the `default-allow-internal/ssh/icmp` rules a new real project has. Default false. */
   seedDefaultFirewalls?: boolean;
   /** Contract handling: 'reject' (default) or 'record'. */
@@ -57,6 +64,9 @@ export type GcpClientOptions = {
   protocol: 'http';
   authClient: OAuth2Client;
 };
+
+/** The limit `regions.get` reports for a quota the test did not set (nothing reaches it). */
+export const UNLIMITED_QUOTA = 100_000;
 
 export class FakeGcp implements AsyncDisposable {
   readonly project: string;
@@ -72,6 +82,11 @@ export class FakeGcp implements AsyncDisposable {
   private readonly operations: Operations;
   private readonly instances: Instances;
   private readonly firewalls: Firewalls;
+  private readonly routers: Routers;
+  private readonly quotas: GcpQuotas;
+  private readonly zoneStatus = new Map<string, 'UP' | 'DOWN'>();
+  /** Machine types not offered in a zone, by zone. */
+  private readonly withdrawn = new Map<string, Set<string>>();
   private readonly booter?: VmBooter;
   private authClient?: OAuth2Client;
 
@@ -93,13 +108,17 @@ export class FakeGcp implements AsyncDisposable {
     const timings: GcpTimings = typeof ms === 'number'
       ? { provisioningMs: ms, stagingMs: ms, stoppingMs: ms, globalOperationMs: ms }
       : { ...DEFAULT_TIMINGS, ...(ms ?? {}) };
-    const world = this.world(timings, opts.quotas ?? {});
+    this.quotas = opts.quotas ?? {};
+    const world = this.world(timings, this.quotas);
     this.instances = new Instances(world);
     this.firewalls = new Firewalls(world);
     this.instances.rulesProvider = (vm) => this.rulesFor(vm);
     this.instances.register(this.server);
     this.firewalls.register(this.server);
     if (opts.seedDefaultFirewalls) this.firewalls.seedDefaults();
+    this.routers = new Routers(this.project, this.ids, (p) => this.checkProject(p));
+    this.routers.register(this.server);
+    for (const [region, specs] of Object.entries(opts.routers ?? {})) for (const r of specs) this.routers.add(region, r);
     this.registerInfrastructure();
   }
 
@@ -192,6 +211,26 @@ export class FakeGcp implements AsyncDisposable {
     this.instances.guestPowerOff(name);
   }
 
+  /** Adds a Cloud Router (with its NAT configs) to `region`. */
+  addRouter(region: string, router: RouterSpec): void {
+    this.routers.add(region, router);
+  }
+
+  /** A Cloud NAT for every subnetwork range of `network` (default `default`) in `region`. */
+  addCloudNat(region: string, opts: { network?: string; nat?: NatSpec } = {}): void {
+    this.routers.add(region, { name: `nat-router-${region}`, network: opts.network, nats: [opts.nat ?? { name: 'nat' }] });
+  }
+
+  /** A zone going DOWN (or back UP), as `zones.get` reports it. */
+  setZoneStatus(zone: string, status: 'UP' | 'DOWN'): void {
+    this.zoneStatus.set(zone, status);
+  }
+
+  /** Machine type `name` is not offered in `zone` (per-zone availability). */
+  withdrawMachineType(zone: string, name: string): void {
+    this.withdrawn.set(zone, new Set([...(this.withdrawn.get(zone) ?? []), name]));
+  }
+
   /** Stops the server and every booted VM. Idempotent. */
   async stop(): Promise<void> {
     await this.server.stop();
@@ -225,9 +264,15 @@ export class FakeGcp implements AsyncDisposable {
         if (!ZONES.includes(z)) throw invalidField('zone', z, 'Unknown zone.');
       },
       networkUrl: (name) => `${API}/projects/${this.project}/global/networks/${name}`,
+      machineTypeIn: (zone, name) => this.machineTypeIn(zone, name),
       syncFirewalls: () => this.syncFirewalls(),
       recordBootError: (id, error) => this.bootErrors.push({ id, error }),
     };
+  }
+
+  private machineTypeIn(zone: string, name: string): MachineType | undefined {
+    if (this.withdrawn.get(zone)?.has(name)) return undefined;
+    return machineType(name);
   }
 
   private checkProject(project: string): void {
@@ -259,11 +304,81 @@ export class FakeGcp implements AsyncDisposable {
           creationTimestamp: '1969-12-31T16:00:00.000-08:00',
           name: zone,
           description: zone,
-          status: 'UP',
+          status: this.zoneStatus.get(zone) ?? 'UP',
           region: `${API}/projects/${p}/regions/${regionOf(zone)}`,
           selfLink: `${API}/projects/${p}/zones/${zone}`,
           availableCpuPlatforms: ['Intel Broadwell', 'Intel Cascade Lake', 'AMD Milan'],
           supportsPzs: false,
+        },
+      };
+    });
+    s.route('GET', '/projects/:project', 'compute.projects.get', (req) => {
+      this.checkProject(req.params.project);
+      return {
+        body: {
+          kind: 'compute#project',
+          id: this.projectNumber,
+          creationTimestamp: '2024-01-01T00:00:00.000-08:00',
+          name: p,
+          commonInstanceMetadata: { kind: 'compute#metadata', fingerprint: 'nQpZ3kVYx2c=' },
+          selfLink: `${API}/projects/${p}`,
+          defaultServiceAccount: `${this.projectNumber}-compute@developer.gserviceaccount.com`,
+          xpnProjectStatus: 'UNSPECIFIED_XPN_PROJECT_STATUS',
+          defaultNetworkTier: 'PREMIUM',
+          vmDnsSetting: 'ZONAL_ONLY',
+        },
+      };
+    });
+    s.route('GET', '/projects/:project/regions/:region', 'compute.regions.get', (req) => {
+      this.checkProject(req.params.project);
+      const region = req.params.region;
+      if (!REGIONS.includes(region)) throw notFound(`projects/${p}/regions/${region}`);
+      const use = this.instances.regionUsage(region);
+      const q = this.quotas;
+      const quota = (metric: string, limit: number | undefined, usage: number) => ({ metric, limit: limit ?? UNLIMITED_QUOTA, usage });
+      return {
+        body: {
+          kind: 'compute#region',
+          id: String(1000 + REGIONS.indexOf(region)),
+          creationTimestamp: '1969-12-31T16:00:00.000-08:00',
+          name: region,
+          description: region,
+          status: 'UP',
+          zones: ZONES.filter((z) => regionOf(z) === region).map((z) => `${API}/projects/${p}/zones/${z}`),
+          quotas: [
+            quota('CPUS', q.cpus, use.cpus),
+            quota('DISKS_TOTAL_GB', q.disksTotalGb, use.standardGb),
+            quota('SSD_TOTAL_GB', q.ssdTotalGb, use.ssdGb),
+            quota('INSTANCES', q.instances, use.instances),
+            quota('IN_USE_ADDRESSES', q.inUseAddresses, use.addresses),
+          ],
+          selfLink: `${API}/projects/${p}/regions/${region}`,
+          supportsPzs: false,
+        },
+      };
+    });
+    s.route('GET', '/projects/:project/zones/:zone/machineTypes/:machineType', 'compute.machineTypes.get', (req) => {
+      this.checkProject(req.params.project);
+      const { zone, machineType: name } = req.params;
+      if (!ZONES.includes(zone)) throw notFound(`projects/${p}/zones/${zone}`);
+      const mt = this.machineTypeIn(zone, name);
+      if (!mt) throw notFound(`projects/${p}/zones/${zone}/machineTypes/${name}`);
+      return {
+        body: {
+          kind: 'compute#machineType',
+          id: String(900000 + (name.length * 131 + mt.guestCpus)),
+          creationTimestamp: '1969-12-31T16:00:00.000-08:00',
+          name,
+          description: `${mt.guestCpus} vCPUs, ${mt.memoryMb / 1024} GB RAM`,
+          guestCpus: mt.guestCpus,
+          memoryMb: mt.memoryMb,
+          maximumPersistentDisks: 128,
+          maximumPersistentDisksSizeGb: '263168',
+          zone,
+          selfLink: `${API}/projects/${p}/zones/${zone}/machineTypes/${name}`,
+          isSharedCpu: false,
+          ...(mt.builtInGpus ? { accelerators: [{ guestAcceleratorType: 'nvidia-l4', guestAcceleratorCount: mt.builtInGpus }] } : {}),
+          architecture: 'X86_64',
         },
       };
     });

@@ -17,6 +17,10 @@ export function sdkClients(fake: FakeGcp) {
     subnetworks: new compute.SubnetworksClient(o),
     images: new compute.ImagesClient(o),
     zones: new compute.ZonesClient(o),
+    projects: new compute.ProjectsClient(o),
+    regions: new compute.RegionsClient(o),
+    machineTypes: new compute.MachineTypesClient(o),
+    routers: new compute.RoutersClient(o),
   };
 }
 

@@ -4,9 +4,9 @@
  * lifecycle on the fake's clock, address allocation, boot disks, regional quotas and the VmBooter
  * hook.
  */
-import { Lifecycle, PendingWork, type BootedVm, type FakeRequest, type FakeResponse, type FakeServer, type FirewallRule } from '../core';
+import { FakeApiError, Lifecycle, PendingWork, type BootedVm, type FakeRequest, type FakeResponse, type FakeServer, type FirewallRule } from '../core';
 import {
-  ACCELERATOR_TYPES, API, NAME_RE, ZONES, fingerprint, machineType as lookupMachineType, parseZonal, regionOf, resolveImage, stripApi, timestamp, type ImageInfo,
+  ACCELERATOR_TYPES, API, NAME_RE, ZONES, fingerprint, parseZonal, regionOf, resolveImage, stripApi, timestamp, type ImageInfo,
 } from './catalog';
 import { alreadyExists, badRequest, conditionNotMet, invalidField, notFound, notModelled, requiredField } from './errors';
 import { listResponse } from './filter';
@@ -26,6 +26,17 @@ const MAX_RUN_DURATION_S = { min: 30, max: 120 * 24 * 3600 };
 const DISK_TYPES = new Set(['pd-standard', 'pd-balanced', 'pd-ssd', 'pd-extreme', 'hyperdisk-balanced', 'local-ssd']);
 const LABEL_KEY_RE = /^[\p{Ll}\p{Lo}][\p{Ll}\p{Lo}\p{N}_-]{0,62}$/u;
 const LABEL_VALUE_RE = /^[\p{Ll}\p{Lo}\p{N}_-]{0,63}$/u;
+/** Disk types whose size counts against the regional SSD_TOTAL_GB quota (the rest: DISKS_TOTAL_GB). */
+export const SSD_QUOTA_TYPES = new Set(['pd-ssd', 'pd-balanced']);
+
+/** A region's current use of the quotas the fake models. */
+export interface RegionUsage {
+  cpus: number;
+  instances: number;
+  addresses: number;
+  ssdGb: number;
+  standardGb: number;
+}
 
 type Json = Record<string, any>;
 
@@ -569,8 +580,13 @@ export class Instances {
     this.powerOff(rec);
   }
 
-  /** STOPPING, then TERMINATED after stoppingMs; the ephemeral external IP is released. */
+  /**
+   * STOPPING, then TERMINATED after stoppingMs; the ephemeral external IP is released. The time
+   * limit goes too: "the termination timestamp is automatically cleared whenever a VM is stopped
+   * or suspended" (Limit the run time of a VM), so maxRunDuration never deletes a stopped VM.
+   */
   private powerOff(rec: InstanceRecord): void {
+    rec.cancelTimers.splice(0).forEach((c) => c());
     rec.lifecycle.set('STOPPING');
     this.stopVm(rec);
     this.world.syncFirewalls();
@@ -704,13 +720,32 @@ export class Instances {
     return names;
   }
 
-  private quotaUse(zone: string): { cpus: number; instances: number; addresses: number } {
-    const region = regionOf(zone);
+  private quotaUse(zone: string): RegionUsage {
+    return this.regionUsage(regionOf(zone));
+  }
+
+  /**
+   * What counts against a region's quotas: vCPUs, instances and external addresses of VMs that
+   * are not TERMINATED, and the GB of every disk there (a stopped VM's disk still counts).
+   */
+  regionUsage(region: string): RegionUsage {
     const inRegion = [...this.records.values()].filter((r) => regionOf(r.zone) === region && r.lifecycle.state !== 'TERMINATED');
+    const disks = this.world.registry.all().disks ?? [];
+    let ssdGb = 0;
+    let standardGb = 0;
+    for (const d of disks) {
+      const v = d.value as Json;
+      if (regionOf(String(v.zone).split('/').pop() ?? '') !== region) continue;
+      const type = String(v.type).split('/').pop() ?? '';
+      if (SSD_QUOTA_TYPES.has(type)) ssdGb += Number(v.sizeGb);
+      else standardGb += Number(v.sizeGb);
+    }
     return {
       cpus: inRegion.reduce((s, r) => s + r.cpus, 0),
       instances: inRegion.length,
       addresses: inRegion.filter((r) => r.publicIp).length,
+      ssdGb,
+      standardGb,
     };
   }
 
@@ -722,6 +757,9 @@ export class Instances {
     if (q.cpus !== undefined) cap = Math.min(cap, Math.floor((q.cpus - use.cpus) / plan.cpus));
     if (q.instances !== undefined) cap = Math.min(cap, q.instances - use.instances);
     if (q.inUseAddresses !== undefined && plan.accessConfig) cap = Math.min(cap, q.inUseAddresses - use.addresses);
+    const { ssd, standard } = diskGb(plan);
+    if (q.ssdTotalGb !== undefined && ssd > 0) cap = Math.min(cap, Math.floor((q.ssdTotalGb - use.ssdGb) / ssd));
+    if (q.disksTotalGb !== undefined && standard > 0) cap = Math.min(cap, Math.floor((q.disksTotalGb - use.standardGb) / standard));
     return Math.max(0, cap);
   }
 
@@ -734,6 +772,9 @@ export class Instances {
     if (q.cpus !== undefined && use.cpus + n * plan.cpus > q.cpus) return over('CPUS', q.cpus);
     if (q.instances !== undefined && use.instances + n > q.instances) return over('INSTANCES', q.instances);
     if (q.inUseAddresses !== undefined && plan.accessConfig && use.addresses + n > q.inUseAddresses) return over('IN_USE_ADDRESSES', q.inUseAddresses);
+    const { ssd, standard } = diskGb(plan);
+    if (q.ssdTotalGb !== undefined && ssd > 0 && use.ssdGb + n * ssd > q.ssdTotalGb) return over('SSD_TOTAL_GB', q.ssdTotalGb);
+    if (q.disksTotalGb !== undefined && standard > 0 && use.standardGb + n * standard > q.disksTotalGb) return over('DISKS_TOTAL_GB', q.disksTotalGb);
     return undefined;
   }
 
@@ -771,10 +812,11 @@ export class Instances {
       if (ref.zone !== zone) throw invalidField(`${p}.machineType`, mtRef, `Machine type specified '${ref.name}' is in a different zone ('${ref.zone}') than the instance ('${zone}').`);
       mtName = ref.name;
     } else {
-      if (mtRef.includes('/')) throw invalidField(`${p}.machineType`, mtRef, 'instanceProperties.machineType only accepts a machine type name (e.g. n2-standard-4), not a URL.');
+      // The proto says a URL here "will result in an INTERNAL_ERROR"; no clearer message exists.
+      if (mtRef.includes('/')) throw new FakeApiError(500, 'INTERNAL_ERROR', 'Internal error. Please try again or contact Google Support.');
       mtName = mtRef;
     }
-    const mt = lookupMachineType(mtName);
+    const mt = this.world.machineTypeIn(zone, mtName);
     if (!mt) throw invalidField(`${p}.machineType`, mtRef, `Machine type with name '${mtName}' does not exist in zone '${zone}'.`);
 
     const labels = this.checkLabels(rawLabels ?? {}, `${p}.labels`);
@@ -872,6 +914,17 @@ export class Instances {
       if (s.onHostMaintenance === 'MIGRATE') throw invalidField(`${p}.scheduling.onHostMaintenance`, 'MIGRATE', "Scheduling must have preemptible be false when OnHostMaintenance isn't TERMINATE.");
       if (s.automaticRestart === true) throw invalidField(`${p}.scheduling.automaticRestart`, 'true', 'Scheduling must have preemptible be false when AutomaticRestart is true.');
     }
+    // Scheduling reference: maxRunDuration and terminationTime are one union field (run_duration).
+    if (s.maxRunDuration && s.terminationTime) {
+      throw invalidField(`${p}.scheduling.terminationTime`, s.terminationTime, 'Only one of maxRunDuration and terminationTime may be specified.');
+    }
+    // "Limit the run time of a VM", Restrictions: time limits are not allowed on legacy
+    // preemptible VMs (use Spot). The wording is the fake's; Google's exact text is not published.
+    if (preemptible && !spot && (s.maxRunDuration || s.terminationTime || s.instanceTerminationAction)) {
+      const field = s.maxRunDuration ? 'maxRunDuration' : s.terminationTime ? 'terminationTime' : 'instanceTerminationAction';
+      throw invalidField(`${p}.scheduling.${field}`, field === 'maxRunDuration' ? String(s.maxRunDuration.seconds ?? '') : String(s[field]),
+        'Time limits and instanceTerminationAction are not supported for preemptible VMs; use provisioningModel SPOT.');
+    }
     if (s.terminationTime) throw notModelled('scheduling.terminationTime (use maxRunDuration)');
     const sched: Json = {
       ...s,
@@ -957,6 +1010,18 @@ export class Instances {
     ];
     return lines.join('\r\n') + '\r\n';
   }
+}
+
+/** GB of persistent disk one instance of `plan` adds to the SSD and the standard quota. */
+function diskGb(plan: Plan): { ssd: number; standard: number } {
+  let ssd = 0;
+  let standard = 0;
+  for (const d of plan.disks) {
+    if (d.scratch) continue;
+    if (SSD_QUOTA_TYPES.has(d.diskType)) ssd += d.sizeGb;
+    else standard += d.sizeGb;
+  }
+  return { ssd, standard };
 }
 
 function escape(s: string): string {

@@ -1,5 +1,6 @@
 /** What the GCP fake's resource modules share (one project, one clock, one registry). */
 import type { AddressPools, Clock, Faults, IdAllocator, ResourceRegistry, VmBooter } from '../core';
+import type { MachineType } from './catalog';
 import type { Operations } from './operations';
 
 /** How long each lifecycle step takes, in ms of the fake's clock. */
@@ -24,6 +25,10 @@ export interface GcpQuotas {
   instances?: number;
   /** Regional `IN_USE_ADDRESSES` (external IPs). */
   inUseAddresses?: number;
+  /** Regional `SSD_TOTAL_GB` (pd-ssd and pd-balanced disks). */
+  ssdTotalGb?: number;
+  /** Regional `DISKS_TOTAL_GB` (pd-standard disks). */
+  disksTotalGb?: number;
 }
 
 export interface GcpWorld {
@@ -43,6 +48,8 @@ export interface GcpWorld {
   /** 400 `Unknown zone.` unless the zone exists. */
   checkZone(zone: string): void;
   networkUrl(name: string): string;
+  /** The machine type if it is offered in `zone` (see FakeGcp.withdrawMachineType). */
+  machineTypeIn(zone: string, name: string): MachineType | undefined;
   /** Recomputes every booted VM's firewall and calls `booter.setFirewall` where it changed. */
   syncFirewalls(): void;
   /** Records a failure of the booter (boot, stop, setFirewall): never a fake crash. */
