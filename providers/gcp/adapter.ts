@@ -12,18 +12,21 @@
  * - workers: one `instances.bulkInsert` with `perInstanceProperties` naming every VM;
  * - every VM and boot disk carries the cluster labels from creation; boot disks auto-delete.
  */
-import { CloudApiError, UserDataError } from '../../src/errors';
+import { CloudApiError, DaskCloudError, PreflightError, UserDataError, ValidationError } from '../../src/errors';
+import type { PreflightReport } from '../../src/cluster/preflight';
 import { LABELS, type AdapterContext, type CloudAdapter, type Instance, type InstanceRequest, type NetworkPlan } from '../../src/cluster/vm';
 import { USER_DATA_LIMITS } from '../../src/cloud-init';
 import type { MemberRole } from '../../src/cluster/backend';
 import { retry } from '../../src/cluster/retry';
-import { isNotFound, gcpErrorInfo, operationOf, raceAbort, type ComputeOperation, type GcpApi, type OperationScope } from './api';
-import type { ResolvedGcpConfig } from './options';
+import { credentialsRefused, isNotFound, gcpErrorInfo, operationOf, raceAbort, type ComputeOperation, type GcpApi, type OperationScope } from './api';
+import { CREDENTIALS_FIX } from './credentials';
+import type { GcpClients, ResolvedGcpConfig } from './options';
 import type * as Compute from '@google-cloud/compute';
 
 type IInstance = Compute.protos.google.cloud.compute.v1.IInstance;
 type IInstanceProperties = Compute.protos.google.cloud.compute.v1.IInstanceProperties;
 type IFirewall = Compute.protos.google.cloud.compute.v1.IFirewall;
+type IRouterNat = Compute.protos.google.cloud.compute.v1.IRouterNat;
 
 /** Network tag every member carries; the firewall rules target it. */
 export function clusterTag(clusterId: string): string {
@@ -61,7 +64,12 @@ const GONE_STATES = new Set(['STOPPING', 'STOPPED', 'SUSPENDING', 'SUSPENDED', '
 
 export class GcpAdapter implements CloudAdapter {
   readonly kind = 'gcp';
-  readonly userDataLimit = USER_DATA_LIMITS.gcp;
+  /**
+   * What the core checks rendered user-data against, before any call. Metadata values are at most
+   * 256 KiB of text; a gzipped body travels base64-encoded, 4/3 its size, so a gzipped body must
+   * stay under 3/4 of that (a text body over it is gzipped by the core, which cloud-init reads).
+   */
+  readonly userDataLimit = Math.floor((USER_DATA_LIMITS.gcp * 3) / 4);
   /** Metadata values are strings: a gzipped body travels base64-encoded, marked `user-data-encoding: base64`. */
   readonly binaryUserData = true;
   /** `instances.bulkInsert` creates up to 5,000 VMs per request. */
@@ -78,6 +86,8 @@ export class GcpAdapter implements CloudAdapter {
   #subnetwork: { url: string; range: string } | undefined;
   /** Insert operations still being watched, by instance name (the scheduler's). */
   readonly #inserts = new Map<string, Promise<void>>();
+  /** vCPUs of each machine type, from preflight (for the quota check). */
+  readonly #vcpus = new Map<string, number>();
   /** From the plan: no access configs, so no public addresses. */
   #privateNetworking = false;
   /**
@@ -116,48 +126,312 @@ export class GcpAdapter implements CloudAdapter {
     return `projects/${this.#cfg.networkProjectId}/global/networks/${this.#cfg.network}`;
   }
 
-  async preflight(ctx: AdapterContext, plan: NetworkPlan): Promise<void> {
+  /**
+   * Read-only checks, in the report's order; every call here is a GET. What it resolves (the
+   * image of the family, the subnetwork and its range) is kept for the create calls.
+   */
+  async preflight(ctx: AdapterContext, plan: NetworkPlan, report: PreflightReport): Promise<void> {
     const c = this.#cfg;
+    const signal = ctx.signal;
     this.#privateNetworking = plan.privateNetworking;
-    const family = /^(?:projects\/([^/]+)\/)?global\/images\/family\/([^/]+)$/.exec(c.sourceImage);
-    if (family) {
-      const project = family[1] ?? c.projectId;
-      const image = await this.#api.call(`looking up image family ${family[2]} in ${project}`, async (api, _id, gax) => {
-        const [img] = await api.images.getFromFamily({ project, family: family[2] }, gax);
-        return img;
-      }, { signal: ctx.signal });
-      if (!image.selfLink) throw new CloudApiError(`gcp: image family ${c.sourceImage} returned no image`);
-      this.#image = image.selfLink;
-      ctx.log('image family %s → %s', c.sourceImage, image.name);
+    let project: { name?: string | null } | undefined;
+    let projectError: unknown;
+    const credentialsOk = await report.check(
+      'credentials',
+      async () => {
+        const source = this.#api.credentialSource();
+        await this.#api.clients();
+        // The first read: it is also the location check's project look-up.
+        try {
+          project = await this.#read(ctx, `reading project ${c.projectId}`, (api, gax) => api.projects.get({ project: c.projectId }, gax));
+        } catch (err) {
+          if (isAuthFailure(err)) throw credentialsRefused(this.#api.credentialSource(), DaskCloudError.isInstance(err) && err.cause !== undefined ? err.cause : err);
+          projectError = err;
+          return `found in ${source.description}`;
+        }
+        return `found in ${source.description}; accepted by Compute (projects.get ${c.projectId})`;
+      },
+      CREDENTIALS_FIX,
+      signal,
+    );
+    // Nothing else can be checked without credentials (the core marks the rest skipped).
+    if (!credentialsOk) return;
+
+    const locationOk = await report.check(
+      'location',
+      async () => {
+        if (projectError !== undefined) throw this.#projectProblem(projectError);
+        const zone = await this.#read(ctx, `reading zone ${c.zone}`, (api, gax) => api.zones.get({ project: c.projectId, zone: c.zone }, gax)).catch((err: unknown) => {
+          if (isNotFound(err)) {
+            throw new ValidationError(`gcp: zone ${c.zone} does not exist in project ${c.projectId}`, {
+              option: 'zone',
+              cause: err,
+              details: { fix: `choose a zone from \`gcloud compute zones list --project ${c.projectId}\`` },
+            });
+          }
+          throw err;
+        });
+        if (zone.status !== 'UP') {
+          throw new PreflightError(`gcp: zone ${c.zone} is ${String(zone.status)}, not UP`, {
+            details: { fix: `choose another zone of ${c.region} (\`gcloud compute zones list --filter=region:${c.region}\`) and pass it as zone` },
+          });
+        }
+        return `project ${project?.name ?? c.projectId}, zone ${c.zone} (UP), region ${c.region}`;
+      },
+      undefined,
+      signal,
+    );
+    // A missing project or zone makes every other check fail the same way: say it once.
+    if (!locationOk) return;
+
+    await report.check('image', () => this.#resolveImage(ctx), undefined, signal);
+
+    let subnetName: string | undefined;
+    const networkOk = await report.check(
+      'network',
+      async () => {
+        const found = await this.#resolveNetwork(ctx);
+        subnetName = found.subnet;
+        return `${found.text}; ${await this.#checkMachineTypes(ctx)}`;
+      },
+      undefined,
+      signal,
+    );
+
+    if (!(plan.privateNetworking && plan.needsEgress)) {
+      report.pass('nat', plan.privateNetworking ? 'not needed: the native runtime downloads nothing at boot' : 'not needed: public mode gives every VM an external address');
+    } else if (!networkOk || subnetName === undefined) {
+      report.skip('nat', 'not checked: the network check failed');
+    } else {
+      const name = subnetName;
+      await report.check('nat', () => this.#checkNat(ctx, name), undefined, signal);
     }
 
-    const network = await this.#api.call(`looking up network ${c.network} in ${c.networkProjectId}`, async (api, _id, gax) => {
-      const [net] = await api.networks.get({ project: c.networkProjectId, network: c.network }, gax);
-      return net;
-    }, { signal: ctx.signal });
+    await report.check('quota', () => this.#checkQuota(ctx, plan), undefined, signal);
+
+    // Compute has no project-level testIamPermissions (that is Resource Manager's API, which this
+    // provider does not call): name the roles instead of guessing from a failed create.
+    const roles = ['roles/compute.instanceAdmin.v1 (instances, disks)', `roles/compute.securityAdmin (firewall rules${c.networkProjectId !== c.projectId ? ` in ${c.networkProjectId}` : ''})`];
+    if (c.serviceAccount) roles.push(`roles/iam.serviceAccountUser on ${c.serviceAccount.email === 'default' ? 'the Compute Engine default service account' : c.serviceAccount.email}`);
+    if (c.networkProjectId !== c.projectId) roles.push(`roles/compute.networkUser on the subnetwork in ${c.networkProjectId} (Shared VPC)`);
+    report.warn(
+      'permissions',
+      `not checked (Compute cannot test project permissions read-only); creating a cluster needs ${roles.join(', ')}`,
+      `grant them: gcloud projects add-iam-policy-binding ${c.projectId} --member=user:YOU --role=ROLE (once per role)`,
+    );
+  }
+
+  /** One read-only call, its first result. */
+  #read<T>(ctx: AdapterContext, what: string, fn: (api: GcpClients, gax: { timeout: number; maxRetries: 0 }) => Promise<[T, ...unknown[]]>): Promise<T> {
+    return this.#api.call(
+      what,
+      async (api, _id, gax) => {
+        const [res] = await fn(api, gax);
+        return res;
+      },
+      { signal: ctx.signal },
+    );
+  }
+
+  /** A failed projects.get, as what the user can do about it. */
+  #projectProblem(err: unknown): DaskCloudError {
+    const c = this.#cfg;
+    const info = DaskCloudError.isInstance(err) && err.cause !== undefined ? gcpErrorInfo(err.cause) : gcpErrorInfo(err);
+    if (isNotFound(err)) {
+      return new ValidationError(`gcp: project ${c.projectId} does not exist (or these credentials cannot see it)`, {
+        option: 'projectId',
+        cause: err,
+        details: { fix: 'pass the project id (not its name or number) as projectId; `gcloud projects list` shows the ones you can use' },
+      });
+    }
+    if (info.reason === 'accessNotConfigured' || /has not been used|is disabled/i.test(info.message)) {
+      return new PreflightError(`gcp: the Compute Engine API is not enabled in project ${c.projectId}`, {
+        cause: err,
+        details: { fix: `gcloud services enable compute.googleapis.com --project ${c.projectId}` },
+      });
+    }
+    if (info.status === 403) {
+      return new PreflightError(`gcp: these credentials may not read project ${c.projectId}: ${info.message}`, {
+        cause: err,
+        details: { fix: `grant roles/compute.instanceAdmin.v1 and roles/compute.securityAdmin on ${c.projectId} to the account the credentials belong to` },
+      });
+    }
+    return DaskCloudError.isInstance(err) ? err : new CloudApiError(`gcp: reading project ${c.projectId} failed: ${info.message}`, { cause: err });
+  }
+
+  /** The image family resolved once, so every VM of the cluster boots the same image. */
+  async #resolveImage(ctx: AdapterContext): Promise<string> {
+    const c = this.#cfg;
+    const family = /^(?:projects\/([^/]+)\/)?global\/images\/family\/([^/]+)$/.exec(c.sourceImage);
+    if (!family) return `${c.sourceImage} (an image name: created as given)`;
+    const project = family[1] ?? c.projectId;
+    const image = await this.#read(ctx, `looking up image family ${family[2]} in ${project}`, (api, gax) => api.images.getFromFamily({ project, family: family[2] }, gax)).catch(
+      (err: unknown) => {
+        if (!isNotFound(err)) throw err;
+        throw new ValidationError(`gcp: image family ${family[2]} does not exist in project ${project} (sourceImage ${c.sourceImage})`, {
+          option: 'sourceImage',
+          cause: err,
+          details: { fix: `list the families with \`gcloud compute images list --project ${project} --format='value(family)'\` and pass one as sourceImage` },
+        });
+      },
+    );
+    if (!image.selfLink) throw new CloudApiError(`gcp: image family ${c.sourceImage} returned no image`);
+    this.#image = image.selfLink;
+    ctx.log('image family %s → %s', c.sourceImage, image.name);
+    return `family ${family[2]} → ${image.name ?? image.selfLink}`;
+  }
+
+  /** The network, and the subnetwork the VMs use (the network's only one in the region, unless given). */
+  async #resolveNetwork(ctx: AdapterContext): Promise<{ text: string; subnet: string }> {
+    const c = this.#cfg;
+    const network = await this.#read(ctx, `looking up network ${c.network} in ${c.networkProjectId}`, (api, gax) => api.networks.get({ project: c.networkProjectId, network: c.network }, gax)).catch(
+      (err: unknown) => {
+        if (!isNotFound(err)) throw err;
+        throw new ValidationError(`gcp: network ${c.network} does not exist in project ${c.networkProjectId}`, {
+          option: 'network',
+          cause: err,
+          details: { fix: `pass an existing network (\`gcloud compute networks list --project ${c.networkProjectId}\`), or create it` },
+        });
+      },
+    );
     let subnet = c.subnetwork;
     if (!subnet) {
       const inRegion = (network.subnetworks ?? []).filter((u) => u.includes(`/regions/${c.region}/subnetworks/`));
       if (inRegion.length !== 1) {
-        throw new CloudApiError(
+        throw new ValidationError(
           inRegion.length === 0
-            ? `gcp: network ${c.network} has no subnetwork in region ${c.region}: create one, or pass subnetwork`
-            : `gcp: network ${c.network} has ${inRegion.length} subnetworks in region ${c.region}: choose one with subnetwork`,
-          { details: { network: c.network, region: c.region } },
+            ? `gcp: network ${c.network} has no subnetwork in region ${c.region}`
+            : `gcp: network ${c.network} has ${inRegion.length} subnetworks in region ${c.region}`,
+          {
+            option: 'subnetwork',
+            details: {
+              network: c.network,
+              region: c.region,
+              fix:
+                inRegion.length === 0
+                  ? `create one (\`gcloud compute networks subnets create NAME --network ${c.network} --region ${c.region} --range CIDR\`) or choose a zone in a region the network covers`
+                  : `pass one of ${inRegion.map((u) => u.split('/').pop()).join(', ')} as subnetwork`,
+            },
+          },
         );
       }
       subnet = { region: c.region, name: inRegion[0]!.split('/').pop()! };
     }
     const { region, name } = subnet;
-    const sub = await this.#api.call(`looking up subnetwork ${name} in ${region}`, async (api, _id, gax) => {
-      const [s] = await api.subnetworks.get({ project: c.networkProjectId, region, subnetwork: name }, gax);
-      return s;
-    }, { signal: ctx.signal });
+    const sub = await this.#read(ctx, `looking up subnetwork ${name} in ${region}`, (api, gax) => api.subnetworks.get({ project: c.networkProjectId, region, subnetwork: name }, gax)).catch(
+      (err: unknown) => {
+        if (!isNotFound(err)) throw err;
+        throw new ValidationError(`gcp: subnetwork ${name} does not exist in region ${region} of project ${c.networkProjectId}`, {
+          option: 'subnetwork',
+          cause: err,
+          details: { fix: `pass an existing subnetwork (\`gcloud compute networks subnets list --network ${c.network} --regions ${region}\`)` },
+        });
+      },
+    );
     if (!sub.ipCidrRange) throw new CloudApiError(`gcp: subnetwork ${name} has no ipCidrRange`);
     if (sub.network && !sub.network.endsWith(`/global/networks/${c.network}`)) {
-      throw new CloudApiError(`gcp: subnetwork ${name} belongs to ${sub.network}, not network ${c.network}`);
+      throw new ValidationError(`gcp: subnetwork ${name} belongs to ${sub.network}, not network ${c.network}`, {
+        option: 'subnetwork',
+        details: { fix: `pass the network the subnetwork belongs to (${sub.network.split('/').pop()}) as network, or a subnetwork of ${c.network}` },
+      });
     }
     this.#subnetwork = { url: `projects/${c.networkProjectId}/regions/${region}/subnetworks/${name}`, range: sub.ipCidrRange };
+    return { text: `network ${c.network}, subnetwork ${name} (${sub.ipCidrRange})`, subnet: name };
+  }
+
+  /** Both machine types are offered in the zone; their vCPUs are kept for the quota check. */
+  async #checkMachineTypes(ctx: AdapterContext): Promise<string> {
+    const c = this.#cfg;
+    const wanted: [string, string][] = [
+      ['schedulerMachineType', c.schedulerMachineType],
+      ['workerMachineType', c.workerMachineType],
+    ];
+    for (const [option, type] of wanted) {
+      if (this.#vcpus.has(type)) continue;
+      const mt = await this.#read(ctx, `looking up machine type ${type} in ${c.zone}`, (api, gax) => api.machineTypes.get({ project: c.projectId, zone: c.zone, machineType: type }, gax)).catch(
+        (err: unknown) => {
+          if (!isNotFound(err)) throw err;
+          throw new ValidationError(`gcp: machine type ${type} is not offered in zone ${c.zone}`, {
+            option,
+            cause: err,
+            details: { fix: `choose a type from \`gcloud compute machine-types list --zones ${c.zone}\`, or another zone that offers ${type}` },
+          });
+        },
+      );
+      this.#vcpus.set(type, Number(mt.guestCpus ?? 0));
+    }
+    return `machine types ${[...new Set(wanted.map(([, t]) => t))].join(', ')} offered in ${c.zone}`;
+  }
+
+  /** Private mode with the docker runtime: a Cloud NAT must translate the subnetwork's addresses. */
+  async #checkNat(ctx: AdapterContext, subnet: string): Promise<string> {
+    const c = this.#cfg;
+    const routers = await this.#api.call(
+      `listing Cloud Routers in ${c.region}`,
+      async (api, _id, gax) => {
+        const [items] = await api.routers.list({ project: c.networkProjectId, region: c.region }, { ...gax, autoPaginate: true });
+        return items;
+      },
+      { signal: ctx.signal },
+    );
+    for (const router of routers) {
+      if (!router.network?.endsWith(`/global/networks/${c.network}`)) continue;
+      for (const nat of router.nats ?? []) {
+        if (natCovers(nat, c.region, subnet)) return `Cloud NAT ${nat.name ?? ''} on router ${router.name ?? ''} covers subnetwork ${subnet}`;
+      }
+    }
+    const p = c.networkProjectId;
+    throw new PreflightError(
+      `gcp: private mode with the docker runtime needs outbound internet, but no Cloud NAT in ${c.region} covers subnetwork ${subnet} of network ${c.network}: ` +
+        'the VMs could not install Docker or pull the image',
+      {
+        details: {
+          fix:
+            `create a Cloud NAT: \`gcloud compute routers create dask-nat-router --project ${p} --region ${c.region} --network ${c.network}\` then ` +
+            `\`gcloud compute routers nats create dask-nat --project ${p} --router dask-nat-router --region ${c.region} --auto-allocate-nat-external-ips --nat-all-subnet-ip-ranges\`; ` +
+            "or use runtime: 'native' on an image that has Dask, or turn privateNetworking off",
+        },
+      },
+    );
+  }
+
+  /** Regional quota headroom for the VMs, disks and external addresses the cluster creates. */
+  async #checkQuota(ctx: AdapterContext, plan: NetworkPlan): Promise<string> {
+    const c = this.#cfg;
+    const region = await this.#read(ctx, `reading region ${c.region}`, (api, gax) => api.regions.get({ project: c.projectId, region: c.region }, gax));
+    const quotas = new Map((region.quotas ?? []).map((q) => [q.metric ?? '', { limit: Number(q.limit ?? 0), usage: Number(q.usage ?? 0) }]));
+    const vms = 1 + plan.nWorkers;
+    const need = new Map<string, number>();
+    const add = (metric: string, n: number) => need.set(metric, (need.get(metric) ?? 0) + n);
+    for (const [type, count] of [
+      [c.schedulerMachineType, 1],
+      [c.workerMachineType, plan.nWorkers],
+    ] as const) {
+      const cpus = this.#vcpus.get(type);
+      // Unknown when the network check failed: counted as nothing rather than guessed.
+      if (cpus !== undefined && count > 0) add(cpuMetric(type, quotas), cpus * count);
+    }
+    add('INSTANCES', vms);
+    if (!plan.privateNetworking) add('IN_USE_ADDRESSES', vms);
+    add(SSD_DISK_TYPES.has(c.diskType) ? 'SSD_TOTAL_GB' : 'DISKS_TOTAL_GB', c.diskSizeGb * vms);
+    const short: string[] = [];
+    const fine: string[] = [];
+    for (const [metric, n] of need) {
+      const q = quotas.get(metric);
+      if (!q) continue; // a metric the region does not report is not limited there
+      const free = q.limit - q.usage;
+      (n > free ? short : fine).push(`${metric} needs ${n}, ${free} free of ${q.limit}`);
+    }
+    if (short.length > 0) {
+      throw new PreflightError(`gcp: not enough quota in ${c.region} for the scheduler and ${plan.nWorkers} workers: ${short.join('; ')}`, {
+        details: {
+          fix:
+            `request more at https://console.cloud.google.com/iam-admin/quotas?project=${c.projectId} (filter: region ${c.region}, the metrics above), ` +
+            'or start fewer or smaller workers, or delete what uses the quota (`gcloud compute instances list`)',
+        },
+      });
+    }
+    return `${c.region}: ${fine.join('; ')}`;
   }
 
   /** The cluster's firewall rules, from the core's plan. */
@@ -224,11 +498,12 @@ export class GcpAdapter implements CloudAdapter {
   #userDataItems(request: InstanceRequest): { key: string; value: string }[] {
     const ud = request.userData;
     const value = ud.gzipped ? ud.body.toString('base64') : ud.body.toString('utf8');
-    if (Buffer.byteLength(value) > this.userDataLimit) {
+    // The core checked it against userDataLimit before any call; this guards the arithmetic.
+    if (Buffer.byteLength(value) > USER_DATA_LIMITS.gcp) {
       throw new UserDataError(
         'E_USER_DATA_TOO_LARGE',
-        `${request.role} user-data is ${ud.bytes} bytes gzipped, ${Buffer.byteLength(value)} bytes in base64: over GCP's ${this.userDataLimit}-byte metadata value limit`,
-        { details: { rawBytes: ud.rawBytes, gzipBytes: ud.bytes, limitBytes: this.userDataLimit } },
+        `${request.role} user-data is ${ud.bytes} bytes${ud.gzipped ? ' gzipped' : ''}, ${Buffer.byteLength(value)} bytes as a metadata value: over GCP's ${USER_DATA_LIMITS.gcp}-byte metadata value limit`,
+        { details: { rawBytes: ud.rawBytes, gzipBytes: ud.bytes, limitBytes: USER_DATA_LIMITS.gcp } },
       );
     }
     // cloud-init's GCE datasource decodes `user-data` marked base64.
@@ -247,8 +522,9 @@ export class GcpAdapter implements CloudAdapter {
     const labels = { ...c.labels, ...request.labels };
     const scheduling: IInstanceProperties['scheduling'] = {
       onHostMaintenance: c.onHostMaintenance,
-      automaticRestart: !(c.spot || c.preemptible),
-      ...(c.preemptible ? { preemptible: true } : {}),
+      automaticRestart: !c.spot,
+      // `preemptible` is sent as Spot too: legacy preemptible VMs refuse time limits ("Limit the
+      // run time of a VM") and would be stopped, not deleted, when preempted.
       ...(c.spot ? { provisioningModel: 'SPOT' } : {}),
       ...(c.maxRunDurationSeconds !== undefined ? { maxRunDuration: { seconds: c.maxRunDurationSeconds } } : {}),
       // Delete, never just stop: a stopped VM still bills for its disk and is easily forgotten.
@@ -552,6 +828,41 @@ function toInstance(inst: IInstance, role: MemberRole): Instance {
     ...(publicIp ? { publicIp } : {}),
     ...(inst.status && GONE_STATES.has(inst.status) ? { stoppedState: inst.status } : {}),
   };
+}
+
+/** Disk types whose size counts against the regional SSD_TOTAL_GB quota (the rest: DISKS_TOTAL_GB). */
+const SSD_DISK_TYPES = new Set(['pd-ssd', 'pd-balanced']);
+/** Families whose vCPUs count against the plain `CPUS` quota; the others have `<FAMILY>_CPUS`. */
+const PLAIN_CPU_FAMILIES = new Set(['e2', 'n1', 'f1', 'g1', 'custom']);
+
+/** The regional quota metric a machine type's vCPUs count against. */
+function cpuMetric(machineType: string, quotas: Map<string, unknown>): string {
+  const family = machineType.split('-')[0] ?? '';
+  if (PLAIN_CPU_FAMILIES.has(family)) return 'CPUS';
+  const own = `${family.toUpperCase()}_CPUS`;
+  return quotas.has(own) ? own : 'CPUS';
+}
+
+/**
+ * Whether a Cloud NAT config translates the primary range of `subnet` (Compute v1 `RouterNat`:
+ * `sourceSubnetworkIpRangesToNat`, and for LIST_OF_SUBNETWORKS the `subnetworks[]` entries).
+ */
+export function natCovers(nat: IRouterNat, region: string, subnet: string): boolean {
+  const mode = String(nat.sourceSubnetworkIpRangesToNat ?? '');
+  if (mode === 'ALL_SUBNETWORKS_ALL_IP_RANGES' || mode === 'ALL_SUBNETWORKS_ALL_PRIMARY_IP_RANGES') return true;
+  if (mode !== 'LIST_OF_SUBNETWORKS') return false;
+  return (nat.subnetworks ?? []).some((s) => {
+    const ranges = (s.sourceIpRangesToNat ?? ['ALL_IP_RANGES']).map(String);
+    return (s.name ?? '').endsWith(`/regions/${region}/subnetworks/${subnet}`) && (ranges.includes('ALL_IP_RANGES') || ranges.includes('PRIMARY_IP_RANGE'));
+  });
+}
+
+/** A refused token (401) or an auth-library failure before any answer: the credentials' fault. */
+function isAuthFailure(err: unknown): boolean {
+  const inner = DaskCloudError.isInstance(err) && err.cause !== undefined ? err.cause : err;
+  const info = gcpErrorInfo(inner);
+  if (info.status === 401) return true;
+  return info.status === undefined && /invalid_grant|invalid_client|unauthorized_client|Could not load the default credentials|Could not refresh access token/i.test(info.message);
 }
 
 /** The values, or the first failure once every promise has settled. */

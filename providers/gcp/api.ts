@@ -12,7 +12,8 @@ import { Limiter } from '../../src/cluster/limiter';
 import { randomUUID } from 'node:crypto';
 import type * as Compute from '@google-cloud/compute';
 import type { Debugger } from 'debug';
-import { CloudApiError, DaskCloudError } from '../../src/errors';
+import { CloudApiError, CredentialsError, DaskCloudError } from '../../src/errors';
+import { CREDENTIALS_FIX, findCredentials, type CredentialSource } from './credentials';
 import { retry, type RetryClock } from '../../src/cluster/retry';
 import type { GcpClients, ResolvedConnection } from './options';
 
@@ -164,6 +165,8 @@ export interface CallOptions {
 
 export interface GcpApiOptions extends Pick<ResolvedConnection, 'clientOptions' | 'clients' | 'maxConcurrentRequests' | 'requestTimeoutMs' | 'operationTimeoutMs'> {
   log: Debugger;
+  /** Where credentials are looked for (default `process.env`). */
+  env?: NodeJS.ProcessEnv;
   /** How long one logical call keeps retrying (default 3 min: per-minute quotas refill within one). */
   retryTimeoutMs?: number;
   /** First backoff delay (default 1 s) and cap (default 30 s). */
@@ -184,6 +187,7 @@ export class GcpApi {
   /** Clients this object created (and so closes); ready-made ones belong to the caller. */
   readonly #owned: { close(): Promise<void> }[] = [];
   #closed = false;
+  #credentials: CredentialSource | undefined;
 
   constructor(options: GcpApiOptions) {
     this.#options = options;
@@ -194,6 +198,15 @@ export class GcpApi {
     return this.#options.operationTimeoutMs;
   }
 
+  /**
+   * Where the credentials come from (found locally, before anything is dialled). Throws a
+   * `CredentialsError` when there are none.
+   */
+  credentialSource(): CredentialSource {
+    this.#credentials ??= findCredentials({ clientOptions: this.#options.clientOptions }, this.#options.env ?? process.env);
+    return this.#credentials;
+  }
+
   /** The SDK clients, importing `@google-cloud/compute` on first use. */
   clients(): Promise<GcpClients> {
     if (this.#closed) return Promise.reject(new CloudApiError('gcp: the API clients are closed'));
@@ -201,23 +214,44 @@ export class GcpApi {
     return this.#clients;
   }
 
+  /**
+   * Creates the clients, all with one auth client resolved here first, and initialises them.
+   * google-gax resolves credentials inside each client's `initialize()` and, when that fails,
+   * every method call rejects a promise nobody awaits (`initialize().catch(err => { throw err })`):
+   * an unhandled rejection that ends the host process. So credentials are found locally first, the
+   * auth client is made inside this try, and a client whose initialisation failed is never called.
+   */
   async #load(): Promise<GcpClients> {
     const given = this.#options.clients;
-    const names: (keyof GcpClients)[] = ['instances', 'zoneOperations', 'globalOperations', 'firewalls', 'networks', 'subnetworks', 'images'];
+    const names: (keyof GcpClients)[] = ['instances', 'zoneOperations', 'globalOperations', 'firewalls', 'networks', 'subnetworks', 'images', 'projects', 'regions', 'zones', 'machineTypes', 'routers'];
     if (names.every((n) => given[n] !== undefined)) return given as GcpClients;
+    const source = this.credentialSource();
     const started = Date.now();
     const mod = await import('@google-cloud/compute');
     // Named exports when Node detects them in the CommonJS module, else under `default`.
     const compute = 'InstancesClient' in mod ? mod : (mod as unknown as { default: typeof mod }).default;
-    this.#options.log('loaded @google-cloud/compute in %d ms', Date.now() - started);
-    const o = this.#options.clientOptions;
+    this.#options.log('loaded @google-cloud/compute in %d ms; credentials from %s', Date.now() - started, source.description);
+    let o = this.#options.clientOptions;
+    if (o.authClient === undefined) {
+      // The auth client the SDK would make (its GoogleAuth, with Compute's scopes), made here so
+      // that a failure is this call's error.
+      const probe = new compute.ProjectsClient(o);
+      try {
+        o = { ...o, authClient: await probe.auth.getClient() };
+      } catch (err) {
+        throw credentialsRefused(source, err);
+      } finally {
+        await probe.close().catch(() => undefined);
+      }
+    }
+    const owned: { close(): Promise<void>; initialize(): Promise<unknown> }[] = [];
     const make = <K extends keyof GcpClients>(name: K, create: () => GcpClients[K]): GcpClients[K] => {
       if (given[name] !== undefined) return given[name] as GcpClients[K];
       const client = create();
-      this.#owned.push(client);
+      owned.push(client as unknown as (typeof owned)[number]);
       return client;
     };
-    return {
+    const clients: GcpClients = {
       instances: make('instances', () => new compute.InstancesClient(o)),
       zoneOperations: make('zoneOperations', () => new compute.ZoneOperationsClient(o)),
       globalOperations: make('globalOperations', () => new compute.GlobalOperationsClient(o)),
@@ -225,7 +259,18 @@ export class GcpApi {
       networks: make('networks', () => new compute.NetworksClient(o)),
       subnetworks: make('subnetworks', () => new compute.SubnetworksClient(o)),
       images: make('images', () => new compute.ImagesClient(o)),
+      projects: make('projects', () => new compute.ProjectsClient(o)),
+      regions: make('regions', () => new compute.RegionsClient(o)),
+      zones: make('zones', () => new compute.ZonesClient(o)),
+      machineTypes: make('machineTypes', () => new compute.MachineTypesClient(o)),
+      routers: make('routers', () => new compute.RoutersClient(o)),
     };
+    this.#owned.push(...owned);
+    // Every stub is made now, inside this try: a failure here is one error, never a later crash.
+    const init = await Promise.allSettled(owned.map((c) => c.initialize()));
+    const failed = init.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw credentialsRefused(source, failed.reason);
+    return clients;
   }
 
   /**
@@ -235,7 +280,11 @@ export class GcpApi {
   async call<T>(what: string, fn: (c: GcpClients, requestId: string, gax: GaxCallOptions) => Promise<T>, options: CallOptions = {}): Promise<T> {
     const { signal } = options;
     if (signal?.aborted) throw abortReason(signal);
-    const clients = await raceAbort(this.clients(), signal);
+    const clients = await raceAbort(this.clients(), signal).catch((err: unknown) => {
+      // Outside preflight (cleanup, a call after a failed start) nobody adds the fix: say it here.
+      if (CredentialsError.isInstance(err) && !err.message.includes(CREDENTIALS_FIX)) err.message = `${err.message}\n  fix: ${CREDENTIALS_FIX}`;
+      throw err;
+    });
     const requestId = randomUUID();
     const timeoutMs = options.timeoutMs ?? this.#options.requestTimeoutMs;
     const gax: GaxCallOptions = { timeout: timeoutMs, maxRetries: 0 };
@@ -329,6 +378,15 @@ export class GcpApi {
     const owned = this.#owned.splice(0);
     await Promise.allSettled(owned.map((c) => c.close()));
   }
+}
+
+/** Credentials that were found but could not be used (a bad key file, a refused refresh). */
+export function credentialsRefused(source: CredentialSource, err: unknown): CredentialsError {
+  const reason = err instanceof Error ? err.message : String(err);
+  return new CredentialsError(`gcp: the credentials from ${source.description} could not be used: ${reason}`, {
+    cause: err,
+    details: { source: source.kind, fix: CREDENTIALS_FIX },
+  });
 }
 
 /** The Operation a mutating call answered with (`[{ latestResponse, name }]` for insert/delete). */

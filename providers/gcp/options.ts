@@ -21,6 +21,11 @@ export interface GcpClients {
   networks: Compute.NetworksClient;
   subnetworks: Compute.SubnetworksClient;
   images: Compute.ImagesClient;
+  projects: Compute.ProjectsClient;
+  regions: Compute.RegionsClient;
+  zones: Compute.ZonesClient;
+  machineTypes: Compute.MachineTypesClient;
+  routers: Compute.RoutersClient;
 }
 
 /** Where the Compute API lives, when not Google's own endpoint (emulators, Private Service Connect, tests). */
@@ -95,7 +100,11 @@ export interface GCPClusterOptions extends Omit<VMClusterOptions, 'gpu'>, GcpCon
   diskType?: string;
   /** GPUs per VM; VMs then stop (not migrate) for host maintenance, and the Docker runtime passes them through. */
   gpu?: GcpGpu;
-  /** Preemptible VMs (default false). */
+  /**
+   * Preemptible VMs (default false): created as Spot VMs, Google's current form of preemptible
+   * VMs (same price), because legacy preemptible VMs refuse the `maxRunDuration` safety net and
+   * are only stopped, not deleted, when preempted.
+   */
   preemptible?: boolean;
   /** Spot VMs (default false); deleted when preempted. */
   spot?: boolean;
@@ -156,7 +165,7 @@ export interface ResolvedGcpConfig extends ResolvedConnection {
   diskSizeGb: number;
   diskType: string;
   gpu?: { type: string; count: number };
-  preemptible: boolean;
+  /** Spot provisioning: `spot`, or `preemptible` (which is sent as Spot, see GCPClusterOptions.preemptible). */
   spot: boolean;
   serviceAccount?: { email: string; scopes: string[] };
   labels: Record<string, string>;
@@ -474,8 +483,7 @@ export function resolveGcpOptions(options: GCPClusterOptions, env: NodeJS.Proces
     diskSizeGb,
     diskType,
     gpu,
-    preemptible,
-    spot,
+    spot: spot || preemptible,
     serviceAccount,
     labels: labels(options.labels),
     maxRunDurationSeconds,

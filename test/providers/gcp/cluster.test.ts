@@ -11,9 +11,10 @@ import { GCPCluster, clusterTag, roleTag } from '../../../providers/gcp';
 import { GcpAdapter } from '../../../providers/gcp/adapter';
 import { LABELS } from '../../../src/cluster/vm';
 import type { ClusterEvent } from '../../../src/cluster/events';
-import { ClusterStartError, ValidationError } from '../../../src/errors';
+import { randomBytes } from 'node:crypto';
+import { ClusterStartError, DaskCloudError, UserDataError, ValidationError } from '../../../src/errors';
 import { assertNoContractViolations, type ReceivedCall, type ResourceSnapshot } from '../../fakes/core';
-import type { FakeGcp } from '../../fakes/gcp';
+import { METADATA_VALUE_MAX, type FakeGcp } from '../../fakes/gcp';
 import { eventually } from '../../helpers/eventually';
 import { fakeOptions, operations, startFake, ZONE } from './helpers';
 
@@ -217,6 +218,16 @@ describe('GCPCluster options', () => {
     expect(userData).toContain('--gpus all');
   });
 
+  it('item 3: preemptible: true is created as Spot, so the default maxRunDuration (and DELETE) is accepted', async () => {
+    const fake = await fakeGcp();
+    const { cluster, snapshot } = await startUntilWorkers(fake, { preemptible: true });
+    const spot = { onHostMaintenance: 'TERMINATE', automaticRestart: false, provisioningModel: 'SPOT', maxRunDuration: { seconds: '86400' }, instanceTerminationAction: 'DELETE' };
+    expect(bodies(fake, 'instances.insert')[0]!.scheduling).toEqual(spot);
+    expect(bodies(fake, 'instances.bulkInsert')[0]!.instanceProperties.scheduling).toEqual(spot);
+    expect((snapshot.instances ?? []).map((i) => (i.value as Body).name).sort()).toEqual([`${cluster.id}-scheduler`, `${cluster.id}-worker-0`, `${cluster.id}-worker-1`]);
+    expect(fake.leaked()).toEqual({});
+  });
+
   it('maxRunDuration: false sets none', async () => {
     const fake = await fakeGcp();
     await startUntilWorkers(fake, { maxRunDuration: false, nWorkers: 0 });
@@ -282,6 +293,8 @@ describe('GCPCluster resources', () => {
 
   it('private mode: no public address anywhere, no rule from outside the network', async () => {
     const fake = await fakeGcp();
+    // The docker runtime installs Docker and pulls the image: private mode needs a Cloud NAT.
+    fake.addCloudNat('us-central1');
     const { cluster, snapshot, error } = await startUntilWorkers(fake, { privateNetworking: true }, true);
     expect(snapshot.firewalls!.map((f) => (f.value as Body).name)).toEqual([`${cluster.id}-internal`, `${cluster.id}-network`]);
     for (const inst of snapshot.instances!.map((i) => i.value as Body)) expect(inst.networkInterfaces[0].accessConfigs).toBeUndefined();
@@ -319,7 +332,10 @@ describe('GCPCluster resources', () => {
   });
 });
 
-/** Expected start-failure outcomes: phase, message and the console tail when a VM existed. */
+/**
+ * Expected start-failure outcomes: phase, message and the console tail when a VM existed. Failed
+ * look-ups (image, network, subnetwork) are preflight failures now: preflight.test.ts.
+ */
 interface FailureCase {
   step: string;
   inject: (fake: FakeGcp) => void;
@@ -330,14 +346,6 @@ interface FailureCase {
 }
 
 const FAILURES: FailureCase[] = [
-  {
-    step: 'image lookup',
-    inject: (f) => f.faults.fail('compute.images.getFromFamily', { status: 404, code: 'notFound', message: "The resource 'projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64' was not found" }, { times: 1 }),
-    phase: 'network',
-    message: /failed during network: gcp: looking up image family ubuntu-2404-lts-amd64 in ubuntu-os-cloud failed: HTTP 404 notFound/,
-  },
-  { step: 'network lookup', inject: () => undefined, options: { network: 'vpc-missing' }, phase: 'network', message: /looking up network vpc-missing in \S+ failed: HTTP 404 notFound/ },
-  { step: 'subnetwork lookup', inject: () => undefined, options: { subnetwork: 'sub-missing' }, phase: 'network', message: /looking up subnetwork sub-missing in us-central1 failed: HTTP 404/ },
   {
     step: 'firewall insert',
     inject: (f) => f.faults.fail('compute.firewalls.insert', { status: 403, code: 'forbidden', message: "Required 'compute.firewalls.create' permission" }, { nth: 2 }),
@@ -480,5 +488,90 @@ describe('idempotent creation', () => {
     expect(fake.server.calls('compute.instances.insert').map((c) => c.status)).toEqual([403, 200]);
     expect(fake.server.calls('compute.instances.bulkInsert').map((c) => c.status)).toEqual([403, 200]);
     expect(snapshot.instances!.map((i) => (i.value as Body).name).sort()).toEqual([`${cluster.id}-scheduler`, `${cluster.id}-worker-0`, `${cluster.id}-worker-1`]);
+  });
+});
+
+describe('a rollback that cannot delete everything', () => {
+  it('item 8: an instance delete that fails still throws the ClusterStartError with the real cause, what is left and the cleanup command; the firewall rules are still deleted; cleanup then empties the project', async () => {
+    const fake = await fakeGcp();
+    const refuse = fake.faults.fail('compute.instances.delete', { status: 403, code: 'forbidden', message: "Required 'compute.instances.delete' permission" });
+    // The scheduler never answers (nothing boots): the start fails after 1.5 s and rolls back.
+    const { cluster, error } = await startUntilWorkers(fake, { schedulerTimeoutMs: 1_500 }, true);
+    const id = cluster.id;
+    expect(error.code).toBe('E_START_FAILED');
+    expect(error.details.phase).toBe('scheduler');
+    expect(error.message).toMatch(/failed during scheduler \(scheduler \S+-scheduler\): scheduler tls:\/\/\S+ was not ready within 1500 ms/);
+    expect((error.cause as Error).message).toMatch(/was not ready within 1500 ms/);
+    expect(error.message).toMatch(/The rollback could not delete everything \(.*Required 'compute\.instances\.delete' permission.*\)/);
+    expect(error.details.leftovers).toEqual([expect.stringMatching(new RegExp(`^instances .*${id}-scheduler`))]);
+    expect(error.details.cleanupCommand).toBe(`dask-cloud cleanup --provider gcp --cluster ${id}`);
+    expect(error.message).toContain(`Delete it with: dask-cloud cleanup --provider gcp --cluster ${id}`);
+    expect(cluster.state).toBe('failed');
+    // Every deletion was tried: the instances (refused) and the three firewall rules (deleted).
+    expect(new Set(fake.server.calls('compute.instances.delete').map((c) => c.params.instance))).toEqual(new Set([`${id}-scheduler`, `${id}-worker-0`, `${id}-worker-1`]));
+    expect(fake.server.calls('compute.firewalls.delete')).toHaveLength(3);
+    expect(fake.leaked().firewalls).toBeUndefined();
+    expect(fake.leaked().instances).toHaveLength(3);
+
+    // The command it names cleans up once the permission is there.
+    refuse.remove();
+    const report = await GCPCluster.cleanup({ ...fakeOptions(fake), clusterIds: [id] });
+    expect(report.clusters).toEqual([{ clusterId: id, instances: [`${id}-scheduler`, `${id}-worker-0`, `${id}-worker-1`], deleted: true }]);
+    expect(fake.leaked()).toEqual({});
+  });
+});
+
+describe('item 11: bad input is refused with a typed error before any API call', () => {
+  it('invalid GCP labels: key and value characters and lengths, at most 64 labels with ours', async () => {
+    const fake = await fakeGcp();
+    const many = Object.fromEntries(Array.from({ length: 62 }, (_, i) => [`l${i}`, 'v']));
+    const bad: [Record<string, string>, RegExp][] = [
+      [{ '1team': 'x' }, /label key "1team"/],
+      [{ ['k'.repeat(64)]: 'x' }, /label key "k{64}"/],
+      [{ team: 'v'.repeat(64) }, /GCP label values/],
+      [{ team: 'Data' }, /GCP label values/],
+      [{ 'te am': 'x' }, /label key "te am"/],
+      [many, /at most 61 extra labels/],
+    ];
+    for (const [labels, message] of bad) {
+      let err: unknown;
+      try {
+        new GCPCluster({ ...fakeOptions(fake), labels });
+      } catch (e) {
+        err = e;
+      }
+      expect(ValidationError.isInstance(err), JSON.stringify(labels).slice(0, 60)).toBe(true);
+      expect((err as ValidationError).details.option).toBe('labels');
+      expect((err as Error).message).toMatch(message);
+    }
+    // 61 of the user's own plus dask-cloud's three: exactly GCP's 64.
+    expect(() => new GCPCluster({ ...fakeOptions(fake), labels: Object.fromEntries(Object.entries(many).slice(0, 61)) })).not.toThrow();
+    expect(fake.server.received).toEqual([]);
+  });
+
+  it('user-data over the metadata value limit once base64-encoded, a NUL in env, a bad dockerImage: start() throws before any call', async () => {
+    const fake = await fakeGcp();
+    // Random base64 compresses to ~3/4: ~220 KB gzipped, under 256 KiB but over it in base64.
+    const noise = randomBytes(220_000).toString('base64');
+    const bootstrap = Array.from({ length: Math.ceil(noise.length / 1000) }, (_, i) => `echo ${noise.slice(i * 1000, (i + 1) * 1000)}`);
+    const cases: [Partial<ConstructorParameters<typeof GCPCluster>[0]>, (e: unknown) => boolean, RegExp][] = [
+      [{ bootstrap }, (e) => UserDataError.isInstance(e) && (e as DaskCloudError).code === 'E_USER_DATA_TOO_LARGE', /./],
+      [{ env: { TOKEN: 'a\u0000b' } }, (e) => ValidationError.isInstance(e) && (e as ValidationError).details.option === 'env', /NUL character/],
+      [{ dockerImage: 'ghcr.io/dask/dask:latest; rm -rf /' }, (e) => ValidationError.isInstance(e), /Docker image reference/],
+    ];
+    for (const [over, typed, message] of cases) {
+      let err: unknown;
+      try {
+        const c = new GCPCluster({ ...fakeOptions(fake), nWorkers: 1, ...over });
+        err = await c.start().catch((e: unknown) => e);
+        expect(c.state).toBe('failed');
+      } catch (e) {
+        err = e;
+      }
+      expect(typed(err), `${Object.keys(over)[0]}: ${String(err)}`).toBe(true);
+      expect((err as Error).message).toMatch(message);
+      expect(fake.server.received, `${Object.keys(over)[0]} made no call`).toEqual([]);
+    }
+    expect(METADATA_VALUE_MAX).toBe(262_144);
   });
 });
