@@ -96,10 +96,16 @@ describe.runIf(enabled)('GCPCluster with real Dask on simulated instances', () =
 
     // --- start ---------------------------------------------------------------------------------
     const start = operations(fake);
-    expect(start.slice(0, 10)).toEqual([
+    expect(start.slice(0, 15)).toEqual([
+      // preflight: reads only
+      'projects.get',
+      'zones.get',
       'images.getFromFamily',
       'networks.get',
       'subnetworks.get',
+      'machineTypes.get',
+      'machineTypes.get',
+      'regions.get',
       'firewalls.insert',
       'firewalls.insert',
       'firewalls.insert',
@@ -110,7 +116,7 @@ describe.runIf(enabled)('GCPCluster with real Dask on simulated instances', () =
     ]);
     // Then, concurrently: the scheduler's private address (get), its operation (wait) and, once
     // RUNNING, its external address (get); the workers' bulkInsert, its operation, their addresses.
-    expect([...start.slice(10)].sort()).toEqual(['instances.bulkInsert', 'instances.get', 'instances.get', 'instances.list', 'zoneOperations.wait', 'zoneOperations.wait']);
+    expect([...start.slice(15)].sort()).toEqual(['instances.bulkInsert', 'instances.get', 'instances.get', 'instances.list', 'zoneOperations.wait', 'zoneOperations.wait']);
     expect(start.indexOf('instances.bulkInsert')).toBeGreaterThan(start.indexOf('instances.get'));
     const received = fake.server.received;
     const insertAt = received.find((r) => r.operation === 'compute.instances.insert')!.at;
@@ -218,6 +224,8 @@ describe.runIf(enabled)('GCPCluster with real Dask on simulated instances', () =
 
   it('private networking: no external address; the client dials the internal one', async () => {
     const { fake, booter } = await setup();
+    // The docker runtime needs outbound internet in private mode: preflight insists on a Cloud NAT.
+    fake.addCloudNat('us-central1');
     const cluster = track(await GCPCluster.start({ ...fakeOptions(fake), nWorkers: 1, privateNetworking: true }));
     expect(fake.pools.private.contains(parseAddress(cluster.schedulerAddress).host)).toBe(true);
     expect(cluster.schedulerAddress).toBe(cluster.schedulerPrivateAddress);
@@ -417,6 +425,20 @@ describe('GCPCluster.cleanup: what a killed process left behind', () => {
     const deletes = fake.server.calls('compute.instances.delete').map((c) => `${String(c.params.zone)}/${String(c.params.instance)}`);
     expect(deletes.sort()).toEqual([...members(central).map((n) => `us-central1-a/${n}`), ...members(europe).map((n) => `europe-west1-b/${n}`)].sort());
     expect(fake.server.calls('compute.instances.aggregatedList').length).toBeGreaterThanOrEqual(2);
+  });
+
+  it('item 4: { expired: true } deletes the VMs that powered themselves off (TERMINATED, which maxRunDuration no longer deletes) and their disks', async () => {
+    fake = await startFake();
+    const id = await killedProcessCluster(fake, 1);
+    // autoShutdown: the scheduler's Dask exited and the guest powered off; so did a worker.
+    fake.guestPowerOff(`${id}-scheduler`);
+    fake.guestPowerOff(`${id}-worker-0`);
+    const status = () => Object.fromEntries(fake!.leaked().instances!.map((i) => [(i.value as { name: string }).name, (i.value as { status: string }).status]));
+    await eventually(() => status()[`${id}-scheduler`] === 'TERMINATED' && status()[`${id}-worker-0`] === 'TERMINATED', 'the power-offs', 10_000);
+    expect(fake.leaked().disks).toHaveLength(3);
+    const report = await GCPCluster.cleanup({ ...fakeOptions(fake), expired: true, now: new Date(Date.now() + 2 * 3_600_000) });
+    expect(report.clusters).toEqual([{ clusterId: id, instances: [`${id}-scheduler`, `${id}-worker-0`, `${id}-worker-1`], deleted: true }]);
+    expect(fake.leaked()).toEqual({});
   });
 
   it('{ all: true } also finds firewall rules whose instances are already gone', async () => {
