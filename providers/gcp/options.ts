@@ -118,8 +118,10 @@ export interface GCPClusterOptions extends Omit<VMClusterOptions, 'gpu'>, GcpCon
   /** Extra labels on every VM and boot disk (GCP label rules: lowercase keys and values). */
   labels?: Record<string, string>;
   /**
-   * GCP-side safety net: Compute deletes each VM this long after it started, even if this process
-   * died. Seconds, or a duration such as `'8h'`, `'90m'`, `'2d'`; `false` for none. Default:
+   * GCP-side safety net: Compute deletes each running VM this long after it started, even if
+   * this process died. Not a VM that powered itself off (autoShutdown): Google clears the time
+   * limit when a VM stops, so a stopped VM and its disk stay until `cleanup({ expired: true })`.
+   * Seconds, or a duration such as `'8h'`, `'90m'`, `'2d'`; `false` for none. Default:
    * `expiresAfterHours` (24 h).
    */
   maxRunDuration?: number | string | false;
