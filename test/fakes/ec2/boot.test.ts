@@ -76,9 +76,9 @@ describe('FakeEc2 boot hook', () => {
     expect(booter.current(workerId)).toEqual(rules([schedId, workerId]));
     expect(booter.current(schedId)).toEqual(rules([schedId, workerId]));
 
-    // GetConsoleOutput serves the VM's console, base64-encoded.
+    // GetConsoleOutput with Latest serves the VM's live console, base64-encoded.
     booter.vms.get(schedId)!.console = 'Cloud-init v. 22.4.2 finished\n';
-    const out = await client.send(new GetConsoleOutputCommand({ InstanceId: schedId }));
+    const out = await client.send(new GetConsoleOutputCommand({ InstanceId: schedId, Latest: true }));
     expect(Buffer.from(out.Output as string, 'base64').toString('utf8')).toBe('Cloud-init v. 22.4.2 finished\n');
 
     // Terminating the worker stops its VM and takes it out of the scheduler's peers.

@@ -46,28 +46,52 @@ export const IMAGES: readonly Ec2Image[] = [
   image({ name: 'al2023-ami-2023.6.20250115.0-kernel-6.1-x86_64', description: 'Amazon Linux 2023 AMI 2023.6.20250115.0 x86_64 HVM kernel-6.1', ownerId: OWNERS.amazon, ownerAlias: 'amazon', architecture: 'x86_64', creationDate: '2025-01-14T22:19:43.000Z', rootDeviceName: '/dev/xvda', rootVolumeSizeGb: 8, imdsSupport: 'v2.0' }),
 ];
 
-/** A small, realistic set of instance types (anything else is `InvalidParameterValue`). */
-export const INSTANCE_TYPES: Readonly<Record<string, { architecture: Architecture; vcpus: number }>> = {
-  'm1.small': { architecture: 'x86_64', vcpus: 1 }, // RunInstances' documented default
-  't2.micro': { architecture: 'x86_64', vcpus: 1 },
-  't3.micro': { architecture: 'x86_64', vcpus: 2 },
-  't3.small': { architecture: 'x86_64', vcpus: 2 },
-  't3.medium': { architecture: 'x86_64', vcpus: 2 },
-  't3.large': { architecture: 'x86_64', vcpus: 2 },
-  't3.xlarge': { architecture: 'x86_64', vcpus: 4 },
-  't3a.medium': { architecture: 'x86_64', vcpus: 2 },
-  'm5.large': { architecture: 'x86_64', vcpus: 2 },
-  'm5.xlarge': { architecture: 'x86_64', vcpus: 4 },
-  'm6i.large': { architecture: 'x86_64', vcpus: 2 },
-  'm6i.xlarge': { architecture: 'x86_64', vcpus: 4 },
-  'm6i.2xlarge': { architecture: 'x86_64', vcpus: 8 },
-  'c6i.large': { architecture: 'x86_64', vcpus: 2 },
-  'r6i.large': { architecture: 'x86_64', vcpus: 2 },
-  't4g.small': { architecture: 'arm64', vcpus: 2 },
-  't4g.medium': { architecture: 'arm64', vcpus: 2 },
-  'm6g.large': { architecture: 'arm64', vcpus: 2 },
-  'm7g.large': { architecture: 'arm64', vcpus: 2 },
-  'c7g.large': { architecture: 'arm64', vcpus: 2 },
+/**
+ * A small, realistic set of instance types (anything else is `InvalidParameterValue`), with the
+ * hypervisor each runs on: only Nitro types serve `GetConsoleOutput` with `Latest` (API reference,
+ * GetConsoleOutput: "This option is supported on instance types that use the Nitro hypervisor";
+ * DescribeInstanceTypes `hypervisor`: `nitro | xen`).
+ */
+export const INSTANCE_TYPES: Readonly<Record<string, { architecture: Architecture; vcpus: number; hypervisor: 'nitro' | 'xen' }>> = {
+  'm1.small': { architecture: 'x86_64', vcpus: 1, hypervisor: 'xen' }, // RunInstances' documented default
+  't2.micro': { architecture: 'x86_64', vcpus: 1, hypervisor: 'xen' },
+  't3.micro': { architecture: 'x86_64', vcpus: 2, hypervisor: 'nitro' },
+  't3.small': { architecture: 'x86_64', vcpus: 2, hypervisor: 'nitro' },
+  't3.medium': { architecture: 'x86_64', vcpus: 2, hypervisor: 'nitro' },
+  't3.large': { architecture: 'x86_64', vcpus: 2, hypervisor: 'nitro' },
+  't3.xlarge': { architecture: 'x86_64', vcpus: 4, hypervisor: 'nitro' },
+  't3a.medium': { architecture: 'x86_64', vcpus: 2, hypervisor: 'nitro' },
+  'm5.large': { architecture: 'x86_64', vcpus: 2, hypervisor: 'nitro' },
+  'm5.xlarge': { architecture: 'x86_64', vcpus: 4, hypervisor: 'nitro' },
+  'm6i.large': { architecture: 'x86_64', vcpus: 2, hypervisor: 'nitro' },
+  'm6i.xlarge': { architecture: 'x86_64', vcpus: 4, hypervisor: 'nitro' },
+  'm6i.2xlarge': { architecture: 'x86_64', vcpus: 8, hypervisor: 'nitro' },
+  'c6i.large': { architecture: 'x86_64', vcpus: 2, hypervisor: 'nitro' },
+  'r6i.large': { architecture: 'x86_64', vcpus: 2, hypervisor: 'nitro' },
+  't4g.small': { architecture: 'arm64', vcpus: 2, hypervisor: 'nitro' },
+  't4g.medium': { architecture: 'arm64', vcpus: 2, hypervisor: 'nitro' },
+  'm6g.large': { architecture: 'arm64', vcpus: 2, hypervisor: 'nitro' },
+  'm7g.large': { architecture: 'arm64', vcpus: 2, hypervisor: 'nitro' },
+  'c7g.large': { architecture: 'arm64', vcpus: 2, hypervisor: 'nitro' },
+};
+
+/**
+ * Regions DescribeRegions lists (with `AllRegions`, the opt-in ones the account has not enabled
+ * too). The fake's own region is always listed as enabled.
+ */
+export const REGIONS: Readonly<Record<string, 'opt-in-not-required' | 'not-opted-in'>> = {
+  'us-east-1': 'opt-in-not-required',
+  'us-east-2': 'opt-in-not-required',
+  'us-west-1': 'opt-in-not-required',
+  'us-west-2': 'opt-in-not-required',
+  'eu-west-1': 'opt-in-not-required',
+  'eu-west-2': 'opt-in-not-required',
+  'eu-central-1': 'opt-in-not-required',
+  'ap-south-1': 'opt-in-not-required',
+  'ap-northeast-1': 'opt-in-not-required',
+  'af-south-1': 'not-opted-in',
+  'me-south-1': 'not-opted-in',
+  'ap-east-1': 'not-opted-in',
 };
 
 /** EC2 instance state codes (the low byte of `instanceState/code`). */

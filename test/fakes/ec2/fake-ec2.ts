@@ -35,6 +35,7 @@ import {
   DEFAULT_TIMINGS,
   IMAGES,
   INSTANCE_TYPES,
+  REGIONS,
   RULES_PER_GROUP,
   STATE_CODES,
   TAGS_PER_RESOURCE,
@@ -47,6 +48,8 @@ import { applyFilters, paginate, type Ec2Tag } from './filters';
 import type {
   DescribeInput,
   Ec2Instance,
+  Ec2Route,
+  Ec2RouteTable,
   Ec2SecurityGroup,
   Ec2SgRule,
   Ec2Subnet,
@@ -112,6 +115,10 @@ interface ReservationRecord {
 }
 
 const DEFAULT_VPC_CIDR = '10.77.0.0/16';
+const CANNED_CONSOLE =
+  `[    0.000000] Linux version 6.1.0-28-cloud-amd64 (debian-kernel@lists.debian.org)\n` +
+  `[    3.141592] cloud-init[412]: Cloud-init v. 22.4.2 running 'init' at $TIME. Up 3.14 seconds.\n` +
+  `[    9.265358] cloud-init[611]: Cloud-init v. 22.4.2 finished. Datasource DataSourceEc2Local.  Up 9.26 seconds\n`;
 const INSTANCE_ID = /^i-([0-9a-f]{8}|[0-9a-f]{17})$/;
 const GROUP_ID = /^sg-([0-9a-f]{8}|[0-9a-f]{17})$/;
 const IMAGE_ID = /^ami-([0-9a-f]{8}|[0-9a-f]{17})$/;
@@ -125,6 +132,31 @@ const SG_FILTERS = ['group-id', 'group-name', 'vpc-id', 'description', 'owner-id
 const VPC_FILTERS = ['vpc-id', 'is-default', 'isDefault', 'cidr', 'cidr-block-association.cidr-block', 'state', 'owner-id', 'dhcp-options-id'];
 const SUBNET_FILTERS = ['subnet-id', 'vpc-id', 'availability-zone', 'availabilityZone', 'availability-zone-id', 'default-for-az', 'defaultForAz', 'map-public-ip-on-launch', 'cidr-block', 'cidr', 'cidrBlock', 'state', 'owner-id'];
 const IMAGE_FILTERS = ['name', 'architecture', 'state', 'image-id', 'owner-id', 'owner-alias', 'root-device-type', 'virtualization-type', 'is-public', 'image-type', 'description'];
+const OFFERING_FILTERS = ['instance-type', 'location'];
+const ROUTE_TABLE_FILTERS = ['route-table-id', 'vpc-id', 'association.subnet-id', 'association.main', 'route.destination-cidr-block', 'route.nat-gateway-id', 'route.gateway-id', 'route.instance-id', 'route.state'];
+const REGION_FILTERS = ['region-name', 'opt-in-status', 'endpoint'];
+const ZONE_FILTERS = ['zone-name', 'zone-id', 'state', 'region-name', 'zone-type', 'opt-in-status'];
+
+/**
+ * Operations that change something: a test proves a read-only path with `fake.mutatingCalls()`,
+ * which leaves out DryRun requests (EC2 answers them without making the change).
+ */
+export const MUTATING_OPERATIONS: ReadonlySet<string> = new Set([
+  'RunInstances',
+  'TerminateInstances',
+  'CreateTags',
+  'CreateSecurityGroup',
+  'AuthorizeSecurityGroupIngress',
+  'RevokeSecurityGroupIngress',
+  'DeleteSecurityGroup',
+]);
+
+/** How an instance that fails at launch ends (EC2 StateReason codes, e.g. `Server.InternalError`). */
+export interface LaunchFailure {
+  code: string;
+  message: string;
+}
+
 const STATUS_FILTERS = ['availability-zone', 'instance-state-name', 'instance-state-code', 'instance-status.status', 'system-status.status', 'instance-status.reachability', 'system-status.reachability'];
 
 /**
@@ -150,6 +182,14 @@ export class FakeEc2 implements AsyncDisposable {
   private readonly pendingWork = new PendingWork();
   private runBucket?: TokenBucket;
   private stopped = false;
+  /** Instance types a zone does not offer (zone → types). Every zone offers every type otherwise. */
+  private readonly withheld = new Map<string, Set<string>>();
+  /** Operations the caller's IAM policy does not allow (UnauthorizedOperation). */
+  private readonly denied = new Set<string>();
+  /** Every request fails with AuthFailure (unknown or revoked access key). */
+  private credentialsRefused = false;
+  /** Instances launched from now on that fail instead of running, oldest first. */
+  private readonly launchFailures: LaunchFailure[] = [];
   readonly defaultVpc: Ec2Vpc;
 
   private constructor(opts: FakeEc2Options) {
@@ -212,7 +252,20 @@ export class FakeEc2 implements AsyncDisposable {
       egress: [{ ruleId: this.ids.hex('sgr-', 17), protocol: '-1', cidr: '0.0.0.0/0', tags: [] }],
     });
     for (const img of IMAGES) this.registry.put('images', img.imageId, img);
-    this.registry.ignoreForLeaks('vpcs', 'subnets', 'images');
+    // A default VPC's main route table sends everything outside the VPC to its internet gateway.
+    const mainTable = stableId('rtb-', this.region + vpcCidr);
+    this.registry.put<Ec2RouteTable>('routeTables', mainTable, {
+      routeTableId: mainTable,
+      vpcId: this.defaultVpc.vpcId,
+      main: true,
+      subnetIds: [],
+      routes: [
+        { destinationCidrBlock: vpcCidr, gatewayId: 'local', state: 'active' },
+        { destinationCidrBlock: '0.0.0.0/0', gatewayId: stableId('igw-', this.region + vpcCidr), state: 'active' },
+      ],
+      tags: [],
+    });
+    this.registry.ignoreForLeaks('vpcs', 'subnets', 'images', 'routeTables');
     this.registerHandlers();
   }
 
@@ -339,6 +392,76 @@ export class FakeEc2 implements AsyncDisposable {
     }
   }
 
+  /**
+   * `zone` no longer offers `types` (as us-east-1e lacks t3 and m6i): DescribeInstanceTypeOfferings
+   * leaves them out there and RunInstances into that zone answers `Unsupported`.
+   */
+  withholdInstanceTypes(zone: string, types: string[]): void {
+    const set = this.withheld.get(zone) ?? new Set<string>();
+    for (const t of types) set.add(t);
+    this.withheld.set(zone, set);
+  }
+
+  /** Whether `zone` offers `type`. */
+  offers(zone: string, type: string): boolean {
+    return INSTANCE_TYPES[type] !== undefined && !this.withheld.get(zone)?.has(type);
+  }
+
+  /** The caller's policy does not allow these operations: they answer UnauthorizedOperation, DryRun included. */
+  deny(...operations: string[]): void {
+    for (const op of operations) this.denied.add(op);
+  }
+
+  /** Every request answers AuthFailure from now on (`false` undoes it). */
+  refuseCredentials(refused = true): void {
+    this.credentialsRefused = refused;
+  }
+
+  /**
+   * The next `times` instances launched go pending → shutting-down → terminated instead of
+   * running, with `reason` as their state reason (EC2 does this for e.g. `Server.InternalError`
+   * or `Client.VolumeLimitExceeded`).
+   */
+  failLaunches(reason: LaunchFailure, times = 1): void {
+    for (let i = 0; i < times; i++) this.launchFailures.push(reason);
+  }
+
+  /**
+   * Gives `subnetId` (or, without it, the VPC's main table) a default route to a new NAT
+   * gateway, as private subnets have. Returns the NAT gateway id.
+   */
+  routeThroughNat(opts: { subnetId?: string } = {}): string {
+    const nat = this.ids.hex('nat-', 17);
+    const route: Ec2Route = { destinationCidrBlock: '0.0.0.0/0', natGatewayId: nat, state: 'active' };
+    if (opts.subnetId === undefined) {
+      const main = this.routeTables().find((t) => t.main && t.vpcId === this.defaultVpc.vpcId) as Ec2RouteTable;
+      main.routes = [...main.routes.filter((r) => r.destinationCidrBlock !== '0.0.0.0/0'), route];
+      return nat;
+    }
+    const subnet = this.registry.get<Ec2Subnet>('subnets', opts.subnetId);
+    if (!subnet) throw new Error(`no subnet ${opts.subnetId}`);
+    for (const t of this.routeTables()) t.subnetIds = t.subnetIds.filter((x) => x !== subnet.subnetId);
+    const id = this.ids.hex('rtb-', 17);
+    this.registry.put<Ec2RouteTable>('routeTables', id, {
+      routeTableId: id,
+      vpcId: subnet.vpcId,
+      main: false,
+      subnetIds: [subnet.subnetId],
+      routes: [{ destinationCidrBlock: this.defaultVpc.cidrBlock, gatewayId: 'local', state: 'active' }, route],
+      tags: [],
+    });
+    return nat;
+  }
+
+  routeTables(): Ec2RouteTable[] {
+    return this.registry.list<Ec2RouteTable>('routeTables');
+  }
+
+  /** Requests of mutating operations that were not DryRun, in order (rejected ones included). */
+  mutatingCalls(): ReturnType<FakeServer['calls']> {
+    return this.server.received.filter((c) => c.operation !== undefined && MUTATING_OPERATIONS.has(c.operation) && String(c.params.DryRun) !== 'true');
+  }
+
   /** Stops listening, stops every booted VM and cancels pending transitions. Idempotent. */
   async stop(): Promise<void> {
     if (this.stopped) return;
@@ -359,6 +482,12 @@ export class FakeEc2 implements AsyncDisposable {
     const op = <I>(action: string, fn: (input: I, req: FakeRequest) => XmlChild | Promise<XmlChild>) => {
       this.server.handle(action, async (req) => {
         const input = (req.normalized ?? {}) as I & { DryRun?: boolean };
+        // Signature first, then the caller's permissions, then DryRun (API reference, Common
+        // Parameters: DryRun answers DryRunOperation when allowed, else UnauthorizedOperation).
+        if (this.credentialsRefused) throw new FakeApiError(401, 'AuthFailure', 'AWS was not able to validate the provided access credentials');
+        if (this.denied.has(action)) {
+          throw new FakeApiError(403, 'UnauthorizedOperation', `You are not authorized to perform this operation. User: arn:aws:iam::${this.accountId}:user/dask is not authorized to perform: ec2:${action}`);
+        }
         if (input.DryRun === true) throw new FakeApiError(412, 'DryRunOperation', 'Request would have succeeded, but DryRun flag is set.');
         return xmlResponse(action, req.id, await fn(input, req));
       });
@@ -367,7 +496,12 @@ export class FakeEc2 implements AsyncDisposable {
     op<DescribeInput & { InstanceId?: string[] }>('DescribeInstances', (n) => this.describeInstances(n));
     op<{ InstanceId: string[] }>('TerminateInstances', (n) => this.terminateInstances(n));
     op<{ ResourceId: string[]; Tag: { Key?: string; Value?: string }[] }>('CreateTags', (n) => this.createTags(n));
-    op<{ InstanceId: string }>('GetConsoleOutput', (n) => this.getConsoleOutput(n));
+    op<{ InstanceId: string; Latest?: boolean }>('GetConsoleOutput', (n) => this.getConsoleOutput(n));
+    op<DescribeInput & { LocationType?: string }>('DescribeInstanceTypeOfferings', (n) => this.describeInstanceTypeOfferings(n));
+    op<DescribeInput & { InstanceType?: string[] }>('DescribeInstanceTypes', (n) => this.describeInstanceTypes(n));
+    op<DescribeInput & { RouteTableId?: string[] }>('DescribeRouteTables', (n) => this.describeRouteTables(n));
+    op<DescribeInput & { RegionName?: string[]; AllRegions?: boolean }>('DescribeRegions', (n) => this.describeRegions(n));
+    op<DescribeInput & { ZoneName?: string[] }>('DescribeAvailabilityZones', (n) => this.describeAvailabilityZones(n));
     op<DescribeInput & { InstanceId?: string[]; IncludeAllInstances?: boolean }>('DescribeInstanceStatus', (n) => this.describeInstanceStatus(n));
     op<{ GroupName: string; GroupDescription: string; VpcId?: string; TagSpecification?: TagSpecInput[] }>('CreateSecurityGroup', (n) => this.createSecurityGroup(n));
     op<SgIngressInput>('AuthorizeSecurityGroupIngress', (n) => this.authorizeIngress(n));
@@ -391,6 +525,7 @@ export class FakeEc2 implements AsyncDisposable {
     // Idempotency: the same token answers with the reservation it made, and creates nothing.
     const fingerprint = canonicalJson({ ...n, ClientToken: undefined });
     if (n.ClientToken !== undefined) {
+      if (!/^[\x20-\x7e]*$/.test(n.ClientToken)) throw new FakeApiError(400, 'InvalidParameterValue', `Value (${n.ClientToken}) for parameter clientToken is invalid. It must consist of ASCII characters.`);
       if (n.ClientToken.length > 64) throw new FakeApiError(400, 'InvalidParameterValue', `Value (${n.ClientToken}) for parameter clientToken is invalid. Length exceeds 64.`);
       const prior = this.clientTokens.get(n.ClientToken);
       if (prior) {
@@ -428,7 +563,15 @@ export class FakeEc2 implements AsyncDisposable {
     if (ni && (ni.DeviceIndex ?? 0) !== 0) throw new FakeApiError(400, 'InvalidParameterValue', 'The primary network interface must have device index 0.');
     if (ni?.NetworkInterfaceId !== undefined) throw new FakeApiError(400, 'Unsupported', 'The EC2 fake does not attach existing network interfaces.');
     if (n.PrivateIpAddress !== undefined || ni?.PrivateIpAddress !== undefined) throw new FakeApiError(400, 'Unsupported', 'The EC2 fake does not assign chosen private addresses.');
-    const subnet = this.pickSubnet(ni?.SubnetId ?? n.SubnetId, n.Placement?.AvailabilityZone);
+    const subnet = this.pickSubnet(ni?.SubnetId ?? n.SubnetId, n.Placement?.AvailabilityZone, instanceType);
+    if (!this.offers(subnet.availabilityZone, instanceType)) {
+      const others = this.zones().filter((z) => this.offers(z, instanceType));
+      throw new FakeApiError(
+        400,
+        'Unsupported',
+        `Your requested instance type (${instanceType}) is not supported in your requested Availability Zone (${subnet.availabilityZone}). Please retry your request by not specifying an Availability Zone or choosing ${others.join(', ')}.`,
+      );
+    }
     const groupIds = this.resolveLaunchGroups(ni?.SecurityGroupId ?? n.SecurityGroupId ?? [], n.SecurityGroup ?? [], subnet.vpcId);
     const associatePublicIp = ni?.AssociatePublicIpAddress ?? subnet.mapPublicIpOnLaunch;
 
@@ -460,6 +603,7 @@ export class FakeEc2 implements AsyncDisposable {
     const now = this.clock.now();
     const reservationId = this.ids.hex('r-', 17);
     const spotOpts = n.InstanceMarketOptions?.MarketType === 'spot' ? n.InstanceMarketOptions.SpotOptions ?? {} : undefined;
+    const failures = this.launchFailures.splice(0, count);
     const created: Ec2Instance[] = ips.map((privateIp, index) => {
       const instanceId = this.ids.hex('i-', 17);
       const volumeIds = volumesSpec.map((spec) => {
@@ -511,13 +655,26 @@ export class FakeEc2 implements AsyncDisposable {
         stateReason: { code: 'pending', message: 'pending' },
         stateTransitionReason: '',
         visibleAt: now + this.timings.consistencyDelayMs,
+        postedConsole: '',
       };
       this.registry.put('instances', instanceId, inst);
+      const failure = failures[index];
       const lifecycle = new Lifecycle<InstanceStateName>(
         this.clock,
         'pending',
-        [{ state: 'running', afterMs: this.timings.pendingMs + this.faults.takeBootDelay() }],
-        (s) => this.onEnter(inst, s),
+        failure
+          ? [
+              { state: 'shutting-down', afterMs: this.timings.pendingMs },
+              { state: 'terminated', afterMs: this.timings.shuttingDownMs },
+            ]
+          : [{ state: 'running', afterMs: this.timings.pendingMs + this.faults.takeBootDelay() }],
+        (s) => {
+          if (failure && s === 'shutting-down') {
+            inst.stateReason = { code: failure.code, message: failure.message };
+            inst.stateTransitionReason = `Server initiated (${gmt(this.clock.now())})`;
+          }
+          this.onEnter(inst, s);
+        },
       );
       this.runtime.set(instanceId, { lifecycle });
       return inst;
@@ -527,7 +684,12 @@ export class FakeEc2 implements AsyncDisposable {
     return this.reservationBody(reservationId, created);
   }
 
-  private pickSubnet(subnetId: string | undefined, zone: string | undefined): Ec2Subnet {
+  /** The region's availability zones (those with a default subnet), in order. */
+  private zones(): string[] {
+    return [...new Set(this.subnets().filter((s) => s.defaultForAz).map((s) => s.availabilityZone))].sort();
+  }
+
+  private pickSubnet(subnetId: string | undefined, zone: string | undefined, instanceType: string): Ec2Subnet {
     const subnets = this.subnets();
     if (subnetId !== undefined) {
       const s = subnets.find((x) => x.subnetId === subnetId);
@@ -542,7 +704,8 @@ export class FakeEc2 implements AsyncDisposable {
       if (!s) throw new FakeApiError(400, 'InvalidParameterValue', `Invalid availability zone: [${zone}]`);
       return s;
     }
-    return subnets.find((x) => x.defaultForAz) as Ec2Subnet;
+    // Without a subnet or zone EC2 picks a default subnet in a zone that offers the type.
+    return subnets.find((x) => x.defaultForAz && this.offers(x.availabilityZone, instanceType)) ?? (subnets.find((x) => x.defaultForAz) as Ec2Subnet);
   }
 
   private resolveLaunchGroups(ids: string[], names: string[], vpcId: string): string[] {
@@ -619,6 +782,8 @@ export class FakeEc2 implements AsyncDisposable {
     switch (state) {
       case 'running': {
         inst.runningSince = now;
+        // Posted shortly after the transition: only what the guest had printed by then.
+        if (!this.booter) inst.postedConsole = CANNED_CONSOLE.split('\n')[0] + '\n';
         inst.stateReason = undefined;
         if (inst.associatePublicIp && !inst.publicIpAddress) inst.publicIpAddress = this.publicIps.allocate();
         this.boot(inst);
@@ -627,6 +792,7 @@ export class FakeEc2 implements AsyncDisposable {
       }
       case 'shutting-down':
       case 'stopping':
+        if (!this.booter && inst.runningSince !== undefined) inst.postedConsole = this.cannedConsole(inst);
         this.stopVm(inst);
         this.refreshFirewalls();
         break;
@@ -709,7 +875,11 @@ export class FakeEc2 implements AsyncDisposable {
     rt.stopRequested = true;
     this.track(
       rt.booting
-        .then(() => rt.vm?.stop())
+        .then(async () => {
+          // The console is posted again on the way down (EC2 posts after stop and terminate).
+          if (rt.vm) inst.postedConsole = await rt.vm.consoleOutput().catch(() => inst.postedConsole);
+          await rt.vm?.stop();
+        })
         .catch((error: unknown) => {
           this.bootErrors.push({ instanceId: inst.instanceId, phase: 'stop', error });
         }),
@@ -994,20 +1164,28 @@ export class FakeEc2 implements AsyncDisposable {
     return fields({ return: true });
   }
 
-  private async getConsoleOutput(n: { InstanceId: string }): Promise<XmlChild> {
+  /**
+   * Without `Latest`: the buffer posted at the last state transition (API reference,
+   * GetConsoleOutput: "buffered information that was posted shortly after an instance transition
+   * state"). With `Latest`: the live console, on Nitro types only; other types are refused.
+   */
+  private async getConsoleOutput(n: { InstanceId: string; Latest?: boolean }): Promise<XmlChild> {
     const [inst] = this.instancesById([n.InstanceId]);
     const rt = this.runtime.get(inst.instanceId);
-    let output = '';
-    if (rt?.vm) {
-      output = await rt.vm.consoleOutput();
-    } else if (!this.booter && inst.runningSince !== undefined) {
-      // No simulated VM: a short, plausible boot log so callers have something to show.
-      output =
-        `[    0.000000] Linux version 6.1.0-28-cloud-amd64 (debian-kernel@lists.debian.org)\n` +
-        `[    3.141592] cloud-init[412]: Cloud-init v. 22.4.2 running 'init' at ${new Date(inst.runningSince).toUTCString()}. Up 3.14 seconds.\n` +
-        `[    9.265358] cloud-init[611]: Cloud-init v. 22.4.2 finished. Datasource DataSourceEc2Local.  Up 9.26 seconds\n`;
+    let output = inst.postedConsole;
+    if (n.Latest === true) {
+      if (INSTANCE_TYPES[inst.instanceType]?.hypervisor !== 'nitro') {
+        throw new FakeApiError(400, 'UnsupportedOperation', `The instance type ${inst.instanceType} does not support retrieving the latest console output.`);
+      }
+      if (rt?.vm && !rt.stopRequested) output = await rt.vm.consoleOutput();
+      else if (!this.booter && inst.runningSince !== undefined && inst.state === 'running') output = this.cannedConsole(inst);
     }
     return [fields({ instanceId: inst.instanceId, timestamp: isoTime(this.clock.now()) }), output ? el('output', Buffer.from(output, 'utf8').toString('base64')) : undefined];
+  }
+
+  /** No simulated VM: a short, plausible boot log so callers have something to show. */
+  private cannedConsole(inst: Ec2Instance): string {
+    return CANNED_CONSOLE.replace('$TIME', new Date(inst.runningSince ?? this.clock.now()).toUTCString());
   }
 
   private describeInstanceStatus(n: DescribeInput & { InstanceId?: string[]; IncludeAllInstances?: boolean }): XmlChild {
@@ -1295,6 +1473,127 @@ export class FakeEc2 implements AsyncDisposable {
 
   // ---------------------------------------------------------------------------------------------
   // VPCs, subnets, images
+
+  // ---------------------------------------------------------------------------------------------
+  // Offerings, instance types, route tables, regions, zones
+
+  private describeInstanceTypeOfferings(n: DescribeInput & { LocationType?: string }): XmlChild {
+    const locationType = n.LocationType ?? 'region';
+    const zoneIds = new Map(this.subnets().filter((s) => s.defaultForAz).map((s) => [s.availabilityZone, s.availabilityZoneId]));
+    const offerings: { instanceType: string; location: string }[] = [];
+    for (const type of Object.keys(INSTANCE_TYPES)) {
+      if (locationType === 'region') {
+        if (this.zones().some((z) => this.offers(z, type))) offerings.push({ instanceType: type, location: this.region });
+        continue;
+      }
+      for (const zone of this.zones()) {
+        if (!this.offers(zone, type)) continue;
+        offerings.push({ instanceType: type, location: locationType === 'availability-zone' ? zone : (zoneIds.get(zone) as string) });
+      }
+    }
+    const filtered = applyFilters(offerings, n.Filter, OFFERING_FILTERS, (o) => ({ 'instance-type': o.instanceType, location: o.location }));
+    const { page, nextToken } = paginate('DescribeInstanceTypeOfferings', filtered, n.MaxResults, n.NextToken);
+    return [list('instanceTypeOfferingSet', page, (o) => fields({ instanceType: o.instanceType, locationType, location: o.location })), el('nextToken', nextToken)];
+  }
+
+  private describeInstanceTypes(n: DescribeInput & { InstanceType?: string[] }): XmlChild {
+    const wanted = n.InstanceType ?? [];
+    const unknown = wanted.filter((t) => INSTANCE_TYPES[t] === undefined);
+    if (unknown.length) throw new FakeApiError(400, 'InvalidInstanceType', `The following supplied instance types do not exist: [${unknown.join(', ')}]`);
+    const types = (wanted.length ? wanted : Object.keys(INSTANCE_TYPES)).map((t) => ({ name: t, ...(INSTANCE_TYPES[t] as (typeof INSTANCE_TYPES)[string]) }));
+    const { page, nextToken } = paginate('DescribeInstanceTypes', types, n.MaxResults, n.NextToken);
+    return [
+      list('instanceTypeSet', page, (t) => [
+        fields({ instanceType: t.name, currentGeneration: !/^(m1|t1)\./.test(t.name), hypervisor: t.hypervisor }),
+        el('processorInfo', list('supportedArchitectures', [t.architecture], (a) => a)),
+        el('vCpuInfo', fields({ defaultVCpus: t.vcpus })),
+      ]),
+      el('nextToken', nextToken),
+    ];
+  }
+
+  private describeRouteTables(n: DescribeInput & { RouteTableId?: string[] }): XmlChild {
+    let tables = this.routeTables();
+    for (const id of n.RouteTableId ?? []) if (!tables.some((t) => t.routeTableId === id)) throw new FakeApiError(400, 'InvalidRouteTableID.NotFound', `The routeTable ID '${id}' does not exist`);
+    if (n.RouteTableId?.length) tables = tables.filter((t) => n.RouteTableId?.includes(t.routeTableId));
+    const filtered = applyFilters(
+      tables,
+      n.Filter,
+      ROUTE_TABLE_FILTERS,
+      (t) => ({
+        'route-table-id': t.routeTableId,
+        'vpc-id': t.vpcId,
+        'association.subnet-id': t.subnetIds,
+        // Only the main association has main=true; a table with only subnet associations has none.
+        'association.main': t.main ? 'true' : t.subnetIds.length ? 'false' : undefined,
+        'route.destination-cidr-block': t.routes.map((r) => r.destinationCidrBlock),
+        'route.nat-gateway-id': t.routes.flatMap((r) => (r.natGatewayId ? [r.natGatewayId] : [])),
+        'route.gateway-id': t.routes.flatMap((r) => (r.gatewayId ? [r.gatewayId] : [])),
+        'route.instance-id': t.routes.flatMap((r) => (r.instanceId ? [r.instanceId] : [])),
+        'route.state': t.routes.map((r) => r.state),
+      }),
+      (t) => t.tags,
+    );
+    const { page, nextToken } = paginate('DescribeRouteTables', filtered, n.MaxResults, n.NextToken);
+    const assoc = (t: Ec2RouteTable, subnetId: string | undefined) =>
+      fields({
+        main: subnetId === undefined,
+        routeTableAssociationId: stableId('rtbassoc-', t.routeTableId + (subnetId ?? 'main')),
+        routeTableId: t.routeTableId,
+        subnetId,
+        associationState: fields({ state: 'associated' }),
+      });
+    return [
+      list('routeTableSet', page, (t) => [
+        fields({ routeTableId: t.routeTableId, vpcId: t.vpcId, ownerId: this.accountId }),
+        list('routeSet', t.routes, (r) =>
+          fields({
+            destinationCidrBlock: r.destinationCidrBlock,
+            gatewayId: r.gatewayId,
+            natGatewayId: r.natGatewayId,
+            instanceId: r.instanceId,
+            networkInterfaceId: r.networkInterfaceId,
+            state: r.state,
+            origin: r.gatewayId === 'local' ? 'CreateRouteTable' : 'CreateRoute',
+          }),
+        ),
+        list('associationSet', [...(t.main ? [undefined] : []), ...t.subnetIds], (subnetId) => assoc(t, subnetId)),
+        new Xml('<propagatingVgwSet/>'),
+        list('tagSet', t.tags, (x) => fields({ key: x.key, value: x.value })),
+      ]),
+      el('nextToken', nextToken),
+    ];
+  }
+
+  private describeRegions(n: DescribeInput & { RegionName?: string[]; AllRegions?: boolean }): XmlChild {
+    const all = { ...REGIONS, [this.region]: 'opt-in-not-required' as const };
+    let regions = Object.entries(all).map(([name, optIn]) => ({ name, optIn }));
+    if (!n.AllRegions) regions = regions.filter((r) => r.optIn !== 'not-opted-in');
+    if (n.RegionName?.length) regions = regions.filter((r) => n.RegionName?.includes(r.name));
+    const filtered = applyFilters(regions, n.Filter, REGION_FILTERS, (r) => ({ 'region-name': r.name, 'opt-in-status': r.optIn, endpoint: `ec2.${r.name}.amazonaws.com` }));
+    return list('regionInfo', filtered, (r) => fields({ regionName: r.name, regionEndpoint: `ec2.${r.name}.amazonaws.com`, optInStatus: r.optIn }));
+  }
+
+  private describeAvailabilityZones(n: DescribeInput & { ZoneName?: string[] }): XmlChild {
+    let zones = this.subnets()
+      .filter((s) => s.defaultForAz)
+      .map((s) => ({ name: s.availabilityZone, id: s.availabilityZoneId }))
+      .sort((a, b) => a.name.localeCompare(b.name));
+    for (const z of n.ZoneName ?? []) if (!zones.some((x) => x.name === z)) throw new FakeApiError(400, 'InvalidParameterValue', `The zone '${z}' does not exist.`);
+    if (n.ZoneName?.length) zones = zones.filter((z) => n.ZoneName?.includes(z.name));
+    const filtered = applyFilters(zones, n.Filter, ZONE_FILTERS, (z) => ({
+      'zone-name': z.name,
+      'zone-id': z.id,
+      state: 'available',
+      'region-name': this.region,
+      'zone-type': 'availability-zone',
+      'opt-in-status': 'opt-in-not-required',
+    }));
+    return list('availabilityZoneInfo', filtered, (z) => [
+      fields({ optInStatus: 'opt-in-not-required', zoneName: z.name, zoneId: z.id, zoneState: 'available', regionName: this.region, groupName: this.region, networkBorderGroup: this.region, zoneType: 'availability-zone' }),
+      new Xml('<messageSet/>'),
+    ]);
+  }
 
   private describeVpcs(n: DescribeInput & { VpcId?: string[] }): XmlChild {
     let vpcs = this.registry.list<Ec2Vpc>('vpcs');

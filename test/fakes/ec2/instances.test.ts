@@ -88,7 +88,7 @@ describe('FakeEc2 instances', () => {
     // After the visibility window it is gone entirely.
     await clock.advance(60_000);
     expect((await caught(() => client.send(new DescribeInstancesCommand({ InstanceIds: [id] })))).name).toBe('InvalidInstanceID.NotFound');
-    expect(Object.keys(fake.resources()).sort()).toEqual(['images', 'securityGroups', 'subnets', 'vpcs']);
+    expect(Object.keys(fake.resources()).sort()).toEqual(['images', 'routeTables', 'securityGroups', 'subnets', 'vpcs']);
     expect(fake.securityGroups().map((g) => g.groupName)).toEqual(['default']);
   });
 
@@ -374,7 +374,12 @@ describe('FakeEc2 instances', () => {
     expect(all.InstanceStatuses?.[0]).toMatchObject({ InstanceState: { Name: 'pending' }, InstanceStatus: { Status: 'not-applicable' } });
 
     await clock.advance(1_000);
-    const after = await client.send(new GetConsoleOutputCommand({ InstanceId: id }));
+    // Without Latest: the buffer posted at the transition to running (the kernel's first line);
+    // with Latest (a Nitro type): the live console.
+    const posted = Buffer.from((await client.send(new GetConsoleOutputCommand({ InstanceId: id }))).Output as string, 'base64').toString('utf8');
+    expect(posted).toMatch(/Linux version/);
+    expect(posted).not.toMatch(/Cloud-init/);
+    const after = await client.send(new GetConsoleOutputCommand({ InstanceId: id, Latest: true }));
     expect(Buffer.from(after.Output as string, 'base64').toString('utf8')).toMatch(/Cloud-init v\. 22\.4\.2 finished/);
     const init = await client.send(new DescribeInstanceStatusCommand({ InstanceIds: [id] }));
     expect(init.InstanceStatuses?.[0]).toMatchObject({

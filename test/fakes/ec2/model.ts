@@ -121,6 +121,35 @@ export interface Ec2Instance {
   terminatedAt?: number;
   /** Eventual consistency: unknown by id before this time. */
   visibleAt: number;
+  /**
+   * What GetConsoleOutput returns without `Latest`: the buffer EC2 posts shortly after a state
+   * transition (running, stopping, shutting-down), not the live console.
+   */
+  postedConsole: string;
+}
+
+/** One route of a route table (IPv4 destinations only). */
+export interface Ec2Route {
+  destinationCidrBlock: string;
+  /** `local` or an internet gateway `igw-...`. */
+  gatewayId?: string;
+  natGatewayId?: string;
+  /** A NAT instance. */
+  instanceId?: string;
+  networkInterfaceId?: string;
+  /** `blackhole` when the target is gone (e.g. a deleted NAT gateway). */
+  state: 'active' | 'blackhole';
+}
+
+export interface Ec2RouteTable {
+  routeTableId: string;
+  vpcId: string;
+  /** The VPC's main table: used by every subnet without an explicit association. */
+  main: boolean;
+  /** Explicitly associated subnets. */
+  subnetIds: string[];
+  routes: Ec2Route[];
+  tags: Ec2Tag[];
 }
 
 // ---------------------------------------------------------------------------------------------
