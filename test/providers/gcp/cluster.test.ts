@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { GCPCluster, clusterTag, roleTag } from '../../../providers/gcp';
+import { GCPCluster, clusterTag, roleTag, type GCPClusterOptions } from '../../../providers/gcp';
 import { GcpAdapter } from '../../../providers/gcp/adapter';
 import { LABELS } from '../../../src/cluster/vm';
 import type { ClusterEvent } from '../../../src/cluster/events';
@@ -554,7 +554,7 @@ describe('item 11: bad input is refused with a typed error before any API call',
     // Random base64 compresses to ~3/4: ~220 KB gzipped, under 256 KiB but over it in base64.
     const noise = randomBytes(220_000).toString('base64');
     const bootstrap = Array.from({ length: Math.ceil(noise.length / 1000) }, (_, i) => `echo ${noise.slice(i * 1000, (i + 1) * 1000)}`);
-    const cases: [Partial<ConstructorParameters<typeof GCPCluster>[0]>, (e: unknown) => boolean, RegExp][] = [
+    const cases: [Partial<GCPClusterOptions>, (e: unknown) => boolean, RegExp][] = [
       [{ bootstrap }, (e) => UserDataError.isInstance(e) && (e as DaskCloudError).code === 'E_USER_DATA_TOO_LARGE', /./],
       [{ env: { TOKEN: 'a\u0000b' } }, (e) => ValidationError.isInstance(e) && (e as ValidationError).details.option === 'env', /NUL character/],
       [{ dockerImage: 'ghcr.io/dask/dask:latest; rm -rf /' }, (e) => ValidationError.isInstance(e), /Docker image reference/],
