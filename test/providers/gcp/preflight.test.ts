@@ -113,7 +113,7 @@ interface FailingProject {
   check: string;
   setup?: (fake: FakeGcp) => void;
   options?: Partial<GCPClusterOptions>;
-  error: { class: typeof DaskCloudError; option?: string; message: RegExp };
+  error: { class: { isInstance(e: unknown): boolean }; option?: string; message: RegExp };
   fix: RegExp;
 }
 
