@@ -16,8 +16,9 @@ import { realClock, retry } from '../../src/cluster/retry';
 import { LABELS, type AdapterContext, type CloudAdapter, type Instance, type InstanceRequest, type NetworkPlan } from '../../src/cluster/vm';
 import type { MemberRole } from '../../src/cluster/backend';
 import { USER_DATA_LIMITS } from '../../src/cloud-init';
-import { CloudApiError, ValidationError } from '../../src/errors';
-import { abortError, Ec2Api, ec2ErrorCode, type Ec2ApiConfig } from './api';
+import type { PreflightReport } from '../../src/cluster/preflight';
+import { CloudApiError, CredentialsError, PreflightError, ValidationError } from '../../src/errors';
+import { abortError, Ec2Api, ec2ErrorCode, type Ec2ApiConfig, type Ec2Operation, type Ec2Operations } from './api';
 import { architectureOf, EC2_DEFAULTS, type Ec2Settings } from './options';
 
 /** Instance states from which an instance can still become a working member. */
@@ -27,6 +28,27 @@ const CONSISTENCY_WINDOW_MS = 2 * 60_000;
 /** How long an instance may take from RunInstances to having the addresses we need. */
 const ADDRESS_TIMEOUT_MS = 10 * 60_000;
 const TERMINATE_CHUNK = 100;
+/** Instance ids per DescribeInstances filter (the watch's by-id look-up). */
+const DESCRIBE_CHUNK = 100;
+
+/** Codes with which EC2 refuses the credentials themselves (EC2 API reference, error codes). */
+const REFUSED_CREDENTIALS = new Set(['AuthFailure', 'InvalidClientTokenId', 'SignatureDoesNotMatch', 'IncompleteSignature', 'ExpiredToken', 'RequestExpired', 'UnrecognizedClientException', 'OptInRequired']);
+
+function refusedFix(code: string): string {
+  if (code === 'RequestExpired' || code === 'SignatureDoesNotMatch') return "check this machine's clock, and that the secret key belongs to the access key";
+  if (code === 'ExpiredToken') return 'the temporary credentials expired: refresh them (`aws sso login`, or assume the role again)';
+  if (code === 'OptInRequired') return 'the account is not subscribed to EC2 (or the region is not enabled): finish the account set-up';
+  return 'check that the access key exists and is active (`aws sts get-caller-identity`), and that AWS_PROFILE names the profile you mean';
+}
+
+/**
+ * RunInstances errors after which another zone may work: the type is not offered in this zone
+ * (offerings changed since preflight), or the zone has no capacity for it right now.
+ */
+const TRY_ANOTHER_ZONE = new Set(['Unsupported', 'InsufficientInstanceCapacity']);
+
+/** Codes with which GetConsoleOutput refuses `Latest` on instance types without the Nitro hypervisor. */
+const LATEST_REFUSED = new Set(['UnsupportedOperation', 'Unsupported', 'InvalidParameterValue', 'InvalidParameterCombination', 'InvalidParameter']);
 
 interface ResolvedImage {
   imageId: string;
@@ -40,6 +62,9 @@ interface ResolvedNetwork {
   vpcCidrs: string[];
   subnetId: string;
   availabilityZone: string | undefined;
+  freeAddresses: number | undefined;
+  /** Subnets in other zones that offer both instance types, best first (for `Unsupported` at launch). */
+  alternatives: Array<{ subnetId: string; availabilityZone: string | undefined; freeAddresses: number | undefined }>;
 }
 
 /** Raised while polling: the instance exists but lacks the address we wait for. */
@@ -72,6 +97,12 @@ export class Ec2Adapter implements CloudAdapter {
   #groupId: string | undefined;
   /** When we created each instance: NotFound for a young id means "not visible yet", not "gone". */
   readonly #createdAt = new Map<string, number>();
+  /** Reads preflight was refused (UnauthorizedOperation), for the permissions check. */
+  readonly #deniedReads = new Set<string>();
+  /** Instance type of each instance we created (console output: `Latest` needs Nitro). */
+  readonly #typeOf = new Map<string, string>();
+  /** Instance types whose GetConsoleOutput refused `Latest`. */
+  readonly #noLatest = new Set<string>();
 
   constructor(options: Ec2AdapterOptions) {
     this.#settings = options.settings;
@@ -86,27 +117,163 @@ export class Ec2Adapter implements CloudAdapter {
   }
 
   // -------------------------------------------------------------------------------------------
-  // Look-ups (create nothing)
+  // Look-ups and read-only checks (create nothing)
 
-  async preflight(ctx: AdapterContext, _plan: NetworkPlan): Promise<void> {
+  /**
+   * The read-only checks `start()` runs first and `dask-cloud doctor` prints: credentials (and
+   * where they came from), region and zone, image, VPC / subnet in a zone that offers both
+   * instance types, NAT for private mode with the docker runtime, quota, and DryRun permission
+   * checks of the creates. Mutates nothing: DryRun requests are answered without a change.
+   */
+  async preflight(ctx: AdapterContext, plan: NetworkPlan, report: PreflightReport): Promise<void> {
     const s = this.#settings;
+    this.#deniedReads.clear();
+    let regions: Ec2Sdk.Region[] | undefined;
+    let regionsError: unknown;
+    const credentialsOk = await report.check(
+      'credentials',
+      async () => {
+        const source = await this.api.credentialSource();
+        try {
+          regions = (await this.api.call(ctx, 'DescribeRegions', { AllRegions: true })).Regions ?? [];
+        } catch (err) {
+          const code = ec2ErrorCode(err);
+          if (code !== undefined && REFUSED_CREDENTIALS.has(code)) {
+            throw new CredentialsError(`ec2: EC2 refused the credentials from ${source}: ${(err as Error).message}`, {
+              cause: err,
+              details: { provider: 'ec2', ec2Code: code, source, fix: refusedFix(code) },
+            });
+          }
+          // Anything else (a denied DescribeRegions, an unreachable endpoint) is the location check's.
+          regionsError = err;
+          if (code === 'UnauthorizedOperation') return `from ${source} (valid: EC2 authenticated them, then denied DescribeRegions)`;
+          return `from ${source} (not verified: ${code ?? (err as Error).message})`;
+        }
+        return `from ${source}, accepted by EC2`;
+      },
+      undefined,
+      ctx.signal,
+    );
+    if (!credentialsOk) return;
+    const region = await this.api.region();
+
+    await report.check(
+      'location',
+      async () => {
+        if (regionsError !== undefined) throw this.#readError(regionsError, 'DescribeRegions', 'region');
+        const found = regions?.find((r) => r.RegionName === region);
+        if (!found) {
+          throw new ValidationError(`region ${region} does not exist (EC2 lists ${(regions ?? []).map((r) => r.RegionName).join(', ')})`, { option: 'region' });
+        }
+        if (found.OptInStatus === 'not-opted-in') {
+          throw new ValidationError(`region ${region} is an opt-in region that this account has not enabled`, {
+            option: 'region',
+            details: { fix: `enable ${region} (AWS console → Account → AWS Regions, or \`aws account enable-region --region-name ${region}\`), or choose another region` },
+          });
+        }
+        const zones = (await this.#read(ctx, 'DescribeAvailabilityZones', {})).AvailabilityZones ?? [];
+        if (s.availabilityZone !== undefined) {
+          const zone = zones.find((z) => z.ZoneName === s.availabilityZone);
+          if (!zone) throw new ValidationError(`availabilityZone ${s.availabilityZone} is not a zone of ${region} (zones: ${zones.map((z) => z.ZoneName).join(', ')})`, { option: 'availabilityZone' });
+          if (zone.State !== 'available') throw new ValidationError(`availabilityZone ${s.availabilityZone} is ${zone.State ?? 'not available'}`, { option: 'availabilityZone' });
+        }
+        return `region ${region}, zones ${zones.filter((z) => z.State === 'available').map((z) => z.ZoneName).join(', ')}`;
+      },
+      undefined,
+      ctx.signal,
+    );
+
     const archs = [...new Set([architectureOf(s.schedulerInstanceType), architectureOf(s.workerInstanceType)])];
-    if (s.ami !== undefined) {
-      const image = await this.#describeAmi(ctx, s.ami, archs);
-      for (const arch of archs) this.#images.set(arch, image);
-    } else {
-      for (const arch of archs) this.#images.set(arch, await this.#latestDebian(ctx, arch));
+    this.#images.clear();
+    await report.check(
+      'image',
+      async () => {
+        if (s.ami !== undefined) {
+          const image = await this.#describeAmi(ctx, s.ami, archs);
+          for (const arch of archs) this.#images.set(arch, image);
+        } else {
+          for (const arch of archs) this.#images.set(arch, await this.#latestDebian(ctx, arch));
+        }
+        for (const image of new Set(this.#images.values())) this.#rootSize(image); // a too small root volume fails here, before anything exists
+        return [...this.#images].map(([arch, i]) => `${i.imageId} (${i.name}, ${arch})`).join('; ');
+      },
+      undefined,
+      ctx.signal,
+    );
+
+    this.#network = undefined;
+    await report.check(
+      'network',
+      async () => {
+        const net = await this.#resolveNetwork(ctx);
+        if (s.securityGroups) await this.#checkGroups(ctx, s.securityGroups, net.vpcId);
+        this.#network = net;
+        return `subnet ${net.subnetId} in ${net.availabilityZone} of ${net.vpcId}, which offers ${this.#types().join(' and ')}`;
+      },
+      undefined,
+      ctx.signal,
+    );
+
+    await this.#checkNat(ctx, plan, report);
+    await report.check('quota', () => this.#checkQuota(ctx, plan, report), undefined, ctx.signal);
+    await report.check('permissions', () => this.#checkPermissions(ctx, plan), undefined, ctx.signal);
+    // Assigned inside the check above: TypeScript cannot see that through the closure.
+    const net = this.#network as ResolvedNetwork | undefined;
+    if (net) {
+      ctx.log('ec2 preflight: images %o, vpc %s (%s), subnet %s (%s)', Object.fromEntries([...this.#images].map(([a, i]) => [a, `${i.imageId} ${i.name}`])), net.vpcId, net.vpcCidrs.join(','), net.subnetId, net.availabilityZone);
     }
-    for (const image of new Set(this.#images.values())) this.#rootSize(image); // a too small root volume fails here, before anything exists
-    this.#network = await this.#resolveNetwork(ctx);
-    if (s.securityGroups) await this.#checkGroups(ctx, s.securityGroups, this.#network.vpcId);
-    ctx.log('ec2 preflight: images %o, vpc %s (%s), subnet %s', Object.fromEntries([...this.#images].map(([a, i]) => [a, `${i.imageId} ${i.name}`])), this.#network.vpcId, this.#network.vpcCidrs.join(','), this.#network.subnetId);
+  }
+
+  /** A read for preflight: a denied one becomes a PreflightError naming the IAM action (and is remembered for the permissions check). */
+  async #read<K extends Ec2Operation>(ctx: AdapterContext, operation: K, input: Ec2Operations[K][0]): Promise<Ec2Operations[K][1]> {
+    try {
+      return await this.api.call(ctx, operation, input);
+    } catch (err) {
+      throw this.#readError(err, operation);
+    }
+  }
+
+  #readError(err: unknown, operation: Ec2Operation, option?: string): unknown {
+    const code = ec2ErrorCode(err);
+    if (code === 'UnauthorizedOperation') {
+      this.#deniedReads.add(`ec2:${operation}`);
+      return new PreflightError(`ec2: the credentials may not call ${operation} (UnauthorizedOperation)`, {
+        cause: err,
+        details: { provider: 'ec2', ec2Code: code, fix: `allow ec2:${operation} in the IAM policy of these credentials (the README lists every action dask-cloud needs)` },
+      });
+    }
+    const netCode = (err as { cause?: { code?: string } } | undefined)?.cause?.code ?? code;
+    if (option === 'region' && (netCode === 'ENOTFOUND' || netCode === 'EAI_AGAIN')) {
+      return new ValidationError(`region: the EC2 endpoint of ${this.#settings.region ?? 'the region'} does not resolve (${netCode}): no such region`, { option: 'region', cause: err });
+    }
+    return err;
+  }
+
+  /** Both instance types, once each. */
+  #types(): string[] {
+    return [...new Set([this.#settings.schedulerInstanceType, this.#settings.workerInstanceType])];
+  }
+
+  /** The option a user sets to choose `type`. */
+  #typeOption(type: string): string {
+    const s = this.#settings;
+    if (s.schedulerInstanceType === s.workerInstanceType) return 'instanceType';
+    return type === s.schedulerInstanceType ? 'schedulerInstanceType' : 'workerInstanceType';
   }
 
   async #describeAmi(ctx: AdapterContext, ami: string, archs: string[]): Promise<ResolvedImage> {
-    const out = await this.api.call(ctx, 'DescribeImages', { ImageIds: [ami] });
+    let out: Ec2Sdk.DescribeImagesCommandOutput;
+    try {
+      out = await this.#read(ctx, 'DescribeImages', { ImageIds: [ami] });
+    } catch (err) {
+      const code = ec2ErrorCode(err);
+      if (code === 'InvalidAMIID.NotFound' || code === 'InvalidAMIID.Malformed' || code === 'InvalidAMIID.Unavailable') {
+        throw new ValidationError(`ami ${ami}: ${code}: no such image in region ${await this.api.region()} (or it is not shared with this account)`, { option: 'ami', cause: err });
+      }
+      throw err;
+    }
     const image = out.Images?.[0];
-    if (!image?.ImageId) throw new ValidationError(`ami ${ami} does not exist in region ${await this.api.region()}`, { option: 'ami' });
+    if (!image?.ImageId) throw new ValidationError(`ami ${ami}: InvalidAMIID.NotFound: no such image in region ${await this.api.region()}`, { option: 'ami' });
     const wrong = archs.find((a) => image.Architecture !== a);
     if (wrong !== undefined) {
       throw new ValidationError(
@@ -119,7 +286,7 @@ export class Ec2Adapter implements CloudAdapter {
 
   /** The newest official Debian 12 image for `arch` (Debian publishes them from account 136693071363). */
   async #latestDebian(ctx: AdapterContext, arch: 'x86_64' | 'arm64'): Promise<ResolvedImage> {
-    const out = await this.api.call(ctx, 'DescribeImages', {
+    const out = await this.#read(ctx, 'DescribeImages', {
       Owners: [EC2_DEFAULTS.debianOwner],
       Filters: [
         { Name: 'name', Values: [`debian-12-${arch === 'arm64' ? 'arm64' : 'amd64'}-*`] },
@@ -128,7 +295,7 @@ export class Ec2Adapter implements CloudAdapter {
       ],
     });
     const newest = [...(out.Images ?? [])].filter((i) => i.ImageId).sort((a, b) => (b.CreationDate ?? '').localeCompare(a.CreationDate ?? ''))[0];
-    if (!newest) throw new CloudApiError(`ec2: no Debian 12 ${arch} image found in region ${await this.api.region()}; pass ami`, { details: { provider: 'ec2', operation: 'DescribeImages' } });
+    if (!newest) throw new ValidationError(`ec2: no Debian 12 ${arch} image found in region ${await this.api.region()}; pass ami`, { option: 'ami' });
     return toImage(newest);
   }
 
@@ -141,22 +308,58 @@ export class Ec2Adapter implements CloudAdapter {
     return wanted ?? Math.max(EC2_DEFAULTS.rootVolumeSizeGb, min);
   }
 
+  /** Zone → the cluster's instance types it offers (DescribeInstanceTypeOfferings, per availability zone). */
+  async #offerings(ctx: AdapterContext): Promise<Map<string, Set<string>>> {
+    const byZone = new Map<string, Set<string>>();
+    let token: string | undefined;
+    do {
+      const out = await this.#read(ctx, 'DescribeInstanceTypeOfferings', {
+        LocationType: 'availability-zone',
+        Filters: [{ Name: 'instance-type', Values: this.#types() }],
+        ...(token !== undefined ? { NextToken: token } : {}),
+      });
+      for (const o of out.InstanceTypeOfferings ?? []) {
+        if (!o.Location || !o.InstanceType) continue;
+        const set = byZone.get(o.Location) ?? new Set<string>();
+        set.add(o.InstanceType);
+        byZone.set(o.Location, set);
+      }
+      token = out.NextToken || undefined;
+    } while (token !== undefined);
+    return byZone;
+  }
+
   async #resolveNetwork(ctx: AdapterContext): Promise<ResolvedNetwork> {
     const s = this.#settings;
+    const region = await this.api.region();
     let subnet: Ec2Sdk.Subnet | undefined;
     if (s.subnetId !== undefined) {
-      subnet = (await this.api.call(ctx, 'DescribeSubnets', { SubnetIds: [s.subnetId] })).Subnets?.[0];
-      if (!subnet?.VpcId) throw new ValidationError(`subnetId ${s.subnetId} does not exist`, { option: 'subnetId' });
+      try {
+        subnet = (await this.#read(ctx, 'DescribeSubnets', { SubnetIds: [s.subnetId] })).Subnets?.[0];
+      } catch (err) {
+        const code = ec2ErrorCode(err);
+        if (code === 'InvalidSubnetID.NotFound' || code === 'InvalidSubnetID.Malformed') throw new ValidationError(`subnetId ${s.subnetId}: ${code}: no such subnet in ${region}`, { option: 'subnetId', cause: err });
+        throw err;
+      }
+      if (!subnet?.VpcId) throw new ValidationError(`subnetId ${s.subnetId}: InvalidSubnetID.NotFound: no such subnet in ${region}`, { option: 'subnetId' });
       if (s.vpc !== undefined && subnet.VpcId !== s.vpc) throw new ValidationError(`subnetId ${s.subnetId} is in ${subnet.VpcId}, not in vpc ${s.vpc}`, { option: 'subnetId' });
       if (s.availabilityZone !== undefined && subnet.AvailabilityZone !== s.availabilityZone) {
         throw new ValidationError(`subnetId ${s.subnetId} is in ${subnet.AvailabilityZone ?? '?'}, not in availabilityZone ${s.availabilityZone}`, { option: 'availabilityZone' });
       }
     }
     const vpcId = subnet?.VpcId ?? s.vpc;
-    const vpcs = await this.api.call(ctx, 'DescribeVpcs', vpcId !== undefined ? { VpcIds: [vpcId] } : { Filters: [{ Name: 'is-default', Values: ['true'] }] });
+    let vpcs: Ec2Sdk.DescribeVpcsCommandOutput;
+    try {
+      vpcs = await this.#read(ctx, 'DescribeVpcs', vpcId !== undefined ? { VpcIds: [vpcId] } : { Filters: [{ Name: 'is-default', Values: ['true'] }] });
+    } catch (err) {
+      const code = ec2ErrorCode(err);
+      if (code === 'InvalidVpcID.NotFound' || code === 'InvalidVpcID.Malformed') throw new ValidationError(`vpc ${vpcId ?? ''}: ${code}: no such VPC in ${region}`, { option: 'vpc', cause: err });
+      throw err;
+    }
     const vpc = vpcs.Vpcs?.[0];
     if (!vpc?.VpcId) {
-      throw new ValidationError(`region ${await this.api.region()} has no default VPC: pass vpc or subnetId`, { option: 'vpc' });
+      if (vpcId !== undefined) throw new ValidationError(`vpc ${vpcId}: InvalidVpcID.NotFound: no such VPC in ${region}`, { option: 'vpc' });
+      throw new ValidationError(`region ${region} has no default VPC: pass vpc or subnetId`, { option: 'vpc' });
     }
     const vpcCidrs = [
       ...new Set([
@@ -164,29 +367,202 @@ export class Ec2Adapter implements CloudAdapter {
         ...(vpc.CidrBlockAssociationSet ?? []).filter((a) => a.CidrBlockState?.State === 'associated' && a.CidrBlock).map((a) => a.CidrBlock as string),
       ]),
     ];
-    if (!subnet) {
-      const filters: Ec2Sdk.Filter[] = [{ Name: 'vpc-id', Values: [vpc.VpcId] }, { Name: 'state', Values: ['available'] }];
-      if (s.availabilityZone !== undefined) filters.push({ Name: 'availability-zone', Values: [s.availabilityZone] });
-      const subnets = (await this.api.call(ctx, 'DescribeSubnets', { Filters: filters })).Subnets ?? [];
-      // Default subnets first (they route to the internet gateway), then the roomiest; ties by id so the choice is stable.
-      subnet = [...subnets]
-        .filter((x) => x.SubnetId)
-        .sort((a, b) => Number(b.DefaultForAz ?? false) - Number(a.DefaultForAz ?? false) || (b.AvailableIpAddressCount ?? 0) - (a.AvailableIpAddressCount ?? 0) || (a.SubnetId as string).localeCompare(b.SubnetId as string))[0];
-      if (!subnet) {
-        const where = s.availabilityZone !== undefined ? ` in ${s.availabilityZone}` : '';
-        throw new ValidationError(`vpc ${vpc.VpcId} has no available subnet${where}: pass subnetId`, { option: 'subnetId' });
+
+    // Zones do not all offer every type (us-east-1e lacks t3 and m6i): RunInstances there answers Unsupported.
+    const offered = await this.#offerings(ctx);
+    const types = this.#types();
+    for (const t of types) {
+      if (![...offered.values()].some((set) => set.has(t))) {
+        throw new ValidationError(`${this.#typeOption(t)}: ${t} is not offered in any zone of ${region} (check the name, or choose another type)`, { option: this.#typeOption(t) });
       }
     }
-    return { vpcId: vpc.VpcId, vpcCidrs, subnetId: subnet.SubnetId as string, availabilityZone: subnet.AvailabilityZone };
+    const lacking = (zone: string | undefined) => types.filter((t) => !(zone !== undefined && offered.get(zone)?.has(t)));
+    const offeredIn = (t: string) => [...offered].filter(([, set]) => set.has(t)).map(([z]) => z).sort().join(', ');
+    const explicitZone = subnet?.AvailabilityZone ?? s.availabilityZone;
+    if (explicitZone !== undefined && lacking(explicitZone).length > 0) {
+      const t = lacking(explicitZone)[0] as string;
+      const option = s.subnetId !== undefined ? 'subnetId' : 'availabilityZone';
+      throw new ValidationError(`${option} ${option === 'subnetId' ? `${s.subnetId} (in ${explicitZone})` : explicitZone}: ${t} is not offered in ${explicitZone}; it is offered in ${offeredIn(t)}`, {
+        option,
+        details: { fix: `choose a ${option === 'subnetId' ? 'subnet' : 'zone'} in ${offeredIn(t)}, or another ${this.#typeOption(t)}` },
+      });
+    }
+    if (subnet) {
+      return { vpcId: vpc.VpcId, vpcCidrs, subnetId: subnet.SubnetId as string, availabilityZone: subnet.AvailabilityZone, freeAddresses: subnet.AvailableIpAddressCount, alternatives: [] };
+    }
+    const filters: Ec2Sdk.Filter[] = [{ Name: 'vpc-id', Values: [vpc.VpcId] }, { Name: 'state', Values: ['available'] }];
+    if (s.availabilityZone !== undefined) filters.push({ Name: 'availability-zone', Values: [s.availabilityZone] });
+    const subnets = (await this.#read(ctx, 'DescribeSubnets', { Filters: filters })).Subnets ?? [];
+    // Only zones offering both types; then default subnets first (they route to the internet
+    // gateway), the roomiest, ties by id so the choice is stable.
+    const candidates = [...subnets]
+      .filter((x) => x.SubnetId && lacking(x.AvailabilityZone).length === 0)
+      .sort((a, b) => Number(b.DefaultForAz ?? false) - Number(a.DefaultForAz ?? false) || (b.AvailableIpAddressCount ?? 0) - (a.AvailableIpAddressCount ?? 0) || (a.SubnetId as string).localeCompare(b.SubnetId as string));
+    const chosen = candidates[0];
+    if (!chosen) {
+      const where = s.availabilityZone !== undefined ? ` in ${s.availabilityZone}` : '';
+      if (subnets.length === 0) throw new ValidationError(`vpc ${vpc.VpcId} has no available subnet${where}: pass subnetId`, { option: 'subnetId' });
+      throw new ValidationError(`vpc ${vpc.VpcId} has no subnet${where} in a zone that offers ${types.join(' and ')} (${types.map((t) => `${t}: ${offeredIn(t)}`).join('; ')})`, {
+        option: 'subnetId',
+        details: { fix: 'pass subnetId of a subnet in one of those zones, or choose instance types offered where your subnets are' },
+      });
+    }
+    // For an `Unsupported` at launch anyway (offerings change): one subnet per other eligible zone.
+    const alternatives: ResolvedNetwork['alternatives'] = [];
+    for (const c of candidates.slice(1)) {
+      if (c.AvailabilityZone === chosen.AvailabilityZone || alternatives.some((a) => a.availabilityZone === c.AvailabilityZone)) continue;
+      alternatives.push({ subnetId: c.SubnetId as string, availabilityZone: c.AvailabilityZone, freeAddresses: c.AvailableIpAddressCount });
+    }
+    return { vpcId: vpc.VpcId, vpcCidrs, subnetId: chosen.SubnetId as string, availabilityZone: chosen.AvailabilityZone, freeAddresses: chosen.AvailableIpAddressCount, alternatives };
   }
 
   async #checkGroups(ctx: AdapterContext, ids: string[], vpcId: string): Promise<void> {
-    const out = await this.api.call(ctx, 'DescribeSecurityGroups', { GroupIds: ids });
+    let out: Ec2Sdk.DescribeSecurityGroupsCommandOutput;
+    try {
+      out = await this.#read(ctx, 'DescribeSecurityGroups', { GroupIds: ids });
+    } catch (err) {
+      const code = ec2ErrorCode(err);
+      if (code === 'InvalidGroup.NotFound' || code === 'InvalidGroupId.Malformed') throw new ValidationError(`securityGroups: ${code}: ${(err as Error).message}`, { option: 'securityGroups', cause: err });
+      throw err;
+    }
     for (const id of ids) {
       const g = out.SecurityGroups?.find((x) => x.GroupId === id);
-      if (!g) throw new ValidationError(`securityGroups: ${id} does not exist`, { option: 'securityGroups' });
+      if (!g) throw new ValidationError(`securityGroups: InvalidGroup.NotFound: ${id} does not exist`, { option: 'securityGroups' });
       if (g.VpcId !== vpcId) throw new ValidationError(`securityGroups: ${id} is in ${g.VpcId ?? '?'}, but the instances go into ${vpcId}`, { option: 'securityGroups' });
     }
+  }
+
+  /**
+   * Private mode with the docker runtime: VMs without public addresses install Docker and pull
+   * the image through a NAT, so the subnet's route table (its own association, else the VPC's
+   * main table) must send 0.0.0.0/0 to a NAT gateway or a NAT instance.
+   */
+  async #checkNat(ctx: AdapterContext, plan: NetworkPlan, report: PreflightReport): Promise<void> {
+    if (!plan.privateNetworking) return report.pass('nat', 'not needed: public mode gives every VM a public address');
+    if (!plan.needsEgress) return report.pass('nat', 'not needed: the native runtime installs nothing while booting');
+    const net = this.#network;
+    if (!net) return report.skip('nat', 'not checked: the network check failed');
+    await report.check(
+      'nat',
+      async () => {
+        const own = (await this.#read(ctx, 'DescribeRouteTables', { Filters: [{ Name: 'association.subnet-id', Values: [net.subnetId] }] })).RouteTables ?? [];
+        const table =
+          own[0] ??
+          ((await this.#read(ctx, 'DescribeRouteTables', { Filters: [{ Name: 'vpc-id', Values: [net.vpcId] }, { Name: 'association.main', Values: ['true'] }] })).RouteTables ?? [])[0];
+        const which = table ? `route table ${table.RouteTableId ?? '?'}${own[0] ? '' : ` (the main table of ${net.vpcId})`}` : 'no route table';
+        const route = table?.Routes?.find((r) => r.DestinationCidrBlock === '0.0.0.0/0');
+        const target = route ? (route.NatGatewayId ?? route.InstanceId ?? route.TransitGatewayId ?? route.GatewayId ?? route.NetworkInterfaceId ?? route.VpcPeeringConnectionId ?? 'an unknown target') : undefined;
+        if (route && route.State !== 'blackhole' && (route.NatGatewayId !== undefined || route.InstanceId !== undefined || (route.NetworkInterfaceId !== undefined && route.GatewayId === undefined))) {
+          return `subnet ${net.subnetId}: ${which} routes 0.0.0.0/0 to ${target}`;
+        }
+        if (route && route.State !== 'blackhole' && route.TransitGatewayId !== undefined) {
+          report.warn('nat', `subnet ${net.subnetId}: ${which} routes 0.0.0.0/0 to ${target}; whether that reaches the internet cannot be seen from here`, 'make sure the transit gateway leads to a NAT, or the VMs cannot install Docker or pull the image');
+          return;
+        }
+        const why = !route ? 'has no route for 0.0.0.0/0' : route.State === 'blackhole' ? `routes 0.0.0.0/0 to ${target}, which is gone (blackhole)` : `routes 0.0.0.0/0 to ${target}`;
+        const rtb = table?.RouteTableId ?? '<route table of the subnet>';
+        throw new PreflightError(
+          `ec2: private mode with the docker runtime needs a NAT gateway: subnet ${net.subnetId}: ${which} ${why}. VMs without public addresses cannot reach the internet that way, so they could not install Docker or pull the image`,
+          {
+            details: {
+              provider: 'ec2',
+              subnetId: net.subnetId,
+              routeTableId: table?.RouteTableId,
+              fix:
+                `create a NAT gateway in a public subnet of ${net.vpcId} and route the private subnet through it ` +
+                `(aws ec2 create-nat-gateway --subnet-id <public subnet> --allocation-id <Elastic IP allocation>; ` +
+                `aws ec2 create-route --route-table-id ${rtb} --destination-cidr-block 0.0.0.0/0 --nat-gateway-id <nat-...>), ` +
+                `or pass subnetId of a private subnet that already has one, or use runtime: 'native' with an image that has Dask`,
+            },
+          },
+        );
+      },
+      undefined,
+      ctx.signal,
+    );
+  }
+
+  /**
+   * What can be read is checked (free addresses in the subnet); EC2's vCPU limits live in Service
+   * Quotas, which the EC2 API does not expose (DescribeAccountAttributes' `max-instances` "does
+   * not reflect your actual vCPU limit"), so the need is stated as a warning with where to look.
+   */
+  async #checkQuota(ctx: AdapterContext, plan: NetworkPlan, report: PreflightReport): Promise<string> {
+    const s = this.#settings;
+    const net = this.#network;
+    const members = plan.nWorkers + 1;
+    let addresses = 'addresses not checked (the network check failed)';
+    if (net?.freeAddresses !== undefined) {
+      if (net.freeAddresses < members) {
+        throw new PreflightError(`ec2: subnet ${net.subnetId} has ${net.freeAddresses} free addresses; the cluster needs ${members} (1 scheduler + ${plan.nWorkers} workers)`, {
+          details: { provider: 'ec2', fix: 'pass subnetId of a subnet with more free addresses, or start with fewer nWorkers and scale up later' },
+        });
+      }
+      addresses = `subnet ${net.subnetId} has ${net.freeAddresses} free addresses for ${members} VMs`;
+    }
+    const out = await this.#read(ctx, 'DescribeInstanceTypes', { InstanceTypes: this.#types() as Ec2Sdk._InstanceType[] });
+    const vcpus = (t: string) => out.InstanceTypes?.find((x) => x.InstanceType === t)?.VCpuInfo?.DefaultVCpus ?? 0;
+    const onDemand = vcpus(s.schedulerInstanceType) + (s.spot ? 0 : plan.nWorkers * vcpus(s.workerInstanceType));
+    const spot = s.spot ? plan.nWorkers * vcpus(s.workerInstanceType) : 0;
+    const standard = this.#types().every((t) => /^[acdhimrtz]/.test(t));
+    const codes = standard ? `"Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances" (L-1216C47A)${s.spot ? ' and "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests" (L-34B43A08)' : ''}` : 'the quota of these instance families';
+    const need = `${onDemand} on-demand vCPUs${spot ? ` and ${spot} Spot vCPUs` : ''}`;
+    const message = `${addresses}; the cluster needs ${need}, but EC2's vCPU limits are in Service Quotas, which the EC2 API does not show: not checked`;
+    report.warn('quota', message, `compare with ${codes} in the Service Quotas console (aws service-quotas get-service-quota --service-code ec2 --quota-code L-1216C47A), minus what already runs in ${await this.api.region()}`);
+    return message;
+  }
+
+  /**
+   * DryRun of the creates (EC2 answers DryRunOperation when allowed, UnauthorizedOperation when
+   * not, and creates nothing): RunInstances for each role with its tags (tagging on create needs
+   * ec2:CreateTags; an instance profile needs iam:PassRole), CreateSecurityGroup with its tags.
+   * TerminateInstances, AuthorizeSecurityGroupIngress and DeleteSecurityGroup act on resources
+   * that exist only later, so they cannot be tried ahead: the README lists them.
+   */
+  async #checkPermissions(ctx: AdapterContext, plan: NetworkPlan): Promise<string> {
+    const denied = new Set(this.#deniedReads);
+    const tried: string[] = [];
+    const dryRun = async <K extends Ec2Operation>(operation: K, input: Ec2Operations[K][0], what: string): Promise<void> => {
+      try {
+        await this.api.call(ctx, operation, { ...input, DryRun: true } as Ec2Operations[K][0]);
+        throw new PreflightError(`ec2: a DryRun ${operation} was carried out: the endpoint ignores DryRun`);
+      } catch (err) {
+        const code = ec2ErrorCode(err);
+        if (code === 'DryRunOperation') {
+          tried.push(what);
+          return;
+        }
+        if (code !== 'UnauthorizedOperation') throw err;
+        // The refusal names the action that is missing (ec2:RunInstances, ec2:CreateTags, iam:PassRole).
+        const action = /perform: ([a-z0-9-]+:[A-Za-z0-9]+)/.exec((err as Error).message)?.[1] ?? `ec2:${operation}`;
+        denied.add(action);
+      }
+    };
+    const net = this.#network;
+    if (net) {
+      for (const role of ['scheduler', 'worker'] as const) {
+        const type = role === 'scheduler' ? this.#settings.schedulerInstanceType : this.#settings.workerInstanceType;
+        if (!this.#images.has(architectureOf(type))) continue;
+        const names = role === 'scheduler' ? [`${plan.clusterId}-scheduler`] : [`${plan.clusterId}-worker`];
+        const input = this.#runInput(plan.clusterId, { role, names, userData: { body: Buffer.alloc(0) } as unknown as InstanceRequest['userData'], labels: { ...plan.labels, [LABELS.role]: role } }, net, { dryRun: true });
+        await dryRun('RunInstances', input, `RunInstances (${role}, tagged)`);
+      }
+      if (!this.#settings.securityGroups) {
+        await dryRun(
+          'CreateSecurityGroup',
+          { GroupName: plan.clusterId, Description: `dask-cloud cluster ${plan.clusterId}`, VpcId: net.vpcId, TagSpecifications: [{ ResourceType: 'security-group', Tags: this.#tags(plan.labels, plan.clusterId) }] },
+          'CreateSecurityGroup (tagged)',
+        );
+      }
+    }
+    if (denied.size > 0) {
+      const actions = [...denied].sort();
+      throw new PreflightError(`ec2: these credentials may not call ${actions.join(', ')}`, {
+        details: { provider: 'ec2', denied: actions, fix: `add ${actions.join(', ')} to the IAM policy of these credentials (the README lists every action dask-cloud needs)` },
+      });
+    }
+    if (!net) return 'creates not tried: the network check failed';
+    return `DryRun allowed: ${tried.join(', ')}; TerminateInstances, AuthorizeSecurityGroupIngress and DeleteSecurityGroup target resources that do not exist yet and cannot be tried ahead`;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -279,12 +655,29 @@ export class Ec2Adapter implements CloudAdapter {
   // Instances
 
   async createInstances(ctx: AdapterContext, request: InstanceRequest, onCreated: (ids: string[]) => void): Promise<Instance[]> {
-    const input = this.#runInput(ctx, request);
-    const out = await this.api.call(ctx, 'RunInstances', input, { abortable: false });
+    let out: Ec2Sdk.RunInstancesCommandOutput;
+    for (;;) {
+      const net = this.#requireNetwork();
+      const input = this.#runInput(ctx.clusterId, request, net);
+      try {
+        out = await this.api.call(ctx, 'RunInstances', input, { abortable: false });
+        break;
+      } catch (err) {
+        // Nothing was launched: another zone that offers the type gets a new ClientToken (the
+        // token names the subnet), since a token is bound to its request's parameters.
+        const code = ec2ErrorCode(err);
+        if (code === undefined || !TRY_ANOTHER_ZONE.has(code) || ctx.signal.aborted || !this.#moveZone(net.subnetId)) throw err;
+        ctx.log('ec2: RunInstances %s in %s (%s); trying subnet %s in %s', code, net.availabilityZone, net.subnetId, this.#network?.subnetId, this.#network?.availabilityZone);
+      }
+    }
     const launched = [...(out.Instances ?? [])].sort((a, b) => (a.AmiLaunchIndex ?? 0) - (b.AmiLaunchIndex ?? 0));
     const ids = launched.map((i) => i.InstanceId).filter((id): id is string => id !== undefined);
     const now = Date.now();
-    for (const id of ids) this.#createdAt.set(id, now);
+    const type = request.role === 'scheduler' ? this.#settings.schedulerInstanceType : this.#settings.workerInstanceType;
+    for (const id of ids) {
+      this.#createdAt.set(id, now);
+      this.#typeOf.set(id, type);
+    }
     onCreated(ids);
     ctx.log('ec2: launched %s %s', request.role, ids.join(' '));
     if (ids.length !== request.names.length) {
@@ -301,14 +694,27 @@ export class Ec2Adapter implements CloudAdapter {
     }));
   }
 
-  #runInput(ctx: AdapterContext, request: InstanceRequest): Ec2Sdk.RunInstancesCommandInput {
-    const s = this.#settings;
+  /**
+   * After a launch failed in `failedSubnet`: move the cluster (later creates too) to the next
+   * eligible zone. True when there is a subnet to try (another batch may have moved already).
+   */
+  #moveZone(failedSubnet: string): boolean {
     const net = this.#requireNetwork();
+    if (net.subnetId !== failedSubnet) return true;
+    const next = net.alternatives[0];
+    if (!next) return false;
+    this.#network = { ...net, ...next, alternatives: net.alternatives.slice(1) };
+    return true;
+  }
+
+  /** RunInstances input for a batch; `dryRun` (preflight) leaves out what does not exist yet: the group, the user-data, the token. */
+  #runInput(clusterId: string, request: InstanceRequest, net: ResolvedNetwork, opts: { dryRun?: boolean } = {}): Ec2Sdk.RunInstancesCommandInput {
+    const s = this.#settings;
     const type = request.role === 'scheduler' ? s.schedulerInstanceType : s.workerInstanceType;
     const image = this.#images.get(architectureOf(type));
     if (!image) throw new CloudApiError(`ec2: no image resolved for ${type}: preflight did not run`);
     const count = request.names.length;
-    const name = request.role === 'scheduler' ? (request.names[0] as string) : `${ctx.clusterId}-worker`;
+    const name = request.role === 'scheduler' ? (request.names[0] as string) : `${clusterId}-worker`;
     const tags = this.#tags(request.labels, name);
     const spot = request.role === 'worker' ? s.spot : false;
     const tagSpecs: Ec2Sdk.TagSpecification[] = [
@@ -321,10 +727,11 @@ export class Ec2Adapter implements CloudAdapter {
       InstanceType: type as Ec2Sdk._InstanceType,
       MinCount: count,
       MaxCount: count,
-      // Same batch → same token: a create retried after a lost answer returns the same instances.
-      ClientToken: clientToken(ctx.clusterId, request.role, request.names),
+      // Same batch in the same subnet → same token: a create retried after a lost answer returns
+      // the same instances; another subnet is another request.
+      ...(opts.dryRun ? {} : { ClientToken: clientToken(clusterId, request.role, request.names, net.subnetId) }),
       // The SDK sends UserData as given; EC2 wants base64 (of the raw or gzipped body).
-      UserData: request.userData.body.toString('base64'),
+      ...(opts.dryRun ? {} : { UserData: request.userData.body.toString('base64') }),
       // The VM powers itself off when Dask exits (auto-shutdown): that must delete it, not stop it.
       InstanceInitiatedShutdownBehavior: 'terminate',
       // IMDSv2 only: no unauthenticated metadata requests (SSRF-style credential theft).
@@ -333,7 +740,7 @@ export class Ec2Adapter implements CloudAdapter {
         {
           DeviceIndex: 0,
           SubnetId: net.subnetId,
-          Groups: this.#groups,
+          ...(opts.dryRun && !s.securityGroups ? {} : { Groups: this.#groups }),
           // Explicit either way: a non-default subnet would not map a public address by itself.
           AssociatePublicIpAddress: !s.privateNetworking,
           DeleteOnTermination: true,
@@ -459,21 +866,8 @@ export class Ec2Adapter implements CloudAdapter {
         MaxResults: 1000,
         ...(token !== undefined ? { NextToken: token } : {}),
       });
-      for (const i of out.Reservations?.flatMap((r) => r.Instances ?? []) ?? []) {
-        if (!i.InstanceId) continue;
-        const tag = (k: string) => i.Tags?.find((t) => t.Key === k)?.Value;
-        const role: MemberRole = tag(LABELS.role) === 'scheduler' ? 'scheduler' : 'worker';
-        const state = i.State?.Name;
-        found.push({
-          id: i.InstanceId,
-          name: tag('Name') ?? i.InstanceId,
-          role,
-          privateIp: i.PrivateIpAddress,
-          publicIp: i.PublicIpAddress,
-          // Terminated (and shutting-down) instances are not listed at all (LIVE_STATES).
-          ...(state === 'stopping' || state === 'stopped' ? { stoppedState: state } : {}),
-        });
-      }
+      // Terminated (and shutting-down) instances are not listed at all (LIVE_STATES).
+      for (const i of out.Reservations?.flatMap((r) => r.Instances ?? []) ?? []) if (i.InstanceId) found.push(toInstance(i));
       token = out.NextToken || undefined;
     } while (token !== undefined);
     return found;
@@ -509,15 +903,56 @@ export class Ec2Adapter implements CloudAdapter {
     return [...found].map(([clusterId, expiresAt]) => ({ clusterId, ...(expiresAt ? { expiresAt } : {}) }));
   }
 
+  /**
+   * The console for error messages: the latest output (`Latest: true`), because without it EC2
+   * returns the buffer posted at the last state change, which misses what happened since boot.
+   * Types without the Nitro hypervisor refuse `Latest`: those get the posted buffer.
+   */
   async consoleOutput(ctx: AdapterContext, id: string): Promise<string> {
+    const type = this.#typeOf.get(id);
+    const latest = type === undefined || !this.#noLatest.has(type);
     try {
-      const out = await this.api.call(ctx, 'GetConsoleOutput', { InstanceId: id });
+      const out = await this.api.call(ctx, 'GetConsoleOutput', { InstanceId: id, ...(latest ? { Latest: true } : {}) });
       return out.Output ? Buffer.from(out.Output, 'base64').toString('utf8') : '';
     } catch (err) {
+      const code = ec2ErrorCode(err);
       // Not visible yet (just created) or already gone: there is no output to show.
-      if (ec2ErrorCode(err) === 'InvalidInstanceID.NotFound') return '';
-      throw err;
+      if (code === 'InvalidInstanceID.NotFound') return '';
+      if (!latest || code === undefined || !LATEST_REFUSED.has(code)) throw err;
+      if (type !== undefined) this.#noLatest.add(type);
+      ctx.log('ec2: GetConsoleOutput with Latest refused for %s (%s): using the posted buffer', id, code);
+      const out = await this.api.call(ctx, 'GetConsoleOutput', { InstanceId: id });
+      return out.Output ? Buffer.from(out.Output, 'base64').toString('utf8') : '';
     }
+  }
+
+  /**
+   * The given instances in any state, for the member watch: by an `instance-id` filter without
+   * a state filter, so a VM that already terminated is reported (with `stoppedState`) and an id
+   * EC2 does not show yet is simply absent (a filter, unlike InstanceIds, never answers NotFound).
+   */
+  async describeInstances(ctx: AdapterContext, ids: string[]): Promise<Instance[]> {
+    const found: Instance[] = [];
+    for (let i = 0; i < ids.length; i += DESCRIBE_CHUNK) {
+      let token: string | undefined;
+      do {
+        const out = await this.api.call(ctx, 'DescribeInstances', {
+          Filters: [{ Name: 'instance-id', Values: ids.slice(i, i + DESCRIBE_CHUNK) }],
+          MaxResults: 1000,
+          ...(token !== undefined ? { NextToken: token } : {}),
+        });
+        for (const inst of out.Reservations?.flatMap((r) => r.Instances ?? []) ?? []) {
+          if (inst.InstanceId) found.push(toInstance(inst));
+        }
+        token = out.NextToken || undefined;
+      } while (token !== undefined);
+    }
+    return found;
+  }
+
+  /** `dask-cloud cleanup` needs the region to find the cluster. */
+  cleanupFlags(): string[] {
+    return this.#settings.region !== undefined ? ['--region', this.#settings.region] : [];
   }
 
   #requireNetwork(): ResolvedNetwork {
@@ -531,14 +966,34 @@ export class Ec2Adapter implements CloudAdapter {
   }
 }
 
+/** States in which an instance no longer runs (or is on its way out): the watch reports them. */
+const STOPPED_STATES = new Set(['stopping', 'stopped', 'shutting-down', 'terminated']);
+
+function toInstance(i: Ec2Sdk.Instance): Instance {
+  const tag = (k: string) => i.Tags?.find((t) => t.Key === k)?.Value;
+  const role: MemberRole = tag(LABELS.role) === 'scheduler' ? 'scheduler' : 'worker';
+  const state = i.State?.Name;
+  return {
+    id: i.InstanceId as string,
+    name: tag('Name') ?? (i.InstanceId as string),
+    role,
+    privateIp: i.PrivateIpAddress,
+    publicIp: i.PublicIpAddress,
+    ...(state !== undefined && STOPPED_STATES.has(state) ? { stoppedState: state } : {}),
+  };
+}
+
 function toImage(i: Ec2Sdk.Image): ResolvedImage {
   const root = i.BlockDeviceMappings?.find((b) => b.DeviceName === i.RootDeviceName);
   return { imageId: i.ImageId as string, name: i.Name ?? '', rootDeviceName: i.RootDeviceName, rootSizeGb: root?.Ebs?.VolumeSize };
 }
 
-/** Deterministic per batch (cluster, role, member names) and at most 64 characters, as EC2 requires. */
-export function clientToken(clusterId: string, role: MemberRole, names: string[]): string {
-  const digest = createHash('sha256').update(`${clusterId}\n${role}\n${names.join('\n')}`).digest('hex');
+/**
+ * Deterministic per batch (cluster, role, member names, and the subnet when given) and at most
+ * 64 ASCII characters, as EC2 requires.
+ */
+export function clientToken(clusterId: string, role: MemberRole, names: string[], subnetId?: string): string {
+  const digest = createHash('sha256').update(`${clusterId}\n${role}\n${names.join('\n')}${subnetId !== undefined ? `\n${subnetId}` : ''}`).digest('hex');
   return `${clusterId.slice(0, 40)}-${digest.slice(0, 20)}`;
 }
 

@@ -11,7 +11,7 @@ import type * as Ec2Sdk from '@aws-sdk/client-ec2';
 import type { EC2Client, EC2ClientConfig } from '@aws-sdk/client-ec2';
 import { retry, type RetryClock } from '../../src/cluster/retry';
 import type { AdapterContext } from '../../src/cluster/vm';
-import { CloudApiError, DaskCloudError } from '../../src/errors';
+import { CloudApiError, CredentialsError, DaskCloudError } from '../../src/errors';
 
 type Sdk = typeof Ec2Sdk;
 
@@ -28,6 +28,11 @@ export interface Ec2Operations {
   DescribeInstances: [Ec2Sdk.DescribeInstancesCommandInput, Ec2Sdk.DescribeInstancesCommandOutput];
   TerminateInstances: [Ec2Sdk.TerminateInstancesCommandInput, Ec2Sdk.TerminateInstancesCommandOutput];
   GetConsoleOutput: [Ec2Sdk.GetConsoleOutputCommandInput, Ec2Sdk.GetConsoleOutputCommandOutput];
+  DescribeInstanceTypeOfferings: [Ec2Sdk.DescribeInstanceTypeOfferingsCommandInput, Ec2Sdk.DescribeInstanceTypeOfferingsCommandOutput];
+  DescribeInstanceTypes: [Ec2Sdk.DescribeInstanceTypesCommandInput, Ec2Sdk.DescribeInstanceTypesCommandOutput];
+  DescribeRouteTables: [Ec2Sdk.DescribeRouteTablesCommandInput, Ec2Sdk.DescribeRouteTablesCommandOutput];
+  DescribeRegions: [Ec2Sdk.DescribeRegionsCommandInput, Ec2Sdk.DescribeRegionsCommandOutput];
+  DescribeAvailabilityZones: [Ec2Sdk.DescribeAvailabilityZonesCommandInput, Ec2Sdk.DescribeAvailabilityZonesCommandOutput];
 }
 export type Ec2Operation = keyof Ec2Operations;
 
@@ -154,6 +159,32 @@ export class Ec2Api {
   }
 
   /**
+   * Resolves the client's credentials through the SDK's provider chain (or the given client's own)
+   * and says where they came from, never what they are. Throws `CredentialsError` when the chain
+   * finds none: nothing has been sent to EC2 then.
+   */
+  async credentialSource(): Promise<string> {
+    const { client } = await this.load();
+    let credentials: { $source?: Record<string, unknown> };
+    try {
+      credentials = (await client.config.credentials()) as { $source?: Record<string, unknown> };
+    } catch (err) {
+      throw new CredentialsError(
+        `ec2: no AWS credentials found (${errorText(err)}). The AWS SDK looked in the environment, the shared config and credentials files (profile ${process.env.AWS_PROFILE || 'default'}), SSO, web identity, and the container and instance metadata endpoints`,
+        {
+          cause: err,
+          details: {
+            provider: 'ec2',
+            fix: 'run `aws configure` (or `aws sso login --profile NAME`), set AWS_PROFILE to a configured profile, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary keys) in the environment',
+          },
+        },
+      );
+    }
+    if (this.#config.credentials !== undefined) return 'the credentials option';
+    return describeSource(Object.keys(credentials.$source ?? {}));
+  }
+
+  /**
    * Sends one EC2 request through the pipeline. Failures become `CloudApiError` with
    * `details: { provider: 'ec2', operation, ec2Code, httpStatus, requestId, attempts }`.
    */
@@ -207,6 +238,21 @@ export class Ec2Api {
     this.#loaded = undefined;
     this.#ownsClient = false;
   }
+}
+
+/** Where the SDK found credentials, from the features it marks them with (`$source`). */
+function describeSource(features: string[]): string {
+  const has = (prefix: string) => features.some((f) => f.startsWith(prefix));
+  const profile = `profile ${process.env.AWS_PROFILE || 'default'}`;
+  if (has('CREDENTIALS_CODE')) return 'credentials passed in code (the client option)';
+  if (has('CREDENTIALS_ENV_VARS_STS_WEB_ID_TOKEN')) return 'a web identity token (AWS_WEB_IDENTITY_TOKEN_FILE)';
+  if (has('CREDENTIALS_ENV_VARS')) return 'the environment (AWS_ACCESS_KEY_ID)';
+  if (has('CREDENTIALS_PROFILE_SSO') || has('CREDENTIALS_SSO')) return `SSO (${profile})`;
+  if (has('CREDENTIALS_PROFILE_PROCESS') || has('CREDENTIALS_PROCESS')) return `credential_process (${profile})`;
+  if (has('CREDENTIALS_STS_ASSUME_ROLE') || has('CREDENTIALS_PROFILE_SOURCE_PROFILE')) return `an assumed role (${profile})`;
+  if (has('CREDENTIALS_PROFILE')) return `the shared credentials/config files (${profile})`;
+  if (has('CREDENTIALS_HTTP')) return 'the container credentials endpoint';
+  return 'the instance metadata service or a custom provider';
 }
 
 function errorText(err: unknown): string {
