@@ -15,12 +15,20 @@
  *   reconciliation cannot see yet is still caught by the core's teardown sweep by tag.
  * - dots-wrapper sends a fixed field list, so `public_networking: false` (Private Droplets) goes
  *   out as a raw request through the same pipeline.
+ * - A firewall may only name tags that exist (OpenAPI spec: firewall.yml and firewall_rule.yml use
+ *   `existing_tags_array.yml`), while a Droplet create makes the tags it names. So the cluster tag
+ *   is created (POST /v2/tags, which answers an existing tag as it is) before the firewall. The
+ *   cluster's own tags (cluster id, expiry) are deleted with the firewall; the shared `dask-cloud`
+ *   and role tags stay. A tag is only deleted when no Droplet carries it any more: deleting a tag
+ *   untags its Droplets, and a Droplet without its cluster tag is invisible to every sweep.
+ * - `preflight` makes only GET requests; see its TSDoc for the checks.
  */
 import type { modules } from 'dots-wrapper';
 import { LABELS, type AdapterContext, type CloudAdapter, type Instance, type InstanceRequest, type NetworkPlan } from '../../src/cluster/vm';
 import type { MemberRole } from '../../src/cluster/backend';
 import { retry } from '../../src/cluster/retry';
-import { CloudApiError, DaskCloudError, ValidationError } from '../../src/errors';
+import { CloudApiError, CredentialsError, DaskCloudError, PreflightError, ValidationError } from '../../src/errors';
+import type { PreflightReport } from '../../src/cluster/preflight';
 import { isAmbiguous, isCloudApiError, statusOf, type DoApi, type DotsClient } from './api';
 
 type Droplet = modules.droplet.IDroplet;
@@ -49,11 +57,48 @@ export function firewallName(clusterId: string): string {
   return `dask-cloud-${clusterId}`.slice(0, 255);
 }
 
+/** Where the API token came from, for messages (never the token itself). */
+export type TokenSource = 'token option' | 'DIGITALOCEAN_TOKEN' | 'DIGITALOCEAN_ACCESS_TOKEN' | 'client option' | 'none';
+
+/** Where a token is made, and what the fix of a credentials failure says. */
+export const TOKEN_PAGE = 'https://cloud.digitalocean.com/account/api/tokens';
+
+/**
+ * The scopes of a custom-scoped token the cluster needs (DigitalOcean OpenAPI spec, each
+ * operation's `security`). A full-access token has them all.
+ */
+export const REQUIRED_SCOPES = [
+  'account:read',
+  'regions:read',
+  'sizes:read',
+  'image:read',
+  'vpc:read',
+  'droplet:create',
+  'droplet:read',
+  'droplet:delete',
+  'firewall:create',
+  'firewall:read',
+  'firewall:delete',
+  'tag:create',
+  'tag:read',
+  'tag:delete',
+] as const;
+/** Needed in addition for private mode with the docker runtime (the NAT check). */
+export const NAT_SCOPE = 'nat_gateway:read';
+/** Needed in addition when `sshKeys` are given. */
+export const SSH_KEY_SCOPE = 'ssh_key:read';
+
 /** How to read a Droplet's console when something failed (DigitalOcean's API has no console output). */
 export type ConsoleOutputFetcher = (droplet: { id: string; name?: string }) => Promise<string>;
 
 export interface DropletAdapterOptions {
   api: DoApi;
+  /** Where the token came from (for the credentials check's message). */
+  tokenSource?: TokenSource;
+  /** The option the user set for each size (`size`, or the role's own), for error messages. */
+  sizeOptions?: { scheduler: string; worker: string };
+  /** The Docker image Droplets pull (for the NAT check's message). */
+  dockerImage?: string;
   region: string;
   /** The caller chose the region (else a given VPC's region wins). */
   regionExplicit: boolean;
@@ -79,6 +124,15 @@ const ANYWHERE = ['0.0.0.0/0', '::/0'];
 /** DigitalOcean writes "every port" as "0". */
 const ALL_PORTS = '0';
 const PER_PAGE = 200;
+
+/** A VPC NAT gateway as GET /v2/vpc_nat_gateways lists it (dots-wrapper has no type for it). */
+interface NatGateway {
+  id: string;
+  name: string;
+  state: string;
+  region: string;
+  vpcs?: { vpc_uuid: string; default_gateway?: boolean }[];
+}
 
 /** A Droplet that is not active yet: worth polling again. */
 class NotReady extends Error {}
@@ -111,13 +165,17 @@ export class DropletAdapter implements CloudAdapter {
   readonly #api: DoApi;
   #region: string;
   #vpcRange: string[] = PRIVATE_RANGES;
-  #firewallId: string | undefined;
+  /** The VPC Droplets go to: the given one, or the region's default VPC once it exists. */
+  #vpcId: string | undefined;
+  #vpcName: string | undefined;
   /**
-   * What this adapter knows about the cluster's firewall: `created` (id known), `none` (its create
-   * failed cleanly), `unknown` (an answer was lost, or this adapter never created it — a cleanup
-   * sweep): then deleteNetwork finds it by name.
+   * The firewall of the cluster this adapter created one for (`clusterId`): `created` (id known),
+   * `none` (its create failed cleanly, or it was deleted), `unknown` (an answer was lost). For any
+   * other cluster (cleanup sweeps) deleteNetwork finds the firewall by name.
    */
-  #firewall: 'none' | 'created' | 'unknown' = 'unknown';
+  #own: { clusterId: string; firewallId?: string; firewall: 'none' | 'created' | 'unknown' } | undefined;
+  /** Expiry tags seen on each cluster's Droplets (they are shared by name, so only these are candidates for deletion). */
+  readonly #expiryTags = new Map<string, Set<string>>();
   /** Private Droplets turned out not to be offered in this region: use public networking + firewall. */
   #privateDropletsUnavailable = false;
   readonly #names = new Map<string, string>();
@@ -126,6 +184,7 @@ export class DropletAdapter implements CloudAdapter {
     this.#o = options;
     this.#api = options.api;
     this.#region = options.region;
+    this.#vpcId = options.vpc;
   }
 
   /** The region Droplets go to (a given VPC's region when no region was chosen). */
@@ -142,32 +201,337 @@ export class DropletAdapter implements CloudAdapter {
     return this.#api.call(operation, fn, { signal: ctx.signal, idempotent, log: ctx.log });
   }
 
+  /** Every page of a list operation. */
+  async #all<T>(ctx: AdapterContext, operation: string, key: string, fn: (client: DotsClient, page: number) => Promise<{ data: unknown }>): Promise<T[]> {
+    const out: T[] = [];
+    for (let page = 1; ; page++) {
+      const r = (await this.#call(ctx, operation, (c) => fn(c, page) as Promise<{ data: Record<string, unknown> }>, true)) as Record<string, unknown> & { links?: { pages?: { next?: string } } };
+      const items = (r[key] ?? []) as T[];
+      out.push(...items);
+      if (!r.links?.pages?.next || items.length === 0) break;
+    }
+    return out;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Preflight
+
+  /**
+   * Read-only checks (GET requests only), each recorded in `report`:
+   * - credentials: a token (from the option or DIGITALOCEAN_TOKEN) that the API accepts
+   *   (GET /v2/account; 401 → CredentialsError), on an account that is not locked;
+   * - location: the region exists and takes new Droplets;
+   * - image: the image resolves and is offered in the region;
+   * - network: the VPC (given, or the region's default) and its range; both sizes offered in the
+   *   region; the SSH keys exist;
+   * - nat: private mode with the docker runtime needs a VPC NAT gateway as the VPC's default
+   *   route, or Private Droplets cannot install Docker or pull the image;
+   * - quota: the Droplet limit leaves room for the scheduler and every worker;
+   * - permissions: the read scopes the cluster needs (a 403 anywhere above names the scope);
+   *   create and delete scopes only a write could prove, so they are a warning with the fix.
+   * Whatever it resolves (region, VPC, range) is kept for the create calls.
+   */
+  async preflight(ctx: AdapterContext, plan: NetworkPlan, report: PreflightReport): Promise<void> {
+    /** Read scopes a 403 showed missing. */
+    const missing = new Set<string>();
+    const read = async <T>(scope: string, fn: () => Promise<T>): Promise<T | undefined> => {
+      try {
+        return await fn();
+      } catch (err) {
+        if (statusOf(err) !== 403) throw err;
+        missing.add(scope);
+        return undefined;
+      }
+    };
+    const notReadable = (id: Parameters<PreflightReport['warn']>[0], scope: string, what: string) =>
+      report.warn(id, `${what} not checked: the token lacks the ${scope} scope`, `add ${scope} to the token's scopes (${TOKEN_PAGE})`);
+    const source = this.#o.tokenSource ?? 'token option';
+    const signal = ctx.signal;
+
+    // credentials ---------------------------------------------------------------------------
+    let account: modules.account.IAccount | undefined;
+    const credentialsFix = `create a token at ${TOKEN_PAGE} (full access, or the custom scopes the README lists) and set DIGITALOCEAN_TOKEN, or pass the token option`;
+    const credentialsOk = await report.check(
+      'credentials',
+      async () => {
+        if (!this.#api.hasCredentials) {
+          throw new CredentialsError('DigitalOcean: no API token: neither the token option nor DIGITALOCEAN_TOKEN (or DIGITALOCEAN_ACCESS_TOKEN) is set', {
+            details: { provider: 'digitalocean', fix: credentialsFix },
+          });
+        }
+        try {
+          account = (await this.#call(ctx, 'account_get', (c) => c.account.getAccount(), true)).account;
+        } catch (err) {
+          if (statusOf(err) === 401) {
+            throw new CredentialsError(`DigitalOcean refused the API token from the ${source} (HTTP 401: ${String((err as CloudApiError).details.doMessage)}): it is wrong, expired or revoked`, {
+              cause: err,
+              details: { provider: 'digitalocean', tokenSource: source, fix: credentialsFix },
+            });
+          }
+          if (statusOf(err) !== 403) throw err;
+          missing.add('account:read');
+          return `token from the ${source} accepted (account details not readable)`;
+        }
+        const status = String(account.status);
+        const why = account.status_message?.trim() ? ` (${account.status_message.trim()})` : '';
+        if (status === 'locked') {
+          throw new PreflightError(`the DigitalOcean account is locked${why}: it cannot create Droplets`, {
+            details: { provider: 'digitalocean', fix: 'resolve the lock in the DigitalOcean control panel (Billing, or a support ticket), then run dask-cloud doctor again' },
+          });
+        }
+        if (status !== 'active') {
+          report.warn('credentials', `token from the ${source} accepted, but the account status is '${status}'${why}`, 'see the notice in the DigitalOcean control panel: creates may be refused until it is resolved');
+        }
+        return `token from the ${source} accepted; account ${status}`;
+      },
+      credentialsFix,
+      signal,
+    );
+    if (!credentialsOk) return;
+
+    // network (the VPC first: without a region option a given VPC's region is the region) -----
+    await report.check(
+      'network',
+      async () => {
+        if (this.#o.vpc !== undefined) {
+          const vpcId = this.#o.vpc;
+          let vpc: modules.vpc.IVpc | undefined;
+          try {
+            vpc = await read('vpc:read', async () => (await this.#call(ctx, 'vpcs_get', (c) => c.vpc.getVpc({ vpc_id: vpcId }), true)).vpc);
+          } catch (err) {
+            if (statusOf(err) === 404) throw new ValidationError(`vpc ${vpcId} does not exist in this account`, { option: 'vpc', details: { fix: 'pass the id of one of your VPCs (doctl vpcs list), or leave vpc out for the region\'s default VPC' } });
+            throw err;
+          }
+          if (!vpc) return notReadable('network', 'vpc:read', 'the VPC');
+          if (this.#o.regionExplicit && vpc.region !== this.#region) {
+            throw new ValidationError(`vpc ${vpcId} is in region ${vpc.region}, not ${this.#region}`, { option: 'vpc', details: { fix: `pass region '${vpc.region}' or leave region out` } });
+          }
+          this.#region = vpc.region;
+          this.#vpcRange = [vpc.ip_range];
+          this.#vpcName = vpc.name;
+          return `VPC ${vpc.name} (${vpc.ip_range}) in ${vpc.region}`;
+        }
+        const vpcs = await read('vpc:read', () => this.#all<modules.vpc.IVpc>(ctx, 'vpcs_list', 'vpcs', (c, page) => c.vpc.listVpcs({ page, per_page: PER_PAGE })));
+        if (!vpcs) return notReadable('network', 'vpc:read', 'the VPC');
+        const own = vpcs.find((v) => v.default && v.region === this.#region);
+        if (own) {
+          this.#vpcRange = [own.ip_range];
+          this.#vpcId = own.id;
+          this.#vpcName = own.name;
+          return `default VPC ${own.name} (${own.ip_range})`;
+        }
+        // DigitalOcean creates a region's default VPC with its first Droplet; until then only
+        // "some private range" is known. Private addresses are reachable only inside the VPC anyway.
+        ctx.log('no default VPC in %s yet: members and VPC clients are admitted from %s', this.#region, PRIVATE_RANGES.join(', '));
+        return `no default VPC in ${this.#region} yet (DigitalOcean creates it with the first Droplet)`;
+      },
+      undefined,
+      signal,
+    );
+
+    // location --------------------------------------------------------------------------------
+    let region: modules.region.IRegion | undefined;
+    await report.check(
+      'location',
+      async () => {
+        const regions = await read('regions:read', () => this.#all<modules.region.IRegion>(ctx, 'regions_list', 'regions', (c, page) => c.region.listRegions({ page, per_page: PER_PAGE })));
+        if (!regions) return notReadable('location', 'regions:read', 'the region');
+        region = regions.find((r) => r.slug === this.#region);
+        const open = regions.filter((r) => r.available).map((r) => r.slug);
+        if (!region) throw new ValidationError(`region ${this.#region} does not exist`, { option: 'region', details: { fix: `pass one of: ${open.join(', ')}` } });
+        if (!region.available) throw new ValidationError(`region ${this.#region} (${region.name}) does not take new Droplets`, { option: 'region', details: { fix: `pass one of: ${open.join(', ')}` } });
+        return `${region.slug} (${region.name}) takes new Droplets`;
+      },
+      undefined,
+      signal,
+    );
+
+    // image -----------------------------------------------------------------------------------
+    await report.check(
+      'image',
+      async () => {
+        const ref = this.#o.image;
+        let image: modules.image.IImage | undefined;
+        try {
+          image = await read('image:read', async () =>
+            (await this.#call(ctx, 'images_get', (c) => c.image.getImage(typeof ref === 'number' ? { image_id: ref } : { slug: ref }), true)).image,
+          );
+        } catch (err) {
+          if (statusOf(err) === 404) {
+            throw new ValidationError(`image ${JSON.stringify(ref)} does not exist`, {
+              option: 'image',
+              details: { fix: "pass a public image slug (doctl compute image list-distribution --public), e.g. 'ubuntu-24-04-x64', or the id of one of your snapshots" },
+            });
+          }
+          throw err;
+        }
+        if (!image) return notReadable('image', 'image:read', 'the image');
+        const name = `${image.slug ?? image.id} (${image.distribution} ${image.name})`;
+        if (image.status !== undefined && image.status !== 'available') {
+          throw new ValidationError(`image ${name} is ${image.status}, not available`, { option: 'image', details: { fix: 'wait until the image is available, or pass another image' } });
+        }
+        if (image.regions && image.regions.length > 0 && !image.regions.includes(this.#region)) {
+          throw new ValidationError(`image ${name} is not offered in ${this.#region} (only ${image.regions.join(', ')})`, {
+            option: 'image',
+            details: { fix: `transfer the image to ${this.#region} (doctl compute image-action transfer), or pass one of these regions` },
+          });
+        }
+        return name;
+      },
+      undefined,
+      signal,
+    );
+
+    // network: sizes and SSH keys ----------------------------------------------------------------
+    await report.check(
+      'network',
+      async () => {
+        const sizes = await read('sizes:read', () => this.#all<modules.size.ISize>(ctx, 'sizes_list', 'sizes', (c, page) => c.size.listSizes({ page, per_page: PER_PAGE })));
+        if (!sizes) return notReadable('network', 'sizes:read', 'the Droplet sizes');
+        const wanted = [
+          { slug: this.#o.schedulerSize, option: this.#o.sizeOptions?.scheduler ?? 'schedulerSize' },
+          { slug: this.#o.workerSize, option: this.#o.sizeOptions?.worker ?? 'workerSize' },
+        ];
+        const offered = sizes.filter((z) => z.available && z.regions.includes(this.#region) && (!region || region.sizes.includes(z.slug))).map((z) => z.slug);
+        const hint = offered.slice(0, 12).join(', ');
+        for (const w of wanted) {
+          const size = sizes.find((z) => z.slug === w.slug);
+          if (!size) throw new ValidationError(`size ${w.slug} does not exist`, { option: w.option, details: { fix: `pass a size offered in ${this.#region}, e.g. ${hint}` } });
+          if (!offered.includes(size.slug)) {
+            throw new ValidationError(`size ${w.slug} is not offered in ${this.#region}`, { option: w.option, details: { fix: `pass a size offered in ${this.#region}, e.g. ${hint}; or another region` } });
+          }
+        }
+        let keys = '';
+        if (this.#o.sshKeys.length > 0) {
+          const onAccount = await read(SSH_KEY_SCOPE, () => this.#all<modules.sshKey.ISshKey>(ctx, 'sshKeys_list', 'ssh_keys', (c, page) => c.sshKey.listSshKeys({ page, per_page: PER_PAGE })));
+          if (!onAccount) notReadable('network', SSH_KEY_SCOPE, 'the SSH keys');
+          else {
+            const unknown = this.#o.sshKeys.filter((k) => !onAccount.some((a) => String(a.id) === String(k) || a.fingerprint === k));
+            if (unknown.length > 0) {
+              throw new ValidationError(`sshKeys: ${unknown.map((k) => JSON.stringify(k)).join(', ')} are not keys of this account`, {
+                option: 'sshKeys',
+                details: { fix: 'add the keys to the account (doctl compute ssh-key import) or pass the ids / fingerprints doctl compute ssh-key list shows' },
+              });
+            }
+            keys = `; ${this.#o.sshKeys.length} SSH key(s) found`;
+          }
+        }
+        const sizesText = [...new Set(wanted.map((w) => w.slug))].join(' and ');
+        return `${sizesText} offered in ${this.#region}${keys}`;
+      },
+      undefined,
+      signal,
+    );
+
+    // nat -------------------------------------------------------------------------------------
+    await report.check(
+      'nat',
+      async () => {
+        if (!plan.privateNetworking) return 'not needed: public mode (Droplets reach the internet through their public addresses)';
+        if (!plan.needsEgress) return "not needed: the native runtime installs nothing at boot";
+        const fix =
+          `add a VPC NAT gateway to ${this.#vpcName ?? `the default VPC of ${this.#region}`} as its default route (control panel: Networking → VPC → NAT gateways; ` +
+          "API: POST /v2/vpc_nat_gateways with vpcs: [{ vpc_uuid, default_gateway: true }]); or use privateNetworking: false; or runtime: 'native' with an image that has Python and distributed";
+        const image = this.#o.dockerImage ?? 'the Dask image';
+        if (this.#vpcId === undefined) {
+          throw new PreflightError(`private mode: ${this.#region} has no default VPC yet, so no VPC NAT gateway: Private Droplets could not install Docker or pull ${image}`, {
+            details: { provider: 'digitalocean', fix: `create a VPC in ${this.#region} with a VPC NAT gateway as its default route and pass it as vpc; or use privateNetworking: false; or runtime: 'native' with an image that has Python and distributed` },
+          });
+        }
+        const vpcId = this.#vpcId;
+        const gateways = await read(NAT_SCOPE, () =>
+          this.#allRaw<NatGateway>(ctx, 'vpcnatgateways_list', 'vpc_nat_gateways', `/vpc_nat_gateways?region=${encodeURIComponent(this.#region)}`),
+        );
+        if (!gateways) return notReadable('nat', NAT_SCOPE, 'the VPC NAT gateway');
+        const attached = gateways.filter((g) => (g.vpcs ?? []).some((v) => v.vpc_uuid === vpcId));
+        const vpcText = `VPC ${this.#vpcName ?? vpcId}`;
+        if (attached.length === 0) {
+          throw new PreflightError(`private mode: ${vpcText} has no VPC NAT gateway: Private Droplets could not install Docker or pull ${image}, and the start would time out after minutes`, {
+            details: { provider: 'digitalocean', fix },
+          });
+        }
+        const usable = attached.find((g) => g.state === 'ACTIVE' && g.vpcs!.some((v) => v.vpc_uuid === vpcId && v.default_gateway !== false));
+        if (!usable) {
+          const seen = attached.map((g) => `${g.name} (${g.state}${g.vpcs!.some((v) => v.vpc_uuid === vpcId && v.default_gateway === false) ? ', not the default route' : ''})`).join(', ');
+          throw new PreflightError(`private mode: the VPC NAT gateway of ${vpcText} is not usable: ${seen}`, {
+            details: { provider: 'digitalocean', fix: `wait until it is ACTIVE and make it the VPC's default route (default_gateway: true); or ${fix.slice(fix.indexOf('or use') + 3)}` },
+          });
+        }
+        return `VPC NAT gateway ${usable.name} is the default route of ${vpcText}`;
+      },
+      undefined,
+      signal,
+    );
+
+    // quota -----------------------------------------------------------------------------------
+    await report.check(
+      'quota',
+      async () => {
+        const need = 1 + plan.nWorkers;
+        const total = await read('droplet:read', async () => {
+          const r = await this.#call(ctx, 'droplets_list', (c) => c.droplet.listDroplets({ page: 1, per_page: 1 }), true);
+          return (r as { meta?: { total?: number } }).meta?.total ?? r.droplets.length;
+        });
+        if (total === undefined) return notReadable('quota', 'droplet:read', 'the Droplet count');
+        if (!account) return notReadable('quota', 'account:read', 'the Droplet limit');
+        const free = account.droplet_limit - total;
+        if (free < need) {
+          throw new PreflightError(`the account's Droplet limit is ${account.droplet_limit} and ${total} Droplets exist: ${free} left, this cluster needs ${need} (scheduler + ${plan.nWorkers} workers)`, {
+            details: {
+              provider: 'digitalocean',
+              fix: `delete ${need - free} Droplet(s) you no longer need, start with nWorkers ≤ ${Math.max(0, free - 1)}, or ask DigitalOcean for a higher Droplet limit (control panel: Settings → Team, or a support ticket)`,
+            },
+          });
+        }
+        return `${total} of ${account.droplet_limit} Droplets in use; this cluster needs ${need}`;
+      },
+      undefined,
+      signal,
+    );
+
+    // permissions -----------------------------------------------------------------------------
+    await report.check(
+      'permissions',
+      async () => {
+        await read('firewall:read', () => this.#call(ctx, 'firewalls_list', (c) => c.firewall.listFirewalls({ page: 1, per_page: 1 }), true));
+        await read('tag:read', () => this.#call(ctx, 'tags_list', (c) => c.tag.listTags({ page: 1, per_page: 1 }), true));
+        const needed = [...REQUIRED_SCOPES, ...(plan.privateNetworking && plan.needsEgress ? [NAT_SCOPE] : []), ...(this.#o.sshKeys.length > 0 ? [SSH_KEY_SCOPE] : [])];
+        if (missing.size > 0) {
+          throw new PreflightError(`the token lacks these scopes: ${[...missing].sort().join(', ')}`, {
+            details: { provider: 'digitalocean', missingScopes: [...missing].sort(), fix: `give the token full access, or custom scopes including ${needed.join(', ')} (${TOKEN_PAGE}: tokens cannot be changed, create a new one)` },
+          });
+        }
+        const writes = needed.filter((sc) => !/:read$/.test(sc));
+        report.warn(
+          'permissions',
+          `read scopes verified; ${writes.join(', ')} can only be proven by creating something, which preflight never does`,
+          `use a token with full access, or custom scopes including ${needed.join(', ')} (${TOKEN_PAGE})`,
+        );
+      },
+      undefined,
+      signal,
+    );
+  }
+
+  /** Every page of a list dots-wrapper lacks (raw GET through the pipeline). */
+  async #allRaw<T>(ctx: AdapterContext, operation: string, key: string, path: string): Promise<T[]> {
+    const out: T[] = [];
+    const sep = path.includes('?') ? '&' : '?';
+    for (let page = 1; ; page++) {
+      const r = await this.#api.get<Record<string, unknown> & { links?: { pages?: { next?: string } } }>(operation, `${path}${sep}page=${page}&per_page=${PER_PAGE}`, {
+        signal: ctx.signal,
+        idempotent: true,
+        log: ctx.log,
+      });
+      const items = (r[key] ?? []) as T[];
+      out.push(...items);
+      if (!r.links?.pages?.next || items.length === 0) break;
+    }
+    return out;
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Network
-
-  async preflight(ctx: AdapterContext, _plan: NetworkPlan): Promise<void> {
-    if (this.#o.vpc !== undefined) {
-      const vpcId = this.#o.vpc;
-      const { vpc } = await this.#call(ctx, 'vpcs_get', (c) => c.vpc.getVpc({ vpc_id: vpcId }), true);
-      if (this.#o.regionExplicit && vpc.region !== this.#region) {
-        throw new ValidationError(`vpc ${vpcId} is in region ${vpc.region}, not ${this.#region}: pass region '${vpc.region}' or leave region out`, { option: 'vpc' });
-      }
-      this.#region = vpc.region;
-      this.#vpcRange = [vpc.ip_range];
-      return;
-    }
-    const vpcs: modules.vpc.IVpc[] = [];
-    for (let page = 1; ; page++) {
-      const r = await this.#call(ctx, 'vpcs_list', (c) => c.vpc.listVpcs({ page, per_page: PER_PAGE }), true);
-      vpcs.push(...r.vpcs);
-      if (!r.links?.pages?.next || r.vpcs.length === 0) break;
-    }
-    const own = vpcs.find((v) => v.default && v.region === this.#region);
-    if (own) this.#vpcRange = [own.ip_range];
-    // DigitalOcean creates a region's default VPC with its first Droplet; until then only
-    // "some private range" is known. Private addresses are reachable only inside the VPC anyway.
-    else ctx.log('no default VPC in %s yet: members and VPC clients are admitted from %s', this.#region, PRIVATE_RANGES.join(', '));
-  }
 
   /** The firewall's rules for a plan (exported through the class for tests and the README). */
   firewallRules(plan: NetworkPlan): { inbound_rules: InboundRule[]; outbound_rules: OutboundRule[] } {
@@ -196,60 +560,119 @@ export class DropletAdapter implements CloudAdapter {
 
   async ensureNetwork(ctx: AdapterContext, plan: NetworkPlan): Promise<void> {
     const name = firewallName(plan.clusterId);
+    const tag = clusterTag(plan.clusterId);
     const rules = this.firewallRules(plan);
+    const own = (this.#own = { clusterId: plan.clusterId, firewall: 'unknown' as 'none' | 'created' | 'unknown', firewallId: undefined as string | undefined });
+    // The firewall may only name an existing tag; the Droplets that will carry it come later.
+    await this.#ensureTag(ctx, tag);
     let ambiguous = false;
     await this.#reconciled(ctx, `creating firewall ${name}`, async () => {
-      this.#firewall = 'unknown';
+      own.firewall = 'unknown';
       try {
-        const { firewall } = await this.#call(
-          ctx,
-          'firewalls_create',
-          (c) => c.firewall.createFirewall({ name, tags: [clusterTag(plan.clusterId)], ...rules }),
-          false,
-        );
-        this.#firewallId = firewall.id;
-        this.#firewall = 'created';
-        ctx.log('firewall %s (%s) applies to tag %s', firewall.id, name, clusterTag(plan.clusterId));
+        const { firewall } = await this.#call(ctx, 'firewalls_create', (c) => c.firewall.createFirewall({ name, tags: [tag], ...rules }), false);
+        own.firewallId = firewall.id;
+        own.firewall = 'created';
+        ctx.log('firewall %s (%s) applies to tag %s', firewall.id, name, tag);
       } catch (err) {
         if (!isAmbiguous(err)) {
           // Nothing was created, unless an earlier attempt's answer was lost: then look on teardown.
-          this.#firewall = ambiguous ? 'unknown' : 'none';
+          own.firewall = ambiguous ? 'unknown' : 'none';
           throw err;
         }
         ambiguous = true;
         const found = await this.#firewallsNamed(ctx, name);
         if (found.length === 0) throw err;
         ctx.log('firewall create answered %s, but %s exists: adopted', (err as Error).message, found[0]!.id);
-        this.#firewallId = found[0]!.id;
-        this.#firewall = 'created';
+        own.firewallId = found[0]!.id;
+        own.firewall = 'created';
       }
     });
   }
 
+  /**
+   * Creates a tag. Creating a tag that exists answers the existing tag (terraform-provider-
+   * digitalocean relies on it), so it is safe to repeat; should an account answer "exists"
+   * with an error instead, the tag is looked up before giving up.
+   */
+  async #ensureTag(ctx: AdapterContext, tag: string): Promise<void> {
+    try {
+      await this.#call(ctx, 'tags_create', (c) => c.tag.createTag({ name: tag }), true);
+    } catch (err) {
+      const status = statusOf(err);
+      if (status !== 409 && status !== 422) throw err;
+      try {
+        await this.#call(ctx, 'tags_get', (c) => c.tag.getTag({ tag_name: tag }), true);
+      } catch {
+        throw err;
+      }
+    }
+  }
+
   async #firewallsNamed(ctx: AdapterContext, name: string | ((name: string) => boolean)): Promise<Firewall[]> {
     const matches = typeof name === 'string' ? (n: string) => n === name : name;
-    const all: Firewall[] = [];
-    for (let page = 1; ; page++) {
-      const r = await this.#call(ctx, 'firewalls_list', (c) => c.firewall.listFirewalls({ page, per_page: PER_PAGE }), true);
-      all.push(...r.firewalls);
-      if (!r.links?.pages?.next || r.firewalls.length === 0) break;
-    }
+    const all = await this.#all<Firewall>(ctx, 'firewalls_list', 'firewalls', (c, page) => c.firewall.listFirewalls({ page, per_page: PER_PAGE }));
     return all.filter((f) => matches(f.name));
   }
 
+  /**
+   * Deletes the cluster's firewall, then its own tags: the cluster tag (only once no Droplet
+   * carries it: deleting it would untag them and hide them from every sweep, so that is a
+   * "still in use" error the core retries), and each expiry tag seen on its Droplets that no
+   * other Droplet carries (clusters started in the same second share one). Not found is done.
+   */
   async deleteNetwork(ctx: AdapterContext): Promise<void> {
-    if (this.#firewall === 'none') return;
-    // After a lost create answer, or in a cleanup sweep, the id is unknown: find it by its name.
-    const ids = this.#firewallId !== undefined ? [this.#firewallId] : (await this.#firewallsNamed(ctx, firewallName(ctx.clusterId))).map((f) => f.id as string);
-    for (const id of ids) {
-      try {
-        await this.#call(ctx, 'firewalls_delete', (c) => c.firewall.deleteFirewall({ firewall_id: id }), true);
-      } catch (err) {
-        if (statusOf(err) !== 404) throw err;
+    const own = this.#own?.clusterId === ctx.clusterId ? this.#own : undefined;
+    if (own?.firewall !== 'none') {
+      // After a lost create answer, or in a cleanup sweep, the id is unknown: find it by its name.
+      const ids = own?.firewallId !== undefined ? [own.firewallId] : (await this.#firewallsNamed(ctx, firewallName(ctx.clusterId))).map((f) => f.id as string);
+      for (const id of ids) {
+        try {
+          await this.#call(ctx, 'firewalls_delete', (c) => c.firewall.deleteFirewall({ firewall_id: id }), true);
+        } catch (err) {
+          if (statusOf(err) !== 404) throw err;
+        }
+      }
+      if (own) {
+        own.firewallId = undefined;
+        own.firewall = 'none';
       }
     }
-    this.#firewallId = undefined;
-    this.#firewall = 'none';
+    const tag = clusterTag(ctx.clusterId);
+    const inUse = await this.#deleteTagIfUnused(ctx, tag);
+    if (inUse > 0) {
+      throw new CloudApiError(`DigitalOcean: ${inUse} Droplet(s) still carry tag ${tag}: it is kept so that a cleanup can find them`, {
+        details: { provider: 'digitalocean', operation: 'tags_delete', tag, dependency: true },
+      });
+    }
+    for (const expiry of this.#expiryTags.get(ctx.clusterId) ?? []) {
+      const others = await this.#deleteTagIfUnused(ctx, expiry);
+      if (others > 0) ctx.log('tag %s is kept: %d Droplet(s) of other clusters carry it', expiry, others);
+    }
+    this.#expiryTags.delete(ctx.clusterId);
+  }
+
+  /** Deletes `tag` unless resources carry it; returns how many do (0: deleted, or it did not exist). */
+  async #deleteTagIfUnused(ctx: AdapterContext, tag: string): Promise<number> {
+    let count: number;
+    try {
+      const { tag: found } = await this.#call(ctx, 'tags_get', (c) => c.tag.getTag({ tag_name: tag }), true);
+      count = Number(found.resources?.count ?? 0);
+    } catch (err) {
+      if (statusOf(err) === 404) return 0;
+      throw err;
+    }
+    if (count > 0) return count;
+    try {
+      await this.#call(ctx, 'tags_delete', (c) => c.tag.deleteTag({ tag_name: tag }), true);
+    } catch (err) {
+      if (statusOf(err) !== 404) throw err;
+    }
+    return 0;
+  }
+
+  /** A cluster tag still on Droplets that are going away: deleteNetwork is worth repeating. */
+  isDependencyError(err: unknown): boolean {
+    return isCloudApiError(err) && err.details.dependency === true;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -258,6 +681,7 @@ export class DropletAdapter implements CloudAdapter {
   async createInstances(ctx: AdapterContext, request: InstanceRequest, onCreated: (ids: string[]) => void): Promise<Instance[]> {
     if (request.userData.gzipped) throw new DaskCloudError('E_USER_DATA_TOO_LARGE', 'DigitalOcean takes user-data as text: it cannot be gzipped');
     const tags = [...new Set([MARKER_TAG, ...Object.entries(request.labels).map(([k, v]) => labelTag(k, v)), ...this.#o.tags])];
+    this.#noteExpiryTags(ctx.clusterId, tags);
     const body = {
       region: this.#region,
       size: request.role === 'scheduler' ? this.#o.schedulerSize : this.#o.workerSize,
@@ -427,24 +851,32 @@ export class DropletAdapter implements CloudAdapter {
   }
 
   async listInstances(ctx: AdapterContext): Promise<Instance[]> {
-    return (await this.#listTagged(ctx)).map((d) => toInstance(d));
+    const droplets = await this.#listTagged(ctx);
+    // A sweep deletes the expiry tags these Droplets carry (see deleteNetwork).
+    for (const d of droplets) this.#noteExpiryTags(ctx.clusterId, d.tags ?? []);
+    return droplets.map((d) => toInstance(d));
+  }
+
+  #noteExpiryTags(clusterId: string, tags: string[]): void {
+    const prefix = `${LABELS.expires}:`;
+    const expiry = tags.filter((t) => t.startsWith(prefix));
+    if (expiry.length === 0) return;
+    const seen = this.#expiryTags.get(clusterId) ?? new Set<string>();
+    for (const t of expiry) seen.add(t);
+    this.#expiryTags.set(clusterId, seen);
   }
 
   async #listTagged(ctx: AdapterContext, tag = clusterTag(ctx.clusterId)): Promise<Droplet[]> {
-    const out: Droplet[] = [];
-    for (let page = 1; ; page++) {
-      const r = await this.#call(ctx, 'droplets_list', (c) => c.droplet.listDroplets({ tag_name: tag, page, per_page: PER_PAGE }), true);
-      out.push(...r.droplets);
-      if (!r.links?.pages?.next || r.droplets.length === 0) break;
-    }
-    return out;
+    return this.#all<Droplet>(ctx, 'droplets_list', 'droplets', (c, page) => c.droplet.listDroplets({ tag_name: tag, page, per_page: PER_PAGE }));
   }
 
   /**
    * Every cluster with resources in the account, for cleanup sweeps: Droplets carrying the
    * `dask-cloud` tag (cluster id and expiry from their tags), and firewalls named
    * `dask-cloud-<id>` whose Droplets are gone (firewalls carry no tags: such a leftover counts as
-   * expired a day after it was created, the default `expiresAfterHours`).
+   * expired a day after it was created, the default `expiresAfterHours`), and cluster tags
+   * nothing else is left of (a process killed between creating the tag and the firewall: no
+   * expiry known, so only `all` and `clusterIds` sweeps delete them).
    */
   async listClusters(ctx: AdapterContext): Promise<Array<{ clusterId: string; expiresAt?: Date }>> {
     const clusters = new Map<string, Date | undefined>();
@@ -466,6 +898,11 @@ export class DropletAdapter implements CloudAdapter {
       if (!id || clusters.has(id)) continue;
       const created = Date.parse(String((f as { created_at?: string }).created_at));
       clusters.set(id, Number.isNaN(created) ? undefined : new Date(created + 24 * 3_600_000));
+    }
+    for (const t of await this.#all<modules.tag.ITag>(ctx, 'tags_list', 'tags', (c, page) => c.tag.listTags({ page, per_page: PER_PAGE }))) {
+      if (!t.name.startsWith(clusterPrefix)) continue;
+      const id = t.name.slice(clusterPrefix.length);
+      if (id && !clusters.has(id)) clusters.set(id, undefined);
     }
     return [...clusters].map(([clusterId, expiresAt]) => ({ clusterId, ...(expiresAt ? { expiresAt } : {}) }));
   }

@@ -1,7 +1,7 @@
 /**
- * The one request pipeline for DigitalOcean. Every dots-wrapper call, and the one raw request
- * dots-wrapper cannot make (a create with `public_networking: false`), goes through
- * {@link DoApi.call} / {@link DoApi.post}, which
+ * The one request pipeline for DigitalOcean. Every dots-wrapper call, and the raw requests
+ * dots-wrapper cannot make (a create with `public_networking: false`, VPC NAT gateways), goes
+ * through {@link DoApi.call} / {@link DoApi.post} / {@link DoApi.get}, which
  * - bounds the number of requests in flight,
  * - retries throttling (429) honouring `retry-after` / `ratelimit-reset`, and — for idempotent
  *   operations only — 5xx answers and network errors, with the core's `retry()`,
@@ -200,6 +200,11 @@ export class DoApi {
     this.#random = options.random;
   }
 
+  /** Whether requests can authenticate at all (a token, or a ready-made client that has one). */
+  get hasCredentials(): boolean {
+    return this.#token !== undefined || this.#client !== undefined;
+  }
+
   /** Never show the token: not in `util.inspect`, not in JSON. */
   toJSON(): Record<string, unknown> {
     return { endpoint: this.endpoint };
@@ -227,6 +232,15 @@ export class DoApi {
    * same pipeline. `path` is relative to the endpoint, e.g. `/droplets`.
    */
   async post<T>(operation: string, path: string, body: unknown, options: CallOptions): Promise<T> {
+    return this.#raw<T>('POST', operation, path, body, options);
+  }
+
+  /** A raw GET (for APIs dots-wrapper lacks, e.g. `/vpc_nat_gateways`), through the same pipeline. */
+  async get<T>(operation: string, path: string, options: CallOptions): Promise<T> {
+    return this.#raw<T>('GET', operation, path, undefined, options);
+  }
+
+  async #raw<T>(method: 'GET' | 'POST', operation: string, path: string, body: unknown, options: CallOptions): Promise<T> {
     if (this.#token === undefined) {
       throw new CloudApiError(`DigitalOcean ${operation}: this request bypasses dots-wrapper and needs the API token (pass token as well as client)`);
     }
@@ -235,9 +249,9 @@ export class DoApi {
       operation,
       async () => {
         const res = await fetch(`${this.endpoint}${path}`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json' },
-          body: JSON.stringify(body),
+          method,
+          headers: { authorization: `Bearer ${token}`, accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+          ...(body === undefined ? {} : { body: JSON.stringify(body) }),
           // Deliberately not the caller's signal: a create cut off in flight may still happen, and
           // only its answer tells which Droplets to delete (the adapter does, after an abort).
           signal: AbortSignal.timeout(this.#requestTimeoutMs),

@@ -6,11 +6,22 @@
 import { resolveOptions } from '../../src/config';
 import createDebug from 'debug';
 import { cleanupClusters, VMCluster, type CleanupOptions, type CleanupReport, type VMClusterOptions } from '../../src/cluster/vm';
-import { ValidationError } from '../../src/errors';
+import { CredentialsError, ValidationError } from '../../src/errors';
 import { DoApi, DEFAULT_ENDPOINT, type DotsClient } from './api';
-import { DropletAdapter, TAG_PATTERN, type ConsoleOutputFetcher } from './adapter';
+import { DropletAdapter, TAG_PATTERN, TOKEN_PAGE, type ConsoleOutputFetcher, type TokenSource } from './adapter';
 
-export { DropletAdapter, clusterTag, firewallName, labelTag, MARKER_TAG, type ConsoleOutputFetcher } from './adapter';
+export {
+  DropletAdapter,
+  clusterTag,
+  firewallName,
+  labelTag,
+  MARKER_TAG,
+  NAT_SCOPE,
+  REQUIRED_SCOPES,
+  SSH_KEY_SCOPE,
+  type ConsoleOutputFetcher,
+  type TokenSource,
+} from './adapter';
 export type { DotsClient } from './api';
 
 /** Defaults of {@link DropletClusterOptions}. */
@@ -32,7 +43,8 @@ export const TOKEN_ENV = ['DIGITALOCEAN_TOKEN', 'DIGITALOCEAN_ACCESS_TOKEN'] as 
 export interface DropletClusterOptions extends VMClusterOptions {
   /**
    * API token. Default: `DIGITALOCEAN_TOKEN`, then `DIGITALOCEAN_ACCESS_TOKEN`. Used only for API
-   * requests from this process: it is never logged and never sent to a Droplet.
+   * requests from this process: it is never logged and never sent to a Droplet. Without any,
+   * `start()` and `preflight()` fail the credentials check (`CredentialsError`) before any request.
    */
   token?: string;
   /** API base URL (default `https://api.digitalocean.com/v2`). */
@@ -107,33 +119,37 @@ function checkPositive(value: unknown, option: string): void {
   }
 }
 
-/** The token from options or the environment; never echoed in messages. */
-function resolveToken(options: DropletClusterOptions): string | undefined {
+/** The token from options or the environment, and where it came from; never echoed in messages. */
+function resolveToken(options: DropletClusterOptions): { token: string | undefined; source: TokenSource } {
   if (options.token !== undefined) {
     if (typeof options.token !== 'string' || options.token.trim() === '' || /\s/.test(options.token)) {
       throw new ValidationError('token must be a non-empty string without whitespace (a DigitalOcean API token)', { option: 'token' });
     }
-    return options.token;
+    return { token: options.token, source: 'token option' };
   }
   for (const name of TOKEN_ENV) {
     const v = process.env[name];
-    if (v !== undefined && v.trim() !== '') return v.trim();
+    if (v !== undefined && v.trim() !== '') return { token: v.trim(), source: name };
   }
-  return undefined;
+  return { token: undefined, source: options.client !== undefined ? 'client option' : 'none' };
 }
 
-/** Checks every DigitalOcean option; throws a ValidationError naming the option. */
-export function validateDropletOptions(options: DropletClusterOptions): { token: string | undefined } {
+/** What a missing token's CredentialsError tells the user to do. */
+const NO_TOKEN_FIX = `create a token at ${TOKEN_PAGE} and set DIGITALOCEAN_TOKEN (or pass the token option)`;
+
+/**
+ * Checks every DigitalOcean option; throws a ValidationError naming the option. A missing token
+ * is not an option error: `start()` and `preflight()` report it as the credentials check
+ * (CredentialsError) before any request.
+ */
+export function validateDropletOptions(options: DropletClusterOptions): { token: string | undefined; tokenSource: TokenSource } {
   if (typeof options !== 'object' || options === null) throw new ValidationError('options must be an object');
-  const token = resolveToken(options);
+  const { token, source } = resolveToken(options);
   const c = options.client as unknown;
   if (c !== undefined && (typeof c !== 'object' || c === null || typeof (c as { droplet?: unknown }).droplet !== 'object' || typeof (c as { firewall?: unknown }).firewall !== 'object')) {
     throw new ValidationError('client must be a dots-wrapper client (createApiClient({ token }))', { option: 'client' });
   }
-  if (token === undefined && c === undefined) {
-    throw new ValidationError(`no DigitalOcean API token: pass token, or set ${TOKEN_ENV.join(' or ')}`, { option: 'token' });
-  }
-  if (token === undefined && options.privateNetworking === true) {
+  if (token === undefined && c !== undefined && options.privateNetworking === true) {
     throw new ValidationError('privateNetworking needs token as well as client: Private Droplets are created with a request dots-wrapper cannot make', { option: 'token' });
   }
   if (options.endpoint !== undefined) {
@@ -185,7 +201,7 @@ export function validateDropletOptions(options: DropletClusterOptions): { token:
   if (options.consoleOutput !== undefined && typeof options.consoleOutput !== 'function') {
     throw new ValidationError('consoleOutput must be a function (droplet) => Promise<string>', { option: 'consoleOutput' });
   }
-  return { token };
+  return { token, tokenSource: source };
 }
 
 /**
@@ -210,7 +226,7 @@ export class DropletCluster extends VMCluster {
   constructor(options: DropletClusterOptions = {}) {
     // Config file and DASK_CLOUD_* environment variables under the caller's options.
     options = resolveOptions('digitalocean', options);
-    const { token } = validateDropletOptions(options);
+    const { token, tokenSource } = validateDropletOptions(options);
     const {
       token: _token,
       client,
@@ -234,6 +250,9 @@ export class DropletCluster extends VMCluster {
     const api = new DoApi({ token, client, endpoint, requestTimeoutMs: requestTimeoutMs ?? DROPLET_DEFAULTS.requestTimeoutMs });
     const adapter = new DropletAdapter({
       api,
+      tokenSource,
+      sizeOptions: { scheduler: schedulerSize !== undefined ? 'schedulerSize' : 'size', worker: workerSize !== undefined ? 'workerSize' : 'size' },
+      dockerImage,
       region: region ?? DROPLET_DEFAULTS.region,
       regionExplicit: region !== undefined,
       schedulerSize: schedulerSize ?? size ?? DROPLET_DEFAULTS.size,
@@ -271,6 +290,9 @@ export class DropletCluster extends VMCluster {
     const resolved = validateDropletOptions({ token, endpoint, client, requestTimeoutMs });
     if (options.clusterIds === undefined && !options.expired && !options.all) {
       throw new ValidationError('cleanup needs clusterIds, expired: true or all: true', { option: 'clusterIds' });
+    }
+    if (resolved.token === undefined && client === undefined) {
+      throw new CredentialsError(`DigitalOcean: no API token: neither the token option nor ${TOKEN_ENV.join(' or ')} is set`, { details: { provider: 'digitalocean', fix: NO_TOKEN_FIX } });
     }
     const api = new DoApi({ token: resolved.token, client, endpoint, requestTimeoutMs: requestTimeoutMs ?? DROPLET_DEFAULTS.requestTimeoutMs });
     // Only listing and deleting happen in a sweep: the creation settings are never used.

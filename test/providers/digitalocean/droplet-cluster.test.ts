@@ -22,7 +22,7 @@ import { ClusterStartError } from '../../../src/errors';
 import type { ClusterEvent } from '../../../src/cluster/events';
 import { eventually } from '../../helpers/eventually';
 import { COMPUTE } from '../../helpers/python';
-import { assertLoopback, LocalVmBooter, newCluster, opsSince, pythonWithConfig, sequenceSince, startFake } from './helpers';
+import { assertLoopback, LocalVmBooter, NETWORK_TEARDOWN, newCluster, opsSince, PREFLIGHT, PREFLIGHT_PRIVATE, pythonWithConfig, sequenceSince, startFake } from './helpers';
 
 const SLOT = 0;
 const enabled = have(realDask());
@@ -79,9 +79,10 @@ describe.runIf(enabled)('DropletCluster with real Dask on the DigitalOcean fake'
     expect(f.server.received).toHaveLength(0); // the constructor creates nothing and calls nothing
 
     await cluster.start();
-    // Start: VPC range (for the firewall), the firewall, the scheduler, its address (polled), then
-    // the workers as soon as the scheduler's private address is known, polled as one batch.
-    expect(sequenceSince(f, 0)).toEqual(['vpcs_list', 'firewalls_create', 'droplets_create', 'droplets_get', 'droplets_create', 'droplets_list']);
+    // Start: read-only preflight (VPC range for the firewall among it), the cluster tag the firewall
+    // names, the firewall, the scheduler, its address (polled), then the workers as soon as the
+    // scheduler's private address is known, polled as one batch.
+    expect(sequenceSince(f, 0)).toEqual([...PREFLIGHT, 'tags_create', 'firewalls_create', 'droplets_create', 'droplets_get', 'droplets_create', 'droplets_list']);
     const creates = f.server.calls('droplets_create');
     expect(creates.map((c) => c.status)).toEqual([202, 202]);
     expect(creates[0]!.json).toMatchObject({ names: [`${cluster.id}-scheduler`], region: 'nyc3', size: 's-2vcpu-4gb', image: 'ubuntu-24-04-x64', monitoring: false });
@@ -95,7 +96,7 @@ describe.runIf(enabled)('DropletCluster with real Dask on the DigitalOcean fake'
     expect(f.pools.private.contains(hostOf(cluster.schedulerPrivateAddress))).toBe(true);
     expect(await cluster.workers()).toHaveLength(2);
     const phases = events.filter((e) => e.type === 'phase-end').map((e) => (e as { phase: string }).phase);
-    expect(phases).toEqual(['credentials', 'network', 'scheduler', 'ready']);
+    expect(phases).toEqual(['credentials', 'validate', 'preflight', 'network', 'scheduler', 'ready']);
 
     // Tags on every Droplet from creation; the firewall is scoped by the cluster tag.
     const tag = clusterTag(cluster.id);
@@ -132,11 +133,12 @@ describe.runIf(enabled)('DropletCluster with real Dask on the DigitalOcean fake'
 
     const mark = f.server.received.length;
     await cluster.close();
-    // Close: every member, then the sweep by tag (finds nothing left), then the firewall.
-    expect(sequenceSince(f, mark)).toEqual(['droplets_destroy', 'droplets_list', 'firewalls_delete']);
+    // Close: every member, then the sweep by tag (finds nothing left), then the firewall and the
+    // cluster's own tags.
+    expect(sequenceSince(f, mark)).toEqual(['droplets_destroy', 'droplets_list', ...NETWORK_TEARDOWN]);
     expect(opsSince(f, mark).filter((o) => o === 'droplets_destroy')).toHaveLength(3);
     await cluster.close(); // idempotent: no further calls
-    expect(f.server.received.length).toBe(mark + 5);
+    expect(f.server.received.length).toBe(mark + 9);
     expect(cluster.state).toBe('closed');
     expect(f.leaked()).toEqual({});
     await f.settle();
@@ -228,9 +230,11 @@ describe.runIf(enabled)('DropletCluster with real Dask on the DigitalOcean fake'
 
   it('privateNetworking: Private Droplets (raw create with public_networking: false), private scheduler address, no public inbound rule', async () => {
     const f = await fake();
+    // The docker runtime needs egress: private mode needs the VPC's NAT gateway (checked first).
+    f.addVpcNatGateway({ vpcUuid: f.defaultVpc('nyc3').id });
     const cluster = track(newCluster(f, { nWorkers: 1, privateNetworking: true }));
     await cluster.start();
-    expect(sequenceSince(f, 0)).toEqual(['vpcs_list', 'firewalls_create', 'droplets_create', 'droplets_get', 'droplets_create', 'droplets_list']);
+    expect(sequenceSince(f, 0)).toEqual([...PREFLIGHT_PRIVATE, 'tags_create', 'firewalls_create', 'droplets_create', 'droplets_get', 'droplets_create', 'droplets_list']);
     expect(f.server.calls('droplets_create').map((c) => (c.json as { public_networking?: boolean }).public_networking)).toEqual([false, false]);
     expect(cluster.schedulerAddress).toBe(cluster.schedulerPrivateAddress);
     expect(f.pools.private.contains(hostOf(cluster.schedulerAddress))).toBe(true);
@@ -246,6 +250,7 @@ describe.runIf(enabled)('DropletCluster with real Dask on the DigitalOcean fake'
 
   it('privateNetworking where Private Droplets are not offered: falls back to the tag-scoped firewall with no public inbound, and says so', async () => {
     const f = await fake({ privateNetworkingRegions: ['ams3'] });
+    f.addVpcNatGateway({ vpcUuid: f.defaultVpc('nyc3').id });
     const events: ClusterEvent[] = [];
     const cluster = track(newCluster(f, { nWorkers: 1, privateNetworking: true, onEvent: (e) => events.push(e) }));
     await cluster.start();

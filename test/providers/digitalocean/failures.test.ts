@@ -13,7 +13,7 @@ import { createApiClient } from 'dots-wrapper';
 import { DropletCluster } from '../../../providers/digitalocean';
 import { ClusterStartError, ValidationError } from '../../../src/errors';
 import type { ClusterEvent } from '../../../src/cluster/events';
-import { LocalVmBooter, newCluster, opsSince, sequenceSince, startFake } from './helpers';
+import { LocalVmBooter, NETWORK_TEARDOWN, newCluster, opsSince, PREFLIGHT, sequenceSince, startFake } from './helpers';
 
 const SLOT = 1;
 const enabled = have(realDask());
@@ -49,14 +49,16 @@ async function expectNothingLeft(f: FakeDigitalOcean): Promise<void> {
 const FORBIDDEN: FailureSpec = { status: 403, code: 'forbidden', message: 'You do not have access for the attempted action.' };
 
 describe.runIf(enabled)('DropletCluster start failures roll back everything', () => {
-  // Every API call start() makes, in order, with the phase the error must name.
+  // Every API call start() makes after the read-only preflight (whose failures preflight.test.ts
+  // covers: they are typed errors before anything exists), in order, with the phase the error must name.
   const steps: { op: string; nth: number; phase: string; what: string }[] = [
-    { op: 'vpcs_list', nth: 1, phase: 'network', what: 'looking up the VPC' },
+    { op: 'tags_create', nth: 1, phase: 'network', what: 'creating the cluster tag' },
     { op: 'firewalls_create', nth: 1, phase: 'network', what: 'creating the firewall' },
     { op: 'droplets_create', nth: 1, phase: 'scheduler', what: 'creating the scheduler Droplet' },
     { op: 'droplets_get', nth: 1, phase: 'scheduler', what: "polling the scheduler's address" },
     { op: 'droplets_create', nth: 2, phase: 'workers', what: 'creating the worker Droplets' },
-    { op: 'droplets_list', nth: 1, phase: 'workers', what: 'polling the workers' },
+    // #1 is preflight's Droplet count.
+    { op: 'droplets_list', nth: 2, phase: 'workers', what: 'polling the workers' },
   ];
 
   for (const step of steps) {
@@ -85,7 +87,7 @@ describe.runIf(enabled)('DropletCluster start failures roll back everything', ()
     expect(err.details.phase).toBe('scheduler');
     expect(err.message).toMatch(/did not become active with their addresses within 600 ms .*-scheduler \(\d+\): new/);
     // The scheduler never became a member: the rollback finds its Droplet by the create record and the sweep.
-    expect(sequenceSince(f, 0)).toEqual(['vpcs_list', 'firewalls_create', 'droplets_create', 'droplets_get', 'droplets_list', 'droplets_destroy', 'firewalls_delete']);
+    expect(sequenceSince(f, 0)).toEqual([...PREFLIGHT, 'tags_create', 'firewalls_create', 'droplets_create', 'droplets_get', 'droplets_list', 'droplets_destroy', ...NETWORK_TEARDOWN]);
     await expectNothingLeft(f);
   });
 
@@ -153,7 +155,7 @@ describe.runIf(enabled)('DropletCluster start failures roll back everything', ()
     );
     await cluster.start();
     expect(f.server.calls('droplets_create').map((c) => c.status)).toEqual([500, 500]);
-    expect(sequenceSince(f, 0)).toEqual(['vpcs_list', 'firewalls_create', 'droplets_create', 'droplets_list', 'droplets_get', 'droplets_create', 'droplets_list']);
+    expect(sequenceSince(f, 0)).toEqual([...PREFLIGHT, 'tags_create', 'firewalls_create', 'droplets_create', 'droplets_list', 'droplets_get', 'droplets_create', 'droplets_list']);
     const names = (f.droplets() as { name: string }[]).map((d) => d.name).sort();
     expect(names).toEqual([`${cluster.id}-scheduler`, `${cluster.id}-worker-0`, `${cluster.id}-worker-1`]);
     expect(cluster.members.map((m) => m.name)).toEqual([`${cluster.id}-scheduler`, `${cluster.id}-worker-0`, `${cluster.id}-worker-1`]);
@@ -167,7 +169,7 @@ describe.runIf(enabled)('DropletCluster start failures roll back everything', ()
     f.failAfterEffect('firewalls_create');
     const cluster = track(newCluster(f, { nWorkers: 0 }));
     await cluster.start();
-    expect(sequenceSince(f, 0).slice(0, 4)).toEqual(['vpcs_list', 'firewalls_create', 'firewalls_list', 'droplets_create']);
+    expect(sequenceSince(f, PREFLIGHT.length).slice(0, 4)).toEqual(['tags_create', 'firewalls_create', 'firewalls_list', 'droplets_create']);
     expect(f.resources().firewalls).toHaveLength(1);
     await cluster.close();
     await expectNothingLeft(f);
@@ -203,8 +205,9 @@ describe.runIf(enabled)('DropletCluster.cleanup: what a killed process left behi
     const mark = f.server.received.length;
     const report = await DropletCluster.cleanup({ ...conn, expired: true, now: new Date(Date.now() + 25 * 3_600_000) });
     expect(report.clusters.map((c) => [c.clusterId, c.deleted, c.error])).toEqual([[left.id, true, undefined]]);
-    // Found by the dask-cloud tag and firewall names; then the cluster's Droplets by its tag, then its firewall by name.
-    expect(sequenceSince(f, mark)).toEqual(['droplets_list', 'firewalls_list', 'droplets_list', 'droplets_destroy', 'firewalls_list', 'firewalls_delete']);
+    // Found by the dask-cloud tag, firewall names and cluster tags; then the cluster's Droplets by
+    // its tag, its firewall by name, and its own tags.
+    expect(sequenceSince(f, mark)).toEqual(['droplets_list', 'firewalls_list', 'tags_list', 'droplets_list', 'droplets_destroy', 'firewalls_list', ...NETWORK_TEARDOWN]);
     await expectNothingLeft(f);
     await left.close(); // still fine: everything is "not found", which counts as done
   });
@@ -212,6 +215,7 @@ describe.runIf(enabled)('DropletCluster.cleanup: what a killed process left behi
   it('an orphan firewall (its Droplets gone) is found by name and counts as expired a day after its creation', async () => {
     const f = await fake();
     const dots = createApiClient(f.clientOptions());
+    await dots.tag.createTag({ name: 'dask-cloud-cluster:dask-0badcafe' });
     await dots.firewall.createFirewall({
       name: 'dask-cloud-dask-0badcafe',
       tags: ['dask-cloud-cluster:dask-0badcafe'],

@@ -54,6 +54,18 @@ export function newCluster(fake: FakeDigitalOcean, extra: DropletClusterOptions 
   return new DropletCluster(clusterOptions(fake, extra));
 }
 
+/**
+ * The read-only calls preflight makes before anything is created (public mode, default VPC,
+ * no ssh keys): account, VPC, region, image, sizes, Droplet count, and the firewall / tag read probes.
+ */
+export const PREFLIGHT = ['account_get', 'vpcs_list', 'regions_list', 'images_get', 'sizes_list', 'droplets_list', 'firewalls_list', 'tags_list'];
+
+/** PREFLIGHT in private mode with the docker runtime: the VPC NAT gateway look-up after the sizes. */
+export const PREFLIGHT_PRIVATE = [...PREFLIGHT.slice(0, 5), 'vpcnatgateways_list', ...PREFLIGHT.slice(5)];
+
+/** What a teardown does after the Droplets: the firewall, then the cluster tag and the expiry tag (looked at, then deleted). */
+export const NETWORK_TEARDOWN = ['firewalls_delete', 'tags_get', 'tags_delete', 'tags_get', 'tags_delete'];
+
 /** Operation names with consecutive repeats (polls, parallel deletes) collapsed into one. */
 export function collapse(ops: (string | undefined)[]): string[] {
   const out: string[] = [];

@@ -15,8 +15,8 @@ import type { FailureSpec } from '../../fakes/core';
 import { checkFakesAndClose, failedStart } from '../../helpers/fakes';
 import type { FakeDigitalOcean } from '../../fakes/digitalocean';
 import { DropletCluster, DROPLET_DEFAULTS, clusterTag, labelTag, type DropletClusterOptions } from '../../../providers/digitalocean';
-import { ValidationError } from '../../../src/errors';
-import { clusterOptions, newCluster, sequenceSince, startFake } from './helpers';
+import { CredentialsError, ValidationError } from '../../../src/errors';
+import { clusterOptions, newCluster, PREFLIGHT, sequenceSince, startFake } from './helpers';
 
 const SLOT = 3;
 const fakes: FakeDigitalOcean[] = [];
@@ -80,10 +80,10 @@ describe('DropletCluster options are validated in the constructor', () => {
     });
   }
 
-  it('without a token in options or environment: a ValidationError naming the variables, before any call', () => {
+  it('without a token in options or environment the constructor still works: the credentials check reports it (preflight.test.ts, item 12)', () => {
     vi.stubEnv('DIGITALOCEAN_TOKEN', '');
     vi.stubEnv('DIGITALOCEAN_ACCESS_TOKEN', '');
-    expect(() => new DropletCluster({ nWorkers: 1 })).toThrow(/no DigitalOcean API token: pass token, or set DIGITALOCEAN_TOKEN or DIGITALOCEAN_ACCESS_TOKEN/);
+    expect(() => new DropletCluster({ nWorkers: 1 })).not.toThrow();
   });
 
   it('privateNetworking with a ready-made client also needs the token (Private Droplets go out as a raw request)', () => {
@@ -153,7 +153,10 @@ describe('DropletCluster against the fake (no Dask)', () => {
     const cluster = track(newCluster(f, { nWorkers: 1, vpc: vpc.id, exposeDashboard: true }));
     const mark = f.server.received.length;
     await failedStart(cluster);
-    expect(sequenceSince(f, mark).slice(0, 3)).toEqual(['vpcs_get', 'firewalls_create', 'droplets_create']);
+    const seq = sequenceSince(f, mark);
+    expect(seq).toContain('vpcs_get');
+    expect(seq).not.toContain('vpcs_list');
+    expect(seq.slice(seq.indexOf('tags_create'), seq.indexOf('tags_create') + 3)).toEqual(['tags_create', 'firewalls_create', 'droplets_create']);
     expect(cluster.region).toBe('ams3');
     expect(f.server.calls('droplets_create')[0]!.json).toMatchObject({ region: 'ams3', vpc_uuid: vpc.id });
     const fw = f.server.calls('firewalls_create')[0]!.json as { inbound_rules: { ports: string; sources: { addresses?: string[] } }[] };
@@ -173,10 +176,13 @@ describe('DropletCluster against the fake (no Dask)', () => {
     const { vpc } = (await dots.vpc.createVpc({ name: 'elsewhere', region: 'fra1', ip_range: '10.77.80.0/20' })).data;
     const cluster = track(newCluster(f, { nWorkers: 1, vpc: vpc.id, region: 'nyc3' }));
     const mark = f.server.received.length;
-    const err = await failedStart(cluster);
-    expect(err.details.phase).toBe('network');
-    expect(err.message).toMatch(/vpc .* is in region fra1, not nyc3/);
-    expect(sequenceSince(f, mark)).toEqual(['vpcs_get', 'droplets_list']); // the sweep finds nothing
+    const err = await cluster.start().catch((e: unknown) => e);
+    // A preflight failure is the typed error itself, before anything exists: no rollback, no sweep.
+    expect(err).toBeInstanceOf(ValidationError);
+    expect((err as ValidationError).details.option).toBe('vpc');
+    expect((err as Error).message).toMatch(/vpc .* is in region fra1, not nyc3[\s\S]*fix: pass region 'fra1' or leave region out/);
+    expect(f.server.calls().slice(mark).every((c) => c.method === 'GET')).toBe(true);
+    expect(cluster.state).toBe('failed');
     await dots.vpc.deleteVpc({ vpc_id: vpc.id });
   });
 
@@ -204,9 +210,10 @@ describe('DropletCluster against the fake (no Dask)', () => {
   it('a wrong token fails at the first call with 401, the token in no message', async () => {
     const f = await fake();
     const cluster = track(newCluster(f, { token: TOKEN, nWorkers: 1 }));
-    const err = await failedStart(cluster);
-    expect(err.details.phase).toBe('network');
-    expect(err.message).toMatch(/DigitalOcean vpcs_list failed \(HTTP 401 unauthorized: Unable to authenticate you\)/);
+    const err = await cluster.start().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CredentialsError);
+    expect((err as Error).message).toMatch(/DigitalOcean refused the API token from the token option \(HTTP 401: Unable to authenticate you\)/);
+    expect(f.server.operations()).toEqual(['account_get']);
     expect(inspect(err, { depth: null, showHidden: true })).not.toContain(TOKEN);
     expect(f.leaked()).toEqual({});
   });
@@ -217,7 +224,7 @@ describe('DropletCluster against the fake (no Dask)', () => {
     f.faults.fail('droplets_get', FORBIDDEN, { nth: 1 });
     const cluster = track(newCluster(f, { nWorkers: 1 }));
     await failedStart(cluster);
-    expect(sequenceSince(f, 0).slice(0, 5)).toEqual(['vpcs_list', 'firewalls_create', 'firewalls_list', 'firewalls_create', 'droplets_create']);
+    expect(sequenceSince(f, 0).slice(0, PREFLIGHT.length + 5)).toEqual([...PREFLIGHT, 'tags_create', 'firewalls_create', 'firewalls_list', 'firewalls_create', 'droplets_create']);
     expect(f.server.calls('firewalls_create').map((c) => c.status)).toEqual([500, 202]);
     expect(f.server.calls('firewalls_delete')).toHaveLength(1);
     expect(f.leaked()).toEqual({});

@@ -23,7 +23,7 @@ import { pythonIn } from '../../helpers/python';
 import { SimNetwork, SimVmBooter, simulatedVms } from '../../sim';
 import { DropletCluster } from '../../../providers/digitalocean';
 import type { ClusterEvent } from '../../../src/cluster/events';
-import { sequenceSince } from './helpers';
+import { PREFLIGHT, sequenceSince } from './helpers';
 
 const enabled = have(simulatedVms()) && have(realDask());
 
@@ -93,7 +93,7 @@ describe.skipIf(!enabled)('DropletCluster in simulated VMs (real cloud-init, rea
     const c = cluster({ nWorkers: 2, onEvent: (e) => events.push(e) });
     try {
       await c.start();
-      expect(sequenceSince(fake, 0)).toEqual(['vpcs_list', 'firewalls_create', 'droplets_create', 'droplets_get', 'droplets_create', 'droplets_list']);
+      expect(sequenceSince(fake, 0)).toEqual([...PREFLIGHT, 'tags_create', 'firewalls_create', 'droplets_create', 'droplets_get', 'droplets_create', 'droplets_list']);
       const publicIp = hostOf(c.schedulerAddress);
       expect(fake.pools.public.contains(publicIp)).toBe(true); // the client dials the public address
 
