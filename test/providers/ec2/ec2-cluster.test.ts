@@ -18,7 +18,7 @@ import type { ClusterEvent } from '../../../src/cluster/events';
 import { CloudApiError, DaskCloudError, ValidationError } from '../../../src/errors';
 import { checkFakesAndClose, failedStart } from '../../helpers/fakes';
 import { imageIdFor, OWNERS, type FakeEc2 } from '../../fakes/ec2';
-import { collapsed, fakeOptions, startFake, tagMap } from './helpers';
+import { collapsed, fakeOptions, nonDryRun, PREFLIGHT_OPS, startFake, tagMap } from './helpers';
 
 /** Loopback slot of this file (ec2-dask.test.ts uses another): see helpers.ts. */
 const SLOT = 1;
@@ -126,18 +126,18 @@ describe('EC2Cluster requests (FakeEc2, nothing booted)', () => {
     expect(err.details.phase).toBe('scheduler'); // nothing listens: the scheduler never answers
 
     const ops = collapsed(f.server.operations());
+    expect(ops.slice(0, PREFLIGHT_OPS.length)).toEqual([...PREFLIGHT_OPS]);
+    ops.splice(0, PREFLIGHT_OPS.length);
+    expect(f.mutatingCalls()[0]?.operation).toBe('CreateSecurityGroup'); // nothing before preflight ended
     const diag = ops.indexOf('GetConsoleOutput');
-    expect(ops.slice(0, 6)).toEqual([
-      'DescribeImages',
-      'DescribeVpcs',
-      'DescribeSubnets',
+    expect(ops.slice(0, 3)).toEqual([
       'CreateSecurityGroup',
       'AuthorizeSecurityGroupIngress',
       'RunInstances', // scheduler
     ]);
     // Then, concurrently: all 3 workers in one RunInstances, and polling for the scheduler's public address.
-    expect(ops.slice(6, diag).filter((op) => op !== 'DescribeInstances')).toEqual(['RunInstances']);
-    expect(ops.slice(6, diag)).toContain('DescribeInstances');
+    expect(ops.slice(3, diag).filter((op) => op !== 'DescribeInstances')).toEqual(['RunInstances']);
+    expect(ops.slice(3, diag)).toContain('DescribeInstances');
     expect(ops.slice(diag)).toEqual([
       'GetConsoleOutput', // the scheduler's console, for the error
       'TerminateInstances',
@@ -166,7 +166,7 @@ describe('EC2Cluster requests (FakeEc2, nothing booted)', () => {
     expect(rules.sort()).toEqual(['0-65535 self', `8786-8786 ${vpcCidr}`, '8786-8786 203.0.113.0/24', `8787-8787 ${vpcCidr}`].sort());
 
     // Instances: scheduler batch of 1, workers one batch of 3.
-    const [sched, workers] = f.server.calls('RunInstances').map((r) => r.normalized as Record<string, any>);
+    const [sched, workers] = f.server.calls('RunInstances').filter((r) => r.params.DryRun === undefined).map((r) => r.normalized as Record<string, any>);
     expect([sched!.MinCount, sched!.MaxCount, sched!.InstanceType]).toEqual([1, 1, 't3.medium']);
     expect([workers!.MinCount, workers!.MaxCount, workers!.InstanceType]).toEqual([3, 3, 'm6i.large']);
     expect(sched!.ImageId).toBe(imageIdFor('debian-12-amd64-20250115-1997')); // the newest Debian 12 amd64
@@ -186,7 +186,7 @@ describe('EC2Cluster requests (FakeEc2, nothing booted)', () => {
       expect(inst.metadataOptions.httpTokens).toBe('required');
       expect(inst.instanceInitiatedShutdownBehavior).toBe('terminate');
       const role = inst.reservationId === stored[0]!.reservationId ? 'scheduler' : 'worker';
-      const sent = f.server.calls('RunInstances')[role === 'scheduler' ? 0 : 1]!.params.UserData as string;
+      const sent = f.server.calls('RunInstances').filter((r) => r.params.DryRun === undefined)[role === 'scheduler' ? 0 : 1]!.params.UserData as string;
       expect(Buffer.from(sent, 'base64').equals(Buffer.from(inst.userData))).toBe(true);
       const text = Buffer.from(inst.userData);
       expect(text.subarray(0, 13).toString() === '#cloud-config' || (text[0] === 0x1f && text[1] === 0x8b)).toBe(true);
@@ -208,10 +208,11 @@ describe('EC2Cluster requests (FakeEc2, nothing booted)', () => {
 
   it('private mode: no public address, no public ingress, the scheduler is dialled on its private address', async () => {
     const f = await fake();
+    f.routeThroughNat(); // the docker runtime needs egress
     const c = cluster(f, { nWorkers: 1, privateNetworking: true });
     const err = await failedStart(c);
     expect(err.message).toMatch(/tls:\/\/127\.77\.\d+\.\d+:8786/);
-    const run = f.server.calls('RunInstances').map((r) => r.normalized as Record<string, any>);
+    const run = f.server.calls('RunInstances').filter((r) => r.params.DryRun === undefined).map((r) => r.normalized as Record<string, any>);
     for (const r of run) expect(r.NetworkInterface[0].AssociatePublicIpAddress).toBe(false);
     for (const inst of f.instances()) expect(inst.associatePublicIp).toBe(false);
     const sched = f.instances().find((i) => tagMap(i.tags)[LABELS.role] === 'scheduler')!;
@@ -220,7 +221,8 @@ describe('EC2Cluster requests (FakeEc2, nothing booted)', () => {
     const cidrs = auth.IpPermissions.flatMap((p) => (p.IpRanges ?? []).map((r) => r.CidrIp));
     expect(new Set(cidrs)).toEqual(new Set([f.defaultVpc.cidrBlock]));
     // The private address comes from RunInstances: no DescribeInstances before the readiness wait.
-    expect(collapsed(f.server.operations()).slice(5)).toEqual(['RunInstances', 'RunInstances', 'GetConsoleOutput', 'TerminateInstances', 'DescribeInstances', 'DeleteSecurityGroup']);
+    expect(collapsed(nonDryRun(f)).slice(f.server.operations().indexOf('AuthorizeSecurityGroupIngress') - 2)).toEqual(['RunInstances', 'RunInstances', 'GetConsoleOutput', 'TerminateInstances', 'DescribeInstances', 'DeleteSecurityGroup']);
+    expect(f.server.operations()).toContain('DescribeRouteTables');
     expect(leakedCount(f)).toBe(0);
   });
 
@@ -234,7 +236,7 @@ describe('EC2Cluster requests (FakeEc2, nothing booted)', () => {
     const auth = f.server.calls('AuthorizeSecurityGroupIngress')[0]!.normalized as { IpPermissions: { FromPort: number; IpRanges?: { CidrIp: string; Description?: string }[] }[] };
     const publicRules = auth.IpPermissions.flatMap((p) => (p.IpRanges ?? []).filter((r) => r.CidrIp === '198.51.100.7/32').map((r) => `${p.FromPort} ${r.Description}`));
     expect(publicRules.sort()).toEqual(['8786 scheduler (NO TLS)', '8787 dashboard (exposeDashboard)']);
-    expect(f.server.calls('RunInstances')).toHaveLength(1); // nWorkers: 0
+    expect(nonDryRun(f).filter((op) => op === 'RunInstances')).toHaveLength(1); // nWorkers: 0
   });
 
   it('user securityGroups are used as they are and never created, changed or deleted', async () => {
@@ -271,9 +273,9 @@ describe('EC2Cluster requests (FakeEc2, nothing booted)', () => {
       monitoring: true,
     });
     await failedStart(c);
-    expect(collapsed(f.server.operations()).slice(0, 3)).toEqual(['DescribeImages', 'DescribeSubnets', 'DescribeVpcs']);
+    expect(collapsed(f.server.operations()).slice(0, 6)).toEqual(['DescribeRegions', 'DescribeAvailabilityZones', 'DescribeImages', 'DescribeSubnets', 'DescribeVpcs', 'DescribeInstanceTypeOfferings']);
     expect((f.server.calls('DescribeImages')[0]!.normalized as any).ImageId).toEqual([ami]);
-    const [sched, workers] = f.server.calls('RunInstances').map((r) => r.normalized as Record<string, any>);
+    const [sched, workers] = f.server.calls('RunInstances').filter((r) => r.params.DryRun === undefined).map((r) => r.normalized as Record<string, any>);
     for (const r of [sched!, workers!]) {
       expect(r).toMatchObject({ ImageId: ami, KeyName: 'me', IamInstanceProfile: { Arn: 'arn:aws:iam::123456789012:instance-profile/dask' }, Monitoring: { Enabled: true } });
       expect(r.NetworkInterface[0].SubnetId).toBe(subnet.subnetId);
@@ -291,31 +293,48 @@ describe('EC2Cluster requests (FakeEc2, nothing booted)', () => {
     await failedStart(cluster(f, { nWorkers: 1, workerInstanceType: 'm7g.large' }));
     const filters = f.server.calls('DescribeImages').map((r) => (r.normalized as any).Filter.find((x: { Name: string }) => x.Name === 'name').Value[0]);
     expect(filters).toEqual(['debian-12-amd64-*', 'debian-12-arm64-*']);
-    const [sched, workers] = f.server.calls('RunInstances').map((r) => r.normalized as Record<string, any>);
+    const [sched, workers] = f.server.calls('RunInstances').filter((r) => r.params.DryRun === undefined).map((r) => r.normalized as Record<string, any>);
     expect(sched!.ImageId).toBe(imageIdFor('debian-12-amd64-20250115-1997'));
     expect(workers!.ImageId).toBe(imageIdFor('debian-12-arm64-20250115-1997'));
 
     f.server.clearLog();
-    const err = await failedStart(cluster(f, { nWorkers: 1, ami: imageIdFor('debian-12-amd64-20250115-1997'), workerInstanceType: 'm7g.large' }));
-    expect(err.details.phase).toBe('network');
+    const c = cluster(f, { nWorkers: 1, ami: imageIdFor('debian-12-amd64-20250115-1997'), workerInstanceType: 'm7g.large' });
+    const err = await c.start().catch((e: unknown) => e as ValidationError);
+    expect(ValidationError.isInstance(err), String(err)).toBe(true);
+    expect(err.details.option).toBe('ami');
     expect(err.message).toMatch(/x86_64 but the instance types need x86_64 and arm64/);
-    expect(f.server.operations()).toEqual(['DescribeImages', 'DescribeInstances']); // the sweep finds nothing
+    expect(c.state).toBe('failed');
+    expect(f.mutatingCalls()).toEqual([]); // preflight only: nothing to sweep
     expect(leakedCount(f)).toBe(0);
   });
 });
 
 describe('EC2Cluster start() failing at each step leaves nothing behind', () => {
+  // Refused reads in preflight: the typed error at once, no mutating call, nothing to roll back.
+  for (const op of ['DescribeRegions', 'DescribeImages', 'DescribeVpcs', 'DescribeSubnets', 'DescribeInstanceTypeOfferings']) {
+    it(`${op} refused → PreflightError naming the IAM action, before anything is created`, async () => {
+      const f = await fake();
+      f.faults.fail(op, UNAUTHORIZED);
+      const c = cluster(f, { nWorkers: 2 });
+      const err = await c.start().catch((e: unknown) => e as DaskCloudError);
+      expect(DaskCloudError.isInstance(err), String(err)).toBe(true);
+      expect(err.code).toBe('E_PREFLIGHT');
+      expect(err.message).toContain(`ec2:${op}`);
+      expect(c.state).toBe('failed');
+      expect(f.mutatingCalls()).toEqual([]);
+      expect(leakedCount(f)).toBe(0);
+    });
+  }
+
+  // nth counts DryRun requests too: preflight makes one CreateSecurityGroup and two RunInstances DryRuns.
   const steps: { op: string; nth?: number; phase: string; created: string[]; console: boolean }[] = [
-    { op: 'DescribeImages', phase: 'network', created: [], console: false },
-    { op: 'DescribeVpcs', phase: 'network', created: [], console: false },
-    { op: 'DescribeSubnets', phase: 'network', created: [], console: false },
-    { op: 'CreateSecurityGroup', phase: 'network', created: [], console: false },
+    { op: 'CreateSecurityGroup', nth: 2, phase: 'network', created: [], console: false },
     { op: 'AuthorizeSecurityGroupIngress', phase: 'network', created: ['sg'], console: false },
-    { op: 'RunInstances', nth: 1, phase: 'scheduler', created: ['sg'], console: false },
+    { op: 'RunInstances', nth: 3, phase: 'scheduler', created: ['sg'], console: false },
     { op: 'DescribeInstances', nth: 1, phase: 'scheduler', created: ['sg', 'instances'], console: true },
   ];
   for (const step of steps) {
-    it(`${step.op}${step.nth ? ` (call ${step.nth})` : ''} → ClusterStartError naming it, during ${step.phase}`, async () => {
+    it(`${step.op}${step.nth ? ` (request ${step.nth})` : ''} → ClusterStartError naming it, during ${step.phase}`, async () => {
       // pendingMs 0: the scheduler runs at once, so its console has output for the error.
       const f = await fake({ lifecycleMs: { pendingMs: 0, shuttingDownMs: 100 } });
       f.faults.fail(step.op, UNAUTHORIZED, step.nth ? { nth: step.nth } : {});
@@ -390,13 +409,14 @@ describe('EC2 request pipeline', () => {
   it('retries RequestLimitExceeded and 5xx, reusing the ClientToken: no duplicate instances', async () => {
     const f = await fake();
     f.faults.fail('DescribeImages', { status: 503, code: 'RequestLimitExceeded', message: 'Request limit exceeded.' }, { times: 2 });
-    f.faults.fail('RunInstances', { status: 500, code: 'InternalError', message: 'An internal error has occurred' }, { nth: 1 });
-    f.faults.fail('RunInstances', { status: 503, code: 'RequestLimitExceeded', message: 'Request limit exceeded.' }, { nth: 2 });
+    // Requests 1 and 2 are preflight's DryRuns: the scheduler's create is request 3.
+    f.faults.fail('RunInstances', { status: 500, code: 'InternalError', message: 'An internal error has occurred' }, { nth: 3 });
+    f.faults.fail('RunInstances', { status: 503, code: 'RequestLimitExceeded', message: 'Request limit exceeded.' }, { nth: 4 });
     const c = cluster(f, { nWorkers: 2 });
     const err = await failedStart(c);
     expect(err.details.phase).toBe('scheduler'); // got as far as the readiness wait
     expect(f.server.calls('DescribeImages').map((r) => r.rejectedBy ?? r.status)).toEqual(['fault', 'fault', 200]);
-    const runs = f.server.calls('RunInstances');
+    const runs = f.server.calls('RunInstances').filter((r) => r.params.DryRun === undefined);
     expect(runs.filter((r) => r.rejectedBy === undefined)).toHaveLength(2);
     // The rejected attempts used the token of the call they retried.
     const tokens = runs.map((r) => r.params.ClientToken);
@@ -411,14 +431,18 @@ describe('EC2 request pipeline', () => {
   it('gives up after maxAttempts with the EC2 code, operation and attempts in the error', async () => {
     const f = await fake();
     f.faults.fail('DescribeVpcs', { status: 503, code: 'RequestLimitExceeded', message: 'Request limit exceeded.' });
-    const err = await failedStart(cluster(f, { maxAttempts: 3 }));
+    // A preflight read: its own error, thrown before anything is created.
+    const err = (await cluster(f, { maxAttempts: 3 }).start().catch((e: unknown) => e)) as CloudApiError;
+    expect(CloudApiError.isInstance(err), String(err)).toBe(true);
     expect(f.server.calls('DescribeVpcs')).toHaveLength(3);
     expect(err.message).toContain('ec2 DescribeVpcs failed after 3 attempts: RequestLimitExceeded');
-    expect((err.cause as CloudApiError).details).toMatchObject({ operation: 'DescribeVpcs', ec2Code: 'RequestLimitExceeded', httpStatus: 503, attempts: 3 });
+    expect(f.mutatingCalls()).toEqual([]);
+    expect(err.details).toMatchObject({ operation: 'DescribeVpcs', ec2Code: 'RequestLimitExceeded', httpStatus: 503, attempts: 3 });
   });
 
   it('eventual consistency: NotFound for fresh ids is retried by DescribeInstances and TerminateInstances', async () => {
     const f = await fake({ lifecycleMs: { pendingMs: 100, shuttingDownMs: 100, consistencyDelayMs: 1_500 } });
+    f.routeThroughNat(); // private mode with the docker runtime needs egress
     const controller = new AbortController();
     // Abort as soon as the scheduler exists: the rollback terminates an id EC2 does not show yet.
     const c = cluster(f, { nWorkers: 0, privateNetworking: true, signal: controller.signal, onEvent: (e) => e.type === 'member-launched' && controller.abort() });

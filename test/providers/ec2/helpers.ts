@@ -49,6 +49,29 @@ export function fakeOptions(fake: FakeEc2): Pick<EC2ClusterOptions, 'region' | '
   };
 }
 
+/**
+ * The read-only calls start() makes first (preflight) with default options and a cluster
+ * security group: DescribeRegions is the first read that proves the credentials; the three
+ * DryRun creates (scheduler, workers, security group) check permissions and create nothing.
+ */
+export const PREFLIGHT_OPS = [
+  'DescribeRegions',
+  'DescribeAvailabilityZones',
+  'DescribeImages',
+  'DescribeVpcs',
+  'DescribeInstanceTypeOfferings',
+  'DescribeSubnets',
+  'DescribeInstanceTypes',
+  'RunInstances', // DryRun
+  'RunInstances', // DryRun
+  'CreateSecurityGroup', // DryRun
+] as const;
+
+/** Operation names of the requests that were not DryRun, in order. */
+export function nonDryRun(f: FakeEc2): (string | undefined)[] {
+  return f.server.received.filter((c) => String(c.params.DryRun) !== 'true').map((c) => c.operation);
+}
+
 /** Calls that poll or retry a varying number of times from run to run. */
 const POLLED = new Set(['DescribeInstances', 'DeleteSecurityGroup']);
 
