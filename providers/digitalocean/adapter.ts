@@ -562,7 +562,8 @@ export class DropletAdapter implements CloudAdapter {
     const name = firewallName(plan.clusterId);
     const tag = clusterTag(plan.clusterId);
     const rules = this.firewallRules(plan);
-    const own = (this.#own = { clusterId: plan.clusterId, firewall: 'unknown' as 'none' | 'created' | 'unknown', firewallId: undefined as string | undefined });
+    // 'none' until the firewall create is tried: a failed tag create leaves no firewall to look for.
+    const own = (this.#own = { clusterId: plan.clusterId, firewall: 'none' as 'none' | 'created' | 'unknown', firewallId: undefined as string | undefined });
     // The firewall may only name an existing tag; the Droplets that will carry it come later.
     await this.#ensureTag(ctx, tag);
     let ambiguous = false;

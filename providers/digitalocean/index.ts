@@ -195,6 +195,10 @@ export function validateDropletOptions(options: DropletClusterOptions): { token:
       if (t.startsWith('dask-cloud')) throw new ValidationError(`tags: ${JSON.stringify(t)}: tags starting with dask-cloud are reserved for the cluster's own`, { option: 'tags' });
     }
   }
+  // Firewalls Limits (DigitalOcean docs): at most 1000 entries in one rule's sources.
+  if (Array.isArray(options.ingressCidrs) && options.ingressCidrs.length > 1000) {
+    throw new ValidationError(`ingressCidrs: ${options.ingressCidrs.length} ranges; a DigitalOcean firewall rule takes at most 1000: merge them into wider ranges`, { option: 'ingressCidrs' });
+  }
   checkPositive(options.activeTimeoutMs, 'activeTimeoutMs');
   checkPositive(options.pollIntervalMs, 'pollIntervalMs');
   checkPositive(options.requestTimeoutMs, 'requestTimeoutMs');

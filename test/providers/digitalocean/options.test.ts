@@ -64,6 +64,7 @@ describe('DropletCluster options are validated in the constructor', () => {
     // core options are validated too
     ['nWorkers', { nWorkers: -1 }, /nWorkers/],
     ['ingressCidrs', { ingressCidrs: ['everyone'] }, /ingressCidrs/],
+    ['ingressCidrs', { ingressCidrs: Array.from({ length: 1001 }, (_, i) => `198.51.${Math.floor(i / 250)}.${i % 250}/32`) }, /at most 1000/],
   ];
   for (const [option, opts, message] of bad) {
     it(`rejects a bad ${option}`, () => {
