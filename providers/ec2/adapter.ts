@@ -157,7 +157,7 @@ export class Ec2Adapter implements CloudAdapter {
     if (!credentialsOk) return;
     const region = await this.api.region();
 
-    await report.check(
+    const locationOk = await report.check(
       'location',
       async () => {
         if (regionsError !== undefined) throw this.#readError(regionsError, 'DescribeRegions', 'region');
@@ -179,7 +179,7 @@ export class Ec2Adapter implements CloudAdapter {
         }
         return `region ${region}, zones ${zones.filter((z) => z.State === 'available').map((z) => z.ZoneName).join(', ')}`;
       },
-      undefined,
+      'pass a region this account has enabled (`aws ec2 describe-regions`) and, if any, one of its zones (`aws ec2 describe-availability-zones --region REGION`)',
       ctx.signal,
     );
 
@@ -197,12 +197,14 @@ export class Ec2Adapter implements CloudAdapter {
         for (const image of new Set(this.#images.values())) this.#rootSize(image); // a too small root volume fails here, before anything exists
         return [...this.#images].map(([arch, i]) => `${i.imageId} (${i.name}, ${arch})`).join('; ');
       },
-      undefined,
+      `pass ami of an image that exists in ${region} and is shared with this account, with the architecture of the instance types (\`aws ec2 describe-images --region ${region} --image-ids AMI\`)`,
       ctx.signal,
     );
 
     this.#network = undefined;
-    await report.check(
+    // Subnets are looked up in the region and zone: a failed location says it all.
+    if (!locationOk) report.skip('network', 'not checked: the location check failed');
+    else await report.check(
       'network',
       async () => {
         const net = await this.#resolveNetwork(ctx);
@@ -210,13 +212,14 @@ export class Ec2Adapter implements CloudAdapter {
         this.#network = net;
         return `subnet ${net.subnetId} in ${net.availabilityZone} of ${net.vpcId}, which offers ${this.#types().join(' and ')}`;
       },
-      undefined,
+      `pass vpc, subnetId and securityGroups that exist in ${region} (\`aws ec2 describe-subnets --region ${region}\`), and instance types offered in the subnet's zone (\`aws ec2 describe-instance-type-offerings --location-type availability-zone --region ${region}\`)`,
       ctx.signal,
     );
 
     await this.#checkNat(ctx, plan, report);
     await report.check('quota', () => this.#checkQuota(ctx, plan, report), undefined, ctx.signal);
-    await report.check('permissions', () => this.#checkPermissions(ctx, plan), undefined, ctx.signal);
+    if (this.#network === undefined && this.#deniedReads.size === 0) report.skip('permissions', 'creates not tried: the network check did not pass');
+    else await report.check('permissions', () => this.#checkPermissions(ctx, plan), undefined, ctx.signal);
     // Assigned inside the check above: TypeScript cannot see that through the closure.
     const net = this.#network as ResolvedNetwork | undefined;
     if (net) {
@@ -561,7 +564,6 @@ export class Ec2Adapter implements CloudAdapter {
         details: { provider: 'ec2', denied: actions, fix: `add ${actions.join(', ')} to the IAM policy of these credentials (the README lists every action dask-cloud needs)` },
       });
     }
-    if (!net) return 'creates not tried: the network check failed';
     return `DryRun allowed: ${tried.join(', ')}; TerminateInstances, AuthorizeSecurityGroupIngress and DeleteSecurityGroup target resources that do not exist yet and cannot be tried ahead`;
   }
 

@@ -299,7 +299,7 @@ describe('EC2Cluster requests (FakeEc2, nothing booted)', () => {
 
     f.server.clearLog();
     const c = cluster(f, { nWorkers: 1, ami: imageIdFor('debian-12-amd64-20250115-1997'), workerInstanceType: 'm7g.large' });
-    const err = await c.start().catch((e: unknown) => e as ValidationError);
+    const err = (await c.start().catch((e: unknown) => e)) as ValidationError;
     expect(ValidationError.isInstance(err), String(err)).toBe(true);
     expect(err.details.option).toBe('ami');
     expect(err.message).toMatch(/x86_64 but the instance types need x86_64 and arm64/);
@@ -316,7 +316,7 @@ describe('EC2Cluster start() failing at each step leaves nothing behind', () => 
       const f = await fake();
       f.faults.fail(op, UNAUTHORIZED);
       const c = cluster(f, { nWorkers: 2 });
-      const err = await c.start().catch((e: unknown) => e as DaskCloudError);
+      const err = (await c.start().catch((e: unknown) => e)) as DaskCloudError;
       expect(DaskCloudError.isInstance(err), String(err)).toBe(true);
       expect(err.code).toBe('E_PREFLIGHT');
       expect(err.message).toContain(`ec2:${op}`);

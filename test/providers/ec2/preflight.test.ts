@@ -1,0 +1,153 @@
+/**
+ * EC2 preflight (`cluster.preflight()`, which `start()` runs first and `dask-cloud doctor`
+ * prints): a passing account with proof from the fake's request log that nothing was changed
+ * (DryRun requests are the only creates, and explicit), then one failing account per check,
+ * each with its fix, and start() on each failing account throwing before any mutating call.
+ */
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { EC2Cluster, type EC2ClusterOptions } from '../../../providers/ec2';
+import { DaskCloudError } from '../../../src/errors';
+import type { CheckId } from '../../../src/cluster/preflight';
+import { checkFakesAndClose } from '../../helpers/fakes';
+import { imageIdFor, type FakeEc2 } from '../../fakes/ec2';
+import { fakeOptions, startFake } from './helpers';
+
+/** Loopback slot of this file: see helpers.ts. */
+const SLOT = 5;
+const fakes: FakeEc2[] = [];
+afterEach(() => checkFakesAndClose(fakes, [], async () => vi.unstubAllEnvs()));
+
+async function fake(): Promise<FakeEc2> {
+  const f = await startFake(SLOT, { lifecycleMs: { pendingMs: 100, shuttingDownMs: 100 } });
+  fakes.push(f);
+  return f;
+}
+
+function cluster(f: FakeEc2, options: EC2ClusterOptions = {}): EC2Cluster {
+  return new EC2Cluster({ ...fakeOptions(f), schedulerTimeoutMs: 1_000, ...options });
+}
+
+describe('EC2 preflight', () => {
+  it('a passing account: every check passes (quota warns: vCPU limits are not readable), and nothing is changed', async () => {
+    const f = await fake();
+    f.routeThroughNat();
+    const c = cluster(f, { nWorkers: 3, privateNetworking: true, tags: { team: 'data' } });
+    const report = await c.preflight();
+    const status = Object.fromEntries(report.checks.map((x) => [x.id, x.status]));
+    expect(status).toEqual({
+      'user-data': 'pass',
+      credentials: 'pass',
+      location: 'pass',
+      image: 'pass',
+      network: 'pass',
+      nat: 'pass',
+      quota: 'warn',
+      permissions: 'pass',
+    });
+    const msg = (id: CheckId) => report.checks.find((x) => x.id === id)!.message;
+    expect(msg('credentials')).toBe('from the credentials option, accepted by EC2');
+    expect(msg('location')).toBe(`region ${f.region}, zones ${f.region}a, ${f.region}b, ${f.region}c`);
+    expect(msg('image')).toContain(imageIdFor('debian-12-amd64-20250115-1997'));
+    expect(msg('network')).toMatch(/^subnet subnet-[0-9a-f]+ in eu-west-1[abc] of vpc-[0-9a-f]+, which offers t3\.medium and m6i\.large$/);
+    expect(msg('nat')).toMatch(/routes 0\.0\.0\.0\/0 to nat-[0-9a-f]+/);
+    expect(msg('quota')).toMatch(/needs 8 on-demand vCPUs/); // t3.medium 2 + 3 × m6i.large 2
+    const quota = report.checks.find((x) => x.id === 'quota')!;
+    expect(quota.fix).toContain('L-1216C47A');
+    expect(msg('permissions')).toContain('DryRun allowed: RunInstances (scheduler, tagged), RunInstances (worker, tagged), CreateSecurityGroup (tagged)');
+    expect(report.format()).toContain('[ok  ] permissions');
+
+    // Proof from the request log: the only creates were DryRuns, each answered DryRunOperation.
+    expect(f.mutatingCalls()).toEqual([]);
+    const dryRuns = f.server.received.filter((r) => r.params.DryRun === 'true');
+    expect(dryRuns.map((r) => [r.operation, r.status])).toEqual([
+      ['RunInstances', 412],
+      ['RunInstances', 412],
+      ['CreateSecurityGroup', 412],
+    ]);
+    // The DryRuns carry what the real creates will: tags (ec2:CreateTags on create) and the subnet.
+    const run = dryRuns[0]!.normalized as { TagSpecification: { Tag: { Key: string }[] }[]; NetworkInterface: { SubnetId: string; AssociatePublicIpAddress: boolean }[] };
+    expect(run.TagSpecification[0]!.Tag.map((t) => t.Key)).toContain('team');
+    expect(run.NetworkInterface[0]).toMatchObject({ AssociatePublicIpAddress: false });
+    expect(f.instances()).toEqual([]);
+    expect(f.securityGroups().map((g) => g.groupName)).toEqual(['default']);
+    expect(c.state).toBe('new');
+  });
+
+  const failing: {
+    name: string;
+    check: CheckId;
+    setup?: (f: FakeEc2) => void;
+    options?: EC2ClusterOptions;
+    fix: RegExp;
+    code: string;
+    option?: string;
+  }[] = [
+    { name: 'credentials refused', check: 'credentials', setup: (f) => f.refuseCredentials(), fix: /aws sts get-caller-identity/, code: 'E_CREDENTIALS' },
+    { name: 'an opt-in region not enabled', check: 'location', options: { region: 'af-south-1' }, fix: /aws account enable-region --region-name af-south-1/, code: 'E_INVALID_OPTION', option: 'region' },
+    { name: 'a zone the region does not have', check: 'location', options: { availabilityZone: 'eu-west-1z' }, fix: /describe-availability-zones/, code: 'E_INVALID_OPTION', option: 'availabilityZone' },
+    { name: 'an image that does not exist', check: 'image', options: { ami: imageIdFor('gone') }, fix: /pass ami of an image that exists in eu-west-1/, code: 'E_INVALID_OPTION', option: 'ami' },
+    {
+      name: 'a worker type offered in no zone',
+      check: 'network',
+      setup: (f) => ['a', 'b', 'c'].forEach((z) => f.withholdInstanceTypes(`${f.region}${z}`, ['m6i.large'])),
+      fix: /describe-instance-type-offerings/,
+      code: 'E_INVALID_OPTION',
+      option: 'workerInstanceType',
+    },
+    { name: 'private mode without a NAT', check: 'nat', options: { privateNetworking: true }, fix: /create-nat-gateway .*create-route --route-table-id rtb-/, code: 'E_PREFLIGHT' },
+    { name: 'more VMs than free addresses in the subnet', check: 'quota', options: { nWorkers: 1_100 }, fix: /fewer nWorkers/, code: 'E_PREFLIGHT' },
+    { name: 'RunInstances and CreateSecurityGroup denied', check: 'permissions', setup: (f) => f.deny('RunInstances', 'CreateSecurityGroup'), fix: /add ec2:CreateSecurityGroup, ec2:RunInstances to the IAM policy/, code: 'E_PREFLIGHT' },
+  ];
+  for (const t of failing) {
+    it(`a failing account (${t.name}): the ${t.check} check fails with its fix, and start() throws before any mutating call`, async () => {
+      const f = await fake();
+      t.setup?.(f);
+      const report = await cluster(f, { nWorkers: 1, ...t.options }).preflight();
+      const result = report.checks.find((x) => x.id === t.check)!;
+      expect(result.status, report.format()).toBe('fail');
+      expect(result.fix).toMatch(t.fix);
+      expect(report.format()).toContain(`fix: ${result.fix}`);
+      if (t.check === 'credentials') {
+        // Nothing else can be checked: one read was made.
+        expect(report.checks.filter((x) => x.id !== 'user-data' && x.id !== 'credentials').every((x) => x.status === 'skip')).toBe(true);
+        expect(f.server.operations()).toEqual(['DescribeRegions']);
+      }
+      expect(f.mutatingCalls()).toEqual([]);
+
+      const c = cluster(f, { nWorkers: 1, ...t.options });
+      const err = (await c.start().catch((e: unknown) => e)) as DaskCloudError;
+      expect(DaskCloudError.isInstance(err), String(err)).toBe(true);
+      expect(err.code).toBe(t.code);
+      if (t.option !== undefined) expect(err.details.option).toBe(t.option);
+      expect(err.message).toContain('fix:');
+      expect(c.state).toBe('failed');
+      expect(f.mutatingCalls()).toEqual([]);
+      expect(Object.values(f.leaked()).flat()).toEqual([]);
+    });
+  }
+
+  it('a denied read names its IAM action in both its own check and the permissions check', async () => {
+    const f = await fake();
+    f.deny('DescribeRouteTables');
+    const report = await cluster(f, { privateNetworking: true }).preflight();
+    expect(report.status('nat')).toBe('fail');
+    expect(report.checks.find((x) => x.id === 'nat')!.fix).toContain('allow ec2:DescribeRouteTables');
+    expect(report.status('permissions')).toBe('fail');
+    expect(report.checks.find((x) => x.id === 'permissions')!.fix).toContain('add ec2:DescribeRouteTables');
+    expect(f.mutatingCalls()).toEqual([]);
+  });
+
+  it('credentials from the environment are named as such (the values never appear)', async () => {
+    const f = await fake();
+    vi.stubEnv('AWS_ACCESS_KEY_ID', 'AKIDFROMENV');
+    vi.stubEnv('AWS_SECRET_ACCESS_KEY', 'env-secret-value');
+    vi.stubEnv('AWS_SESSION_TOKEN', '');
+    const { credentials: _given, ...options } = fakeOptions(f);
+    const report = await new EC2Cluster({ ...options, nWorkers: 1 }).preflight();
+    const creds = report.checks.find((x) => x.id === 'credentials')!;
+    expect(creds.status).toBe('pass');
+    expect(creds.message).toBe('from the environment (AWS_ACCESS_KEY_ID), accepted by EC2');
+    expect(JSON.stringify(report.toJSON())).not.toContain('env-secret-value');
+    expect(JSON.stringify(report.toJSON())).not.toContain('AKIDFROMENV');
+  });
+});
