@@ -13,7 +13,7 @@
  */
 import { connect } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { EC2Client, CreateSecurityGroupCommand, DeleteSecurityGroupCommand, DescribeInstancesCommand, DescribeInstanceTypeOfferingsCommand, DescribeSubnetsCommand, RunInstancesCommand, TerminateInstancesCommand } from '@aws-sdk/client-ec2';
+import { EC2Client, CreateSecurityGroupCommand, DeleteSecurityGroupCommand, DescribeInstancesCommand, DescribeInstanceTypeOfferingsCommand, DescribeSecurityGroupsCommand, DescribeVpcsCommand, DescribeSubnetsCommand, RunInstancesCommand, TerminateInstancesCommand } from '@aws-sdk/client-ec2';
 import { EC2Cluster, type EC2ClusterOptions } from '../../providers/ec2';
 import { CHECK_IDS } from '../../src/cluster/preflight';
 import { LABELS } from '../../src/cluster/vm';
@@ -319,6 +319,76 @@ describe.runIf(RUN)('EC2Cluster against moto', () => {
 
     await ec2.send(new TerminateInstancesCommand({ InstanceIds: fillers }));
     expect(await leakedCount(region)).toBe(0);
+  });
+
+  it('private mode (native runtime): moto hands out no public address; the scheduler is dialled on its private address, unreachable here', async () => {
+    const err = await failedStart(cluster({ nWorkers: 1, privateNetworking: true, runtime: 'native' }));
+    expect(err.details.phase).toBe('scheduler');
+    const [sched] = real(moto.calls('RunInstances'));
+    expect(sched!.params['NetworkInterface.1.AssociatePublicIpAddress']).toBe('false');
+    expect(xmlValues(sched!.response, 'ipAddress')).toEqual([]);
+    const [privateIp] = xmlValues(sched!.response, 'privateIpAddress');
+    expect(privateIp).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+    // No rule opens anything to the internet.
+    const auth = moto.calls('AuthorizeSecurityGroupIngress')[0]!;
+    expect(Object.entries(auth.params).filter(([k, v]) => /CidrIp$/.test(k) && v === '0.0.0.0/0')).toEqual([]);
+    expect((await dial(privateIp!, 8786, 5_000)).outcome).toBe('ENETUNREACH');
+    expect(await leakedCount()).toBe(0);
+  });
+
+  it("the user's securityGroups are used as they are: never created, changed or deleted", async () => {
+    const ec2 = moto.inspector();
+    const vpcId = (await ec2.send(new DescribeVpcsCommand({ Filters: [{ Name: 'is-default', Values: ['true'] }] }))).Vpcs![0]!.VpcId!;
+    const g = await ec2.send(new CreateSecurityGroupCommand({ GroupName: 'users-own', Description: 'the user group', VpcId: vpcId }));
+    const err = await failedStart(cluster({ nWorkers: 1, securityGroups: [g.GroupId!] }));
+    expect(err.details.phase).toBe('scheduler');
+    expect(moto.mutatingCalls().map((c) => c.operation)).toEqual(['RunInstances', 'RunInstances', 'TerminateInstances']);
+    for (const r of real(moto.calls('RunInstances'))) expect(Object.entries(r.params).filter(([k]) => /SecurityGroupId/.test(k)).map(([, v]) => v)).toEqual([g.GroupId]);
+    const still = (await ec2.send(new DescribeSecurityGroupsCommand({ GroupIds: [g.GroupId!] }))).SecurityGroups ?? [];
+    expect(still.map((x) => [x.GroupId, x.IpPermissions?.length ?? 0])).toEqual([[g.GroupId, 0]]);
+    expect(await leakedCount()).toBe(0);
+  });
+
+  it('item 7 on moto: a scheduler terminated before the first watch tick fails the start quickly with that cause', async () => {
+    const timeoutMs = 20_000;
+    // The scheduler dies at once: terminated in moto before its RunInstances answer reaches the library.
+    moto.server.onResponse = async (call) => {
+      if (call.operation !== 'RunInstances' || call.params.DryRun === 'true' || call.status !== 200) return;
+      await moto.inspector().send(new TerminateInstancesCommand({ InstanceIds: xmlValues(call.response, 'instanceId') }));
+    };
+    // Private + native: the private address comes from RunInstances, so only the watch looks at the instance.
+    const c = cluster({ nWorkers: 0, privateNetworking: true, runtime: 'native', memberWatchIntervalMs: 500, schedulerTimeoutMs: timeoutMs });
+    const t0 = Date.now();
+    const err = await failedStart(c);
+    expect(Date.now() - t0).toBeLessThan(timeoutMs / 2);
+    expect(err.details.phase).toBe('scheduler');
+    expect(err.message).toMatch(/terminated/);
+    expect(err.message).not.toMatch(/was not ready within/);
+    // (The rollback's TerminateInstances of the terminated scheduler fails on moto with
+    // InvalidNetworkInterfaceID.NotFound, so the error lists it as left behind; on AWS the call
+    // is idempotent. See README.md, "moto gaps".)
+    // The watch found it by an instance-id filter without a state filter (moto lists terminated instances).
+    expect(moto.calls('DescribeInstances').some((r) => Object.values(r.params).includes('instance-id'))).toBe(true);
+    expect(await leakedCount()).toBe(0);
+  });
+
+  it('item 8 on moto: a rollback whose TerminateInstances is refused still throws the real cause, leftovers and the cleanup command; cleanup then empties moto', async () => {
+    moto.server.refuse = (call) => (call.operation === 'TerminateInstances' ? { status: 403, code: 'UnauthorizedOperation', message: 'You are not authorized to perform this operation.' } : undefined);
+    const c = cluster({ nWorkers: 1 });
+    const err = await failedStart(c);
+    expect(err.message).toMatch(/was not ready within 2000 ms/); // the real cause, not the rollback's
+    expect(err.message).toContain('UnauthorizedOperation');
+    expect(err.details.leftovers).toEqual(expect.arrayContaining([expect.stringMatching(/^instances i-/)]));
+    expect(err.details.cleanupCommand).toBe(`dask-cloud cleanup --provider ec2 --region ${moto.region} --cluster ${c.id}`);
+    expect(c.state).toBe('failed');
+    // Every deletion was still tried. (moto deletes a group its instances still use; AWS would refuse.)
+    expect(moto.calls('DeleteSecurityGroup').length).toBeGreaterThanOrEqual(1);
+    expect((await moto.leaked()).instances).toHaveLength(2);
+
+    moto.server.refuse = undefined;
+    const report = await EC2Cluster.cleanup({ ...motoOptions(moto), clusterIds: [c.id] });
+    expect(report.clusters.map((x) => [x.clusterId, x.deleted])).toEqual([[c.id, true]]);
+    expect(await moto.leaked()).toEqual({ instances: [], securityGroups: [], volumes: [] });
   });
 
   it('cleanup of a cluster that left nothing makes no mutating call', async () => {

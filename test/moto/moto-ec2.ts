@@ -250,7 +250,7 @@ export class MotoEc2 implements AsyncDisposable {
     return this.server.received.filter((c) => c.operation !== undefined && MUTATING_OPERATIONS.has(c.operation) && c.params.DryRun !== 'true');
   }
 
-  /** Forgets every resource (POST /moto-api/reset) and clears the request log. */
+  /** Forgets every resource (POST /moto-api/reset), clears the request log and removes the proxy's hooks. */
   async reset(): Promise<void> {
     await new Promise<void>((resolve, reject) => {
       const req = httpRequest({ host: '127.0.0.1', port: this.#motoPort, method: 'POST', path: '/moto-api/reset' }, (res) => {
@@ -261,6 +261,7 @@ export class MotoEc2 implements AsyncDisposable {
       req.end();
     });
     this.server.clearLog();
+    this.server.onRequest = this.server.onResponse = this.server.refuse = undefined;
   }
 
   /**

@@ -11,6 +11,7 @@
  */
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { randomUUID } from 'node:crypto';
 import { Contract, type ContractViolation } from '../fakes/core/contract';
 
 /** One request that passed through, in FakeServer's `ReceivedCall` shape where it overlaps. */
@@ -29,6 +30,8 @@ export interface MotoCall {
   errorCode?: string;
   /** `<Message>` of an EC2 error answer. */
   errorMessage?: string;
+  /** Answered by the proxy's `refuse` hook: moto never saw it. */
+  refused?: boolean;
   /** moto's answer (XML), for what it handed out (e.g. the addresses in RunInstances). */
   response?: string;
   at: number;
@@ -60,6 +63,10 @@ function readAll(stream: IncomingMessage): Promise<Buffer> {
   });
 }
 
+function escapeXml(text: string): string {
+  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
 function xmlField(xml: string, name: string): string | undefined {
   const m = new RegExp(`<${name}>([\\s\\S]*?)</${name}>`).exec(xml);
   return m?.[1]?.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&amp;/g, '&');
@@ -78,6 +85,13 @@ export class LoggingProxy {
    * kills a client at its k-th mutating request hooks in here; the request still takes effect).
    */
   onRequest: ((call: MotoCall) => void) | undefined;
+  /** Called with each call once moto's answer is recorded, before it goes back to the client. */
+  onResponse: ((call: MotoCall) => void | Promise<void>) | undefined;
+  /**
+   * Fault injection in front of moto: an error returned here is answered in EC2's error shape and
+   * the request never reaches moto (so a retry cannot duplicate anything there).
+   */
+  refuse: ((call: MotoCall) => { status: number; code: string; message: string } | undefined) | undefined;
 
   readonly #target: { host: string; port: number };
   readonly #contract = new Contract('ec2');
@@ -132,6 +146,17 @@ export class LoggingProxy {
       this.contractViolations.push(...result.violations);
     }
     this.onRequest?.(call);
+    const refusal = this.refuse?.(call);
+    if (refusal) {
+      call.status = refusal.status;
+      call.errorCode = refusal.code;
+      call.errorMessage = refusal.message;
+      call.refused = true;
+      const xml = `<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>${refusal.code}</Code><Message>${escapeXml(refusal.message)}</Message></Error></Errors><RequestID>${randomUUID()}</RequestID></Response>`;
+      res.writeHead(refusal.status, { 'content-type': 'text/xml;charset=UTF-8', 'content-length': String(Buffer.byteLength(xml)) });
+      res.end(xml);
+      return;
+    }
 
     const answer = await new Promise<{ status: number; headers: IncomingMessage['headers']; body: Buffer }>((resolve, reject) => {
       const out = httpRequest(
@@ -157,6 +182,7 @@ export class LoggingProxy {
       // An EC2 error always carries a <Code>; anything else is moto failing, not EC2 refusing.
       if (call.errorCode === undefined) this.handlerErrors.push({ operation, status: answer.status, body: answerText.slice(0, 2_000) });
     }
+    await this.onResponse?.(call);
     const headers = { ...answer.headers };
     delete headers['transfer-encoding'];
     headers['content-length'] = String(answer.body.length);
