@@ -13,7 +13,7 @@
  */
 import { connect } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { EC2Client, CreateSecurityGroupCommand, DeleteSecurityGroupCommand, DescribeInstancesCommand, DescribeInstanceTypeOfferingsCommand, DescribeSecurityGroupsCommand, DescribeVpcsCommand, DescribeSubnetsCommand, RunInstancesCommand, TerminateInstancesCommand } from '@aws-sdk/client-ec2';
+import { AllocateAddressCommand, CreateNatGatewayCommand, CreateRouteCommand, DescribeRouteTablesCommand, EC2Client, CreateSecurityGroupCommand, DeleteSecurityGroupCommand, DescribeInstancesCommand, DescribeInstanceTypeOfferingsCommand, DescribeSecurityGroupsCommand, DescribeVpcsCommand, DescribeSubnetsCommand, RunInstancesCommand, TerminateInstancesCommand } from '@aws-sdk/client-ec2';
 import { EC2Cluster, type EC2ClusterOptions } from '../../providers/ec2';
 import { CHECK_IDS } from '../../src/cluster/preflight';
 import { LABELS } from '../../src/cluster/vm';
@@ -389,6 +389,56 @@ describe.runIf(RUN)('EC2Cluster against moto', () => {
     const report = await EC2Cluster.cleanup({ ...motoOptions(moto), clusterIds: [c.id] });
     expect(report.clusters.map((x) => [x.clusterId, x.deleted])).toEqual([[c.id, true]]);
     expect(await moto.leaked()).toEqual({ instances: [], securityGroups: [], volumes: [] });
+  });
+
+  it("item 2 on moto's offerings: an explicit subnetId or availabilityZone in us-east-1e (no t3.medium, no m6i.large) is a ValidationError naming the option, before any create", async () => {
+    const region = 'us-east-1';
+    const subnets = (await moto.inspector(region).send(new DescribeSubnetsCommand({ Filters: [{ Name: 'availability-zone', Values: ['us-east-1e'] }] }))).Subnets ?? [];
+    const subnetId = subnets[0]!.SubnetId!;
+    const bySubnet = await startError(new EC2Cluster({ ...motoOptions(moto, region), nWorkers: 1, subnetId }));
+    expect(ValidationError.isInstance(bySubnet), String(bySubnet)).toBe(true);
+    expect(bySubnet.details.option).toBe('subnetId');
+    expect(bySubnet.message).toMatch(/is not offered in us-east-1e/);
+    const byZone = await startError(new EC2Cluster({ ...motoOptions(moto, region), nWorkers: 1, availabilityZone: 'us-east-1e' }));
+    expect(ValidationError.isInstance(byZone), String(byZone)).toBe(true);
+    expect(byZone.details.option).toBe('availabilityZone');
+    expect(moto.mutatingCalls()).toEqual([]);
+    expect(await leakedCount(region)).toBe(0);
+  });
+
+  it("item 5 on moto: private mode with the docker runtime passes once the VPC's main route table sends 0.0.0.0/0 to a NAT gateway made in moto", async () => {
+    const ec2 = moto.inspector();
+    const vpcId = (await ec2.send(new DescribeVpcsCommand({ Filters: [{ Name: 'is-default', Values: ['true'] }] }))).Vpcs![0]!.VpcId!;
+    const subnet = (await ec2.send(new DescribeSubnetsCommand({ Filters: [{ Name: 'vpc-id', Values: [vpcId] }] }))).Subnets![0]!;
+    const eip = await ec2.send(new AllocateAddressCommand({ Domain: 'vpc' }));
+    const nat = (await ec2.send(new CreateNatGatewayCommand({ SubnetId: subnet.SubnetId, AllocationId: eip.AllocationId }))).NatGateway!;
+    const main = (await ec2.send(new DescribeRouteTablesCommand({ Filters: [{ Name: 'vpc-id', Values: [vpcId] }, { Name: 'association.main', Values: ['true'] }] }))).RouteTables![0]!;
+    await ec2.send(new CreateRouteCommand({ RouteTableId: main.RouteTableId, DestinationCidrBlock: '0.0.0.0/0', NatGatewayId: nat.NatGatewayId }));
+
+    const report = await cluster({ nWorkers: 1, privateNetworking: true }).preflight();
+    expect(report.status('nat'), report.format()).toBe('pass');
+    expect(report.checks.find((x) => x.id === 'nat')!.message).toContain(nat.NatGatewayId!);
+    const err = await failedStart(cluster({ nWorkers: 1, privateNetworking: true }));
+    expect(err.details.phase).toBe('scheduler');
+    expect(await leakedCount()).toBe(0);
+  });
+
+  it('options reach RunInstances and moto accepts them: ami, subnet, zone, key, root size, spot for workers only, monitoring', async () => {
+    const ec2 = moto.inspector();
+    const subnet = (await ec2.send(new DescribeSubnetsCommand({ Filters: [{ Name: 'availability-zone', Values: [`${moto.region}b`] }] }))).Subnets![0]!;
+    const ami = NEWEST_DEBIAN.x86_64.ami_id;
+    const c = cluster({ nWorkers: 2, ami, subnetId: subnet.SubnetId, availabilityZone: subnet.AvailabilityZone, keyName: 'me', rootVolumeSizeGb: 50, spot: { maxPrice: '0.05' }, monitoring: true });
+    const err = await failedStart(c);
+    expect(err.details.phase).toBe('scheduler');
+    const [sched, workers] = real(moto.calls('RunInstances'));
+    for (const r of [sched!, workers!]) {
+      expect(r.status).toBe(200);
+      expect(r.params).toMatchObject({ ImageId: ami, KeyName: 'me', 'Monitoring.Enabled': 'true', 'NetworkInterface.1.SubnetId': subnet.SubnetId, 'BlockDeviceMapping.1.Ebs.VolumeSize': '50' });
+      expect(xmlValues(r.response, 'availabilityZone').every((z) => z === subnet.AvailabilityZone)).toBe(true);
+    }
+    expect(Object.keys(sched!.params).some((k) => k.startsWith('InstanceMarketOptions'))).toBe(false);
+    expect(workers!.params).toMatchObject({ 'InstanceMarketOptions.MarketType': 'spot', 'InstanceMarketOptions.SpotOptions.MaxPrice': '0.05' });
+    expect(await leakedCount()).toBe(0);
   });
 
   it('cleanup of a cluster that left nothing makes no mutating call', async () => {
