@@ -785,6 +785,11 @@ export class GcpAdapter implements CloudAdapter {
     settled(await Promise.allSettled(waits));
   }
 
+  /** `cleanup` sweeps every zone of the project, so the project is all it needs. */
+  cleanupFlags(): string[] {
+    return ['--project', this.#cfg.projectId];
+  }
+
   async consoleOutput(ctx: AdapterContext, id: string): Promise<string> {
     const { projectId: project, zone } = this.#cfg;
     return this.#api.call(
