@@ -441,6 +441,43 @@ describe.runIf(RUN)('EC2Cluster against moto', () => {
     expect(await leakedCount()).toBe(0);
   });
 
+  it('security: false: a warning, tcp:// to the address moto handed out, the scheduler rule marked NO TLS; exposeDashboard opens 8787 to ingressCidrs', async () => {
+    const warnings: string[] = [];
+    const c = cluster({ nWorkers: 0, security: false, exposeDashboard: true, ingressCidrs: ['198.51.100.7/32'], onEvent: (e) => e.type === 'warning' && warnings.push(e.message) });
+    const err = await failedStart(c);
+    const [publicIp] = xmlValues(real(moto.calls('RunInstances'))[0]!.response, 'ipAddress');
+    expect(err.message).toContain(`tcp://${publicIp}:8786`);
+    expect(warnings.join('\n')).toMatch(/security is off/);
+    const auth = moto.calls('AuthorizeSecurityGroupIngress')[0]!.normalized as { IpPermissions: { FromPort: number; IpRanges?: { CidrIp: string; Description?: string }[] }[] };
+    const publicRules = auth.IpPermissions.flatMap((p) => (p.IpRanges ?? []).filter((r) => r.CidrIp === '198.51.100.7/32').map((r) => `${p.FromPort} ${r.Description}`));
+    expect(publicRules.sort()).toEqual(['8786 scheduler (NO TLS)', '8787 dashboard (exposeDashboard)']);
+    expect(real(moto.calls('RunInstances'))).toHaveLength(1); // nWorkers: 0
+    expect(await leakedCount()).toBe(0);
+  });
+
+  it('abort during start (after the workers launched) rolls back with E_ABORTED', async () => {
+    const controller = new AbortController();
+    const c = cluster({ nWorkers: 2, schedulerTimeoutMs: 30_000, signal: controller.signal, onEvent: (e) => e.type === 'member-launched' && e.role === 'worker' && controller.abort() });
+    const t0 = Date.now();
+    const err = await failedStart(c);
+    expect(err.code).toBe('E_ABORTED');
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    expect(real(moto.calls('RunInstances')).flatMap((r) => xmlValues(r.response, 'instanceId'))).toHaveLength(3);
+    expect(await leakedCount()).toBe(0);
+  });
+
+  it('close() during start waits for the rollback', async () => {
+    const c = cluster({ nWorkers: 1, schedulerTimeoutMs: 30_000 });
+    const starting = c.start().catch((e: unknown) => e);
+    // Closing once the workers' create went out: the rollback must delete everything.
+    for (let i = 0; i < 100 && real(moto.calls('RunInstances')).length < 2; i++) await new Promise((r) => setTimeout(r, 50));
+    await c.close();
+    expect(DaskCloudError.isInstance(await starting)).toBe(true);
+    expect(c.state).toBe('closed');
+    expect(real(moto.calls('RunInstances'))).toHaveLength(2);
+    expect(await leakedCount()).toBe(0);
+  });
+
   it('cleanup of a cluster that left nothing makes no mutating call', async () => {
     const report = await EC2Cluster.cleanup({ ...motoOptions(moto), clusterIds: ['dask-00000000'] });
     expect(report.clusters.map((x) => x.error ?? 'ok')).toEqual(['ok']);
