@@ -69,6 +69,8 @@ function escapeXml(text: string): string {
 
 function xmlField(xml: string, name: string): string | undefined {
   const m = new RegExp(`<${name}>([\\s\\S]*?)</${name}>`).exec(xml);
+  const cdata = m?.[1] !== undefined ? /^<!\[CDATA\[([\s\S]*)\]\]>$/.exec(m[1]) : null;
+  if (cdata) return cdata[1];
   return m?.[1]?.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&amp;/g, '&');
 }
 
