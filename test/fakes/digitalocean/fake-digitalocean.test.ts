@@ -561,7 +561,7 @@ describe('boot hook', () => {
   });
 });
 
-describe('tags, images, NAT gateways, scopes (rules with their sources in RULES.md)', () => {
+describe('tags, images, NAT gateways, scopes (rules with their sources in test/fakes/README.md)', () => {
   const rule = (ports: string, sources: object) => ({ protocol: 'tcp', ports, sources });
 
   it('item 1: a firewall may only name existing tags: unknown ones → 422 "tag … does not exist" on create, PUT, add tags, add rules', async () => {

@@ -1,5 +1,5 @@
 /**
- * The EC2 rules added for issue 7, each as EC2 documents it (sources in RULES.md): per-zone
+ * The EC2 rules added for issue 7, each as EC2 documents it (sources in the rules table of test/fakes/README.md): per-zone
  * instance type offerings and RunInstances' `Unsupported`, DryRun and IAM refusals, refused
  * credentials, route tables, regions and zones, instance types, `GetConsoleOutput` with and
  * without `Latest`, instances that fail at launch, ClientToken limits.
