@@ -305,11 +305,15 @@ export class VMBackend implements ClusterBackend {
     return { clusterId: ctx.clusterId, signal: ctx.signal, log: ctx.log, memberFailed: (i, err) => ctx.memberFailed(toMember(i), err) };
   }
 
+  /** The cluster's expiry (epoch seconds), fixed at its first resource: every resource carries the same one. */
+  #expiresAt: number | undefined;
+
   labels(clusterId: string, role?: MemberRole): Record<string, string> {
     const hours = this.#options.expiresAfterHours ?? DEFAULT_EXPIRES_AFTER_HOURS;
+    this.#expiresAt ??= Math.floor(Date.now() / 1000 + hours * 3600);
     const labels: Record<string, string> = {
       [LABELS.cluster]: clusterId,
-      [LABELS.expires]: String(Math.floor(Date.now() / 1000 + hours * 3600)),
+      [LABELS.expires]: String(this.#expiresAt),
     };
     if (role) labels[LABELS.role] = role;
     return labels;

@@ -504,8 +504,8 @@ describe('a rollback that cannot delete everything', () => {
     expect((error.cause as Error).message).toMatch(/was not ready within 1500 ms/);
     expect(error.message).toMatch(/The rollback could not delete everything \(.*Required 'compute\.instances\.delete' permission.*\)/);
     expect(error.details.leftovers).toEqual([expect.stringMatching(new RegExp(`^instances .*${id}-scheduler`))]);
-    expect(error.details.cleanupCommand).toBe(`dask-cloud cleanup --provider gcp --cluster ${id}`);
-    expect(error.message).toContain(`Delete it with: dask-cloud cleanup --provider gcp --cluster ${id}`);
+    expect(error.details.cleanupCommand).toBe(`dask-cloud cleanup --provider gcp --project ${fake.project} --cluster ${id}`);
+    expect(error.message).toContain(`Delete it with: dask-cloud cleanup --provider gcp --project ${fake.project} --cluster ${id}`);
     expect(cluster.state).toBe('failed');
     // Every deletion was tried: the instances (refused) and the three firewall rules (deleted).
     expect(new Set(fake.server.calls('compute.instances.delete').map((c) => c.params.instance))).toEqual(new Set([`${id}-scheduler`, `${id}-worker-0`, `${id}-worker-1`]));
