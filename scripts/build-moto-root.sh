@@ -28,7 +28,10 @@ die() { log "error: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap and chroot need it)"
 
-script_hash="$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)"
+# shellcheck source=debian-mirror.sh
+. "$(dirname "${BASH_SOURCE[0]}")/debian-mirror.sh"
+# The build changes when this script or what it sources changes.
+script_hash="$(cat "${BASH_SOURCE[0]}" "$(dirname "${BASH_SOURCE[0]}")/debian-mirror.sh" | sha256sum | cut -d' ' -f1)"
 if [ "${FORCE:-0}" != 1 ] && [ -d "$out" ] && [ -f "$out.hash" ] && [ "$(cat "$out.hash")" = "$script_hash" ]; then
   log "up to date: $out (script hash ${script_hash:0:12})"
   exit 0
@@ -47,22 +50,7 @@ command -v unshare >/dev/null || die "unshare (util-linux) is missing"
 
 # --- mirror: the archive this machine's apt uses, whatever suite the host itself follows -------
 host_suite="$(. /etc/os-release && printf '%s' "${VERSION_CODENAME:-}")"
-mirror="${DASK_CLOUD_DEBIAN_MIRROR:-}"
-if [ -z "$mirror" ]; then
-  # deb822 sources first (URIs: line in a stanza whose Suites: name the host's suite), then one-line format.
-  for f in /etc/apt/sources.list.d/*.sources; do
-    [ -f "$f" ] || continue
-    mirror="$(awk -v s="$host_suite" '
-      /^[[:space:]]*$/ { if (u != "" && ok) { print u; exit } u=""; ok=0; next }
-      /^URIs:/ { u=$2 } /^Suites:/ { for (i=2;i<=NF;i++) if ($i==s) ok=1 }
-      END { if (u != "" && ok) print u }' "$f" | grep -v security | head -n1 || true)"
-    [ -n "$mirror" ] && break
-  done
-fi
-if [ -z "$mirror" ] && [ -f /etc/apt/sources.list ]; then
-  mirror="$(awk -v s="$host_suite" '$1=="deb" && $0 !~ /security/ { for (i=2;i<=NF;i++) if ($i==s) { for (j=2;j<i;j++) if ($j ~ /^[a-z]+:\/\//) { print $j; exit } } }' /etc/apt/sources.list | head -n1 || true)"
-fi
-mirror="${mirror:-http://deb.debian.org/debian}"
+mirror="$(debian_mirror "$host_suite")"
 log "mirror: $mirror (suite $suite)"
 
 # --- build next to OUT, then swap it in: a half-built root is never left at OUT ------------------

@@ -14,13 +14,12 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { FakeServer } from '../fakes/core';
-import { spawnTsx } from '../helpers/spawn';
+import { killStartAt } from '../helpers/kill-at-step';
 import { startFake as startGcp } from '../providers/gcp/helpers';
 import { startFake as startEc2 } from '../providers/ec2/helpers';
 import { startFake as startDo } from '../providers/digitalocean/helpers';
 import type { CleanupReport } from '../../src/cluster/vm';
 
-const FIXTURE = 'test/e2e/fixtures/start-until-killed.ts';
 /** EC2 and DigitalOcean loopback slots no other test file uses. */
 const EC2_SLOT = 6;
 const DO_SLOT = 6;
@@ -41,45 +40,23 @@ afterEach(async () => {
   await Promise.all(targets.splice(0).map((t) => t.stop()));
 });
 
-/** Runs the child until it is killed at the k-th mutating request (or, when it makes fewer, while it waits). */
-async function killAt(t: Target, k: number): Promise<{ clusterId: string; killedAt: string }> {
-  const child = spawnTsx(FIXTURE, [], { FAKE_PROVIDER: t.provider, FAKE_OPTIONS: JSON.stringify(t.options), DEBUG: '' });
-  let seen = 0;
-  let killedAt: string | undefined;
-  const hook = t.server.faults.latency(t.mutating, () => {
-    if (++seen === k && killedAt === undefined) {
-      killedAt = `mutating request ${k}`;
-      child.child.kill('SIGKILL');
-    }
-    return 0;
-  });
-  try {
-    await child.until(/"clusterId"/, 60_000);
-    const clusterId = (JSON.parse(child.stdout().split('\n')[0]!) as { clusterId: string }).clusterId;
-    // Fewer than k mutating requests by the time every worker is launched: kill it while it waits.
-    const waiting = child.until(/"type":"member-launched","clusterId":"[^"]+","role":"worker"/, 60_000).then(
-      () => true,
-      () => false,
-    );
-    const ended = await Promise.race([child.exited.then(() => 'exited' as const), waiting.then((w) => (w ? ('waiting' as const) : ('exited' as const)))]);
-    if (ended === 'waiting' && killedAt === undefined) {
-      // Give a request the hook has not seen yet no chance to slip in between: the hook kills too.
-      killedAt = 'waiting for the scheduler';
-      child.child.kill('SIGKILL');
-    }
-    const code = await child.exited;
-    expect(code, `the child must die by SIGKILL, not end on its own:\n${child.output()}`).toBeNull();
-    return { clusterId, killedAt: killedAt ?? 'unknown' };
-  } finally {
-    hook.remove();
-    if (child.child.exitCode === null && child.child.signalCode === null) child.child.kill('SIGKILL');
-  }
-}
-
 async function everyStep(t: Target): Promise<string[]> {
   const steps: string[] = [];
   for (let k = 1; k <= 20; k++) {
-    const { clusterId, killedAt } = await killAt(t, k);
+    const { clusterId, killedAt } = await killStartAt(
+      {
+        provider: t.provider,
+        options: t.options,
+        watchMutating: (on) => {
+          const hook = t.server.faults.latency(t.mutating, () => {
+            on('');
+            return 0;
+          });
+          return () => hook.remove();
+        },
+      },
+      k,
+    );
     steps.push(killedAt);
     const report = await t.cleanup(clusterId);
     expect(report.clusters.map((c) => c.error ?? 'ok'), killedAt).toEqual(['ok']);

@@ -21,7 +21,7 @@ import { DaskCloudError, PreflightError, ValidationError } from '../../src/error
 import { assertNoContractViolations } from '../fakes/core';
 import { failedStart } from '../helpers/fakes';
 import { have } from '../helpers/prereq';
-import { spawnTsx } from '../helpers/spawn';
+import { killStartAt } from '../helpers/kill-at-step';
 import { collapsed, fakeOptions, startFake } from '../providers/ec2/helpers';
 import { NEWEST_DEBIAN } from './amis';
 import { MotoEc2, motoRoot, type MotoCall } from './moto-ec2';
@@ -488,44 +488,25 @@ describe.runIf(RUN)('EC2Cluster against moto', () => {
 });
 
 describe.runIf(RUN)('SIGKILL at every step of a start against moto, then cleanup by cluster id, leaves moto empty', () => {
-  const FIXTURE = 'test/e2e/fixtures/start-until-killed.ts';
-
-  /** Runs the child until it is killed at the k-th mutating request (or, when it makes fewer, while it waits). */
-  async function killAt(k: number): Promise<{ clusterId: string; killedAt: string }> {
+  /** Kills the child at the k-th mutating request moto receives (DryRuns change nothing and do not count). */
+  function killAt(k: number): Promise<{ clusterId: string; killedAt: string }> {
     const cfg = moto.clientConfig();
-    const child = spawnTsx(FIXTURE, [], {
-      FAKE_PROVIDER: 'ec2',
-      FAKE_OPTIONS: JSON.stringify({ region: cfg.region, endpoint: cfg.endpoint, accessKeyId: cfg.credentials.accessKeyId, secretAccessKey: cfg.credentials.secretAccessKey }),
-      DEBUG: '',
-    });
-    let seen = 0;
-    let killedAt: string | undefined;
-    moto.server.onRequest = (call) => {
-      if (call.operation === undefined || !/^(Create|Authorize|Revoke|Run|Terminate|Delete|Modify)/.test(call.operation) || call.params.DryRun === 'true') return;
-      if (++seen === k && killedAt === undefined) {
-        killedAt = `mutating request ${k} (${call.operation})`;
-        child.child.kill('SIGKILL');
-      }
-    };
-    try {
-      await child.until(/"clusterId"/, 60_000);
-      const clusterId = (JSON.parse(child.stdout().split('\n')[0]!) as { clusterId: string }).clusterId;
-      const waiting = child.until(/"type":"member-launched","clusterId":"[^"]+","role":"worker"/, 60_000).then(
-        () => true,
-        () => false,
-      );
-      const ended = await Promise.race([child.exited.then(() => 'exited' as const), waiting.then((w) => (w ? ('waiting' as const) : ('exited' as const)))]);
-      if (ended === 'waiting' && killedAt === undefined) {
-        killedAt = 'waiting for the scheduler';
-        child.child.kill('SIGKILL');
-      }
-      const code = await child.exited;
-      expect(code, `the child must die by SIGKILL, not end on its own:\n${child.output()}`).toBeNull();
-      return { clusterId, killedAt: killedAt ?? 'unknown' };
-    } finally {
-      moto.server.onRequest = undefined;
-      if (child.child.exitCode === null && child.child.signalCode === null) child.child.kill('SIGKILL');
-    }
+    return killStartAt(
+      {
+        provider: 'ec2',
+        options: { region: cfg.region, endpoint: cfg.endpoint, accessKeyId: cfg.credentials.accessKeyId, secretAccessKey: cfg.credentials.secretAccessKey },
+        watchMutating: (on) => {
+          moto.server.onRequest = (call) => {
+            if (call.operation === undefined || !/^(Create|Authorize|Revoke|Run|Terminate|Delete|Modify)/.test(call.operation) || call.params.DryRun === 'true') return;
+            on(call.operation);
+          };
+          return () => {
+            moto.server.onRequest = undefined;
+          };
+        },
+      },
+      k,
+    );
   }
 
   it('at each mutating request and while waiting; a second cleanup finds nothing to do', async () => {

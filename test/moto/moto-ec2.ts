@@ -65,7 +65,7 @@ export function motoRoot(root = process.env.DASK_CLOUD_MOTO_ROOT || DEFAULT_MOTO
   // A root built by an older script may lack what this harness relies on (the default root only:
   // a root named by the caller is theirs to keep current).
   if (root === DEFAULT_MOTO_ROOT) {
-    const want = createHash('sha256').update(readFileSync(BUILD_SCRIPT)).digest('hex');
+    const want = createHash('sha256').update(readFileSync(BUILD_SCRIPT)).update(readFileSync(path.join(path.dirname(BUILD_SCRIPT), 'debian-mirror.sh'))).digest('hex');
     const have = existsSync(`${root}.hash`) ? readFileSync(`${root}.hash`, 'utf8').trim() : '';
     if (have !== want) return { ok: false, root, reason: `the moto root at ${root} was built by another version of scripts/build-moto-root.sh: re-run it` };
   }

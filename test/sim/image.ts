@@ -36,7 +36,8 @@ export function imageStatus(): ImageStatus {
     } catch {
       /* missing */
     }
-    const current = createHash('sha256').update(fs.readFileSync(BUILD_SCRIPT)).digest('hex');
+    // The script hashes itself and the helper it sources (scripts/debian-mirror.sh).
+    const current = createHash('sha256').update(fs.readFileSync(BUILD_SCRIPT)).update(fs.readFileSync(path.join(path.dirname(BUILD_SCRIPT), 'debian-mirror.sh'))).digest('hex');
     if (stored !== current) {
       return { ok: false, path: p, reason: `the image at ${p} was built by another version of build-vm-image.sh; re${how}` };
     }
