@@ -68,6 +68,12 @@ const EC2_OPERATIONS = [
   'CreateTags',
   'GetConsoleOutput',
   'DescribeInstanceStatus',
+  // preflight reads
+  'DescribeInstanceTypeOfferings',
+  'DescribeInstanceTypes',
+  'DescribeRouteTables',
+  'DescribeRegions',
+  'DescribeAvailabilityZones',
 ];
 
 const DO_OPERATIONS = [
