@@ -3,7 +3,7 @@ export { Security } from './security';
 export type * from './security';
 export { Cluster, validateClusterOptions } from './cluster/cluster';
 export type { ClusterOptions, ClusterState, AdaptOptions, Adaptive } from './cluster/cluster';
-export type { ClusterEvent, ClusterEventListener, ClusterPhase } from './cluster/events';
+export type { ClusterEvent, ClusterEventListener, ClusterPhase, WarningCode } from './cluster/events';
 export type { ClusterBackend, Member, MemberSpec, BackendContext, SchedulerLaunch } from './cluster/backend';
 export { SchedulerClient, waitForScheduler, waitForWorkers, parseAddress } from './dask';
 export type * from './dask';

@@ -276,7 +276,7 @@ export class DropletCluster extends VMCluster {
     // that `util.inspect(cluster)` would show) never hold them.
     super({ ...common, dockerImage }, adapter);
     this.#adapter = adapter;
-    adapter.onWarning = (message) => this.emit({ type: 'warning', clusterId: this.id, message, at: Date.now() });
+    adapter.onWarning = (message) => this.emit({ type: 'warning', code: 'DASK_CLOUD_PROVIDER', clusterId: this.id, message, at: Date.now() });
   }
 
   /** Create and start in one step. */

@@ -229,6 +229,7 @@ export class Cluster implements AsyncDisposable {
     if (certsEnd < clusterEnds) {
       this.emit({
         type: 'warning',
+        code: 'DASK_CLOUD_CERT_LIFETIME',
         clusterId: this.id,
         message:
           `the cluster's certificates expire at ${new Date(certsEnd).toISOString()}, before the cluster does (expiresAfterHours: ${hours}, at ${new Date(clusterEnds).toISOString()}): ` +
@@ -238,6 +239,7 @@ export class Cluster implements AsyncDisposable {
     } else if (temp?.validityDays !== undefined && certsEnd > clusterEnds + 2 * 3_600_000) {
       this.emit({
         type: 'warning',
+        code: 'DASK_CLOUD_CERT_LIFETIME',
         clusterId: this.id,
         message: `temporarySecurity.validityDays (${temp.validityDays}) outlives the cluster (expiresAfterHours: ${hours}): the certificates stay valid after its resources count as expired`,
         at: Date.now(),
@@ -282,6 +284,8 @@ export class Cluster implements AsyncDisposable {
 
   protected emit(event: ClusterEvent): void {
     this.log('%s %o', event.type, event);
+    // Warnings also go where a script without a listener sees them (stderr, by Node's default).
+    if (event.type === 'warning') process.emitWarning(`${event.clusterId}: ${event.message}`, { code: event.code ?? 'DASK_CLOUD_WARNING' });
     try {
       this.options.onEvent?.(event);
     } catch (err) {
@@ -581,7 +585,7 @@ export class Cluster implements AsyncDisposable {
           lower = 0;
         }
       } catch (err) {
-        if (!stopped) this.emit({ type: 'warning', clusterId: this.id, message: `adaptive scaling: ${errorMessage(err)}`, at: Date.now() });
+        if (!stopped) this.emit({ type: 'warning', code: 'DASK_CLOUD_ADAPT', clusterId: this.id, message: `adaptive scaling: ${errorMessage(err)}`, at: Date.now() });
       }
     };
     const schedule = () => {
@@ -651,7 +655,7 @@ export class Cluster implements AsyncDisposable {
             await client.close();
           }
         } catch (err) {
-          this.emit({ type: 'warning', clusterId: this.id, message: `retire_workers failed, deleting workers anyway: ${errorMessage(err)}`, at: Date.now() });
+          this.emit({ type: 'warning', code: 'DASK_CLOUD_RETIRE', clusterId: this.id, message: `retire_workers failed, deleting workers anyway: ${errorMessage(err)}`, at: Date.now() });
         }
         const notRetired = names.filter((x) => !retiredNames.includes(x));
         this.emit({ type: 'workers-retired', clusterId: this.id, retired: retiredNames, notRetired, at: Date.now() });

@@ -11,8 +11,31 @@ export type ClusterEvent =
   | { type: 'scheduler-ready'; clusterId: string; address: string; at: number }
   | { type: 'workers-ready'; clusterId: string; count: number; at: number }
   | { type: 'workers-retired'; clusterId: string; retired: string[]; notRetired: string[]; at: number }
-  | { type: 'warning'; clusterId: string; message: string; at: number }
+  /**
+   * Something the user should know. Also emitted through `process.emitWarning` with `code`, so a
+   * script without an `onEvent` listener still sees it on stderr.
+   */
+  | { type: 'warning'; clusterId: string; message: string; at: number; code?: WarningCode }
   | { type: 'rollback'; clusterId: string; reason: string; at: number }
   | { type: 'closed'; clusterId: string; at: number };
+
+/** `process.emitWarning` codes of the warnings a cluster emits. */
+export type WarningCode =
+  /** Security off and the scheduler reachable from public addresses. */
+  | 'DASK_CLOUD_INSECURE_PUBLIC'
+  /** `exposeDashboard` opens the plain-HTTP dashboard to public addresses. */
+  | 'DASK_CLOUD_PUBLIC_DASHBOARD'
+  /** A local cluster without TLS listens on a non-loopback address. */
+  | 'DASK_CLOUD_INSECURE_BIND'
+  /** Certificates that end before the cluster does (or long after it). */
+  | 'DASK_CLOUD_CERT_LIFETIME'
+  /** Adaptive scaling could not reach the scheduler or scale. */
+  | 'DASK_CLOUD_ADAPT'
+  /** Scale-down could not retire workers gracefully. */
+  | 'DASK_CLOUD_RETIRE'
+  /** A provider-specific notice (e.g. a DigitalOcean feature not available in a region). */
+  | 'DASK_CLOUD_PROVIDER'
+  /** Client and cluster run different Dask, Python or serialisation versions. */
+  | 'DASK_CLOUD_VERSION_MISMATCH';
 
 export type ClusterEventListener = (event: ClusterEvent) => void;

@@ -375,11 +375,23 @@ export class VMBackend implements ClusterBackend {
   async prepare(ctx: BackendContext): Promise<void> {
     this.#diagContext = { clusterId: ctx.clusterId, signal: new AbortController().signal, log: ctx.log };
     const plan = (this.#plan ??= this.plan(ctx.clusterId, ctx.security));
+    const cidrs = this.#options.ingressCidrs ?? ['0.0.0.0/0'];
     if (ctx.security === false && !plan.privateNetworking) {
       ctx.emit({
         type: 'warning',
+        code: 'DASK_CLOUD_INSECURE_PUBLIC',
         clusterId: ctx.clusterId,
-        message: `security is off and the scheduler port ${plan.schedulerPort} is open to ${(this.#options.ingressCidrs ?? ['0.0.0.0/0']).join(', ')}: anyone there can run code on this cluster`,
+        message: `security is off and the scheduler port ${plan.schedulerPort} is open to ${cidrs.join(', ')}: anyone there can run code on this cluster`,
+        at: Date.now(),
+      });
+    }
+    const publicCidrs = cidrs.filter((c) => !isPrivateCidr(c));
+    if (this.#options.exposeDashboard && !plan.privateNetworking && publicCidrs.length > 0) {
+      ctx.emit({
+        type: 'warning',
+        code: 'DASK_CLOUD_PUBLIC_DASHBOARD',
+        clusterId: ctx.clusterId,
+        message: `exposeDashboard opens the dashboard port ${plan.dashboardPort} as plain, unauthenticated HTTP to ${publicCidrs.join(', ')}: anyone there can see the cluster's tasks and logs. Narrow ingressCidrs or reach the dashboard through a tunnel`,
         at: Date.now(),
       });
     }
@@ -624,4 +636,17 @@ export class VMCluster extends Cluster {
   protected override lifetimeHours(): number {
     return (this.options as VMClusterOptions).expiresAfterHours ?? DEFAULT_EXPIRES_AFTER_HOURS;
   }
+}
+
+/** RFC 1918, loopback, link-local and CGNAT blocks (IPv4), ULA and link-local (IPv6): not the public internet. */
+function isPrivateCidr(cidr: string): boolean {
+  const [addr = ''] = cidr.split('/');
+  const v4 = /^(\d+)\.(\d+)\./.exec(addr);
+  if (v4) {
+    const a = Number(v4[1]);
+    const b = Number(v4[2]);
+    if (cidr.endsWith('/0')) return false;
+    return a === 10 || a === 127 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168) || (a === 169 && b === 254) || (a === 100 && b >= 64 && b <= 127);
+  }
+  return /^f[cd]|^fe[89ab]|^::1$/i.test(addr) && !cidr.endsWith('/0');
 }
