@@ -6,7 +6,10 @@
  *   dask-cloud local [...]   (= start --provider local)
  *   dask-cloud user-data --role scheduler|worker [--scheduler-address A] [--runtime docker|native] [--no-security]
  *   dask-cloud cleanup --provider gcp|ec2|digitalocean (--cluster ID ... | --expired | --all) [--dry-run] [provider options]
+ *   dask-cloud cleanup --provider local [--cluster ID ...] [--dry-run]
  */
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { DaskCloudError } from './errors';
 import { Security } from './security/security';
@@ -21,8 +24,10 @@ const USAGE = `usage:
   dask-cloud start [--provider local|gcp|ec2|digitalocean] [--workers N] [--client-config DIR]
       [--no-security] [--private] [--project P --zone Z | --region R] [--endpoint URL]
       start a cluster (mutual TLS unless --no-security), write the client config, run until
-      Ctrl-C, then delete everything; Ctrl-C during the start rolls it back. Other options come
-      from the config file and DASK_CLOUD_* variables, credentials from each cloud's usual place
+      Ctrl-C (or SIGTERM, or the terminal closing), then delete everything, waiting for the cloud
+      to confirm; a signal during the start rolls it back. A second signal stops waiting and
+      prints the cleanup command. Other options come from the config file and DASK_CLOUD_*
+      variables, credentials from each cloud's usual place
   dask-cloud local [--workers N] [--client-config DIR] [--no-security]
       the same as start --provider local
   dask-cloud user-data --role scheduler|worker [--scheduler-address tls://10.0.0.2:8786]
@@ -38,7 +43,28 @@ const USAGE = `usage:
   dask-cloud cleanup --provider gcp|ec2|digitalocean (--cluster ID ... | --expired | --all) [--dry-run]
       [--project P [--zone Z] | --region R] [--endpoint URL]
       delete what clusters left behind (instances by label, then firewalls / security groups);
-      on gcp every zone of the project unless --zone names one`;
+      on gcp every zone of the project unless --zone names one
+  dask-cloud cleanup --provider local [--cluster ID ...] [--dry-run]
+      kill the Dask processes and remove the key directories of this user's local clusters whose
+      owning process is gone (every such cluster unless --cluster names some); clusters whose
+      owner still runs are left alone`;
+
+/** Bad command-line input: exit code 2, one line on stderr, no stack trace. */
+class UsageError extends Error {}
+
+/** Exit code 2 (bad input: flags, options, config file, DASK_CLOUD_* variables) versus 1 (it failed). */
+function isBadInput(err: unknown): boolean {
+  if (err instanceof UsageError) return true;
+  if (DaskCloudError.isInstance(err)) return ['E_INVALID_OPTION', 'E_TLS_VERSION', 'E_TLS_CIPHERS'].includes(err.code);
+  // node:util parseArgs: unknown flag, missing value, ...
+  return String((err as { code?: unknown })?.code ?? '').startsWith('ERR_PARSE_ARGS');
+}
+
+/** `--workers`: digits only (no '', '-1', '1.5', '1e3', '0x10'); the cluster checks the upper bound. */
+function parseWorkers(text: string | undefined): number {
+  if (text === undefined || !/^\d{1,9}$/.test(text)) throw new UsageError(`--workers must be a whole number >= 0, got ${JSON.stringify(text)}`);
+  return Number(text);
+}
 
 /** Replace the body of every PEM private key with a marker. */
 export function redactKeys(text: string): string {
@@ -81,16 +107,22 @@ async function start(argv: string[]): Promise<number> {
       endpoint: { type: 'string' },
     },
   });
-  const nWorkers = Number(values.workers);
-  if (!Number.isInteger(nWorkers) || nWorkers < 0) throw new Error(`--workers must be a whole number >= 0, got ${values.workers}`);
-  // Ctrl-C during the start aborts it (everything created is deleted); afterwards it closes.
+  const nWorkers = parseWorkers(values.workers);
+  // The first SIGINT, SIGTERM or SIGHUP (the terminal closed) aborts the start, whose rollback
+  // deletes everything created, or closes the running cluster: either waits as long as the cloud
+  // takes to confirm each deletion. A second one stops waiting, says what may be left, and exits.
   const interrupted = new AbortController();
-  const onSignal = (): void => {
-    // Quitting half way would leave cloud resources behind: say why we are still here.
-    if (interrupted.signal.aborted) console.error('  still deleting what the cluster created; this ends on its own (kill -9 would leave it behind)');
-    interrupted.abort(new Error('interrupted'));
+  let cluster: Cluster | undefined;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (interrupted.signal.aborted) giveUp(signal, cluster, values.endpoint);
+    console.error(`  ${signal}: ${cluster ? `deleting everything ${cluster.id} created` : 'stopping'}; waiting for the cloud to confirm (a second signal stops waiting)`);
+    interrupted.abort(new Error(`interrupted by ${signal}`));
   };
-  for (const s of ['SIGINT', 'SIGTERM'] as const) process.on(s, onSignal);
+  // Once the terminal is gone, writes fail (EIO, EPIPE): that must not end the teardown.
+  const ignore = (): void => undefined;
+  process.stdout.on('error', ignore);
+  process.stderr.on('error', ignore);
+  for (const s of SIGNALS) process.on(s, onSignal);
   const schedulerLost = new AbortController();
   try {
     const common = {
@@ -104,9 +136,8 @@ async function start(argv: string[]): Promise<number> {
         if (e.type === 'member-failed' && e.role === 'scheduler') schedulerLost.abort(new Error(e.message));
       },
     };
-    let cluster: Cluster;
     if (values.provider === 'local') {
-      if (values.private || values.endpoint) throw new Error('--private and --endpoint are for cloud providers');
+      if (values.private || values.endpoint) throw new UsageError('--private and --endpoint are for cloud providers');
       cluster = new LocalCluster(common);
     } else {
       cluster = await vmCluster(values, common);
@@ -137,8 +168,41 @@ async function start(argv: string[]): Promise<number> {
     console.log('closed');
     return 0;
   } finally {
-    for (const s of ['SIGINT', 'SIGTERM'] as const) process.off(s, onSignal);
+    for (const s of SIGNALS) process.off(s, onSignal);
   }
+}
+
+/** What `start` handles: Ctrl-C, `kill`, and the terminal closing. */
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+/**
+ * A second signal while the cluster is being deleted: exit at once (128 + the signal's number),
+ * saying what may be left and the command that deletes it. Local processes are killed first:
+ * they would outlive this process.
+ */
+function giveUp(signal: NodeJS.Signals, cluster: Cluster | undefined, endpoint: string | undefined): never {
+  const lines = [`dask-cloud: second ${signal}: exiting before every deletion was confirmed.`];
+  if (cluster === undefined || cluster.state === 'new') {
+    lines.push('No cluster had been created yet: nothing is left.');
+  } else if (cluster.state === 'closed') {
+    lines.push(`Cluster ${cluster.id} is already deleted.`);
+  } else {
+    // Local processes would outlive this process: kill them now (a no-op for cloud clusters).
+    cluster.killSync();
+    const local = cluster.kind === 'local';
+    // Members are forgotten only once their deletion is confirmed: these are the unconfirmed ones.
+    const members = cluster.members.map((m) => `${m.role} ${m.name} (${m.id})`);
+    lines.push(
+      local
+        ? `Killed the Dask processes of cluster ${cluster.id} (local); its key directory ${path.join(os.tmpdir(), `dask-cloud-local-${cluster.id}-*`)} may remain.`
+        : `Cluster ${cluster.id} (${cluster.kind}) may have left: ${[...members, 'its firewall / security group and tags'].join(', ')}.`,
+    );
+    const command = cluster.cleanupCommand();
+    if (command !== undefined) lines.push(`Delete what is left with: ${command}${endpoint && !local ? ` --endpoint ${endpoint}` : ''}`);
+  }
+  // Synchronous on pipes and terminals (Linux): printed before the exit.
+  console.error(lines.join('\n'));
+  process.exit(128 + (os.constants.signals[signal] ?? 0));
 }
 
 interface VMFlags {
@@ -173,7 +237,7 @@ async function vmCluster(values: VMFlags, common: ClusterOptions): Promise<VMClu
       return new DropletCluster({ ...vm, ...(values.region ? { region: values.region } : {}) });
     }
     default:
-      throw new Error('--provider must be local, gcp, ec2 or digitalocean');
+      throw new UsageError('--provider must be local, gcp, ec2 or digitalocean');
   }
 }
 
@@ -193,10 +257,9 @@ async function doctor(argv: string[]): Promise<number> {
       json: { type: 'boolean', default: false },
     },
   });
-  const nWorkers = Number(values.workers);
-  if (values.workers === '' || !Number.isInteger(nWorkers) || nWorkers < 0) throw new Error(`--workers must be a whole number >= 0, got ${JSON.stringify(values.workers)}`);
+  const nWorkers = parseWorkers(values.workers);
   if (values.provider !== 'gcp' && values.provider !== 'ec2' && values.provider !== 'digitalocean') {
-    throw new Error('doctor checks a cloud account: --provider gcp, ec2 or digitalocean');
+    throw new UsageError('doctor checks a cloud account: --provider gcp, ec2 or digitalocean');
   }
   const cluster = await vmCluster(values, { nWorkers, closeOnSignals: false });
   const report = await cluster.preflight();
@@ -222,7 +285,7 @@ async function userData(argv: string[]): Promise<number> {
     },
   });
   const role = values.role;
-  if (role !== 'scheduler' && role !== 'worker') throw new Error('--role must be scheduler or worker');
+  if (role !== 'scheduler' && role !== 'worker') throw new UsageError('--role must be scheduler or worker');
   const security = values['no-security'] ? false : await Security.temporary();
   const proto = security === false ? 'tcp' : 'tls';
   const rendered = renderUserData({
@@ -253,9 +316,10 @@ async function cleanup(argv: string[]): Promise<number> {
       endpoint: { type: 'string' },
     },
   });
+  if (values.provider === 'local') return cleanupLocal(values);
   const endpoint = values.endpoint;
   const common = { clusterIds: values.cluster, expired: values.expired, all: values.all, dryRun: values['dry-run'] };
-  if (!common.clusterIds?.length && !common.expired && !common.all) throw new Error('say which clusters: --cluster ID, --expired or --all');
+  if (!common.clusterIds?.length && !common.expired && !common.all) throw new UsageError('say which clusters: --cluster ID, --expired or --all');
   let report: CleanupReport;
   // Providers are loaded only when asked for: each pulls in its cloud SDK.
   switch (values.provider) {
@@ -275,7 +339,7 @@ async function cleanup(argv: string[]): Promise<number> {
       break;
     }
     default:
-      throw new Error('--provider must be gcp, ec2 or digitalocean');
+      throw new UsageError('--provider must be local, gcp, ec2 or digitalocean');
   }
   let failed = 0;
   for (const c of report.clusters) {
@@ -284,6 +348,31 @@ async function cleanup(argv: string[]): Promise<number> {
     console.log(`${c.clusterId}: ${c.instances.length} instance(s) ${what}`);
   }
   if (report.clusters.length === 0) console.log('nothing to clean up');
+  return failed > 0 ? 1 : 0;
+}
+
+/** `cleanup --provider local`: strays are found by their dead owner, so no selector is needed. */
+async function cleanupLocal(values: { cluster?: string[]; expired?: boolean; 'dry-run'?: boolean } & VMFlags): Promise<number> {
+  if (values.expired) throw new Error('local clusters have no expiry: without --cluster every cluster whose owner is gone is cleaned up');
+  if (values.project || values.zone || values.region || values.endpoint) throw new Error('--project, --zone, --region and --endpoint are for cloud providers');
+  const dryRun = values['dry-run'] === true;
+  const report = await LocalCluster.cleanup({ clusterIds: values.cluster, dryRun });
+  let failed = 0;
+  for (const c of report.clusters) {
+    const pids = c.pids.length > 0 ? ` (pids ${c.pids.join(' ')})` : '';
+    if (c.skipped) {
+      console.log(`${c.clusterId}: left alone, ${c.skipped}`);
+    } else if (c.pids.length === 0 && c.dirs.length === 0) {
+      console.log(`${c.clusterId}: nothing found`);
+    } else if (dryRun) {
+      console.log(`${c.clusterId}: would kill ${c.pids.length} process(es)${pids} and remove ${c.dirs.length} key dir(s)`);
+    } else {
+      console.log(`${c.clusterId}: killed ${c.killed.length} process(es)${pids}, removed ${c.removedDirs.length} key dir(s)${c.error ? `; FAILED: ${c.error}` : ''}`);
+    }
+    if (c.error) failed++;
+  }
+  if (report.clusters.length === 0) console.log('nothing to clean up');
+  if (!report.processesSearched) console.log(`processes were not searched (no /proc on ${process.platform}): only key directories`);
   return failed > 0 ? 1 : 0;
 }
 
@@ -307,12 +396,18 @@ export async function main(argv: string[]): Promise<number> {
         console.log(USAGE);
         return command === undefined ? 1 : 0;
       default:
-        console.error(`unknown command ${command}\n${USAGE}`);
-        return 1;
+        console.error(`dask-cloud: unknown command ${JSON.stringify(command)} (dask-cloud --help lists the commands)`);
+        return 2;
     }
   } catch (err) {
     const code = DaskCloudError.isInstance(err) ? ` [${err.code}]` : '';
-    console.error(`dask-cloud ${command}: ${err instanceof Error ? err.message : String(err)}${code}`);
+    const message = err instanceof Error ? err.message : String(err);
+    if (isBadInput(err)) {
+      // One line, no stack: the input was wrong, not the program.
+      console.error(`dask-cloud ${command}: ${message.replace(/\s*\n\s*/g, ' ')}${code}`);
+      return 2;
+    }
+    console.error(`dask-cloud ${command}: ${message}${code}`);
     return 1;
   }
 }

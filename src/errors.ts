@@ -6,7 +6,63 @@
  * duplicate copies of the package (ESM + CJS, or two versions in one tree).
  */
 
+import { inspect, type InspectOptions } from 'node:util';
+
 const BRAND = Symbol.for('dask-cloud.error');
+
+/**
+ * Keys whose values no summary shows, whatever object carries them: the HTTP request / config
+ * objects SDK errors keep (with their Authorization headers), and anything named like a secret.
+ */
+const SECRET_KEY =
+  /^(authorization|proxy-authorization|cookie|set-cookie|x-amz-security-token|headers|config|request|options|token|access_?token|refresh_?token|id_?token|session_?token|secret_?access_?key|client_?secret|secret|password|private_?key|key|credentials)$/i;
+
+/** The fields of a foreign (SDK, Node) error a summary shows; its request, config and response stay out. */
+const FOREIGN_ERROR_FIELDS = ['code', 'Code', 'status', 'statusCode', 'reason', 'errno', 'syscall', '$fault'] as const;
+
+/** How deep a summary follows nested details and causes. */
+const SUMMARY_DEPTH = 6;
+
+function safeValue(value: unknown, depth: number): unknown {
+  if (typeof value === 'function') return '[Function]';
+  if (typeof value === 'bigint' || typeof value === 'symbol') return String(value);
+  if (value === null || typeof value !== 'object') return value;
+  if (value instanceof Error) return errorSummary(value, depth);
+  if (depth <= 0) return '[...]';
+  if (value instanceof Date) return Number.isNaN(value.getTime()) ? 'Invalid Date' : value.toISOString();
+  if (Array.isArray(value)) return value.map((v) => safeValue(v, depth - 1));
+  const proto = Object.getPrototypeOf(value) as object | null;
+  // Plain data only: an SDK client, a socket or a Security is named, never walked.
+  if (proto !== Object.prototype && proto !== null) return `[${(value as { constructor?: { name?: string } }).constructor?.name ?? 'object'}]`;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) out[k] = SECRET_KEY.test(k) ? '[redacted]' : safeValue(v, depth - 1);
+  return out;
+}
+
+/**
+ * A summary of any error that is safe to print or serialise: name, code, message and plain
+ * details, and the same for its cause chain. An SDK error's request, config, headers and
+ * response are left out (they can carry credentials); of its `$metadata` only the HTTP status
+ * and request id are kept.
+ */
+export function errorSummary(err: unknown, depth = SUMMARY_DEPTH): unknown {
+  if (!(err instanceof Error) && !DaskCloudError.isInstance(err)) return safeValue(err, depth);
+  const e = err as Error & Record<string, unknown>;
+  const out: Record<string, unknown> = { name: e.name, message: e.message };
+  if (DaskCloudError.isInstance(err)) {
+    out.code = err.code;
+    out.details = safeValue(err.details, depth - 1);
+  } else {
+    for (const f of FOREIGN_ERROR_FIELDS) {
+      const v = e[f];
+      if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') out[f] = v;
+    }
+    const meta = e.$metadata as { httpStatusCode?: unknown; requestId?: unknown } | undefined;
+    if (meta && typeof meta === 'object') out.$metadata = { httpStatusCode: meta.httpStatusCode, requestId: meta.requestId };
+  }
+  if (e.cause !== undefined) out.cause = depth > 0 ? errorSummary(e.cause, depth - 1) : '[...]';
+  return out;
+}
 
 export type ErrorCode =
   // option / input validation
@@ -79,6 +135,21 @@ export class DaskCloudError extends Error {
       if (p.constructor?.name === this.name) return true;
     }
     return false;
+  }
+
+  /**
+   * A safe summary: name, code, message, plain details and the cause chain summarised the same
+   * way (see {@link errorSummary}). `JSON.stringify(err)` uses it.
+   */
+  toJSON(): { name: string; code: ErrorCode; message: string; details: unknown; cause?: unknown } {
+    return errorSummary(this) as { name: string; code: ErrorCode; message: string; details: unknown; cause?: unknown };
+  }
+
+  /** `console.log(err)` shows the stack, then the summary's code, details and cause: never an SDK's request or headers. */
+  [inspect.custom](depth: number, options: InspectOptions, render: typeof inspect): string {
+    const { name: _name, message: _message, ...fields } = this.toJSON();
+    const head = this.stack ?? `${this.name}: ${this.message}`;
+    return depth < 0 ? `[${this.name}: ${this.message}]` : `${head} ${render(fields, { ...options, depth: SUMMARY_DEPTH + 2 })}`;
   }
 }
 

@@ -1,5 +1,6 @@
 export * from './errors';
-export { Security } from './security';
+export { Security, DEFAULT_TLS12_CIPHERS } from './security';
+export { MAX_TIMER_MS, MAX_WORKERS, MAX_VALIDITY_DAYS, MAX_EXPIRES_AFTER_HOURS } from './config/bounds';
 export type * from './security';
 export { Cluster, validateClusterOptions } from './cluster/cluster';
 export type { ClusterOptions, ClusterState, AdaptOptions, Adaptive } from './cluster/cluster';
@@ -11,8 +12,8 @@ export { daskProcessSpec, DEFAULT_SCHEDULER_PORT, DEFAULT_DASHBOARD_PORT } from 
 export type { DaskProcessOptions, DaskProcessSpec, DaskFile } from './dask/command';
 export { renderUserData, USER_DATA_LIMITS } from './cloud-init';
 export type * from './cloud-init';
-export { LocalCluster, findPython } from '../providers/local';
-export type { LocalClusterOptions, PythonInfo } from '../providers/local';
+export { LocalCluster, findPython, cleanupLocalClusters } from '../providers/local';
+export type { LocalClusterOptions, PythonInfo, LocalCleanupOptions, LocalCleanupEntry, LocalCleanupReport } from '../providers/local';
 export { VMCluster, cleanupClusters, LABELS } from './cluster/vm';
 export type { VMClusterOptions, CloudAdapter, CleanupOptions, CleanupReport, NetworkPlan, Instance, InstanceRequest } from './cluster/vm';
 export { DropletCluster, DROPLET_DEFAULTS } from '../providers/digitalocean';

@@ -23,6 +23,7 @@
  *   untags its Droplets, and a Droplet without its cluster tag is invisible to every sweep.
  * - `preflight` makes only GET requests; see its TSDoc for the checks.
  */
+import { inspect, type InspectOptions } from 'node:util';
 import type { modules } from 'dots-wrapper';
 import { LABELS, type AdapterContext, type CloudAdapter, type Instance, type InstanceRequest, type NetworkPlan } from '../../src/cluster/vm';
 import type { MemberRole } from '../../src/cluster/backend';
@@ -195,6 +196,16 @@ export class DropletAdapter implements CloudAdapter {
   /** Whether Droplets are created without public interfaces (Private Droplets). */
   get privateDroplets(): boolean {
     return this.#o.privateNetworking && !this.#privateDropletsUnavailable;
+  }
+
+  /** A safe summary (the API client and its token stay out). */
+  toJSON(): { kind: string; endpoint: string; region: string; privateDroplets: boolean } {
+    return { kind: this.kind, endpoint: this.#api.endpoint, region: this.#region, privateDroplets: this.privateDroplets };
+  }
+
+  /** `console.log(adapter)` shows {@link DropletAdapter.toJSON}. */
+  [inspect.custom](depth: number, options: InspectOptions, render: typeof inspect): string {
+    return depth < 0 ? '[DropletAdapter]' : `DropletAdapter ${render(this.toJSON(), options)}`;
   }
 
   #call<T>(ctx: AdapterContext, operation: string, fn: (client: DotsClient) => Promise<{ data: T }>, idempotent: boolean): Promise<T> {

@@ -15,6 +15,7 @@
  * The API token lives in a private field and in the Authorization header only. Errors never keep
  * the HTTP client's error as `cause`: axios errors hold the request config, headers included.
  */
+import { inspect, type InspectOptions } from 'node:util';
 import { Limiter } from '../../src/cluster/limiter';
 import type * as DotsModule from 'dots-wrapper';
 import { CloudApiError, DaskCloudError } from '../../src/errors';
@@ -210,11 +211,30 @@ export class DoApi {
     return { endpoint: this.endpoint };
   }
 
+  /** `console.log(api)` shows {@link DoApi.toJSON}. */
+  [inspect.custom](depth: number, options: InspectOptions, render: typeof inspect): string {
+    return depth < 0 ? '[DoApi]' : `DoApi ${render(this.toJSON(), options)}`;
+  }
+
   /** The dots-wrapper client, loaded on first use so `import 'dask-cloud'` never pays for it. */
   async client(): Promise<DotsClient> {
     if (this.#client) return this.#client;
     this.#loading ??= import('dots-wrapper').then((mod) => {
-      const create = (mod.createApiClient ?? (mod as unknown as { default: typeof DotsModule }).default.createApiClient) as typeof DotsModule.createApiClient;
+      const dots = ('modules' in mod ? mod : (mod as unknown as { default: typeof DotsModule }).default) as typeof DotsModule;
+      const { common } = dots.modules;
+      // The client dots-wrapper would make, except for its transport: axios sends through
+      // follow-redirects unless redirects are off, and follow-redirects logs every request's
+      // options (the Authorization header with the token) to its `debug` namespace, so `DEBUG=*`
+      // would print the token. With `maxRedirects: 0` axios uses Node's own http(s) module, which
+      // logs nothing; the DigitalOcean API answers our calls without redirects.
+      const create = common.createApiClient({
+        modules: dots.modules,
+        createContext: (input) => {
+          const context = common.createContext(input);
+          context.httpClient.defaults.maxRedirects = 0;
+          return context;
+        },
+      });
       this.#client = create({ token: this.#token as string, endpoint: this.endpoint, requestTimeoutInMs: this.#requestTimeoutMs });
       return this.#client;
     });

@@ -7,6 +7,7 @@ import { resolveOptions } from '../../src/config';
 import createDebug from 'debug';
 import { cleanupClusters, VMCluster, type CleanupOptions, type CleanupReport, type VMClusterOptions } from '../../src/cluster/vm';
 import { CredentialsError, ValidationError } from '../../src/errors';
+import { checkTimerMs, describeValue } from '../../src/config/bounds';
 import { DoApi, DEFAULT_ENDPOINT, type DotsClient } from './api';
 import { DropletAdapter, TAG_PATTERN, TOKEN_PAGE, type ConsoleOutputFetcher, type TokenSource } from './adapter';
 
@@ -109,15 +110,10 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 function checkSlug(value: unknown, option: string, example: string): void {
   if (value !== undefined && (typeof value !== 'string' || !SLUG.test(value))) {
-    throw new ValidationError(`${option} must be a DigitalOcean slug such as '${example}', got ${JSON.stringify(value)}`, { option });
+    throw new ValidationError(`${option} must be a DigitalOcean slug such as '${example}', got ${describeValue(value)}`, { option });
   }
 }
 
-function checkPositive(value: unknown, option: string): void {
-  if (value !== undefined && (typeof value !== 'number' || !Number.isFinite(value) || value <= 0)) {
-    throw new ValidationError(`${option} must be a positive number of milliseconds, got ${String(value)}`, { option });
-  }
-}
 
 /** The token from options or the environment, and where it came from; never echoed in messages. */
 function resolveToken(options: DropletClusterOptions): { token: string | undefined; source: TokenSource } {
@@ -160,7 +156,7 @@ export function validateDropletOptions(options: DropletClusterOptions): { token:
       url = undefined;
     }
     if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:')) {
-      throw new ValidationError(`endpoint must be an http(s) URL such as ${DEFAULT_ENDPOINT}, got ${JSON.stringify(options.endpoint)}`, { option: 'endpoint' });
+      throw new ValidationError(`endpoint must be an http(s) URL such as ${DEFAULT_ENDPOINT}, got ${describeValue(options.endpoint)}`, { option: 'endpoint' });
     }
   }
   checkSlug(options.region, 'region', 'nyc3');
@@ -169,13 +165,13 @@ export function validateDropletOptions(options: DropletClusterOptions): { token:
   checkSlug(options.workerSize, 'workerSize', 's-4vcpu-8gb');
   const image = options.image;
   if (image !== undefined && !(typeof image === 'number' ? Number.isSafeInteger(image) && image > 0 : typeof image === 'string' && /^[a-z0-9][a-z0-9.-]{0,127}$/.test(image))) {
-    throw new ValidationError(`image must be an image slug such as 'ubuntu-24-04-x64' or a positive image id, got ${JSON.stringify(image)}`, { option: 'image' });
+    throw new ValidationError(`image must be an image slug such as 'ubuntu-24-04-x64' or a positive image id, got ${describeValue(image)}`, { option: 'image' });
   }
   if (options.dockerImage !== undefined && (typeof options.dockerImage !== 'string' || !/^[^\s]+$/.test(options.dockerImage))) {
-    throw new ValidationError(`dockerImage must be an image reference such as ghcr.io/dask/dask:2025.11.0, got ${JSON.stringify(options.dockerImage)}`, { option: 'dockerImage' });
+    throw new ValidationError(`dockerImage must be an image reference such as ghcr.io/dask/dask:2025.11.0, got ${describeValue(options.dockerImage)}`, { option: 'dockerImage' });
   }
   if (options.vpc !== undefined && (typeof options.vpc !== 'string' || !UUID.test(options.vpc))) {
-    throw new ValidationError(`vpc must be a VPC uuid, got ${JSON.stringify(options.vpc)}`, { option: 'vpc' });
+    throw new ValidationError(`vpc must be a VPC uuid, got ${describeValue(options.vpc)}`, { option: 'vpc' });
   }
   if (options.sshKeys !== undefined) {
     const ok =
@@ -190,7 +186,7 @@ export function validateDropletOptions(options: DropletClusterOptions): { token:
     if (!Array.isArray(options.tags)) throw new ValidationError('tags must be an array of strings', { option: 'tags' });
     for (const t of options.tags) {
       if (typeof t !== 'string' || !TAG_PATTERN.test(t)) {
-        throw new ValidationError(`tags: ${JSON.stringify(t)} is not a DigitalOcean tag (letters, digits, '_', '-', ':'; at most 255)`, { option: 'tags' });
+        throw new ValidationError(`tags: ${describeValue(t)} is not a DigitalOcean tag (letters, digits, '_', '-', ':'; at most 255)`, { option: 'tags' });
       }
       if (t.startsWith('dask-cloud')) throw new ValidationError(`tags: ${JSON.stringify(t)}: tags starting with dask-cloud are reserved for the cluster's own`, { option: 'tags' });
     }
@@ -199,9 +195,9 @@ export function validateDropletOptions(options: DropletClusterOptions): { token:
   if (Array.isArray(options.ingressCidrs) && options.ingressCidrs.length > 1000) {
     throw new ValidationError(`ingressCidrs: ${options.ingressCidrs.length} ranges; a DigitalOcean firewall rule takes at most 1000: merge them into wider ranges`, { option: 'ingressCidrs' });
   }
-  checkPositive(options.activeTimeoutMs, 'activeTimeoutMs');
-  checkPositive(options.pollIntervalMs, 'pollIntervalMs');
-  checkPositive(options.requestTimeoutMs, 'requestTimeoutMs');
+  checkTimerMs(options.activeTimeoutMs, 'activeTimeoutMs');
+  checkTimerMs(options.pollIntervalMs, 'pollIntervalMs');
+  checkTimerMs(options.requestTimeoutMs, 'requestTimeoutMs');
   if (options.consoleOutput !== undefined && typeof options.consoleOutput !== 'function') {
     throw new ValidationError('consoleOutput must be a function (droplet) => Promise<string>', { option: 'consoleOutput' });
   }

@@ -579,12 +579,19 @@ export class Ec2Adapter implements CloudAdapter {
     const name = plan.clusterId;
     let groupId: string | undefined;
     try {
-      const out = await this.api.call(ctx, 'CreateSecurityGroup', {
-        GroupName: name,
-        Description: `dask-cloud cluster ${plan.clusterId}`,
-        VpcId: net.vpcId,
-        TagSpecifications: [{ ResourceType: 'security-group', Tags: this.#tags(plan.labels, name) }],
-      });
+      // Not abandoned on abort (like RunInstances): a create already sent may still take effect,
+      // and the rollback can only delete the group once its id (or its tag) is known.
+      const out = await this.api.call(
+        ctx,
+        'CreateSecurityGroup',
+        {
+          GroupName: name,
+          Description: `dask-cloud cluster ${plan.clusterId}`,
+          VpcId: net.vpcId,
+          TagSpecifications: [{ ResourceType: 'security-group', Tags: this.#tags(plan.labels, name) }],
+        },
+        { abortable: false },
+      );
       groupId = out.GroupId;
     } catch (err) {
       // A create retried after a lost answer finds its own group: adopt it if it carries our tag.

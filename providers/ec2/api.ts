@@ -6,6 +6,7 @@
  * The SDK's own retries are off (`maxAttempts: 1`) so that exactly one layer decides about
  * retries, honours the cluster's abort signal and shows up in logs.
  */
+import { inspect, type InspectOptions } from 'node:util';
 import { Limiter } from '../../src/cluster/limiter';
 import type * as Ec2Sdk from '@aws-sdk/client-ec2';
 import type { EC2Client, EC2ClientConfig } from '@aws-sdk/client-ec2';
@@ -229,6 +230,18 @@ export class Ec2Api {
     } catch (err) {
       throw toCloudApiError(operation, err, attempts, ctx.signal);
     }
+  }
+
+  /** A safe summary: where requests go, never the credentials or the client. */
+  toJSON(): { region?: string; endpoint?: string; credentials: 'given' | 'default chain' | 'client' } {
+    const c = this.#config;
+    const credentials = c.client !== undefined ? 'client' : c.credentials !== undefined ? 'given' : 'default chain';
+    return { ...(c.region === undefined ? {} : { region: c.region }), ...(c.endpoint === undefined ? {} : { endpoint: c.endpoint }), credentials };
+  }
+
+  /** `console.log(api)` shows {@link Ec2Api.toJSON}. */
+  [inspect.custom](depth: number, options: InspectOptions, render: typeof inspect): string {
+    return depth < 0 ? '[Ec2Api]' : `Ec2Api ${render(this.toJSON(), options)}`;
   }
 
   /** Releases the client's sockets, if we created the client. */

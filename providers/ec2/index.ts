@@ -52,7 +52,9 @@ export class EC2Cluster extends VMCluster {
       settings,
       api: apiOptions(options),
     });
-    super(options, adapter);
+    // The credentials and client stay inside the request pipeline: the core keeps only what it uses.
+    const { credentials: _credentials, client: _client, ...common } = options;
+    super(common, adapter);
     this.#adapter = adapter;
   }
 

@@ -5,6 +5,7 @@
 import type { EC2Client, EC2ClientConfig } from '@aws-sdk/client-ec2';
 import { LABELS, type VMClusterOptions } from '../../src/cluster/vm';
 import { ValidationError } from '../../src/errors';
+import { describeValue } from '../../src/config/bounds';
 
 export interface EC2ClusterOptions extends VMClusterOptions {
   /**
@@ -129,6 +130,30 @@ export function resolveEc2Settings(options: EC2ClusterOptions, env: NodeJS.Proce
   for (const name of ['region', 'availabilityZone', 'ami', 'instanceType', 'schedulerInstanceType', 'workerInstanceType', 'vpc', 'subnetId', 'keyName', 'iamInstanceProfile', 'endpoint'] as const) {
     optionalString(options[name], name);
   }
+  if (options.endpoint !== undefined) {
+    let url: URL | undefined;
+    try {
+      url = new URL(options.endpoint);
+    } catch {
+      url = undefined;
+    }
+    if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+      throw new ValidationError(`endpoint must be an http(s) URL such as https://ec2.eu-west-1.amazonaws.com, got ${describeValue(options.endpoint)}`, { option: 'endpoint' });
+    }
+  }
+  const client = options.client as unknown;
+  if (client !== undefined && (typeof client !== 'object' || client === null || typeof (client as { send?: unknown }).send !== 'function')) {
+    throw new ValidationError('client must be an EC2Client from @aws-sdk/client-ec2', { option: 'client' });
+  }
+  const creds = options.credentials as unknown;
+  if (
+    creds !== undefined &&
+    typeof creds !== 'function' &&
+    (typeof creds !== 'object' || creds === null || typeof (creds as { accessKeyId?: unknown }).accessKeyId !== 'string' || typeof (creds as { secretAccessKey?: unknown }).secretAccessKey !== 'string')
+  ) {
+    // The value is never quoted back: it may hold a secret.
+    throw new ValidationError('credentials must be { accessKeyId, secretAccessKey, sessionToken? } or a credential provider function', { option: 'credentials' });
+  }
   const region = resolveRegion(options, env);
   if (region === undefined && options.client === undefined) {
     throw new ValidationError('region is required: pass { region: "eu-west-1" }, or set AWS_REGION or AWS_DEFAULT_REGION', { option: 'region' });
@@ -169,7 +194,7 @@ export function resolveEc2Settings(options: EC2ClusterOptions, env: NodeJS.Proce
     else if (typeof options.spot === 'object' && options.spot !== null) {
       const max = options.spot.maxPrice;
       if (max !== undefined && (typeof max !== 'string' || !/^\d+(\.\d+)?$/.test(max))) {
-        throw new ValidationError(`spot.maxPrice must be a decimal string in USD per hour such as '0.05', got ${JSON.stringify(max)}`, { option: 'spot' });
+        throw new ValidationError(`spot.maxPrice must be a decimal string in USD per hour such as '0.05', got ${describeValue(max)}`, { option: 'spot' });
       }
       spot = max === undefined ? {} : { maxPrice: max };
     } else {

@@ -8,6 +8,7 @@
  *
  * `@google-cloud/compute` costs ~1.5 s and 140 MB to import: it is loaded on the first call.
  */
+import { inspect, type InspectOptions } from 'node:util';
 import { Limiter } from '../../src/cluster/limiter';
 import { randomUUID } from 'node:crypto';
 import type * as Compute from '@google-cloud/compute';
@@ -196,6 +197,18 @@ export class GcpApi {
 
   get operationTimeoutMs(): number {
     return this.#options.operationTimeoutMs;
+  }
+
+  /** A safe summary: where requests go, never the auth client, key or token. */
+  toJSON(): { endpoint?: string; closed: boolean } {
+    const o = this.#options.clientOptions as { apiEndpoint?: unknown; port?: unknown; protocol?: unknown };
+    const endpoint = typeof o.apiEndpoint === 'string' ? `${typeof o.protocol === 'string' ? o.protocol : 'https'}://${o.apiEndpoint}${o.port === undefined ? '' : `:${String(o.port)}`}` : undefined;
+    return { ...(endpoint === undefined ? {} : { endpoint }), closed: this.#closed };
+  }
+
+  /** `console.log(api)` shows {@link GcpApi.toJSON}. */
+  [inspect.custom](depth: number, options: InspectOptions, render: typeof inspect): string {
+    return depth < 0 ? '[GcpApi]' : `GcpApi ${render(this.toJSON(), options)}`;
   }
 
   /**

@@ -5,7 +5,7 @@
 import { resolveOptions } from '../../src/config';
 import createDebug from 'debug';
 import { cleanupClusters, VMCluster, type CleanupOptions, type CleanupReport, type VMClusterOptions } from '../../src/cluster/vm';
-import { ValidationError } from '../../src/errors';
+import { DaskCloudError, ValidationError } from '../../src/errors';
 import { GcpAdapter } from './adapter';
 import { GcpApi } from './api';
 import { resolveGcpOptions, type GCPClusterOptions, type GcpConnectionOptions, type ResolvedConnection } from './options';
@@ -30,9 +30,12 @@ function apiFor(conn: ResolvedConnection): GcpApi {
   return new GcpApi({ ...conn, log });
 }
 
-/** The core's options, with the GCP `gpu` object turned into the Docker runtime's `--gpus all`. */
+/**
+ * The core's options, with the GCP `gpu` object turned into the Docker runtime's `--gpus all`.
+ * Credentials and SDK clients stay with the request pipeline: the core never holds them.
+ */
 function coreOptions(options: GCPClusterOptions): VMClusterOptions {
-  const { gpu, ...rest } = options;
+  const { gpu, authClient: _authClient, clientOptions: _clientOptions, clients: _clients, ...rest } = options;
   return { ...rest, gpu: gpu !== undefined && (options.runtime ?? 'docker') === 'docker' };
 }
 
@@ -97,8 +100,10 @@ export class GCPCluster extends VMCluster {
     try {
       return await super.start();
     } catch (err) {
-      // The rollback deleted everything; the SDK clients go too (a failed cluster never restarts).
-      if (this.state === 'failed') await this.#api.close();
+      // The rollback deleted everything: the SDK clients go too (a failed cluster never restarts).
+      // A rollback that left something keeps them, for the close() that retries it.
+      const leftovers = DaskCloudError.isInstance(err) && err.details.leftovers !== undefined;
+      if (this.state === 'failed' && !leftovers) await this.#api.close();
       throw err;
     }
   }
@@ -107,7 +112,8 @@ export class GCPCluster extends VMCluster {
     try {
       await super.close();
     } finally {
-      await this.#api.close();
+      // A close that failed keeps them: close() again retries what is left.
+      if (this.state === 'closed' || this.state === 'failed') await this.#api.close();
     }
   }
 }

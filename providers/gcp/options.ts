@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import type * as Compute from '@google-cloud/compute';
 import { ValidationError } from '../../src/errors';
 import { LABELS, type VMClusterOptions } from '../../src/cluster/vm';
+import { checkInteger, checkTimerMs } from '../../src/config/bounds';
 
 /** Options every `@google-cloud/compute` client takes (google-gax `ClientOptions`). */
 export type GcpClientOptions = NonNullable<ConstructorParameters<typeof Compute.InstancesClient>[0]>;
@@ -194,17 +195,23 @@ function optionalString(value: unknown, option: string): string | undefined {
   return value;
 }
 
-function positiveInt(value: unknown, option: string, fallback: number): number {
+function positiveInt(value: unknown, option: string, fallback: number, max: number, why = ''): number {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) fail(option, `${option} must be a positive integer, got ${String(value)}`);
-  return value;
+  checkInteger(value, option, 1, max, why);
+  return value as number;
 }
 
-function positiveNumber(value: unknown, option: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) fail(option, `${option} must be a positive number, got ${String(value)}`);
-  return value;
+function timerMs(value: unknown, option: string, fallback: number): number {
+  checkTimerMs(value, option);
+  return (value as number | undefined) ?? fallback;
 }
+
+/** Requests in flight: Compute's per-minute quotas make more than this pointless. */
+const MAX_CONCURRENT_REQUESTS = 100;
+/** A persistent disk holds at most 64 TB. */
+const MAX_DISK_SIZE_GB = 65_536;
+/** The most GPUs one Compute VM takes (A2 ultra / megagpu: 16). */
+const MAX_GPUS = 16;
 
 function bool(value: unknown, option: string): boolean {
   if (value === undefined) return false;
@@ -364,9 +371,9 @@ export function resolveConnection(options: GcpConnectionOptions, env: NodeJS.Pro
     networkProjectId,
     clientOptions,
     clients: { ...(options.clients ?? {}) },
-    maxConcurrentRequests: positiveInt(options.maxConcurrentRequests, 'maxConcurrentRequests', GCP_DEFAULTS.maxConcurrentRequests),
-    requestTimeoutMs: positiveNumber(options.requestTimeoutMs, 'requestTimeoutMs', GCP_DEFAULTS.requestTimeoutMs),
-    operationTimeoutMs: positiveNumber(options.operationTimeoutMs, 'operationTimeoutMs', GCP_DEFAULTS.operationTimeoutMs),
+    maxConcurrentRequests: positiveInt(options.maxConcurrentRequests, 'maxConcurrentRequests', GCP_DEFAULTS.maxConcurrentRequests, MAX_CONCURRENT_REQUESTS),
+    requestTimeoutMs: timerMs(options.requestTimeoutMs, 'requestTimeoutMs', GCP_DEFAULTS.requestTimeoutMs),
+    operationTimeoutMs: timerMs(options.operationTimeoutMs, 'operationTimeoutMs', GCP_DEFAULTS.operationTimeoutMs),
   };
 }
 
@@ -433,7 +440,7 @@ export function resolveGcpOptions(options: GCPClusterOptions, env: NodeJS.Proces
   const subnetworkText = optionalString(options.subnetwork, 'subnetwork');
   const machine = optionalString(options.machineType, 'machineType');
   const sourceImage = checkImage(optionalString(options.sourceImage, 'sourceImage') ?? GCP_DEFAULTS.sourceImage);
-  const diskSizeGb = positiveInt(options.diskSizeGb, 'diskSizeGb', GCP_DEFAULTS.diskSizeGb);
+  const diskSizeGb = positiveInt(options.diskSizeGb, 'diskSizeGb', GCP_DEFAULTS.diskSizeGb, MAX_DISK_SIZE_GB, 'a persistent disk holds at most 64 TB');
   if (diskSizeGb < 10) fail('diskSizeGb', `diskSizeGb must be at least 10 (the size of the public images), got ${diskSizeGb}`);
   const diskType = optionalString(options.diskType, 'diskType') ?? GCP_DEFAULTS.diskType;
   if (!TYPE_RE.test(diskType)) fail('diskType', `diskType must be a disk type name such as pd-balanced, got ${JSON.stringify(diskType)}`);
@@ -444,7 +451,7 @@ export function resolveGcpOptions(options: GCPClusterOptions, env: NodeJS.Proces
     if (typeof g !== 'object' || g === null || typeof (g as GcpGpu).type !== 'string' || !TYPE_RE.test((g as GcpGpu).type)) {
       fail('gpu', "gpu must be { type: 'nvidia-tesla-t4', count?: 1 }");
     }
-    gpu = { type: (g as GcpGpu).type, count: positiveInt((g as GcpGpu).count, 'gpu.count', 1) };
+    gpu = { type: (g as GcpGpu).type, count: positiveInt((g as GcpGpu).count, 'gpu.count', 1, MAX_GPUS, 'the most one Compute VM takes') };
   }
   const preemptible = bool(options.preemptible, 'preemptible');
   const spot = bool(options.spot, 'spot');

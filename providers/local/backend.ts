@@ -1,9 +1,10 @@
 /**
- * Local processes as cluster members: `python -m dask scheduler|worker`, each launched from the
- * same `daskProcessSpec` the cloud-init templates ship, in its own process group so a nanny and
- * its worker die together.
+ * Local processes as cluster members: `dask scheduler|worker`, each launched from the same
+ * `daskProcessSpec` the cloud-init templates ship, in its own process group so a nanny and its
+ * worker die together, through the launcher of ./watchdog.ts so they also die with this process.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { mkdtemp, rm, writeFile, chmod } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import * as os from 'node:os';
@@ -12,6 +13,7 @@ import type { BackendContext, ClusterBackend, Member, MemberSpec, SchedulerLaunc
 import { daskProcessSpec, protocolFor, type DaskProcessSpec } from '../../src/dask/command';
 import { LocalRuntimeError } from '../../src/errors';
 import { findPython } from './python';
+import { CLUSTER_ENV, KEY_DIR_PREFIX, OWNER_ENV, OWNER_FILE, STOP_GRACE_MS, launcherArgs, ownerIdentity } from './watchdog';
 
 export interface LocalBackendOptions {
   /** Python interpreter with `distributed`; default: DASK_CLOUD_PYTHON, then a search. */
@@ -25,7 +27,6 @@ export interface LocalBackendOptions {
 }
 
 const TAIL_LINES = 40;
-const STOP_GRACE_MS = 5_000;
 
 interface Proc {
   member: Member;
@@ -50,7 +51,7 @@ function freePort(host: string): Promise<number> {
 /** The parent's environment minus Dask settings, so a stray DASK_* of the caller cannot change the cluster. */
 function baseEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DASK_')) env[k] = v;
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DASK_') && k !== CLUSTER_ENV && k !== OWNER_ENV) env[k] = v;
   return env;
 }
 
@@ -62,6 +63,7 @@ export class LocalBackend implements ClusterBackend {
   readonly #written = new Set<string>();
   #dir: string | undefined;
   #python: string | undefined;
+  #clusterId = '';
 
   constructor(options: LocalBackendOptions = {}) {
     this.#options = options;
@@ -74,9 +76,12 @@ export class LocalBackend implements ClusterBackend {
   async prepare(ctx: BackendContext): Promise<void> {
     this.#python = (await findPython(this.#options.python)).path;
     ctx.log('using %s', this.#python);
-    // Role keys live here while the cluster runs; removed on teardown.
-    this.#dir = await mkdtemp(path.join(os.tmpdir(), `${ctx.clusterId}-`));
+    this.#clusterId = ctx.clusterId;
+    // Role keys live here while the cluster runs; removed on teardown, or by the launchers'
+    // watchdog if this process dies. The name and the owner file let a cleanup sweep find it.
+    this.#dir = await mkdtemp(path.join(os.tmpdir(), `${KEY_DIR_PREFIX}${ctx.clusterId}-`));
     await chmod(this.#dir, 0o700);
+    await writeFile(path.join(this.#dir, OWNER_FILE), `${JSON.stringify({ clusterId: ctx.clusterId, owner: ownerIdentity() })}\n`, { mode: 0o600 });
   }
 
   async launchScheduler(ctx: BackendContext, spec: MemberSpec): Promise<SchedulerLaunch> {
@@ -111,11 +116,14 @@ export class LocalBackend implements ClusterBackend {
       await chmod(f.path, parseInt(f.mode, 8));
       this.#written.add(f.path);
     }
-    const child = spawn(this.#python, ['-m', 'dask', ...processSpec.args], {
-      env: { ...baseEnv(), ...processSpec.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
+    // stdin is the watchdog's pipe: only this process holds its other end (see ./watchdog.ts).
+    const child = spawn(this.#python, launcherArgs(this.#clusterId, this.#dir, processSpec.args), {
+      env: { ...baseEnv(), ...processSpec.env, [CLUSTER_ENV]: this.#clusterId, [OWNER_ENV]: ownerIdentity() },
+      stdio: ['pipe', 'pipe', 'pipe'],
       detached: true,
     });
+    // Nothing is ever written; a pipe error after the launcher exits means nothing.
+    child.stdin?.on('error', () => undefined);
     const member: Member = { id: `pid-${child.pid ?? 'none'}`, role: spec.role, name: spec.name, privateHost: this.host };
     const tail: string[] = [];
     const procLog = ctx.log.extend(spec.name);
@@ -174,6 +182,7 @@ export class LocalBackend implements ClusterBackend {
     }
     // A nanny's worker child may outlive its parent by a moment: make sure the group is gone.
     if (pid !== undefined) signalGroup(pid, 'SIGKILL');
+    proc.child.stdin?.destroy();
     this.#procs.delete(id);
   }
 
@@ -190,13 +199,19 @@ export class LocalBackend implements ClusterBackend {
     return this.#procs.get(member.id)?.tail.join('\n') ?? '';
   }
 
-  /** Process ids of the live members (for tests and diagnostics). */
+  /** Process ids of the live members' launchers, each the leader of its member's process group. */
   pids(): number[] {
     return [...this.#procs.values()].map((p) => p.child.pid).filter((p): p is number => p !== undefined);
   }
 
+  /** Process exit without a close: kill every group now and remove the keys (the watchdog would too, a moment later). */
   killSync(): void {
     for (const p of this.#procs.values()) if (p.child.pid !== undefined) signalGroup(p.child.pid, 'SIGKILL');
+    try {
+      if (this.#dir) rmSync(this.#dir, { recursive: true, force: true });
+    } catch {
+      // exiting anyway: the watchdog, or `cleanup --provider local`, removes it
+    }
   }
 }
 

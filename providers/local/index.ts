@@ -1,14 +1,21 @@
 import { Cluster, type ClusterOptions } from '../../src/cluster/cluster';
 import { resolveOptions } from '../../src/config';
+import { describeValue } from '../../src/config/bounds';
 import { ValidationError } from '../../src/errors';
 import { LocalBackend } from './backend';
+import { cleanupLocalClusters, type LocalCleanupOptions, type LocalCleanupReport } from './cleanup';
 
 export { findPython, type PythonInfo } from './python';
+export { cleanupLocalClusters, type LocalCleanupOptions, type LocalCleanupEntry, type LocalCleanupReport } from './cleanup';
 
 export interface LocalClusterOptions extends ClusterOptions {
   /** Python interpreter that imports `distributed` (default: DASK_CLOUD_PYTHON, then a search of PATH and /usr/bin/python3). */
   python?: string;
-  /** Interface every process binds to (default `127.0.0.1`). */
+  /**
+   * Interface every process binds to, its HTTP servers included (default `127.0.0.1`): an IPv4
+   * address or a host name. With `security: false` anything but loopback warns
+   * (`DASK_CLOUD_INSECURE_BIND`): anyone who reaches it can run code on the cluster.
+   */
   host?: string;
   /** Scheduler port (default: a free port). */
   schedulerPort?: number;
@@ -27,6 +34,8 @@ export interface LocalClusterOptions extends ClusterOptions {
  */
 export class LocalCluster extends Cluster {
   protected declare readonly backend: LocalBackend;
+  /** Security off on a non-loopback interface: said once, when start() begins. */
+  readonly #insecureBind: string | undefined;
 
   constructor(options: LocalClusterOptions = {}) {
     // Config file and DASK_CLOUD_* environment variables under the caller's options.
@@ -34,10 +43,45 @@ export class LocalCluster extends Cluster {
     if (options.schedulerPort !== undefined && (!Number.isInteger(options.schedulerPort) || options.schedulerPort < 1 || options.schedulerPort > 65535)) {
       throw new ValidationError(`schedulerPort must be an integer from 1 to 65535, got ${String(options.schedulerPort)}`, { option: 'schedulerPort' });
     }
-    if (options.python !== undefined && (typeof options.python !== 'string' || options.python === '')) {
+    if (options.python !== undefined && (typeof options.python !== 'string' || options.python === '' || options.python.includes('\0'))) {
       throw new ValidationError('python must be a non-empty path or command name', { option: 'python' });
     }
+    const dash = options.dashboardAddress;
+    if (dash !== undefined && dash !== false && (typeof dash !== 'string' || !/^[A-Za-z0-9.:[\]_-]{1,260}$/.test(dash))) {
+      throw new ValidationError(`dashboardAddress must be an address such as ':8787' or '127.0.0.1:8787', or false for none, got ${describeValue(dash)}`, { option: 'dashboardAddress' });
+    }
+    // Dask reads `host:port` by splitting at ':', so an IPv6 address cannot be expressed.
+    if (options.host !== undefined && (typeof options.host !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9.-]*$/.test(options.host))) {
+      throw new ValidationError(`host must be an IPv4 address or a host name, got ${describeValue(options.host)}`, { option: 'host' });
+    }
     super(options, new LocalBackend(options), { schedulerTimeoutMs: 60_000, workersTimeoutMs: 60_000 });
+    const host = options.host ?? '127.0.0.1';
+    if (options.security === false && !isLoopback(host)) this.#insecureBind = host;
+  }
+
+  override async start(): Promise<this> {
+    if (this.#insecureBind !== undefined && this.state === 'new') {
+      this.emit({
+        type: 'warning',
+        code: 'DASK_CLOUD_INSECURE_BIND',
+        clusterId: this.id,
+        message:
+          `security is off and the cluster listens on ${this.#insecureBind}, not on a loopback address: anyone who can reach this machine ` +
+          'can connect without credentials and run code on it. Keep security on, or bind to 127.0.0.1',
+        at: Date.now(),
+      });
+    }
+    return super.start();
+  }
+
+  /**
+   * Kill the processes and remove the key directories of local clusters whose owner process is
+   * gone (normally the launchers' watchdog already did): `{ clusterIds }` narrows the sweep,
+   * `dryRun` only reports. Only the current user's processes (Linux: found by their marker in
+   * /proc) and directories are touched; a cluster whose owner still runs is left alone.
+   */
+  static async cleanup(options: LocalCleanupOptions = {}): Promise<LocalCleanupReport> {
+    return cleanupLocalClusters(options);
   }
 
   /** Create and start in one step. */
@@ -45,8 +89,12 @@ export class LocalCluster extends Cluster {
     return new LocalCluster(options).start();
   }
 
-  /** Process ids of the running scheduler and workers. */
+  /** Process ids of the running scheduler and workers (each one's launcher, the leader of its process group). */
   pids(): number[] {
     return this.backend.pids();
   }
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }

@@ -13,8 +13,10 @@ export interface PythonInfo {
 }
 
 // find_spec + package metadata answer in ~0.1 s; actually importing distributed takes ~1 s.
+// `-c` puts the working directory first on sys.path: drop it, or a distributed.py there would pass.
 const CHECK =
-  "import importlib.util as u, importlib.metadata as m, sys\n" +
+  "import sys\nif sys.path[:1] == ['']: del sys.path[0]\n" +
+  "import importlib.util as u, importlib.metadata as m\n" +
   "if u.find_spec('distributed') is None: sys.exit('No module named distributed')\n" +
   "print(m.version('distributed'))";
 const CHECK_TIMEOUT_MS = 30_000;

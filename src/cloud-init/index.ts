@@ -6,6 +6,7 @@ export {
   DEFAULT_DASK_IMAGE,
   DEFAULT_PYTHON_PATH,
   VM_PATHS,
+  BOOTSTRAP_FAILED_MARK,
   type UserDataOptions,
   type RenderedUserData,
   type UserDataRenderer,

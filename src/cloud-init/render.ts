@@ -4,7 +4,7 @@
  * The templates live in the top-level `cloud-init/` folder as plain files. What a VM runs comes
  * from `daskProcessSpec` (the one source of truth, shared with LocalCluster); the templates only
  * ship it: TLS files, a launch file holding the exact args and env, a tiny launcher, and a
- * systemd unit that starts it after the user's bootstrap commands.
+ * systemd unit that starts it after the user's bootstrap script succeeded.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -28,7 +28,17 @@ export const VM_PATHS = Object.freeze({
   tlsDir: '/etc/dask/tls',
   launchSpec: '/etc/dask/launch.json',
   launcher: '/etc/dask/launch.py',
+  /** The user's `bootstrap` commands as one script (root-only), run by `sh` with `set -eu`. */
+  bootstrapScript: '/var/lib/dask-cloud/bootstrap.sh',
+  /** Everything the bootstrap script printed (also copied to the console). */
+  bootstrapLog: '/var/log/dask-cloud-bootstrap.log',
 });
+
+/**
+ * How a failed bootstrap starts its report on the VM console: `dask-cloud: bootstrap failed
+ * (exit 3): Dask is not started. …`, then its last lines, each prefixed `dask-cloud: | `.
+ */
+export const BOOTSTRAP_FAILED_MARK = 'dask-cloud: bootstrap failed';
 
 /** Path of the systemd unit that runs the Dask process of `role`. */
 export function unitPath(role: ProcessRole): string {
@@ -56,7 +66,12 @@ export interface UserDataOptions {
   pythonPath?: string;
   /** Environment for the Dask process. Any value is safe: it travels in a JSON file, never through a shell. */
   env?: Record<string, string>;
-  /** Shell commands run in order before Dask starts, each as given (like cloud-init `runcmd`). */
+  /**
+   * Shell commands run before Dask starts: one `sh` script with `set -eu`, so a failing command
+   * (or an unset variable, or a syntax error) fails the bootstrap, and `exit` ends only the
+   * script. A failed bootstrap is reported on the console, Dask is not started, and with
+   * `autoShutdown` the VM powers off.
+   */
   bootstrap?: string[];
   /** Worker: the scheduler's private address, e.g. `tls://10.0.0.2:8786`. */
   schedulerAddress?: string;
@@ -83,6 +98,9 @@ export interface UserDataOptions {
   /** `auto` (default): gzip only when the text exceeds `limitBytes`. */
   gzip?: GzipMode;
 }
+
+/** A file in write_files: Dask's own files, plus the bootstrap script (executable, root-only). */
+type ShippedFile = Omit<DaskFile, 'mode'> & { mode: DaskFile['mode'] | '0700' };
 
 /** Rendered user-data for one role. Identical for every VM of that role in a cluster. */
 export interface RenderedUserData {
@@ -119,6 +137,7 @@ interface CompiledTemplates {
   /** Shipped copies of the plain files, comments stripped to save user-data bytes. */
   launcher: string;
   installDocker: string;
+  runBootstrap: HandlebarsTemplateDelegate;
 }
 
 /** Creates a renderer; templates are read and compiled on the first `render` and kept. */
@@ -202,6 +221,7 @@ function compileTemplates(dir: string): CompiledTemplates {
     unit: { docker: load('dask-docker.service.hbs'), native: load('dask-native.service.hbs') },
     launcher: stripComments(read('launch.py')),
     installDocker: stripComments(read('install-docker.sh')),
+    runBootstrap: load('run-bootstrap.sh.hbs'),
   };
 }
 
@@ -246,19 +266,26 @@ function render(t: CompiledTemplates, options: UserDataOptions): RenderedUserDat
       : { role: o.role, pythonPath: o.pythonPath, autoShutdown: o.autoShutdown };
   const unit = run(`dask-${o.runtime}.service.hbs`, t.unit[o.runtime], unitContext);
 
-  const files: DaskFile[] = [
+  const files: ShippedFile[] = [
     ...spec.files,
     // 0600: the environment may carry the user's secrets.
     { path: VM_PATHS.launchSpec, content: `${JSON.stringify({ args: spec.args, env: spec.env })}\n`, mode: '0600' },
     { path: VM_PATHS.launcher, content: t.launcher, mode: '0644' },
     { path: unitPath(o.role), content: unit, mode: '0644' },
   ];
+  // No bootstrap, no script and no runner: the common case pays no bytes for it.
+  let bootstrapRunner = '';
+  if (o.bootstrap.length > 0) {
+    // 0700: bootstrap commands often carry tokens (a private registry, a package index).
+    files.push({ path: VM_PATHS.bootstrapScript, content: `set -eu\n${o.bootstrap.join('\n')}\n`, mode: '0700' });
+    bootstrapRunner = stripComments(run('run-bootstrap.sh.hbs', t.runBootstrap, { autoShutdown: o.autoShutdown }));
+  }
   const text = run(`${o.role}.yaml.hbs`, t.cloudConfig[o.role], {
     role: o.role,
     files,
     installDocker: o.runtime === 'docker' && o.installDocker,
     installDockerScript: t.installDocker,
-    bootstrap: o.bootstrap,
+    bootstrapRunner,
     unitName: unitName(o.role),
   });
   checkCloudConfig(o.role, text);
@@ -377,7 +404,12 @@ function validate(options: UserDataOptions): Validated {
     if (options[key] !== undefined) text(key, options[key], key);
   }
   if (typeof options.dashboardAddress === 'string') text('dashboardAddress', options.dashboardAddress, 'dashboardAddress');
+  else if (options.dashboardAddress !== undefined && options.dashboardAddress !== false) fail('dashboardAddress', 'dashboardAddress must be a string or false');
   if (typeof options.memoryLimit === 'string') text('memoryLimit', options.memoryLimit, 'memoryLimit');
+  // Dask reads a number as bytes (or, up to 1, a fraction of the machine's memory).
+  else if (options.memoryLimit !== undefined && !(typeof options.memoryLimit === 'number' && Number.isFinite(options.memoryLimit) && options.memoryLimit >= 0)) {
+    fail('memoryLimit', `memoryLimit must be a string such as '4GB' or a number of bytes >= 0, got ${String(options.memoryLimit)}`);
+  }
 
   return {
     ...options,

@@ -4,8 +4,9 @@
  * close. Any failure during start deletes everything created so far before the error is thrown.
  */
 import { randomBytes } from 'node:crypto';
+import { inspect, type InspectOptions } from 'node:util';
 import createDebug from 'debug';
-import { Security } from '../security/security';
+import { Security, validateTemporaryOptions } from '../security/security';
 import type { TemporaryOptions } from '../security/security';
 import { SchedulerClient, waitForScheduler, waitForWorkers } from '../dask';
 import type { WorkerIdentity } from '../dask';
@@ -15,9 +16,23 @@ import type { ClusterEvent, ClusterEventListener, ClusterPhase } from './events'
 import { registerLive, registerOpen, unregisterLive, unregisterOpen } from './signals';
 import { writeClientConfig as writeConfig } from './client-config';
 import { PreflightReport } from './preflight';
+import {
+  checkBoolean,
+  checkFunction,
+  checkInteger,
+  checkOptionsObject,
+  checkPositive,
+  checkSignal,
+  readOptions,
+  checkTimerMs,
+  checkWorkerCount,
+  describeValue,
+  MAX_WAIT_COUNT,
+  MAX_WORKER_NTHREADS,
+} from '../config/bounds';
 
 export interface ClusterOptions {
-  /** Workers to start with (default 1). */
+  /** Workers to start with (default 1; at most the kind's cap: local 1,000, GCP 5,000, EC2 2,000, DigitalOcean 1,000). */
   nWorkers?: number;
   /**
    * `undefined`/`true`: fresh cluster-scoped credentials (`Security.temporary()`);
@@ -40,9 +55,9 @@ export interface ClusterOptions {
   idleTimeout?: string;
   /** Environment variables for scheduler and workers. */
   env?: Record<string, string>;
-  /** Deadline for the scheduler to answer `identity` over (mutual) TLS. */
+  /** Deadline for the scheduler to answer `identity` over (mutual) TLS (at most 2^31-1 ms, as every `*Ms` option). */
   schedulerTimeoutMs?: number;
-  /** Deadline for the initial workers to register. */
+  /** Deadline for the initial workers to register (at most 2^31-1 ms). */
   workersTimeoutMs?: number;
   /** Cancels `start()`; everything created so far is deleted. */
   signal?: AbortSignal;
@@ -55,11 +70,11 @@ export interface ClusterOptions {
 export interface AdaptOptions {
   /** Fewest workers (default 0). */
   minimum?: number;
-  /** Most workers. */
+  /** Most workers (required; at most the cluster kind's cap, as for `scale()`). */
   maximum: number;
-  /** How often to ask the scheduler (default 1 s). */
+  /** How often to ask the scheduler (default 1 s; at most 2^31-1 ms). */
   intervalMs?: number;
-  /** Consecutive lower targets before scaling down (default 3). */
+  /** Consecutive lower targets before scaling down (default 3; a whole number 1-10,000). */
   waitCount?: number;
 }
 
@@ -82,48 +97,60 @@ export interface ClusterDefaults {
   workersTimeoutMs: number;
 }
 
-function checkNonNegativeInt(value: unknown, option: string): void {
-  if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value) || value < 0)) {
-    throw new ValidationError(`${option} must be a non-negative integer, got ${String(value)}`, { option });
-  }
-}
-
-function checkPositiveNumber(value: unknown, option: string): void {
-  if (value !== undefined && (typeof value !== 'number' || !Number.isFinite(value) || value <= 0)) {
-    throw new ValidationError(`${option} must be a positive number, got ${String(value)}`, { option });
-  }
-}
-
 function checkStringArray(value: unknown, option: string): void {
   if (value !== undefined && (!Array.isArray(value) || value.some((v) => typeof v !== 'string'))) {
     throw new ValidationError(`${option} must be an array of strings`, { option });
   }
 }
 
-/** Validation shared by every cluster kind; providers add their own before calling `super`. */
-export function validateClusterOptions(options: ClusterOptions): void {
-  if (typeof options !== 'object' || options === null) throw new ValidationError('options must be an object');
-  checkNonNegativeInt(options.nWorkers, 'nWorkers');
-  checkPositiveNumber(options.workerNthreads, 'workerNthreads');
-  if (options.workerNthreads !== undefined && !Number.isInteger(options.workerNthreads)) {
-    throw new ValidationError('workerNthreads must be an integer', { option: 'workerNthreads' });
+function checkText(value: unknown, option: string, example: string): void {
+  if (value === undefined) return;
+  if (typeof value !== 'string' || value.trim() === '' || value.length > 200 || /[\0-\x1f]/.test(value)) {
+    throw new ValidationError(`${option} must be a short non-empty string such as ${JSON.stringify(example)}, got ${describeValue(value)}`, { option });
   }
-  checkPositiveNumber(options.schedulerTimeoutMs, 'schedulerTimeoutMs');
-  checkPositiveNumber(options.workersTimeoutMs, 'workersTimeoutMs');
+}
+
+/**
+ * Validation shared by every cluster kind; providers add their own before calling `super`.
+ * `kind` picks the worker cap (`MAX_WORKERS` in src/config/bounds.ts).
+ */
+export function validateClusterOptions(options: ClusterOptions, kind = 'cluster'): void {
+  checkOptionsObject(options, 'options');
+  checkWorkerCount(options.nWorkers, 'nWorkers', kind);
+  checkInteger(options.workerNthreads, 'workerNthreads', 1, MAX_WORKER_NTHREADS);
+  const mem = options.workerMemoryLimit;
+  // 0 is Dask's "no limit"; up to 1, a fraction of the machine's memory; above, bytes.
+  if (typeof mem === 'number') checkPositive(mem, 'workerMemoryLimit', Number.MAX_SAFE_INTEGER, 'bytes', { allowZero: true });
+  else checkText(mem, 'workerMemoryLimit', '4GB');
+  checkText(options.idleTimeout, 'idleTimeout', '2 hours');
+  checkTimerMs(options.schedulerTimeoutMs, 'schedulerTimeoutMs');
+  checkTimerMs(options.workersTimeoutMs, 'workersTimeoutMs');
   checkStringArray(options.workerOptions, 'workerOptions');
   checkStringArray(options.schedulerOptions, 'schedulerOptions');
+  checkSignal(options.signal);
+  checkFunction(options.onEvent, 'onEvent');
+  checkBoolean(options.closeOnSignals, 'closeOnSignals');
   const sec = options.security;
-  if (sec !== undefined && typeof sec !== 'boolean' && !(sec instanceof Security)) {
-    throw new ValidationError('security must be true, false or a Security object', { option: 'security' });
-  }
-  if (options.name !== undefined && !/^[a-z][a-z0-9-]{0,30}$/.test(options.name)) {
+  if (sec !== undefined && typeof sec !== 'boolean' && !Security.isSecurity(sec)) {
     throw new ValidationError(
-      `name must start with a lowercase letter and hold only lowercase letters, digits and '-' (at most 31 characters), got ${JSON.stringify(options.name)}`,
+      `security must be true, false or a Security object (from Security.temporary(), fromFiles() or fromPem()), got ${describeValue(sec)}`,
+      { option: 'security' },
+    );
+  }
+  if (options.temporarySecurity !== undefined) {
+    if (sec !== undefined && sec !== true) {
+      throw new ValidationError('temporarySecurity configures generated credentials: it has no effect with security false or a Security object', { option: 'temporarySecurity' });
+    }
+    validateTemporaryOptions(options.temporarySecurity as TemporaryOptions, 'temporarySecurity');
+  }
+  if (options.name !== undefined && (typeof options.name !== 'string' || !/^[a-z][a-z0-9-]{0,30}$/.test(options.name))) {
+    throw new ValidationError(
+      `name must start with a lowercase letter and hold only lowercase letters, digits and '-' (at most 31 characters), got ${describeValue(options.name)}`,
       { option: 'name' },
     );
   }
   if (options.env !== undefined) {
-    if (typeof options.env !== 'object' || options.env === null) {
+    if (typeof options.env !== 'object' || options.env === null || Array.isArray(options.env)) {
       throw new ValidationError('env must be an object of strings', { option: 'env' });
     }
     for (const [k, v] of Object.entries(options.env)) {
@@ -138,7 +165,11 @@ export function validateClusterOptions(options: ClusterOptions): void {
 export class Cluster implements AsyncDisposable {
   /** Unique cluster id; every resource carries it. */
   readonly id: string;
-  protected readonly options: ClusterOptions;
+  /**
+   * The caller's options, in a private field: they can hold `env` values (and, before a provider
+   * strips them, cloud credentials), so `util.inspect` and `JSON.stringify` must never see them.
+   */
+  readonly #options: ClusterOptions;
   protected readonly backend: ClusterBackend;
   protected readonly log: createDebug.Debugger;
   readonly #defaults: ClusterDefaults;
@@ -156,16 +187,32 @@ export class Cluster implements AsyncDisposable {
   #startAbort: AbortController | undefined;
   #starting: Promise<this> | undefined;
   #adaptive: Adaptive | undefined;
+  /**
+   * Who ended start(), when the caller did: its `signal`, or `close()`. Set only when that abort
+   * came first, so the start's error is E_ABORTED whatever the backend happened to throw.
+   */
+  #callerAbort: 'signal' | 'close' | undefined;
+  /** The phase start() was in when the caller aborted it (reported, rather than where it noticed). */
+  #abortedDuring: ClusterPhase | undefined;
+  /** The phase start() is in, while it runs. */
+  #startPhase: (() => ClusterPhase) | undefined;
+  /** A rollback or close could not delete everything: the next close() tries again. */
+  #leftBehind = false;
 
   protected constructor(options: ClusterOptions, backend: ClusterBackend, defaults: ClusterDefaults) {
-    validateClusterOptions(options);
-    this.options = { ...options };
+    validateClusterOptions(options, backend.kind);
+    this.#options = { ...options };
     this.backend = backend;
     this.#defaults = defaults;
     this.id = `${options.name ?? 'dask'}-${randomBytes(4).toString('hex')}`;
     this.log = createDebug(`dask-cloud:cluster:${backend.kind}`);
     if (options.security instanceof Security) this.#security = options.security;
     if (options.security === false) this.#security = false;
+  }
+
+  /** The options for subclasses: a prototype getter, so no rendering of the cluster reaches them. */
+  protected get options(): ClusterOptions {
+    return this.#options;
   }
 
   get state(): ClusterState {
@@ -266,6 +313,7 @@ export class Cluster implements AsyncDisposable {
    * nothing and never throws for a failed check: the report holds each result with its fix.
    */
   async preflight(options: { signal?: AbortSignal } = {}): Promise<PreflightReport> {
+    checkSignal(readOptions(options, 'preflight() options').signal);
     if (this.#state !== 'new') throw new ClusterStateError(`cluster ${this.id} is ${this.#state}; preflight() runs before start()`);
     const report = new PreflightReport(this.backend.kind);
     await this.#credentials();
@@ -366,12 +414,19 @@ export class Cluster implements AsyncDisposable {
     const abort = new AbortController();
     this.#startAbort = abort;
     const userSignal = this.options.signal;
-    const onUserAbort = () => abort.abort(userSignal?.reason ?? new Error('aborted'));
+    let phase: ClusterPhase = 'credentials';
+    this.#startPhase = () => phase;
+    const onUserAbort = () => {
+      if (!abort.signal.aborted) {
+        this.#callerAbort = 'signal';
+        this.#abortedDuring = phase;
+      }
+      abort.abort(userSignal?.reason ?? new Error('aborted'));
+    };
     if (userSignal?.aborted) onUserAbort();
     userSignal?.addEventListener('abort', onUserAbort, { once: true });
     if (this.options.closeOnSignals !== false) registerLive(this);
     registerOpen(this);
-    let phase: ClusterPhase = 'credentials';
     let workersLaunched: Promise<Member[]> | undefined;
     /** Until the network phase nothing exists in the cloud: a failure is thrown as it is, with no rollback. */
     let creating = false;
@@ -433,6 +488,8 @@ export class Cluster implements AsyncDisposable {
           });
         }
       });
+      // An abort that landed while the last wait was already ending still rolls back.
+      if (this.#callerAbort) throwIfAborted(abort.signal);
       this.#state = 'running';
       return this;
     } catch (err) {
@@ -442,6 +499,7 @@ export class Cluster implements AsyncDisposable {
         this.#state = 'failed';
         unregisterLive(this);
         unregisterOpen(this);
+        if (this.#callerAbort) throw this.#abortError(phase, abort.signal.reason, 'nothing had been created yet');
         const reason = abort.signal.reason;
         if (abort.signal.aborted && !DaskCloudError.isInstance(err)) throw reason instanceof Error ? reason : new DaskCloudErrorAborted('aborted');
         throw err;
@@ -449,9 +507,12 @@ export class Cluster implements AsyncDisposable {
       const reason = abort.signal.reason;
       const failure = reason instanceof MemberFailure ? reason : undefined;
       const launchFailure = reason instanceof LaunchFailure ? reason : undefined;
-      const cause = failure?.error ?? launchFailure?.error ?? err;
+      // The caller's abort is the cause, whatever the backend threw on seeing it.
+      const callerAbort = this.#callerAbort !== undefined;
+      const cause = callerAbort ? abort.signal.reason : (failure?.error ?? launchFailure?.error ?? err);
       if (launchFailure) phase = 'workers';
-      const failed = failure?.member ?? (phase === 'scheduler' ? this.#scheduler : undefined);
+      // No console output after an abort: nothing failed, and the rollback should not wait for it.
+      const failed = callerAbort ? undefined : (failure?.member ?? (phase === 'scheduler' ? this.#scheduler : undefined));
       if (failure) phase = failure.member.role === 'scheduler' ? 'scheduler' : 'workers';
       const consoleTail = failed ? await this.backend.diagnostics(failed) : '';
       this.emit({ type: 'rollback', clusterId: this.id, reason: errorMessage(cause), at: Date.now() });
@@ -466,6 +527,7 @@ export class Cluster implements AsyncDisposable {
       } catch (e) {
         // The start's own cause stays the error; what the rollback could not delete is added.
         rollbackError = e;
+        this.#leftBehind = true;
         leftovers = TeardownError.isInstance(e) ? e.leftovers : [`resources of cluster ${this.id} (${errorMessage(e)})`];
         this.#state = 'failed';
         unregisterLive(this);
@@ -478,6 +540,16 @@ export class Cluster implements AsyncDisposable {
         (rollbackError === undefined
           ? '\nEverything created for this cluster has been deleted.'
           : `\nThe rollback could not delete everything (${errorMessage(rollbackError)}). Left behind: ${leftovers.join('; ')}.\nDelete it with: ${cleanup}`);
+      if (callerAbort) {
+        throw this.#abortError(
+          phase,
+          cause,
+          rollbackError === undefined
+            ? 'everything created for this cluster has been deleted'
+            : `the rollback could not delete everything (${errorMessage(rollbackError)}). Left behind: ${leftovers.join('; ')}.\nDelete it with: ${cleanup}`,
+          rollbackError === undefined ? { rollback: 'complete' } : { rollback: 'incomplete', leftovers, cleanupCommand: cleanup },
+        );
+      }
       const code = DaskCloudError.isInstance(cause) && cause.code === 'E_ABORTED' ? 'E_ABORTED' : 'E_START_FAILED';
       throw new ClusterStartError(code, message, {
         cause,
@@ -487,6 +559,19 @@ export class Cluster implements AsyncDisposable {
       userSignal?.removeEventListener('abort', onUserAbort);
       this.#startAbort = undefined;
     }
+  }
+
+  /**
+   * The error of a start the caller ended (its `signal`, or `close()`): always E_ABORTED,
+   * whichever phase the abort hit and whatever the backend threw, with what the rollback did.
+   */
+  #abortError(phase: ClusterPhase, reason: unknown, outcome: string, rollback: Record<string, unknown> = { rollback: 'not-needed' }): ClusterStartError {
+    const by = this.#callerAbort === 'close' ? 'close()' : 'its signal';
+    phase = this.#abortedDuring ?? phase;
+    return new ClusterStartError('E_ABORTED', `starting cluster ${this.id} was aborted by ${by} during ${phase}: ${errorMessage(reason)}; ${outcome}`, {
+      cause: reason,
+      details: { phase, aborted: this.#callerAbort, ...rollback },
+    });
   }
 
   async #launchWorkers(ctx: BackendContext, count: number): Promise<Member[]> {
@@ -501,12 +586,15 @@ export class Cluster implements AsyncDisposable {
 
   /** Open a connection to the scheduler with the client credentials. Close it when done. */
   async connect(options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<SchedulerClient> {
+    checkCallOptions(options, 'connect');
     return SchedulerClient.connect(this.schedulerAddress, { security: this.security, ...options });
   }
 
   /** Wait until at least `n` workers are registered with the scheduler. */
   async waitForWorkers(n: number, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<WorkerIdentity[]> {
-    checkNonNegativeInt(n, 'n');
+    if (n === undefined) throw new ValidationError('waitForWorkers(n) needs the number of workers to wait for', { option: 'n' });
+    checkWorkerCount(n, 'n', this.backend.kind);
+    checkCallOptions(options, 'waitForWorkers');
     const client = await this.connect({ signal: options.signal });
     try {
       const workers = await waitForWorkers(client, n, {
@@ -533,10 +621,12 @@ export class Cluster implements AsyncDisposable {
   /**
    * Scale to `n` workers. Up: launches new members (call `waitForWorkers` to wait for them).
    * Down: the scheduler retires the newest workers first (moving their data), then their
-   * members are deleted.
+   * members are deleted. `n` is a whole number up to the cluster kind's cap (`MAX_WORKERS`:
+   * local 1,000, GCP 5,000, EC2 2,000, DigitalOcean 1,000); anything else is a ValidationError.
    */
   async scale(n: number): Promise<void> {
-    checkNonNegativeInt(n, 'n');
+    if (n === undefined) throw new ValidationError('scale(n) needs the number of workers to scale to', { option: 'n' });
+    checkWorkerCount(n, 'n', this.backend.kind);
     // An explicit size ends adaptive scaling, as in Dask.
     await this.#adaptive?.stop();
     return this.#scale(n);
@@ -549,13 +639,24 @@ export class Cluster implements AsyncDisposable {
    * tear workers down. `scale()` or `close()` stops it; so does `stop()` on the returned handle.
    */
   adapt(options: AdaptOptions): Adaptive {
+    options = readOptions(options, 'adapt() options');
+    for (const key of Object.keys(options)) {
+      if (!ADAPT_KEYS.has(key)) throw new ValidationError(`adapt(): unknown option ${JSON.stringify(key)} (expected ${[...ADAPT_KEYS].join(', ')})`, { option: key });
+    }
+    if (options.maximum === undefined) {
+      throw new ValidationError('adapt() needs a maximum: the most workers adaptive scaling may start (e.g. adapt({ maximum: 10 }))', { option: 'maximum' });
+    }
+    const kind = this.backend.kind;
     const minimum = options.minimum ?? 0;
-    checkNonNegativeInt(minimum, 'minimum');
-    checkNonNegativeInt(options.maximum, 'maximum');
+    checkWorkerCount(minimum, 'minimum', kind);
+    checkWorkerCount(options.maximum, 'maximum', kind);
     if (options.maximum < minimum) throw new ValidationError('maximum must be at least minimum', { option: 'maximum' });
-    checkPositiveNumber(options.intervalMs, 'intervalMs');
+    checkTimerMs(options.intervalMs, 'intervalMs');
+    checkInteger(options.waitCount, 'waitCount', 1, MAX_WAIT_COUNT);
     this.#requireRunning('adapt');
     void this.#adaptive?.stop();
+    // Read once: the caller's object cannot change the loop later.
+    const maximum = options.maximum;
     const intervalMs = options.intervalMs ?? 1_000;
     const waitCount = options.waitCount ?? 3;
     let lower = 0;
@@ -571,7 +672,7 @@ export class Cluster implements AsyncDisposable {
         } finally {
           await client.close();
         }
-        const wanted = Math.min(options.maximum, Math.max(minimum, target));
+        const wanted = Math.min(maximum, Math.max(minimum, target));
         const current = this.#workers.length;
         if (wanted > current) {
           lower = 0;
@@ -676,9 +777,14 @@ export class Cluster implements AsyncDisposable {
     return writeConfig(this.security, dir, this.schedulerAddress);
   }
 
-  /** Delete every resource the cluster created. Idempotent; safe after a failed or partial start. */
+  /**
+   * Delete every resource the cluster created. Idempotent; safe after a failed or partial start.
+   * Waits as long as the cloud takes to confirm each deletion. When something could not be
+   * deleted it throws a `TeardownError` naming what is left (and the cleanup command); calling
+   * `close()` again retries what is left, also after a start whose rollback failed.
+   */
   async close(): Promise<void> {
-    if (this.#state === 'closed' || this.#state === 'failed') return;
+    if (this.#state === 'closed' || (this.#state === 'failed' && !this.#leftBehind)) return;
     await this.#adaptive?.stop();
     if (this.#state === 'new') {
       // Never started: nothing was created, so there is nothing to ask the cloud about.
@@ -689,9 +795,14 @@ export class Cluster implements AsyncDisposable {
     this.#closing = (async () => {
       if (this.#state === 'starting') {
         // start() rolls back by itself once aborted; wait for that instead of racing it.
+        if (this.#startAbort && !this.#startAbort.signal.aborted) {
+          this.#callerAbort = 'close';
+          this.#abortedDuring = this.#startPhase?.();
+        }
         this.#startAbort?.abort(new DaskCloudErrorAborted('cluster closed during start'));
         await this.#starting?.catch(() => undefined);
-        if ((this.#state as ClusterState) === 'failed') {
+        // A rollback that left something behind is retried below.
+        if ((this.#state as ClusterState) === 'failed' && !this.#leftBehind) {
           this.#state = 'closed';
           return;
         }
@@ -708,16 +819,31 @@ export class Cluster implements AsyncDisposable {
   async #teardown(final: 'closed' | 'failed'): Promise<void> {
     this.#state = final === 'closed' ? 'closing' : this.#state;
     const ctx = this.#context(new AbortController().signal);
-    await this.#phase('close', async () => {
-      const members = this.members;
-      try {
-        if (members.length > 0) await this.backend.stopMembers(ctx, [...members]);
-      } catch (err) {
-        // The backend's sweep below deletes them again (and says what is left if that fails too).
-        this.log('stopping members failed, the teardown sweep retries: %s', errorMessage(err));
-      }
-      await this.backend.teardown(ctx);
-    });
+    try {
+      await this.#phase('close', async () => {
+        const members = this.members;
+        try {
+          if (members.length > 0) await this.backend.stopMembers(ctx, [...members]);
+        } catch (err) {
+          // The backend's sweep below deletes them again (and says what is left if that fails too).
+          this.log('stopping members failed, the teardown sweep retries: %s', errorMessage(err));
+        }
+        await this.backend.teardown(ctx);
+      });
+    } catch (err) {
+      // Members and backend state are kept, so the next close() retries exactly what is left.
+      this.#leftBehind = true;
+      // A rollback's error is folded into the start's own error (which adds the cleanup command).
+      if (final === 'failed') throw err;
+      const cleanup = this.cleanupCommand();
+      const leftovers = TeardownError.isInstance(err) ? err.leftovers : [`resources of cluster ${this.id}`];
+      throw new TeardownError(
+        `closing cluster ${this.id} failed: ${errorMessage(err)}; close() again retries what is left` + (cleanup ? `, or delete it with: ${cleanup}` : ''),
+        leftovers,
+        { cause: err, details: cleanup ? { cleanupCommand: cleanup } : {} },
+      );
+    }
+    this.#leftBehind = false;
     for (const m of this.members) {
       this.emit({ type: 'member-stopped', clusterId: this.id, role: m.role, memberId: m.id, name: m.name, at: Date.now() });
     }
@@ -727,6 +853,20 @@ export class Cluster implements AsyncDisposable {
     unregisterLive(this);
     unregisterOpen(this);
     this.emit({ type: 'closed', clusterId: this.id, at: Date.now() });
+  }
+
+  /** The backend's kind: `local`, `gcp`, `ec2`, `digitalocean`. */
+  get kind(): string {
+    return this.backend.kind;
+  }
+
+  /**
+   * The `dask-cloud cleanup` command that deletes whatever this cluster may have left in its
+   * cloud (after a failed or interrupted close); undefined for local clusters, whose processes
+   * and files belong to this machine.
+   */
+  cleanupCommand(): string | undefined {
+    return this.backend.cleanupCommand?.(this.id);
   }
 
   /** Last-resort synchronous cleanup on process exit; backends that can, override `killSync`. */
@@ -743,6 +883,36 @@ export class Cluster implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+
+  /**
+   * A safe summary for logs and `JSON.stringify`: kind, id, state, the scheduler address once
+   * started, and the members. Never options, env values, credentials or keys.
+   */
+  toJSON(): { kind: string; id: string; state: ClusterState; schedulerAddress?: string; workers: number; members: string[] } {
+    return {
+      kind: this.backend.kind,
+      id: this.id,
+      state: this.#state,
+      ...(this.#clientAddress === undefined ? {} : { schedulerAddress: this.#clientAddress }),
+      workers: this.#workers.length,
+      members: this.members.map((m) => m.name),
+    };
+  }
+
+  /** `console.log(cluster)` shows {@link Cluster.toJSON}, under the class name. */
+  [inspect.custom](depth: number, options: InspectOptions, render: typeof inspect): string {
+    const name = this.constructor.name;
+    return depth < 0 ? `[${name}]` : `${name} ${render(this.toJSON(), { ...options, depth: 2 })}`;
+  }
+}
+
+const ADAPT_KEYS = new Set(['minimum', 'maximum', 'intervalMs', 'waitCount']);
+
+/** `{ timeoutMs?, signal? }` of connect() and waitForWorkers(), checked before any connection. */
+function checkCallOptions(options: { timeoutMs?: number; signal?: AbortSignal }, what: string): void {
+  const o = readOptions(options, `${what}() options`);
+  checkTimerMs(o.timeoutMs, 'timeoutMs');
+  checkSignal(o.signal);
 }
 
 /** A worker launch (create call) was refused during start. */

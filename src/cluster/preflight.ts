@@ -3,6 +3,7 @@
  * them before it creates anything and fails fast; `dask-cloud doctor` prints them as a checklist.
  * A provider records one result per check it makes; every failure carries the fix.
  */
+import { inspect, type InspectOptions } from 'node:util';
 import { CredentialsError, DaskCloudError, PreflightError } from '../errors';
 
 /** The checks, in the order they are made and printed. */
@@ -161,6 +162,11 @@ export class PreflightReport {
       ok: this.ok,
       checks: this.checks.map(({ error, ...rest }) => ({ ...rest, ...(error ? { code: error.code } : {}) })),
     };
+  }
+
+  /** `console.log(report)` shows {@link PreflightReport.toJSON}: the errors' causes (SDK errors) stay out. */
+  [inspect.custom](depth: number, options: InspectOptions, render: typeof inspect): string {
+    return depth < 0 ? '[PreflightReport]' : `PreflightReport ${render(this.toJSON(), { ...options, depth: 4 })}`;
   }
 }
 

@@ -1,6 +1,10 @@
 /**
- * Best-effort teardown when the process is interrupted: a started cluster registers itself here,
- * and on SIGINT/SIGTERM/SIGHUP every live cluster is closed before the signal is re-raised.
+ * Teardown when the process is interrupted: a started cluster registers itself here, and on
+ * SIGINT/SIGTERM/SIGHUP (SIGHUP: the terminal closed) every live cluster is closed before the
+ * signal is re-raised. The close takes as long as the cloud needs to confirm each deletion (EC2
+ * instances can take minutes to terminate, and their security group can only go after them):
+ * there is no time limit. A second signal stops waiting: it prints, for each cluster not yet
+ * closed, the `dask-cloud cleanup` command that deletes what it left, and re-raises at once.
  * Handlers are installed only while at least one cluster is live, so an idle process keeps
  * Node's default signal behaviour.
  *
@@ -13,14 +17,16 @@ import createDebug from 'debug';
 
 const log = createDebug('dask-cloud:signals');
 const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-/** How long teardown may take before the signal is re-raised anyway. */
-const TEARDOWN_LIMIT_MS = 30_000;
 
 interface Closable {
   id: string;
+  /** `local`, `gcp`, `ec2`, `digitalocean`: for messages. */
+  kind?: string;
   close(): Promise<void>;
   /** Synchronous last resort when the process exits without a signal (e.g. process.exit). */
   killSync?(): void;
+  /** The command that deletes what the cluster left in its cloud; undefined for local clusters. */
+  cleanupCommand?(): string | undefined;
 }
 
 /**
@@ -67,18 +73,61 @@ class HookedSet {
   }
 }
 
+/** Whether a signal is being handled (the live clusters are closing). */
 let handling = false;
+/** Clusters the first signal is closing whose close has not finished yet. */
+const closing = new Set<Closable>();
 
 function onSignal(signal: NodeJS.Signals): void {
-  if (handling) return;
+  if (handling) {
+    giveUp(signal);
+    return;
+  }
   handling = true;
   log('%s: closing %d live cluster(s)', signal, live.size);
-  const all = live.values().map((c) => c.close().catch((err) => log('close %s failed: %O', c.id, err)));
-  const limit = new Promise((resolve) => setTimeout(resolve, TEARDOWN_LIMIT_MS).unref());
-  void Promise.race([Promise.all(all), limit]).then(() => {
-    live.release();
-    process.kill(process.pid, signal);
+  const all = live.values().map(async (c) => {
+    closing.add(c);
+    try {
+      await c.close();
+    } catch (err) {
+      // The process is about to end: this is the last chance to say what is left and how to delete it.
+      console.error(`dask-cloud: ${signal}: ${err instanceof Error ? err.message : String(err)}`);
+    } finally {
+      closing.delete(c);
+    }
   });
+  void Promise.all(all).then(() => reraise(signal));
+}
+
+/**
+ * A second signal: the user will not wait. Local processes are killed now (they would outlive
+ * this process); for cloud clusters the cleanup command is printed. Synchronously, because the
+ * signal ends the process right after: a warning event would never be printed.
+ */
+function giveUp(signal: NodeJS.Signals): void {
+  for (const c of closing) {
+    try {
+      c.killSync?.();
+    } catch {
+      // exiting anyway
+    }
+    const command = c.cleanupCommand?.();
+    const what = `cluster ${c.id}${c.kind ? ` (${c.kind})` : ''}`;
+    console.error(
+      `dask-cloud: second ${signal}: stopped waiting for ${what} to close; ` +
+        (c.kind === 'local' ? 'its processes were killed' : 'what it created may be left') +
+        (command ? `. Delete it with: ${command}` : ''),
+    );
+  }
+  reraise(signal);
+}
+
+/** Ends the process by the signal it received, as it would have without these hooks. */
+function reraise(signal: NodeJS.Signals): void {
+  live.release();
+  closing.clear();
+  handling = false;
+  process.kill(process.pid, signal);
 }
 
 function onExit(): void {

@@ -5,7 +5,7 @@
  * VMs that stop on their own. A cloud only implements the small `CloudAdapter` below.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { renderUserData, type RenderedUserData } from '../cloud-init';
+import { BOOTSTRAP_FAILED_MARK, renderUserData, type RenderedUserData } from '../cloud-init';
 import { DEFAULT_DASHBOARD_PORT, DEFAULT_SCHEDULER_PORT, protocolFor } from '../dask/command';
 import { CloudApiError, DaskCloudError, SecurityError, TeardownError, ValidationError } from '../errors';
 import { Security } from '../security/security';
@@ -13,6 +13,7 @@ import type { BackendContext, ClusterBackend, Member, MemberRole, MemberSpec, Sc
 import { Cluster, type ClusterOptions } from './cluster';
 import type { PreflightReport } from './preflight';
 import { retry } from './retry';
+import { checkBoolean, checkOptionsObject, checkPositive, checkTimerMs, describeValue, MAX_EXPIRES_AFTER_HOURS } from '../config/bounds';
 
 /** Label / tag keys every resource carries from the moment it is created. */
 export const LABELS = Object.freeze({
@@ -213,6 +214,7 @@ export async function cleanupClusters(adapter: CloudAdapter, options: CleanupOpt
 const CIDR = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
 
 export function validateVMOptions(options: VMClusterOptions): void {
+  checkOptionsObject(options, 'options');
   if (options.privateNetworking !== undefined && typeof options.privateNetworking !== 'boolean') {
     throw new ValidationError('privateNetworking must be a boolean', { option: 'privateNetworking' });
   }
@@ -223,7 +225,7 @@ export function validateVMOptions(options: VMClusterOptions): void {
     for (const c of options.ingressCidrs) {
       const m = typeof c === 'string' ? CIDR.exec(c) : null;
       if (!m || m.slice(1, 5).some((o) => Number(o) > 255) || Number(m[5]) > 32) {
-        throw new ValidationError(`ingressCidrs: ${JSON.stringify(c)} is not an IPv4 CIDR like 203.0.113.0/24`, { option: 'ingressCidrs' });
+        throw new ValidationError(`ingressCidrs: ${describeValue(c)} is not an IPv4 CIDR like 203.0.113.0/24`, { option: 'ingressCidrs' });
       }
     }
   }
@@ -232,13 +234,13 @@ export function validateVMOptions(options: VMClusterOptions): void {
     throw new ValidationError(`schedulerPort must be an integer from 1 to 65535, got ${String(port)}`, { option: 'schedulerPort' });
   }
   if (options.runtime !== undefined && options.runtime !== 'docker' && options.runtime !== 'native') {
-    throw new ValidationError(`runtime must be 'docker' or 'native', got ${JSON.stringify(options.runtime)}`, { option: 'runtime' });
+    throw new ValidationError(`runtime must be 'docker' or 'native', got ${describeValue(options.runtime)}`, { option: 'runtime' });
   }
   if (options.bootstrap !== undefined && (!Array.isArray(options.bootstrap) || options.bootstrap.some((b) => typeof b !== 'string'))) {
     throw new ValidationError('bootstrap must be an array of shell command strings', { option: 'bootstrap' });
   }
   const sec = options.security;
-  if (sec instanceof Security) {
+  if (Security.isSecurity(sec)) {
     // VMs receive their own role's key; the client key must never leave this machine.
     for (const role of ['scheduler', 'worker'] as const) {
       if (!sec.hasRole(role) || sec.certPem(role) === sec.certPem('client')) {
@@ -251,13 +253,14 @@ export function validateVMOptions(options: VMClusterOptions): void {
       }
     }
   }
-  const exp = options.expiresAfterHours;
-  if (exp !== undefined && (typeof exp !== 'number' || !(exp > 0))) {
-    throw new ValidationError('expiresAfterHours must be a positive number', { option: 'expiresAfterHours' });
-  }
-  const watch = options.memberWatchIntervalMs;
-  if (watch !== undefined && (typeof watch !== 'number' || !Number.isFinite(watch) || watch < 0)) {
-    throw new ValidationError('memberWatchIntervalMs must be a number of milliseconds >= 0 (0 turns the watch off)', { option: 'memberWatchIntervalMs' });
+  // Bounded so the expiry label and the generated certificates' dates stay valid.
+  checkPositive(options.expiresAfterHours, 'expiresAfterHours', MAX_EXPIRES_AFTER_HOURS, 'hours (ten years)');
+  // 0 turns the watch off; above 2^31-1 Node would fire it every millisecond.
+  checkTimerMs(options.memberWatchIntervalMs, 'memberWatchIntervalMs', { allowZero: true });
+  for (const key of ['exposeDashboard', 'installDocker', 'gpu', 'autoShutdown'] as const) checkBoolean(options[key], key);
+  for (const key of ['dockerImage', 'pythonPath'] as const) {
+    const v = options[key];
+    if (v !== undefined && (typeof v !== 'string' || v === '')) throw new ValidationError(`${key} must be a non-empty string, got ${describeValue(v)}`, { option: key });
   }
 }
 
@@ -273,6 +276,22 @@ function chunks<T>(items: T[], size: number): T[][] {
 }
 
 const TAIL_LINES = 40;
+
+/**
+ * The last {@link TAIL_LINES} lines of a console, and before them a failed bootstrap's report
+ * when the tail no longer holds it: a VM that powers off prints its shutdown messages after it.
+ * The report's lines all carry `dask-cloud: ` (consoles may prefix a timestamp and `cloud-init[pid]:`).
+ */
+export function consoleTail(output: string): string {
+  const lines = output.replace(/\r\n?/g, '\n').split('\n');
+  const start = Math.max(0, lines.length - TAIL_LINES);
+  const tail = lines.slice(start);
+  let report = -1;
+  for (let i = start - 1; i >= 0 && report < 0; i -= 1) if (lines[i]!.includes(BOOTSTRAP_FAILED_MARK)) report = i;
+  if (report < 0 || tail.some((l) => l.includes(BOOTSTRAP_FAILED_MARK))) return tail.join('\n');
+  const block = lines.slice(report, start).filter((l) => l.includes('dask-cloud: '));
+  return [...block, '[…]', ...tail].join('\n');
+}
 
 /** Renderer option → the cluster option a user sets for it. */
 const RENDER_OPTION_NAMES: Record<string, string> = {
@@ -490,7 +509,7 @@ export class VMBackend implements ClusterBackend {
         ctx.memberFailed(
           w.member,
           new CloudApiError(
-            `${this.kind}: the ${w.member.role} VM ${w.member.name} ${what}: when its Dask process exits, autoShutdown powers the VM off, and its console output says why`,
+            `${this.kind}: the ${w.member.role} VM ${w.member.name} ${what}: when its Dask process exits, autoShutdown powers the VM off (so does a failed bootstrap), and its console output says why`,
             { details: { provider: this.kind, instance: id, ...(found ? { state: found.stoppedState } : {}) } },
           ),
         );
@@ -614,7 +633,7 @@ export class VMBackend implements ClusterBackend {
   async diagnostics(member: Member): Promise<string> {
     try {
       const out = await this.#adapter.consoleOutput(this.#diagContext, member.id);
-      return out.split('\n').slice(-TAIL_LINES).join('\n');
+      return consoleTail(out);
     } catch (err) {
       return `(console output unavailable: ${(err as Error).message})`;
     }

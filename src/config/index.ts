@@ -23,6 +23,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ValidationError } from '../errors';
+import { describeValue } from './bounds';
 import { loadYaml } from '../lazy';
 
 export type ClusterKind = 'local' | 'gcp' | 'ec2' | 'digitalocean';
@@ -114,10 +115,57 @@ function readEnvLayer(kind: ClusterKind, env: NodeJS.ProcessEnv): Record<string,
  * over the config file. `undefined` in the caller's options does not override a configured value.
  */
 export function resolveOptions<T extends object>(kind: ClusterKind, options: T, env: NodeJS.ProcessEnv = process.env): T {
-  if (typeof options !== 'object' || options === null) return options;
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new ValidationError(`options must be an object, got ${describeValue(options)}`, { option: 'options' });
+  }
+  const given = snapshot(options, 'options', 0) as Record<string, unknown>;
   const file = configFilePath(env);
   const fromFile = readFileLayer(kind, file, Boolean(env.DASK_CLOUD_CONFIG));
   const fromEnv = readEnvLayer(kind, env);
-  const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+  for (const k of Object.keys(given)) if (given[k] === undefined) delete given[k];
   return { ...fromFile, ...fromEnv, ...given } as T;
+}
+
+/** How deep plain objects and arrays are copied: options nest two or three levels at most. */
+const SNAPSHOT_DEPTH = 4;
+
+/**
+ * A copy of the caller's plain objects and arrays, read once: a getter or proxy that throws
+ * becomes a ValidationError naming the option, and nothing can change under validation later.
+ * Class instances (Security, AbortSignal, SDK clients) and functions are kept as they are.
+ */
+function snapshot(value: unknown, where: string, depth: number): unknown {
+  if (typeof value !== 'object' || value === null || depth >= SNAPSHOT_DEPTH) return value;
+  let isArray: boolean;
+  let proto: unknown;
+  try {
+    isArray = Array.isArray(value);
+    proto = Object.getPrototypeOf(value);
+  } catch (err) {
+    throw unreadable(where, err);
+  }
+  if (!isArray && proto !== Object.prototype && proto !== null) return value;
+  let keys: string[];
+  try {
+    keys = Object.keys(value);
+  } catch (err) {
+    throw unreadable(where, err);
+  }
+  const copy: Record<string, unknown> = {};
+  for (const k of keys) {
+    const at = isArray ? `${where}[${k}]` : `${where}.${k}`;
+    let v: unknown;
+    try {
+      v = (value as Record<string, unknown>)[k];
+    } catch (err) {
+      throw unreadable(at, err);
+    }
+    copy[k] = snapshot(v, at, depth + 1);
+  }
+  return isArray ? Object.assign([], copy) : copy;
+}
+
+function unreadable(where: string, err: unknown): ValidationError {
+  const option = where.replace(/^options\.?/, '') || 'options';
+  return new ValidationError(`${where} could not be read: ${err instanceof Error ? err.message : String(err)}`, { option, cause: err });
 }

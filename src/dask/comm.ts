@@ -17,6 +17,8 @@ import { parseAddress, type DaskAddress } from './address';
 import { encodeFrames, FrameDecoder, type FrameLimits } from './frames';
 import { CLIENT_HANDSHAKE, decodeMessage, encodeMessage } from './protocol';
 import { loadTls } from '../lazy';
+import { DEFAULT_TLS12_CIPHERS } from '../security/ciphers';
+import { checkSignal, checkTimerMs } from '../config/bounds';
 
 const log = createDebug('dask-cloud:comm');
 
@@ -30,7 +32,7 @@ export interface TlsClientOptions {
   key: string;
   minVersion?: 'TLSv1.2' | 'TLSv1.3';
   maxVersion?: 'TLSv1.2' | 'TLSv1.3';
-  /** OpenSSL cipher list (TLS 1.2 ciphers; TLS 1.3 suites are not affected). */
+  /** OpenSSL cipher list (TLS 1.2 ciphers; TLS 1.3 suites are not affected). Default: `DEFAULT_TLS12_CIPHERS` (AEAD only). */
   ciphers?: string;
 }
 
@@ -105,11 +107,8 @@ export function abortedError(address: string, what: string, signal?: AbortSignal
 }
 
 function validateTimeout(value: number | undefined, fallback: number, option: string): number {
-  const ms = value ?? fallback;
-  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms <= 0) {
-    throw new ValidationError(`${option} must be a positive number of milliseconds, got ${String(value)}`, { option });
-  }
-  return ms;
+  checkTimerMs(value, option);
+  return value ?? fallback;
 }
 
 // Node reports certificate verification failures with these OpenSSL verify codes.
@@ -288,7 +287,8 @@ function secureContextFor(tlsOptions: CommTlsOptions): tls.SecureContext {
       key: tlsOptions.key,
       minVersion: tlsOptions.minVersion ?? 'TLSv1.2',
       maxVersion: tlsOptions.maxVersion,
-      ciphers: tlsOptions.ciphers,
+      // Node's own default still offers CBC suites under TLS 1.2: AEAD only unless told otherwise.
+      ciphers: tlsOptions.ciphers ?? DEFAULT_TLS12_CIPHERS,
     });
   } catch (err) {
     // OpenSSL's message names the failing routine, never the PEM contents.
@@ -353,6 +353,7 @@ export class DaskComm {
    * what went wrong (see the module doc); nothing is left open after a failure.
    */
   static async connect(address: string, options: CommConnectOptions = {}): Promise<DaskComm> {
+    checkSignal(options.signal);
     const target = parseAddress(address);
     const isTls = target.protocol === 'tls';
     if (isTls && !options.tls) {

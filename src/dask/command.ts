@@ -17,7 +17,10 @@ export interface DaskProcessOptions {
   security: Security | false;
   /** Directory the TLS files live in on the machine that runs the process. */
   tlsDir: string;
-  /** Scheduler: interface to bind (`--host`). Worker: `--host` too. Default: all interfaces. */
+  /**
+   * Interface to bind (`--host`), for the process's HTTP server too (which `--host` alone does not
+   * move: Dask binds it to every interface). Default: all interfaces.
+   */
   host?: string;
   /** Scheduler port (default 8786). */
   port?: number;
@@ -83,8 +86,13 @@ export function daskProcessSpec(options: DaskProcessOptions): DaskProcessSpec {
   if (role === 'scheduler') {
     if (options.host !== undefined) args.push('--host', options.host);
     args.push('--port', String(options.port ?? DEFAULT_SCHEDULER_PORT));
-    if (options.dashboardAddress === false) args.push('--no-dashboard');
-    else if (options.dashboardAddress !== undefined) args.push('--dashboard-address', options.dashboardAddress);
+    if (options.dashboardAddress === false) {
+      args.push('--no-dashboard');
+      // Without the pages the scheduler still serves HTTP (health, metrics), by default on every interface at 8787.
+      if (options.host !== undefined) args.push('--dashboard-address', `${options.host}:0`);
+    } else if (options.dashboardAddress !== undefined) {
+      args.push('--dashboard-address', options.dashboardAddress);
+    }
     if (options.idleTimeout !== undefined) env.DASK_DISTRIBUTED__SCHEDULER__IDLE_TIMEOUT = options.idleTimeout;
   } else {
     if (!options.schedulerAddress) {
@@ -104,7 +112,9 @@ export function daskProcessSpec(options: DaskProcessOptions): DaskProcessSpec {
     if (options.nthreads !== undefined) args.push('--nthreads', String(options.nthreads));
     if (options.memoryLimit !== undefined) args.push('--memory-limit', String(options.memoryLimit));
     if (options.noNanny) args.push('--no-nanny');
-    // Worker dashboards are never needed from outside; keep the process lean.
+    // Worker dashboards are never needed from outside; keep the process lean. The worker still
+    // serves HTTP (health, metrics) on a random port of every interface unless told where.
+    if (options.host !== undefined) args.push('--dashboard-address', `${options.host}:0`);
     args.push('--no-dashboard');
   }
   if (options.extraArgs) args.push(...options.extraArgs);

@@ -2,6 +2,7 @@
  * A small client for the Dask scheduler's RPC handlers that cluster management needs:
  * `identity`, `retire_workers`, `adaptive_target`, `versions`, `terminate`.
  */
+import { inspect, type InspectOptions } from 'node:util';
 import createDebug from 'debug';
 import { DaskCommError, ValidationError } from '../errors';
 import {
@@ -178,6 +179,20 @@ export class SchedulerClient implements AsyncDisposable {
   /** TLS version and cipher negotiated, or undefined for tcp://. */
   get tlsInfo(): { protocol: string | null; cipher: string } | undefined {
     return this.comm.tlsInfo;
+  }
+
+  /** A safe summary: the address, whether closed, and the TLS version and cipher. Never the socket or its key. */
+  toJSON(): { address: string; closed: boolean; tls?: { protocol: string | null; cipher: string } } {
+    const tls = this.tlsInfo;
+    return { address: this.address, closed: this.closed, ...(tls ? { tls } : {}) };
+  }
+
+  /**
+   * `console.log(client)` shows {@link SchedulerClient.toJSON}: the TLS socket underneath keeps
+   * its connect options, the client key among them.
+   */
+  [inspect.custom](depth: number, options: InspectOptions, render: typeof inspect): string {
+    return depth < 0 ? '[SchedulerClient]' : `SchedulerClient ${render(this.toJSON(), { ...options, depth: 2 })}`;
   }
 
   /** True once the connection is closed (by us, the scheduler, or an error). */

@@ -3,11 +3,11 @@
  * plus the TLS settings, and everything derived from it that Dask processes and clients need:
  * files, environment, CLI flags, Dask config, Node `tls.connect` options.
  */
-import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as util from 'node:util';
 import { X509Certificate } from 'node:crypto';
 import { SecurityError, ValidationError } from '../errors';
+import { checkPositive, describeValue, MAX_BACKDATE_MINUTES, MAX_VALIDITY_DAYS, readOptions } from '../config/bounds';
 import type { DaskFile } from '../dask/command';
 import { validityWindow, ROLES } from './validity';
 import { loadGenerator, loadYaml } from '../lazy';
@@ -25,7 +25,8 @@ import {
   type ParsedCert,
   type PemSource,
 } from './pem';
-import { nodeTlsVersion, resolveSettings, type ResolvedSettings } from './settings';
+import { writePrivateFiles } from './private-dir';
+import { DEFAULT_TLS12_CIPHERS, nodeTlsVersion, resolveSettings, type ResolvedSettings } from './settings';
 import type {
   ClientConfigFiles,
   ClientTlsOptions,
@@ -82,7 +83,7 @@ const CONSTRUCT = Symbol('Security.construct');
 
 function assertRole(role: unknown): asserts role is TlsRole {
   if (role !== 'scheduler' && role !== 'worker' && role !== 'client') {
-    throw new ValidationError(`unknown TLS role ${JSON.stringify(role)}: expected 'scheduler', 'worker' or 'client'`, { option: 'role' });
+    throw new ValidationError(`unknown TLS role ${describeValue(role)}: expected 'scheduler', 'worker' or 'client'`, { option: 'role' });
   }
 }
 
@@ -102,10 +103,35 @@ function assertKnownKeys(options: object, allowed: Set<string>, what: string): v
 function checkSchedulerAddress(address: string | undefined): void {
   if (address === undefined) return;
   if (typeof address !== 'string' || !/^tls:\/\/\S+$/.test(address)) {
-    throw new ValidationError(`schedulerAddress must be a tls:// address when TLS is on, got ${JSON.stringify(address)}`, {
+    throw new ValidationError(`schedulerAddress must be a tls:// address when TLS is on, got ${describeValue(address)}`, {
       option: 'schedulerAddress',
     });
   }
+}
+
+/**
+ * Checks {@link Security.temporary}'s options without minting anything (clusters call it in
+ * their constructor) and returns them with defaults. `what` names them in messages.
+ */
+export function validateTemporaryOptions(
+  input: TemporaryOptions,
+  what = 'Security.temporary',
+): { keyAlgorithm: 'ecdsa-p256' | 'rsa-2048'; validityDays: number; backdateMinutes: number; clusterName: string | undefined; settings: ResolvedSettings } {
+  const options = readOptions(input, `${what} options`);
+  assertKnownKeys(options, TEMPORARY_KEYS, what);
+  const keyAlgorithm = options.keyAlgorithm ?? 'ecdsa-p256';
+  if (keyAlgorithm !== 'ecdsa-p256' && keyAlgorithm !== 'rsa-2048') {
+    throw new ValidationError(`keyAlgorithm must be 'ecdsa-p256' or 'rsa-2048', got ${describeValue(keyAlgorithm)}`, { option: 'keyAlgorithm' });
+  }
+  const validityDays = options.validityDays ?? 3;
+  // Bounded so every date is a valid X.509 time and JavaScript Date.
+  checkPositive(validityDays, 'validityDays', MAX_VALIDITY_DAYS, 'days (about ten years)');
+  const backdateMinutes = options.backdateMinutes ?? 5;
+  checkPositive(backdateMinutes, 'backdateMinutes', MAX_BACKDATE_MINUTES, 'minutes (one day)', { allowZero: true });
+  if (options.clusterName !== undefined && (typeof options.clusterName !== 'string' || options.clusterName.length > 200)) {
+    throw new ValidationError(`clusterName must be a string of at most 200 characters, got ${describeValue(options.clusterName)}`, { option: 'clusterName' });
+  }
+  return { keyAlgorithm, validityDays, backdateMinutes, clusterName: options.clusterName, settings: resolveSettings(options) };
 }
 
 /**
@@ -127,7 +153,11 @@ export class Security {
   readonly tlsMinVersion: TlsVersion | undefined;
   /** Highest TLS version, or `undefined` for no limit. */
   readonly tlsMaxVersion: TlsVersion | undefined;
-  /** OpenSSL cipher string, or `undefined` for OpenSSL's defaults. */
+  /**
+   * The caller's OpenSSL cipher string for TLS 1.2, or `undefined` for dask-cloud's default
+   * (`DEFAULT_TLS12_CIPHERS`: ECDHE with AES-GCM or ChaCha20-Poly1305 only). Either way both Dask
+   * (env, config) and the Node client get an explicit list.
+   */
   readonly tlsCiphers: string | undefined;
   /** The CA certificate(s), PEM. Public. */
   readonly caCertPem: string;
@@ -156,6 +186,14 @@ export class Security {
     Object.freeze(this);
   }
 
+  /**
+   * True only for a Security made by {@link Security.temporary}, {@link Security.fromFiles} or
+   * {@link Security.fromPem} (a brand check: an object built on Security.prototype is not one).
+   */
+  static isSecurity(value: unknown): value is Security {
+    return typeof value === 'object' && value !== null && #keys in value;
+  }
+
   /** The earliest `notAfter` among the CA and role certificates: after this, connections fail. */
   get expiresAt(): Date {
     return new Date(this.#expiresAt);
@@ -170,28 +208,11 @@ export class Security {
    * keyCertSign, SKI/AKI, serverAuth+clientAuth, a SAN `DNS:dask-<role>`).
    */
   static async temporary(options: TemporaryOptions = {}): Promise<Security> {
-    if (typeof options !== 'object' || options === null) throw new ValidationError('Security.temporary options must be an object');
-    assertKnownKeys(options, TEMPORARY_KEYS, 'Security.temporary');
-    const keyAlgorithm = options.keyAlgorithm ?? 'ecdsa-p256';
-    if (keyAlgorithm !== 'ecdsa-p256' && keyAlgorithm !== 'rsa-2048') {
-      throw new ValidationError(`keyAlgorithm must be 'ecdsa-p256' or 'rsa-2048', got ${JSON.stringify(keyAlgorithm)}`, { option: 'keyAlgorithm' });
-    }
-    const validityDays = options.validityDays ?? 3;
-    if (typeof validityDays !== 'number' || !Number.isFinite(validityDays) || validityDays <= 0) {
-      throw new ValidationError(`validityDays must be a positive number, got ${String(validityDays)}`, { option: 'validityDays' });
-    }
-    const backdateMinutes = options.backdateMinutes ?? 5;
-    if (typeof backdateMinutes !== 'number' || !Number.isFinite(backdateMinutes) || backdateMinutes < 0) {
-      throw new ValidationError(`backdateMinutes must be a number >= 0, got ${String(backdateMinutes)}`, { option: 'backdateMinutes' });
-    }
-    if (options.clusterName !== undefined && typeof options.clusterName !== 'string') {
-      throw new ValidationError('clusterName must be a string', { option: 'clusterName' });
-    }
-    const settings = resolveSettings(options);
+    const { keyAlgorithm, validityDays, backdateMinutes, clusterName, settings } = validateTemporaryOptions(options);
     const minted = await (await loadGenerator()).mintCredentials({
       keyAlgorithm,
       validity: validityWindow(validityDays, backdateMinutes),
-      clusterName: options.clusterName,
+      clusterName,
     });
     const certs = {} as Record<TlsRole, RoleCert>;
     const keys = {} as Record<TlsRole, string>;
@@ -218,7 +239,7 @@ export class Security {
    * pair uses the client's, else the scheduler's, else the worker's.
    */
   static fromFiles(options: SecurityFileOptions): Security {
-    if (typeof options !== 'object' || options === null) throw new ValidationError('Security.fromFiles options must be an object');
+    options = readOptions(options, 'Security.fromFiles options');
     assertKnownKeys(options, FILE_KEYS, 'Security.fromFiles');
     if (options.tlsCaFile === undefined) {
       throw new SecurityError('E_SECURITY_INCOMPLETE', 'tlsCaFile is required: the CA certificate every cluster member must chain to', {
@@ -245,7 +266,7 @@ export class Security {
    * {@link Security.fromFiles}; `E_PEM_FILE` cannot occur.
    */
   static fromPem(options: SecurityPemOptions): Security {
-    if (typeof options !== 'object' || options === null) throw new ValidationError('Security.fromPem options must be an object');
+    options = readOptions(options, 'Security.fromPem options');
     assertKnownKeys(options, PEM_KEYS, 'Security.fromPem');
     const text = (option: string, value: unknown): PemSource | undefined => {
       if (value === undefined) return undefined;
@@ -346,7 +367,8 @@ export class Security {
     // '1.2' literal_evals to the float Dask's version table is keyed by.
     if (this.tlsMinVersion !== undefined) env.DASK_DISTRIBUTED__COMM__TLS__MIN_VERSION = this.tlsMinVersion;
     if (this.tlsMaxVersion !== undefined) env.DASK_DISTRIBUTED__COMM__TLS__MAX_VERSION = this.tlsMaxVersion;
-    if (this.tlsCiphers !== undefined) env.DASK_DISTRIBUTED__COMM__TLS__CIPHERS = this.tlsCiphers;
+    // Always explicit: Python's own default still allows CBC suites under TLS 1.2.
+    env.DASK_DISTRIBUTED__COMM__TLS__CIPHERS = this.#ciphers();
     return env;
   }
 
@@ -384,36 +406,38 @@ export class Security {
     if (this.tlsMinVersion !== undefined) options.minVersion = nodeTlsVersion(this.tlsMinVersion);
     if (this.tlsMaxVersion !== undefined) options.maxVersion = nodeTlsVersion(this.tlsMaxVersion);
     // Node, like Python's set_ciphers, leaves the default TLS 1.3 suites on unless the string names some.
-    if (this.tlsCiphers !== undefined) options.ciphers = this.tlsCiphers;
+    options.ciphers = this.#ciphers();
     return options;
   }
 
   /**
-   * Write what a Python client needs into `dir` (created; chmod 0700): `ca.pem`, `client.pem`,
-   * `client.key` (0600) and `dask.yaml` (TLS settings for the client role, and `scheduler-address`
-   * when given). Then `DASK_CONFIG=<dir> python -c "from distributed import Client; Client()"`
-   * connects with no arguments. Permissions are set explicitly, whatever the umask; the key file
-   * is restricted before its content is written.
+   * Write what a Python client needs into `dir`: `ca.pem`, `client.pem`, `client.key` (0600) and
+   * `dask.yaml` (TLS settings for the client role, and `scheduler-address` when given). Then
+   * `DASK_CONFIG=<dir> python -c "from distributed import Client; Client()"` connects with no
+   * arguments.
+   *
+   * `dir` is created 0700 when missing. An existing one is used only if it is a real directory
+   * (not a symbolic link) owned by you that group and others cannot write; its mode is left as it
+   * is (a warning when others can list it). Each file is written to a new temporary file with
+   * its final mode, synced, and renamed into place; a symbolic link in place of a file is
+   * refused. Any failure is a {@link ValidationError} (`option: 'dir'`) at once.
    */
   async writeClientConfig(dir: string, options: { schedulerAddress?: string } = {}): Promise<ClientConfigFiles> {
     assertDir(dir);
     checkSchedulerAddress(options.schedulerAddress);
     const abs = path.resolve(dir);
-    await fs.mkdir(abs, { recursive: true, mode: 0o700 });
-    await fs.chmod(abs, 0o700);
     const p = this.#paths('client', abs, path.join);
     const configFile = path.join(abs, TLS_FILE_NAMES.config);
     const config = {
       ...this.daskConfig('client', abs, options),
       distributed: { comm: { 'require-encryption': this.requireEncryption, tls: this.#tlsConfig('client', p) } },
     };
-    const files: Array<[string, string, number]> = [
-      [p.ca, this.caCertPem, 0o644],
-      [p.cert, this.#certs.client.pem, 0o644],
-      [p.key, this.#keys.client, 0o600],
-      [configFile, `# Written by dask-cloud: TLS settings for a Dask client.\n${loadYaml().stringify(config)}`, 0o644],
-    ];
-    for (const [file, content, mode] of files) await writeFileWithMode(file, content, mode);
+    await writePrivateFiles(abs, [
+      { name: TLS_FILE_NAMES.ca, content: this.caCertPem, mode: 0o644 },
+      { name: TLS_FILE_NAMES.cert('client'), content: this.#certs.client.pem, mode: 0o644 },
+      { name: TLS_FILE_NAMES.key('client'), content: this.#keys.client, mode: 0o600 },
+      { name: TLS_FILE_NAMES.config, content: `# Written by dask-cloud: TLS settings for a Dask client.\n${loadYaml().stringify(config)}`, mode: 0o644 },
+    ]);
     return { dir: abs, caFile: p.ca, certFile: p.cert, keyFile: p.key, configFile };
   }
 
@@ -445,24 +469,18 @@ export class Security {
     const tlsConfig: Record<string, unknown> = { 'ca-file': p.ca, [role]: { cert: p.cert, key: p.key } };
     if (this.tlsMinVersion !== undefined) tlsConfig['min-version'] = Number(this.tlsMinVersion);
     if (this.tlsMaxVersion !== undefined) tlsConfig['max-version'] = Number(this.tlsMaxVersion);
-    if (this.tlsCiphers !== undefined) tlsConfig.ciphers = this.tlsCiphers;
+    tlsConfig.ciphers = this.#ciphers();
     return tlsConfig;
+  }
+
+  /** The TLS 1.2 cipher list in effect: the caller's, else the AEAD-only default. */
+  #ciphers(): string {
+    return this.tlsCiphers ?? DEFAULT_TLS12_CIPHERS;
   }
 
   /** Remote machines are Linux, so POSIX joins by default; local files use the platform's join. */
   #paths(role: TlsRole, dir: string, join: (...parts: string[]) => string = path.posix.join): { ca: string; cert: string; key: string } {
     return { ca: join(dir, TLS_FILE_NAMES.ca), cert: join(dir, TLS_FILE_NAMES.cert(role)), key: join(dir, TLS_FILE_NAMES.key(role)) };
-  }
-}
-
-async function writeFileWithMode(file: string, content: string, mode: number): Promise<void> {
-  const handle = await fs.open(file, 'w', mode);
-  try {
-    // The file may have existed with looser permissions, and `mode` on open is masked by umask.
-    await handle.chmod(mode);
-    await handle.writeFile(content, 'utf8');
-  } finally {
-    await handle.close();
   }
 }
 

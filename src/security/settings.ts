@@ -2,6 +2,7 @@
 import * as tls from 'node:tls';
 import { SecurityError, ValidationError } from '../errors';
 import type { SecuritySettings, TlsVersion } from './types';
+import { DEFAULT_TLS12_CIPHERS } from './ciphers';
 
 export interface ResolvedSettings {
   requireEncryption: boolean;
@@ -34,10 +35,41 @@ export function parseTlsVersion(value: unknown, option: string): TlsVersion | un
   });
 }
 
+export { DEFAULT_TLS12_CIPHERS };
+
+/**
+ * Cipher families every suite the string enables must avoid, each as the OpenSSL rules that
+ * remove every suite *outside* the family. Appending them to the caller's string leaves exactly
+ * the suites of the family it enabled; OpenSSL refuses an empty list, so a list that still
+ * builds means the string enables one. OpenSSL does the expansion (aliases, `+`, `-`, `!`,
+ * `ALL`, `COMPLEMENTOFALL`, ...), not a substring match; a family OpenSSL adds later that these
+ * rules do not remove is refused too, which is the safe way to be wrong.
+ */
+const FORBIDDEN_FAMILIES: ReadonlyArray<{ what: string; rest: string }> = [
+  // Every suite with encryption is HIGH, MEDIUM or LOW; the others (eNULL) have none.
+  { what: 'suites without encryption (eNULL / NULL)', rest: '!HIGH:!MEDIUM:!LOW' },
+  // Below HIGH: RC4, 3DES, SEED, IDEA, DES (where the OpenSSL build still has them).
+  { what: 'suites with weak encryption (below 128-bit: RC4, 3DES, DES, ...)', rest: '!HIGH' },
+  // Every authenticated suite has one of these; the rest (aNULL: ADH, AECDH) authenticate nobody.
+  { what: 'suites without authentication (aNULL: ADH, AECDH)', rest: '!aRSA:!aDSS:!aECDSA:!aPSK:!aSRP:!aGOST01:!aGOST12:!aGOST' },
+];
+
+/** True when OpenSSL builds a non-empty TLS <= 1.2 suite list from `list`. */
+function opensslSelects(list: string): boolean {
+  try {
+    tls.createSecureContext({ ciphers: list });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Check an OpenSSL cipher string the way it will be used: Dask passes it to Python's
  * `SSLContext.set_ciphers`, which fails unless it selects at least one TLS 1.2 cipher (TLS 1.3
- * suite names are ignored there), so the TLS 1.3 names are split off before OpenSSL checks the rest.
+ * suite names are ignored there), so the TLS 1.3 names are split off before OpenSSL checks the
+ * rest. Refused too: a string that enables any suite without encryption, with weak encryption or
+ * without authentication, and `@SECLEVEL=0` (which lets OpenSSL negotiate all of those, and tiny keys).
  */
 export function parseCiphers(value: unknown, option = 'tlsCiphers'): string | undefined {
   if (value === undefined || value === null) return undefined;
@@ -49,17 +81,26 @@ export function parseCiphers(value: unknown, option = 'tlsCiphers'): string | un
     .filter((c) => c !== '' && !c.startsWith('TLS_'))
     .join(':');
   let reason: string | undefined;
-  if (tls12 === '') reason = 'it names only TLS 1.3 suites, and Dask can only restrict TLS 1.2 ciphers';
-  else {
+  if (value.length > 4096) reason = 'it is longer than any real cipher string';
+  else if (tls12 === '') reason = 'it names only TLS 1.3 suites, and Dask can only restrict TLS 1.2 ciphers';
+  // OpenSSL reads `@SECLEVEL=n` anywhere a rule may start, even without a separator before it.
+  else if ([...value.matchAll(/@SECLEVEL=(\d+)/gi)].some((m) => Number(m[1]) === 0)) {
+    reason = '@SECLEVEL=0 lets OpenSSL accept suites without encryption or authentication and keys of any size';
+  } else if (!opensslSelects(tls12)) {
+    let why = 'unknown error';
     try {
       tls.createSecureContext({ ciphers: tls12 });
     } catch (err) {
-      reason = `OpenSSL selects no cipher from it (${(err as Error).message})`;
+      why = (err as Error).message;
     }
+    reason = `OpenSSL selects no cipher from it (${why})`;
+  } else {
+    const bad = FORBIDDEN_FAMILIES.find((f) => opensslSelects(`${tls12}:${f.rest}`));
+    if (bad) reason = `it enables ${bad.what}; add !aNULL:!eNULL:!MEDIUM:!LOW, or start from the default (${DEFAULT_TLS12_CIPHERS})`;
   }
   if (reason !== undefined) {
-    throw new SecurityError('E_TLS_CIPHERS', `${option} ${JSON.stringify(value)} is not usable: ${reason}`, {
-      details: { option, value },
+    throw new SecurityError('E_TLS_CIPHERS', `${option} ${JSON.stringify(value.slice(0, 200))} is not usable: ${reason}`, {
+      details: { option, value: value.slice(0, 200) },
     });
   }
   return value;

@@ -155,12 +155,12 @@ describe('dask-cloud doctor --provider digitalocean', () => {
 });
 
 describe('dask-cloud doctor usage', () => {
-  it('refuses local and a bad --workers with a message, exit 1', async () => {
+  it('refuses local and a bad --workers with a message, exit 2', async () => {
     const local = await doctor(['--provider', 'local'], {});
-    expect(local.code).toBe(1);
+    expect(local.code).toBe(2);
     expect(local.stderr).toMatch(/doctor checks a cloud account: --provider gcp, ec2 or digitalocean/);
     const workers = await doctor(['--provider', 'ec2', '--workers', ''], {});
-    expect(workers.code).toBe(1);
+    expect(workers.code).toBe(2);
     expect(workers.stderr).toMatch(/--workers must be a whole number >= 0/);
   });
 });

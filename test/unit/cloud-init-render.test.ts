@@ -113,7 +113,7 @@ describe('renderUserData: what the VM receives', () => {
       }
       const tlsShipped = d.files.filter((f) => f.path.startsWith(`${VM_PATHS.tlsDir}/`)).length;
       expect(tlsShipped, v.name).toBe(spec.files.length);
-      for (const f of d.files) expect(['0600', '0644'], `${v.name} ${f.path}`).toContain(f.permissions);
+      for (const f of d.files) expect(f.path === VM_PATHS.bootstrapScript ? ['0700'] : ['0600', '0644'], `${v.name} ${f.path}`).toContain(f.permissions);
     }
   });
 
@@ -124,19 +124,23 @@ describe('renderUserData: what the VM receives', () => {
     // cloud-init's own parser sees the same document as ours.
     const viaPy = pyyamlLoad(r.text) as { runcmd: unknown[]; write_files: { content: string }[] };
     expect(viaPy).toEqual(decode(r.text).doc);
-    expect(viaPy.runcmd.slice(1, 1 + BOOTSTRAP.length)).toEqual(BOOTSTRAP);
+    // The bootstrap commands travel as one script, exactly as given.
+    const script = viaPy.write_files.find((f) => (f as { path?: string }).path === VM_PATHS.bootstrapScript);
+    expect(script?.content).toBe(`set -eu\n${BOOTSTRAP.join('\n')}\n`);
   });
 
-  it('runcmd: Docker install, then the bootstrap commands as given, then the Dask unit', () => {
+  it('runcmd: Docker install, then the bootstrap script (test/unit/cloud-init-bootstrap.test.ts runs it), then the Dask unit', () => {
     const docker = decode(renderUserData({ role: 'worker', security: false, schedulerAddress: 'tcp://10.0.0.2:8786', bootstrap: BOOTSTRAP }).text);
     expect(docker.runcmd[0]).toMatch(/command -v docker[\s\S]*apt-get install -yq docker\.io[\s\S]*systemctl enable --now docker/);
     expect(docker.runcmd[0]).not.toMatch(/^\s*#/m); // comments stripped from the shipped copy
-    expect(docker.runcmd.slice(1)).toEqual([...BOOTSTRAP, ['systemctl', 'daemon-reload'], ['systemctl', 'enable', '--now', 'dask-worker.service']]);
+    expect(docker.runcmd[1]).toContain(`/bin/sh ${VM_PATHS.bootstrapScript}`);
+    expect(docker.runcmd.slice(2)).toEqual([['systemctl', 'daemon-reload'], ['systemctl', 'enable', '--now', 'dask-worker.service']]);
 
     const noInstall = decode(renderUserData({ role: 'scheduler', security: false, installDocker: false }).text);
     expect(noInstall.runcmd).toEqual([['systemctl', 'daemon-reload'], ['systemctl', 'enable', '--now', 'dask-scheduler.service']]);
     const native = decode(renderUserData({ role: 'scheduler', security: false, runtime: 'native', bootstrap: ['true'] }).text);
-    expect(native.runcmd).toEqual(['true', ['systemctl', 'daemon-reload'], ['systemctl', 'enable', '--now', 'dask-scheduler.service']]);
+    expect(native.runcmd.slice(1)).toEqual([['systemctl', 'daemon-reload'], ['systemctl', 'enable', '--now', 'dask-scheduler.service']]);
+    expect(native.file(VM_PATHS.bootstrapScript).content).toBe('set -eu\ntrue\n');
   });
 
   it('docker unit: foreground docker run of the pinned image with host networking, read-only /etc/dask, optional GPUs', () => {
@@ -422,5 +426,13 @@ describe('size limits and gzip', () => {
     console.log(`user-data sizes (bytes)\n${rows.join('\n')}`);
     expect(sizes['worker/docker/EC']).toBeLessThan(6 * 1024);
     expect(sizes['worker/native/EC']).toBeLessThan(6 * 1024);
+    // The largest default variant plus a bootstrap (its script and the runner) still fits raw.
+    const largest = Object.entries(sizes).sort((a, b) => b[1] - a[1])[0]![0];
+    const [role, runtime, keys] = largest.split('/') as ['scheduler' | 'worker', 'docker' | 'native', string];
+    const security = keys === 'EC' ? sec.ec : keys === 'RSA' ? sec.rsa : false;
+    const withBootstrap = renderUserData({ role, runtime, security, schedulerAddress: role === 'worker' ? SCHED : undefined, bootstrap: BOOTSTRAP });
+    // eslint-disable-next-line no-console
+    console.log(`${largest} with a ${BOOTSTRAP.join('\n').length}-byte bootstrap: ${withBootstrap.rawBytes} bytes (+${withBootstrap.rawBytes - sizes[largest]!})`);
+    expect(withBootstrap.rawBytes).toBeLessThan(USER_DATA_LIMITS.ec2);
   });
 });

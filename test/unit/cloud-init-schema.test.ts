@@ -117,7 +117,13 @@ describe.runIf(have(cloudInitSchema()))('cloud-init user-data: schema and secret
           expect(got).toEqual(expected);
           expect(got.find((f) => f.path.endsWith('.key'))?.mode ?? 0o600).toBe(0o600);
           expect(got.find((f) => f.path.endsWith('launch.json'))!.mode).toBe(0o600);
-          for (const cmd of v.options.bootstrap ?? []) expect(seen.runcmd).toContain(`\n${cmd}\n`);
+          // Bootstrap commands live in their own script (cloud-init-bootstrap.test.ts runs it), never in runcmd.
+          const bootstrap = v.options.bootstrap ?? [];
+          const script = got.find((f) => f.path === VM_PATHS.bootstrapScript);
+          expect(script ? { content: script.content, mode: script.mode } : undefined).toEqual(
+            bootstrap.length > 0 ? { content: `set -eu\n${bootstrap.join('\n')}\n`, mode: 0o700 } : undefined,
+          );
+          for (const cmd of bootstrap) expect(seen.runcmd).not.toContain(cmd);
           expect(seen.runcmd.trimEnd().split('\n').pop()).toBe(`'systemctl' 'enable' '--now' 'dask-${v.options.role}.service'`);
         } catch (err) {
           problems.push(`${v.name}: ${(err as Error).message}`);

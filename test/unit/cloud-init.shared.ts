@@ -97,6 +97,8 @@ export function variants(sec: SecurityCases): Variant[] {
       }
     }
   }
+  // The "full" flavour has autoShutdown off: the bootstrap runner's power-off branch needs its own.
+  out.push({ name: 'worker/native/ec/bootstrap-auto-shutdown', options: { role: 'worker', runtime: 'native', security: sec.ec, schedulerAddress: 'tls://10.0.0.2:8786', bootstrap: BOOTSTRAP } });
   out.push({ name: 'worker/docker/ec/no-install-docker', options: { role: 'worker', security: sec.ec, schedulerAddress: 'tls://10.0.0.2:8786', installDocker: false } });
   out.push({ name: 'scheduler/docker/ec/no-dashboard', options: { role: 'scheduler', security: sec.ec, dashboardAddress: false } });
   out.push({

@@ -12,7 +12,7 @@ import * as util from 'node:util';
 import { execFileSync } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
 import YAML from 'yaml';
-import { Security, type TlsRole } from '../../src/security';
+import { DEFAULT_TLS12_CIPHERS, Security, type TlsRole } from '../../src/security';
 import { ValidationError } from '../../src/errors';
 import { have, pythonWithDask, realDask } from '../helpers/prereq';
 
@@ -68,10 +68,12 @@ describe('env, flags, daskConfig', () => {
       DASK_DISTRIBUTED__COMM__TLS__CA_FILE: '/opt/tls/ca.pem',
       DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT: '/opt/tls/worker.pem',
       DASK_DISTRIBUTED__COMM__TLS__WORKER__KEY: '/opt/tls/worker.key',
+      // Always explicit: Python's own default still allows CBC suites under TLS 1.2.
+      DASK_DISTRIBUTED__COMM__TLS__CIPHERS: DEFAULT_TLS12_CIPHERS,
     });
   });
 
-  it('env carries versions and ciphers only when set', async () => {
+  it('env carries versions only when set, and the caller\'s ciphers instead of the default', async () => {
     const s = await Security.temporary({ requireEncryption: false, tlsMinVersion: '1.2', tlsMaxVersion: '1.3', tlsCiphers: 'ECDHE+AESGCM' });
     expect(s.env('scheduler', '/t')).toEqual({
       DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION: 'False',
@@ -90,7 +92,9 @@ describe('env, flags, daskConfig', () => {
 
   it('daskConfig nests like dask.yaml, with numeric versions and the scheduler address', async () => {
     expect(sec.daskConfig('client', '/c')).toEqual({
-      distributed: { comm: { 'require-encryption': true, tls: { 'ca-file': '/c/ca.pem', client: { cert: '/c/client.pem', key: '/c/client.key' } } } },
+      distributed: {
+        comm: { 'require-encryption': true, tls: { 'ca-file': '/c/ca.pem', client: { cert: '/c/client.pem', key: '/c/client.key' }, ciphers: DEFAULT_TLS12_CIPHERS } },
+      },
     });
     const s = await Security.temporary({ tlsMinVersion: '1.3', tlsCiphers: 'ECDHE+AESGCM' });
     expect(s.daskConfig('worker', '/w', { schedulerAddress: 'tls://10.0.0.2:8786' })).toEqual({
@@ -136,9 +140,10 @@ describe('env, flags, daskConfig', () => {
 });
 
 describe('clientTlsOptions', () => {
-  it('has CA, client cert and key, and omits unset fields', () => {
+  it('has CA, client cert and key and the AEAD-only ciphers, and omits unset versions', () => {
     const o = sec.clientTlsOptions();
-    expect(Object.keys(o).sort()).toEqual(['ca', 'cert', 'key']);
+    expect(Object.keys(o).sort()).toEqual(['ca', 'cert', 'ciphers', 'key']);
+    expect(o.ciphers).toBe(DEFAULT_TLS12_CIPHERS);
     expect(o.ca).toBe(sec.caCertPem);
     expect(o.cert).toBe(sec.certPem('client'));
     expect(o.key).toBe(keys.client);
@@ -250,7 +255,9 @@ describe('writeClientConfig', () => {
       const yaml = fs.readFileSync(res.configFile, 'utf8');
       expectNoKeys(yaml);
       expect(YAML.parse(yaml)).toEqual({
-        distributed: { comm: { 'require-encryption': true, tls: { 'ca-file': res.caFile, client: { cert: res.certFile, key: res.keyFile } } } },
+        distributed: {
+          comm: { 'require-encryption': true, tls: { 'ca-file': res.caFile, client: { cert: res.certFile, key: res.keyFile }, ciphers: DEFAULT_TLS12_CIPHERS } },
+        },
         'scheduler-address': 'tls://127.0.0.1:8786',
       });
     } finally {
@@ -258,7 +265,7 @@ describe('writeClientConfig', () => {
     }
   });
 
-  it('tightens an existing directory and key file, and resolves relative paths', async () => {
+  it("leaves an existing directory's mode alone, replaces a loose key file with a 0600 one, and resolves relative paths", async () => {
     const dir = path.join(tmp, 'client-b');
     fs.mkdirSync(dir, { mode: 0o755 });
     fs.chmodSync(dir, 0o755);
@@ -266,7 +273,8 @@ describe('writeClientConfig', () => {
     fs.chmodSync(path.join(dir, 'client.key'), 0o666);
     const res = await sec.writeClientConfig(path.relative(process.cwd(), dir));
     expect(res.dir).toBe(dir);
-    expect(fs.statSync(dir).mode & 0o777).toBe(0o700);
+    // Never chmods a directory it did not create (test/unit/client-config.test.ts has the rules).
+    expect(fs.statSync(dir).mode & 0o777).toBe(0o755);
     expect(fs.statSync(res.keyFile).mode & 0o777).toBe(0o600);
     expect(fs.readFileSync(res.keyFile, 'utf8')).toBe(keys.client);
     expect(YAML.parse(fs.readFileSync(res.configFile, 'utf8'))['scheduler-address']).toBeUndefined();
