@@ -526,10 +526,10 @@ describe.runIf(RUN)('SIGKILL at every step of a start against moto, then cleanup
     }
     // Group, its rules, scheduler, workers, then the wait.
     expect(steps).toEqual([
-      'mutating request 1 (CreateSecurityGroup)',
-      'mutating request 2 (AuthorizeSecurityGroupIngress)',
-      'mutating request 3 (RunInstances)',
-      'mutating request 4 (RunInstances)',
+      'step 1 (CreateSecurityGroup)',
+      'step 2 (AuthorizeSecurityGroupIngress)',
+      'step 3 (RunInstances)',
+      'step 4 (RunInstances)',
       'waiting for the scheduler',
     ]);
   }, 300_000);
