@@ -49,8 +49,10 @@ export interface Ec2ApiConfig {
   maxAttempts: number;
   /** Requests in flight at once. */
   concurrency: number;
-  /** Overall deadline per request, across its retries. */
+  /** Deadline of one attempt: a request with no answer by then is cut and retried (a hung connection never stalls a start or a teardown). */
   requestTimeoutMs: number;
+  /** Overall deadline per request, across its retries. */
+  deadlineMs: number;
   /** First backoff delay (doubled per attempt, full jitter). */
   baseDelayMs: number;
   maxDelayMs: number;
@@ -121,6 +123,13 @@ export function isTransient(err: unknown): boolean {
   return false;
 }
 
+
+/** An attempt that got no answer in time: a TimeoutError, which isTransient retries. */
+function attemptTimedOut(operation: string, ms: number): Error {
+  const err = new Error(`ec2 ${operation}: no answer within ${ms} ms`);
+  err.name = 'TimeoutError';
+  return err;
+}
 
 /** EC2 requests for one cluster. Creates its client (and loads the SDK) on the first call. */
 export class Ec2Api {
@@ -204,9 +213,17 @@ export class Ec2Api {
           // ClientToken, so that the ids of whatever it launched reach the rollback.
           if (ctx.signal.aborted && (abortable || attempt === 1)) throw abortError(`ec2 ${operation}`, ctx.signal);
           const command = new Command(input);
-          const output = await this.#limiter.run(() =>
-            client.send(command, abortable ? { abortSignal: ctx.signal } : {}),
-          );
+          const output = await this.#limiter.run(async () => {
+            // The attempt's own deadline, started once it holds a slot: it covers a connection
+            // that never answers (our own client and a given one alike).
+            const late = AbortSignal.timeout(this.#config.requestTimeoutMs);
+            try {
+              return await client.send(command, { abortSignal: abortable ? AbortSignal.any([ctx.signal, late]) : late });
+            } catch (err) {
+              if (late.aborted && !(abortable && ctx.signal.aborted)) throw attemptTimedOut(operation, this.#config.requestTimeoutMs);
+              throw err;
+            }
+          });
           ctx.log('ec2 %s ok (attempt %d, %d ms)', operation, attempt, Date.now() - started);
           return output as Ec2Operations[K][1];
         },
@@ -217,7 +234,7 @@ export class Ec2Api {
             const code = ec2ErrorCode(err);
             return isTransient(err) || (code !== undefined && extra.has(code));
           },
-          timeoutMs: this.#config.requestTimeoutMs,
+          timeoutMs: this.#config.deadlineMs,
           baseDelayMs: this.#config.baseDelayMs,
           maxDelayMs: this.#config.maxDelayMs,
           what: `ec2 ${operation}`,

@@ -16,14 +16,15 @@ export type { EC2ClusterOptions } from './options';
 export { EC2_DEFAULTS } from './options';
 
 /** How every EC2Cluster talks to the API: bounded concurrency, our own retries. */
-function apiOptions(options: Pick<EC2ClusterOptions, 'endpoint' | 'credentials' | 'client' | 'maxAttempts'>) {
+function apiOptions(options: Pick<EC2ClusterOptions, 'endpoint' | 'credentials' | 'client' | 'maxAttempts' | 'requestTimeoutMs'>) {
   return {
     endpoint: options.endpoint,
     credentials: options.credentials,
     client: options.client,
     maxAttempts: options.maxAttempts ?? EC2_DEFAULTS.maxAttempts,
     concurrency: 8,
-    requestTimeoutMs: 5 * 60_000,
+    requestTimeoutMs: options.requestTimeoutMs ?? EC2_DEFAULTS.requestTimeoutMs,
+    deadlineMs: 5 * 60_000,
     baseDelayMs: 500,
     maxDelayMs: 10_000,
   };
@@ -69,12 +70,12 @@ export class EC2Cluster extends VMCluster {
    * passed), or `all: true`; `dryRun` only reports.
    */
   static async cleanup(
-    options: CleanupOptions & Pick<EC2ClusterOptions, 'region' | 'endpoint' | 'credentials' | 'client' | 'maxAttempts'>,
+    options: CleanupOptions & Pick<EC2ClusterOptions, 'region' | 'endpoint' | 'credentials' | 'client' | 'maxAttempts' | 'requestTimeoutMs'>,
   ): Promise<CleanupReport> {
     if (options.clusterIds === undefined && !options.expired && !options.all) {
       throw new ValidationError('cleanup needs clusterIds, expired: true or all: true', { option: 'clusterIds' });
     }
-    const settings = resolveEc2Settings({ region: options.region, client: options.client });
+    const settings = resolveEc2Settings({ region: options.region, client: options.client, requestTimeoutMs: options.requestTimeoutMs, maxAttempts: options.maxAttempts });
     const adapter = new Ec2Adapter({
       settings,
       api: apiOptions(options),

@@ -5,7 +5,7 @@
 import type { EC2Client, EC2ClientConfig } from '@aws-sdk/client-ec2';
 import { LABELS, type VMClusterOptions } from '../../src/cluster/vm';
 import { ValidationError } from '../../src/errors';
-import { describeValue } from '../../src/config/bounds';
+import { checkTimerMs, describeValue } from '../../src/config/bounds';
 
 export interface EC2ClusterOptions extends VMClusterOptions {
   /**
@@ -63,6 +63,8 @@ export interface EC2ClusterOptions extends VMClusterOptions {
   credentials?: EC2ClientConfig['credentials'];
   /** Attempts per API request, the first included, on throttling and transient errors (default 8). */
   maxAttempts?: number;
+  /** Deadline of one API request attempt; one with no answer by then is retried (default 60 s). */
+  requestTimeoutMs?: number;
 }
 
 /** Defaults of EC2Cluster options that are not the core's. */
@@ -71,6 +73,7 @@ export const EC2_DEFAULTS = Object.freeze({
   workerInstanceType: 'm6i.large',
   rootVolumeSizeGb: 20,
   maxAttempts: 8,
+  requestTimeoutMs: 60_000,
   /** Debian's AWS account: the official Debian cloud images. */
   debianOwner: '136693071363',
   /** RunInstances count per call. */
@@ -185,6 +188,7 @@ export function resolveEc2Settings(options: EC2ClusterOptions, env: NodeJS.Proce
   if (attempts !== undefined && (typeof attempts !== 'number' || !Number.isInteger(attempts) || attempts < 1 || attempts > 50)) {
     throw new ValidationError(`maxAttempts must be an integer from 1 to 50, got ${String(attempts)}`, { option: 'maxAttempts' });
   }
+  checkTimerMs(options.requestTimeoutMs, 'requestTimeoutMs');
   if (options.monitoring !== undefined && typeof options.monitoring !== 'boolean') {
     throw new ValidationError('monitoring must be a boolean', { option: 'monitoring' });
   }

@@ -22,7 +22,6 @@
  * 127.76.16-47/20, GCP 127.80-207 from its helper); the library dials the scheduler's public
  * address, which the booters serve on loopback (and where nothing listens in the rollback fakes).
  */
-import { EC2Client } from '@aws-sdk/client-ec2';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { FaultHandle, FailureSpec } from '../fakes/core';
 import { FakeEc2 } from '../fakes/ec2';
@@ -102,15 +101,10 @@ const EC2: Cloud = {
       cluster: () =>
         new EC2Cluster({
           region: cfg.region,
-          // A client of our own with a per-request timeout: the library's own client sets none, so
-          // without this a hung EC2 request would hold the teardown until the socket gives up.
-          client: new EC2Client({
-            region: cfg.region,
-            endpoint: cfg.endpoint,
-            credentials: cfg.credentials,
-            maxAttempts: 1,
-            requestHandler: { requestTimeout: REQUEST_TIMEOUT_MS, throwOnRequestTimeout: true },
-          }),
+          endpoint: cfg.endpoint,
+          credentials: cfg.credentials,
+          // The library's own per-attempt deadline cuts the hung request and retries it.
+          requestTimeoutMs: REQUEST_TIMEOUT_MS,
           ...common(booted),
         }),
       leaked: async () => ({ ...fake.leaked(), ...pids(booter) }),

@@ -246,7 +246,7 @@ describe('no rendering of any public object shows a secret (issue 8)', () => {
     walk('Security.fromPem()', mine.security);
 
     walk('DoApi', new DoApi({ token: S('digitalocean token') }));
-    walk('Ec2Api', new Ec2Api({ region: 'eu-west-1', credentials: awsCredentials, maxAttempts: 1, concurrency: 1, requestTimeoutMs: 1000, baseDelayMs: 1, maxDelayMs: 1 }));
+    walk('Ec2Api', new Ec2Api({ region: 'eu-west-1', credentials: awsCredentials, maxAttempts: 1, concurrency: 1, requestTimeoutMs: 1000, deadlineMs: 1000, baseDelayMs: 1, maxDelayMs: 1 }));
     walk(
       'GcpApi',
       new GcpApi({

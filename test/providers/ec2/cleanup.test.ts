@@ -75,4 +75,25 @@ describe('EC2Cluster.cleanup', () => {
   it('refuses to run without saying which clusters', async () => {
     await expect(EC2Cluster.cleanup({ region: 'eu-west-1' })).rejects.toThrow(/clusterIds, expired: true or all: true/);
   });
+
+  it('a TerminateInstances that never answers is cut after requestTimeoutMs and retried: the cleanup finishes', async () => {
+    fake = await startFake(SLOT, { lifecycleMs: { pendingMs: 50, shuttingDownMs: 50, terminatedVisibleMs: 50 } });
+    await leftovers(fake, 'dask-hun9hun9', new Date(Date.now() + 3600_000));
+    // The first TerminateInstances is held far longer than this test may run; later ones answer.
+    let terminates = 0;
+    fake.server.faults.latency('TerminateInstances', () => (++terminates === 1 ? 10 * 60_000 : 0));
+    const report = await EC2Cluster.cleanup({ ...fakeOptions(fake), requestTimeoutMs: 300, clusterIds: ['dask-hun9hun9'] });
+    expect(report.clusters.map((c) => c.error ?? 'ok')).toEqual(['ok']);
+    expect(terminates).toBeGreaterThanOrEqual(2);
+    expect(fake.leaked()).toEqual({});
+  }, 60_000);
+
+  it('requestTimeoutMs is checked before any request', async () => {
+    for (const bad of [0, -1, Number.NaN, 2 ** 31, '1000']) {
+      await expect(EC2Cluster.cleanup({ region: 'eu-west-1', endpoint: 'http://127.0.0.1:9', requestTimeoutMs: bad as number, clusterIds: ['dask-00000000'] })).rejects.toMatchObject({
+        code: 'E_INVALID_OPTION',
+        details: { option: 'requestTimeoutMs' },
+      });
+    }
+  });
 });
