@@ -514,7 +514,16 @@ export class Cluster implements AsyncDisposable {
       // No console output after an abort: nothing failed, and the rollback should not wait for it.
       const failed = callerAbort ? undefined : (failure?.member ?? (phase === 'scheduler' ? this.#scheduler : undefined));
       if (failure) phase = failure.member.role === 'scheduler' ? 'scheduler' : 'workers';
-      const consoleTail = failed ? await this.backend.diagnostics(failed) : '';
+      let consoleTail = failed ? await this.backend.diagnostics(failed) : '';
+      // The workers' wait ran out: show what the workers that never registered printed (the
+      // first few; their VMs are still up, so their consoles can be read before the rollback).
+      let silent: Member[] = [];
+      if (!failed && !callerAbort && !launchFailure && phase === 'workers' && DaskCloudError.isInstance(cause) && cause.code === 'E_TIMEOUT' && this.#workers.length > 0) {
+        silent = await this.#silentWorkers();
+        const shown = silent.slice(0, SILENT_WORKERS_SHOWN);
+        const tails = await Promise.all(shown.map(async (m) => `--- last output of ${m.name} (not registered) ---\n${await this.backend.diagnostics(m)}`));
+        consoleTail = tails.join('\n') + (silent.length > shown.length ? `\n(${silent.length - shown.length} more workers did not register; cluster.getLogs() shows any member)` : '');
+      }
       this.emit({ type: 'rollback', clusterId: this.id, reason: errorMessage(cause), at: Date.now() });
       abort.abort(cause);
       // A worker create still in flight must finish (it honours the abort) before the rollback,
@@ -536,7 +545,7 @@ export class Cluster implements AsyncDisposable {
       const where = failed ? ` (${failed.role} ${failed.name})` : '';
       const cleanup = this.backend.cleanupCommand?.(this.id) ?? `dask-cloud cleanup --provider ${this.backend.kind} --cluster ${this.id}`;
       const message = `starting cluster ${this.id} failed during ${phase}${where}: ${errorMessage(cause)}` +
-        (consoleTail ? `\n--- last output of ${failed?.name} ---\n${consoleTail}` : '') +
+        (consoleTail ? (failed ? `\n--- last output of ${failed.name} ---\n${consoleTail}` : `\n${consoleTail}`) : '') +
         (rollbackError === undefined
           ? '\nEverything created for this cluster has been deleted.'
           : `\nThe rollback could not delete everything (${errorMessage(rollbackError)}). Left behind: ${leftovers.join('; ')}.\nDelete it with: ${cleanup}`);
@@ -553,7 +562,7 @@ export class Cluster implements AsyncDisposable {
       const code = DaskCloudError.isInstance(cause) && cause.code === 'E_ABORTED' ? 'E_ABORTED' : 'E_START_FAILED';
       throw new ClusterStartError(code, message, {
         cause,
-        details: { phase, member: failed?.name, consoleTail, ...(rollbackError === undefined ? {} : { leftovers, cleanupCommand: cleanup }) },
+        details: { phase, member: failed?.name, consoleTail, ...(silent.length > 0 ? { unregistered: silent.map((m) => m.name) } : {}), ...(rollbackError === undefined ? {} : { leftovers, cleanupCommand: cleanup }) },
       });
     } finally {
       userSignal?.removeEventListener('abort', onUserAbort);
@@ -588,6 +597,40 @@ export class Cluster implements AsyncDisposable {
   async connect(options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<SchedulerClient> {
     checkCallOptions(options, 'connect');
     return SchedulerClient.connect(this.schedulerAddress, { security: this.security, ...options });
+  }
+
+  /**
+   * The scheduler-side addresses of each of `members`: matched by name (local processes) or by
+   * host (VMs, whose shared user-data names no worker).
+   */
+  #matchWorkers(members: readonly Member[], known: readonly WorkerIdentity[]): Map<Member, string[]> {
+    const memberNames = new Set(this.#workers.map((m) => m.name));
+    const byMember = new Map<Member, string[]>();
+    for (const m of members) {
+      const byName = known.filter((w) => String(w.name) === m.name);
+      const byHost = known.filter((w) => !memberNames.has(String(w.name)) && m.privateHost !== undefined && w.host === m.privateHost);
+      byMember.set(m, (byName.length > 0 ? byName : byHost).map((w) => w.address));
+    }
+    return byMember;
+  }
+
+  /**
+   * After the workers' wait of a start ran out: the worker members the scheduler does not know,
+   * so that the error can show why (their console). Bounded: one short connection; when the
+   * scheduler cannot be asked, every worker counts as silent.
+   */
+  async #silentWorkers(): Promise<Member[]> {
+    try {
+      const client = await this.connect({ timeoutMs: SILENT_WORKERS_TIMEOUT_MS });
+      try {
+        const matched = this.#matchWorkers(this.#workers, await client.workers({ timeoutMs: SILENT_WORKERS_TIMEOUT_MS }));
+        return this.#workers.filter((m) => (matched.get(m) ?? []).length === 0);
+      } finally {
+        await client.close();
+      }
+    } catch {
+      return [...this.#workers];
+    }
   }
 
   /** Wait until at least `n` workers are registered with the scheduler. */
@@ -740,14 +783,7 @@ export class Cluster implements AsyncDisposable {
           try {
             // Match scheduler-side workers to members by name (local processes) or by host (VMs,
             // whose shared user-data names no worker), then retire them by address.
-            const known = await client.workers();
-            const memberNames = new Set(this.#workers.map((m) => m.name));
-            const byMember = new Map<Member, string[]>();
-            for (const m of victims) {
-              const byName = known.filter((w) => String(w.name) === m.name);
-              const byHost = known.filter((w) => !memberNames.has(String(w.name)) && m.privateHost !== undefined && w.host === m.privateHost);
-              byMember.set(m, (byName.length > 0 ? byName : byHost).map((w) => w.address));
-            }
+            const byMember = this.#matchWorkers(victims, await client.workers());
             const addresses = [...byMember.values()].flat();
             const retired = addresses.length > 0 ? await client.retireWorkers({ workers: addresses, closeWorkers: true }) : {};
             const retiredAddresses = new Set(Object.keys(retired));
@@ -905,6 +941,11 @@ export class Cluster implements AsyncDisposable {
     return depth < 0 ? `[${name}]` : `${name} ${render(this.toJSON(), { ...options, depth: 2 })}`;
   }
 }
+
+/** How long a failed start waits for the scheduler's list of workers (connect, then the request). */
+const SILENT_WORKERS_TIMEOUT_MS = 10_000;
+/** How many unregistered workers' consoles a failed start's error shows. */
+const SILENT_WORKERS_SHOWN = 3;
 
 const ADAPT_KEYS = new Set(['minimum', 'maximum', 'intervalMs', 'waitCount']);
 

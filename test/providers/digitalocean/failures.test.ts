@@ -132,6 +132,11 @@ describe.runIf(enabled)('DropletCluster start failures roll back everything', ()
     const cluster = track(newCluster(f, { nWorkers: 12, workersTimeoutMs: 1_000 }));
     const err = await failedStart(cluster);
     expect(err.details.phase).toBe('workers');
+    // None registered: the error names all 12 and shows the consoles of the first 3.
+    expect(err.details.unregistered).toEqual(Array.from({ length: 12 }, (_, i) => `${cluster.id}-worker-${i}`));
+    expect(err.message.match(/--- last output of \S+-worker-\d+ \(not registered\) ---/g)).toHaveLength(3);
+    expect(err.message).toContain('(9 more workers did not register; cluster.getLogs() shows any member)');
+    expect(err.message).toContain('worker not booted in this test');
     const creates = f.server.calls('droplets_create').map((c) => (c.json as { names: string[] }).names);
     expect(creates[0]).toEqual([`${cluster.id}-scheduler`]);
     expect(creates.slice(1).map((n) => n.length).sort()).toEqual([10, 2]);
@@ -140,6 +145,26 @@ describe.runIf(enabled)('DropletCluster start failures roll back everything', ()
     expect(f.leaked()).toEqual({});
     await f.settle();
     expect(schedulerOnly!.pids()).toEqual([]);
+  });
+
+  it('a workers-phase timeout shows the console of the one worker that never registered, not of those that did', async () => {
+    const twoOfThree = new LocalVmBooter({ maxWorkers: 2 });
+    try {
+      const f = await startFake(SLOT, { booter: twoOfThree });
+      fakes.push(f);
+      // Long enough for two real Dask workers to register on a loaded machine.
+      const cluster = track(newCluster(f, { nWorkers: 3, workersTimeoutMs: 25_000 }));
+      const err = await failedStart(cluster);
+      expect(err.details.phase).toBe('workers');
+      const silent = err.details.unregistered as string[];
+      expect(silent).toHaveLength(1);
+      expect(err.message).toContain(`--- last output of ${silent[0]} (not registered) ---\n[empty vm `);
+      expect(err.message.match(/\(not registered\)/g)).toHaveLength(1);
+      expect(err.message).not.toContain('more workers did not register');
+      await expectNothingLeft(f);
+    } finally {
+      await twoOfThree.stopAll();
+    }
   });
 
   it('a create whose answer is lost (5xx after the work was done) is reconciled by tag, not repeated: no duplicate Droplet', async () => {

@@ -106,6 +106,8 @@ export interface LocalVmBooterOptions {
   publicPorts?: number[];
   /** Boot only Droplets whose Dask role is listed (others stay empty VMs). Default both. */
   roles?: ('scheduler' | 'worker')[];
+  /** Boot at most this many worker Droplets; later ones stay empty VMs (default all). */
+  maxWorkers?: number;
 }
 
 /**
@@ -117,6 +119,8 @@ export class LocalVmBooter implements VmBooter {
   readonly inner: ProcessBooter;
   readonly #ports: number[];
   readonly #roles: Set<string>;
+  readonly #maxWorkers: number;
+  #workersBooted = 0;
   readonly #rules = new Map<string, FirewallRule[]>();
   readonly #servers = new Set<Server>();
   /** Connections refused by the firewall (source address, port). */
@@ -128,13 +132,14 @@ export class LocalVmBooter implements VmBooter {
     this.inner = new ProcessBooter({ python });
     this.#ports = options.publicPorts ?? [8786];
     this.#roles = new Set(options.roles ?? ['scheduler', 'worker']);
+    this.#maxWorkers = options.maxWorkers ?? Infinity;
   }
 
   async boot(vm: BootRequest): Promise<BootedVm> {
     this.#rules.set(vm.id, vm.firewall);
     const text = vm.userData.toString('utf8');
     const role = /dask-scheduler\.service/.test(text) ? 'scheduler' : 'worker';
-    if (!this.#roles.has(role)) {
+    if (!this.#roles.has(role) || (role === 'worker' && ++this.#workersBooted > this.#maxWorkers)) {
       return { consoleOutput: async () => `[empty vm ${vm.id}: ${role} not booted in this test]`, stop: async () => undefined };
     }
     const booted = await this.inner.boot(vm);
