@@ -353,8 +353,8 @@ async function cleanup(argv: string[]): Promise<number> {
 
 /** `cleanup --provider local`: strays are found by their dead owner, so no selector is needed. */
 async function cleanupLocal(values: { cluster?: string[]; expired?: boolean; 'dry-run'?: boolean } & VMFlags): Promise<number> {
-  if (values.expired) throw new Error('local clusters have no expiry: without --cluster every cluster whose owner is gone is cleaned up');
-  if (values.project || values.zone || values.region || values.endpoint) throw new Error('--project, --zone, --region and --endpoint are for cloud providers');
+  if (values.expired) throw new UsageError('local clusters have no expiry: without --cluster every cluster whose owner is gone is cleaned up');
+  if (values.project || values.zone || values.region || values.endpoint) throw new UsageError('--project, --zone, --region and --endpoint are for cloud providers');
   const dryRun = values['dry-run'] === true;
   const report = await LocalCluster.cleanup({ clusterIds: values.cluster, dryRun });
   let failed = 0;
