@@ -631,36 +631,61 @@ export class DropletAdapter implements CloudAdapter {
    * carries it: deleting it would untag them and hide them from every sweep, so that is a
    * "still in use" error the core retries), and each expiry tag seen on its Droplets that no
    * other Droplet carries (clusters started in the same second share one). Not found is done.
+   * Every deletion is attempted even when an earlier one failed (a firewall left behind is still
+   * found by its name); the first failure is thrown.
    */
   async deleteNetwork(ctx: AdapterContext): Promise<void> {
     const own = this.#own?.clusterId === ctx.clusterId ? this.#own : undefined;
+    const errors: unknown[] = [];
+    const attempt = async (step: () => Promise<void>): Promise<void> => {
+      try {
+        await step();
+      } catch (err) {
+        errors.push(err);
+      }
+    };
     if (own?.firewall !== 'none') {
-      // After a lost create answer, or in a cleanup sweep, the id is unknown: find it by its name.
-      const ids = own?.firewallId !== undefined ? [own.firewallId] : (await this.#firewallsNamed(ctx, firewallName(ctx.clusterId))).map((f) => f.id as string);
-      for (const id of ids) {
-        try {
-          await this.#call(ctx, 'firewalls_delete', (c) => c.firewall.deleteFirewall({ firewall_id: id }), true);
-        } catch (err) {
-          if (statusOf(err) !== 404) throw err;
+      await attempt(async () => {
+        // After a lost create answer, or in a cleanup sweep, the id is unknown: find it by its name.
+        const ids = own?.firewallId !== undefined ? [own.firewallId] : (await this.#firewallsNamed(ctx, firewallName(ctx.clusterId))).map((f) => f.id as string);
+        const failed = errors.length;
+        for (const id of ids) {
+          await attempt(async () => {
+            try {
+              await this.#call(ctx, 'firewalls_delete', (c) => c.firewall.deleteFirewall({ firewall_id: id }), true);
+            } catch (err) {
+              if (statusOf(err) !== 404) throw err;
+            }
+          });
         }
-      }
-      if (own) {
-        own.firewallId = undefined;
-        own.firewall = 'none';
-      }
-    }
-    const tag = clusterTag(ctx.clusterId);
-    const inUse = await this.#deleteTagIfUnused(ctx, tag);
-    if (inUse > 0) {
-      throw new CloudApiError(`DigitalOcean: ${inUse} Droplet(s) still carry tag ${tag}: it is kept so that a cleanup can find them`, {
-        details: { provider: 'digitalocean', operation: 'tags_delete', tag, dependency: true },
+        if (own && errors.length === failed) {
+          own.firewallId = undefined;
+          own.firewall = 'none';
+        }
       });
     }
-    for (const expiry of this.#expiryTags.get(ctx.clusterId) ?? []) {
-      const others = await this.#deleteTagIfUnused(ctx, expiry);
-      if (others > 0) ctx.log('tag %s is kept: %d Droplet(s) of other clusters carry it', expiry, others);
+    const tag = clusterTag(ctx.clusterId);
+    await attempt(async () => {
+      const inUse = await this.#deleteTagIfUnused(ctx, tag);
+      if (inUse > 0) {
+        throw new CloudApiError(`DigitalOcean: ${inUse} Droplet(s) still carry tag ${tag}: it is kept so that a cleanup can find them`, {
+          details: { provider: 'digitalocean', operation: 'tags_delete', tag, dependency: true },
+        });
+      }
+    });
+    // Droplets still carrying the cluster tag carry its expiry tag too: those wait for the retry.
+    const stillTagged = errors.some((e) => this.isDependencyError(e));
+    const expiryErrors = errors.length;
+    for (const expiry of stillTagged ? [] : (this.#expiryTags.get(ctx.clusterId) ?? [])) {
+      await attempt(async () => {
+        const others = await this.#deleteTagIfUnused(ctx, expiry);
+        if (others > 0) ctx.log('tag %s is kept: %d Droplet(s) of other clusters carry it', expiry, others);
+      });
     }
-    this.#expiryTags.delete(ctx.clusterId);
+    if (!stillTagged && errors.length === expiryErrors) this.#expiryTags.delete(ctx.clusterId);
+    // A real failure before a "still in use" one: the latter only asks for a retry.
+    const first = errors.find((e) => !this.isDependencyError(e)) ?? errors[0];
+    if (first !== undefined) throw first;
   }
 
   /** Deletes `tag` unless resources carry it; returns how many do (0: deleted, or it did not exist). */

@@ -230,9 +230,9 @@ describe.runIf(enabled)('dask-cloud cleanup --provider local', () => {
     await sweep(stray);
   }, 120_000);
 
-  it('refuses --expired: local clusters are found by their dead owner, not by an expiry', async () => {
+  it('refuses --expired (a usage error, exit 2): local clusters are found by their dead owner, not by an expiry', async () => {
     const r = await runCli(['cleanup', '--provider', 'local', '--expired']);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.stderr).toContain('local clusters have no expiry');
   });
 });
