@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { DaskCloudError, LocalCluster, SchedulerClient, Security } from 'dask-cloud';
+import { chooseDaskImage, DaskCloudError, findPython, LocalCluster, pinnedDaskImage, SchedulerClient, Security } from 'dask-cloud';
 import { ensureDask } from '../scripts/ensure-dask';
 
 function python(exe: string, code: string, env: NodeJS.ProcessEnv): Promise<{ ok: boolean; out: string }> {
@@ -64,6 +64,7 @@ async function main(): Promise<void> {
       ].join('\n'),
       env,
     );
+    if (cluster.versions) console.log(`Versions compared after start: ${cluster.versions.mismatches.length === 0 ? 'client, scheduler and workers match' : cluster.versions.mismatches.map((m) => m.package).join(', ')}`);
     if (!computed.ok) throw new Error(`the authenticated Python client failed:\n${computed.out}`);
     console.log(`Python client with the generated certificate: ${computed.out.split('\n').pop()}`);
 
@@ -115,6 +116,12 @@ async function main(): Promise<void> {
   const left = pids.filter(isAlive);
   if (left.length > 0) throw new Error(`processes still running after close: ${left.join(', ')}`);
   console.log(`Closed: ${pids.length} processes stopped, nothing left running.`);
+
+  // A cloud cluster runs the Dask of the client it is started from (daskVersion: 'auto').
+  const { versions } = await findPython(py);
+  const image = chooseDaskImage({ dask: versions.packages.dask ?? '', python: versions.python }) ?? pinnedDaskImage();
+  console.log(`This client (Dask ${versions.packages.dask}, Python ${versions.python}): a cloud cluster started from it runs ${image.image}`);
+  for (const d of image.differences) console.log(`  note: ${d}`);
 }
 
 main().catch((err) => {

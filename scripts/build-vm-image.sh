@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Build the Debian image our simulated VMs boot (test/sim/): debootstrap bookworm (minbase) plus
-# cloud-init, Debian's python3-distributed (real Dask), systemd, iproute2 and nftables, configured
-# for the NoCloud datasource only. The result is a tarball, cached:
+# Build the Debian image our simulated VMs boot (test/sim/): debootstrap trixie (minbase) plus
+# cloud-init, Debian's python3-distributed (real Dask: 2024.12.1 on Python 3.13), systemd, iproute2
+# and nftables, configured for the NoCloud datasource only. The result is a tarball, cached:
 #
 #   scripts/build-vm-image.sh [OUT]        # default OUT: .cache/vm-image.tar.gz
+#
+# Trixie, the suite of scripts/build-trixie-root.sh: the tests compute on these VMs from that root's
+# Python (scripts/trixie-python), so client and cluster run the same Dask. The host's bookworm Dask
+# (2022.12.1) cannot compute on a 2024.12.1 cluster.
 #
 # Idempotent: rebuilds only when OUT is missing or this script changed (its hash is stored in
 # OUT.hash). Needs root and Debian's package mirror; installs its own host tools when missing
@@ -15,7 +19,15 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 out="${1:-$repo/.cache/vm-image.tar.gz}"
-suite=bookworm
+suite=trixie
+# What the image runs, as the library's image choice sees it (src/dask/images.ts): the build checks
+# the installed Dask and Python against these, so a change of the suite's Dask is noticed here.
+dask_release=2024.12.1
+python_minor=3.13
+# The Docker stand-in answers only to the image tags the library picks for that Dask and Python
+# (`ghcr.io/dask/dask:<release>-py<X.Y>`; dask-docker built 2024.12.1 for Python 3.10-3.12 only,
+# so the nearest, 3.12). A VM whose unit names any other image cannot "pull" it: the one list.
+image_tags=("ghcr.io/dask/dask:${dask_release}-py3.12")
 # Packages inside the image. python3-cffi-backend: resolves a virtual package apt otherwise trips on.
 # python-is-python3: `python`, which the Docker runtime runs inside the Dask container.
 packages=(cloud-init python3-distributed systemd-sysv dbus iproute2 nftables python3-cffi-backend procps python-is-python3)
@@ -50,9 +62,10 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# --- mirror: reuse the one this machine's apt uses -------------------------------------------
-mirror="$(debian_mirror "$suite")"
-log "mirror: $mirror"
+# --- mirror: the archive this machine's apt uses, whatever suite the host itself follows -------
+host_suite="$(. /etc/os-release && printf '%s' "${VERSION_CODENAME:-}")"
+mirror="$(debian_mirror "$host_suite")"
+log "mirror: $mirror (suite $suite)"
 
 # --- build in a scratch dir; mounts live in a private mount namespace and die with it ----------
 work="$(mktemp -d /var/tmp/dcsim-image-build.XXXXXX)"
@@ -99,15 +112,24 @@ EOF
 # errors (and `ssh_genkeytypes: []` is invalid per cloud-init's schema), so drop them.
 sed -i -e '/^ - ssh$/d' -e '/^ - ssh-authkey-fingerprints$/d' "$root/etc/cloud/cloud.cfg"
 # cloud-init validates the merged system config at boot and only logs a vague warning: check each file now.
+# The schema is the user-data one, which since cloud-init 24 refuses the system-only keys (the
+# logging setup of 05_logging.cfg, datasource_list, network): those are left out of the check.
 in_root sh -c 'for f in /etc/cloud/cloud.cfg /etc/cloud/cloud.cfg.d/*.cfg; do
-  { echo "#cloud-config"; cat "$f"; } >/tmp/check.yaml
+  python3 -c "import sys, yaml
+cfg = yaml.safe_load(open(sys.argv[1])) or {}
+for key in (\"_log\", \"log_cfgs\", \"datasource_list\", \"network\"):
+    cfg.pop(key, None)
+print(\"#cloud-config\")
+print(yaml.safe_dump(cfg))" "$f" >/tmp/check.yaml
   cloud-init schema --config-file /tmp/check.yaml >/dev/null 2>&1 || { cloud-init schema --config-file /tmp/check.yaml; echo "invalid: $f"; exit 1; }
 done; rm -f /tmp/check.yaml' || die "cloud-init system config does not pass its schema"
 # ds-identify: always enable cloud-init (no hardware to probe in a container).
 printf 'policy: enabled\n' >"$root/etc/cloud/ds-identify.cfg"
 
-# A failed cloud-init unit must not hang the VM at shutdown.
-for unit in cloud-init-local cloud-init cloud-config cloud-final; do
+# A failed cloud-init unit must not hang the VM at shutdown. (cloud-init 24+ runs every stage in
+# cloud-init-main.service; the stage units only signal it, cloud-init-network is the old cloud-init.)
+for unit in cloud-init-main cloud-init-local cloud-init-network cloud-init cloud-config cloud-final; do
+  [ -f "$root/usr/lib/systemd/system/$unit.service" ] || [ -f "$root/lib/systemd/system/$unit.service" ] || continue
   mkdir -p "$root/etc/systemd/system/$unit.service.d"
   printf '[Service]\nTimeoutStopSec=5s\n' >"$root/etc/systemd/system/$unit.service.d/10-dask-cloud-sim.conf"
 done
@@ -122,7 +144,7 @@ for unit in \
   systemd-networkd.service systemd-resolved.service getty@.service serial-getty@.service \
   console-getty.service getty.target systemd-hwdb-update.service systemd-udevd.service \
   systemd-udev-trigger.service systemd-journal-flush.service systemd-random-seed.service \
-  nftables.service; do
+  systemd-modules-load.service nftables.service; do
   ln -sf /dev/null "$root/etc/systemd/system/$unit"
 done
 
@@ -130,7 +152,7 @@ done
 mkdir -p "$root/etc/systemd/journald.conf.d"
 printf '[Journal]\nStorage=volatile\nForwardToConsole=no\n' >"$root/etc/systemd/journald.conf.d/10-dask-cloud-sim.conf"
 
-# `dask` CLI: Debian ships dask-scheduler / dask-worker; make sure `dask scheduler|worker` works too.
+# `dask` CLI: trixie's python3-dask ships /usr/bin/dask; older Debian only dask-scheduler / dask-worker.
 if [ ! -x "$root/usr/bin/dask" ]; then
   cat >"$root/usr/bin/dask" <<'EOF'
 #!/usr/bin/python3
@@ -144,6 +166,25 @@ fi
 in_root /usr/bin/dask scheduler --help >/dev/null || die "/usr/bin/dask scheduler does not work in the image"
 in_root /usr/bin/dask worker --help >/dev/null || die "/usr/bin/dask worker does not work in the image"
 in_root cloud-init --version >/dev/null 2>&1 || die "cloud-init does not run in the image"
+# The Dask and Python the image tags above stand for.
+have_versions="$(in_root python3 -c 'import sys, importlib.metadata as m; print("%d.%d" % sys.version_info[:2], m.version("distributed"))')"
+[ "$have_versions" = "$python_minor $dask_release" ] ||
+  die "the image runs Python and Dask '$have_versions', not '$python_minor $dask_release': update dask_release, python_minor and image_tags at the top of this script"
+
+# Workaround for CPython gh-148594 (Python 3.13 with OpenSSL 3.5, as in trixie): the ssl module does
+# not clear OpenSSL's per-thread error queue, so when one TLS peer closes without close_notify (Dask
+# never sends one), the stale "unexpected EOF" makes the next read of another, healthy connection on
+# that thread fail with a spurious BrokenPipeError, and Dask drops it. Measured: 4 of 40 TLS
+# LocalCluster starts on this Python lost the library's connection ("scheduler ... closed the
+# connection"), Python clients saw "scheduler-connection-lost"; with OpenSSL's IgnoreUnexpectedEOF
+# option, 0 of 40. Debian's own file stays as /etc/ssl/openssl.cnf.debian: OPENSSL_CONF pointing
+# there brings the bug back (to test that the library copes).
+cp "$root/etc/ssl/openssl.cnf" "$root/etc/ssl/openssl.cnf.debian"
+grep -q '^\[openssl_init\]' "$root/etc/ssl/openssl.cnf" || die "no [openssl_init] section in the root's openssl.cnf"
+sed -i 's/^\[openssl_init\]$/[openssl_init]\nssl_conf = dask_cloud_ssl_sect/' "$root/etc/ssl/openssl.cnf"
+printf '\n# dask-cloud test bed: see the build script (CPython gh-148594).\n[dask_cloud_ssl_sect]\nsystem_default = dask_cloud_ssl_defaults\n[dask_cloud_ssl_defaults]\nOptions = IgnoreUnexpectedEOF\n' >>"$root/etc/ssl/openssl.cnf"
+in_root python3 -c 'import ssl, sys; sys.exit(0 if ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).options & ssl.OP_IGNORE_UNEXPECTED_EOF else 1)' ||
+  die "the OpenSSL IgnoreUnexpectedEOF default did not reach Python's ssl contexts"
 
 # Fresh identity per boot; no leftovers from the build.
 : >"$root/etc/machine-id"
@@ -167,19 +208,24 @@ clean_root
 # Docker is installed next to it. docker.service starts only when user-data asks for it (the docker
 # runtime's runcmd runs `systemctl enable --now docker`); before that start completes, a drop-in
 # imports the tarball under the image name of the Dask unit cloud-init wrote, as if the VM had
-# pulled it. Test VMs run it when booted with `containers: true` (test/sim/vm.ts).
+# pulled it, but only when that name is one of $image_tags (/opt/dask-cloud-sim/image-tags): the
+# tags the library picks for this Dask and Python. Any other name is left to `docker run`, which
+# cannot pull it (no route out, no DNS), so the VM fails like a VM that cannot pull the image it
+# names. Test VMs run Docker when booted with `containers: true` (test/sim/vm.ts).
 mkdir -p "$work/dask-image"
 tar -C "$root" --numeric-owner --one-file-system --exclude='./proc/*' --exclude='./sys/*' --exclude='./dev/*' \
   -cf "$work/dask-image/dask-image.tar" .
 mkdir -p "$root/opt/dask-cloud-sim"
 mv "$work/dask-image/dask-image.tar" "$root/opt/dask-cloud-sim/dask-image.tar"
+printf '%s\n' "${image_tags[@]}" >"$root/opt/dask-cloud-sim/image-tags"
 printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
 chmod 0755 "$root/usr/sbin/policy-rc.d"
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
 t_docker=$(date +%s)
-log "installing docker.io"
+log "installing docker.io docker-cli"
 in_root apt-get update -qq
-in_root apt-get install -y -qq --no-install-recommends docker.io >"$work/install-docker.log" 2>&1 ||
+# docker-cli: since trixie the `docker` command is its own package, which docker.io only recommends.
+in_root apt-get install -y -qq --no-install-recommends docker.io docker-cli >"$work/install-docker.log" 2>&1 ||
   { tail -n 30 "$work/install-docker.log" >&2; die "docker.io install failed"; }
 log "docker.io install took $(( $(date +%s) - t_docker )) s"
 # Not started at boot: only VMs whose user-data enables it run dockerd.
@@ -193,14 +239,22 @@ mkdir -p "$root/etc/docker" "$root/etc/systemd/system/docker.service.d"
 printf '{"storage-driver": "overlay2", "bridge": "none", "iptables": false, "ip6tables": false, "ip-forward": false, "ip-masq": false}\n' >"$root/etc/docker/daemon.json"
 cat >"$root/usr/local/sbin/dask-cloud-sim-docker-preload" <<'EOF'
 #!/bin/sh
-# dask-cloud simulated VM: give Docker the Dask image the Dask unit names, as if it had been pulled.
+# dask-cloud simulated VM: give Docker the Dask image the Dask unit names, as if it had been pulled,
+# when it is one of the tags in /opt/dask-cloud-sim/image-tags (what the library picks for the Dask
+# and Python in the tarball). Another name is not imported: `docker run` then tries to pull it and
+# fails, as on a VM that cannot pull the image it names. Never fails docker.service itself.
 set -eu
+tags=/opt/dask-cloud-sim/image-tags
 for unit in /etc/systemd/system/dask-*.service; do
   [ -f "$unit" ] || continue
   image="$(sed -n 's|^ExecStart=/usr/bin/docker run .* \([^ ]*\) python /etc/dask/launch.py .*|\1|p' "$unit")"
   [ -n "$image" ] || continue
   # The unit quotes it ("..."); image references hold no characters systemd would escape.
   image="${image#\"}"; image="${image%\"}"
+  if ! grep -qxF -- "$image" "$tags"; then
+    echo "dask-cloud-sim: not importing $image for ${unit##*/}: this VM can only pull $(tr '\n' ' ' <"$tags")(the Dask and Python of its image)"
+    continue
+  fi
   docker image inspect "$image" >/dev/null 2>&1 && continue
   echo "dask-cloud-sim: importing /opt/dask-cloud-sim/dask-image.tar as $image"
   docker import /opt/dask-cloud-sim/dask-image.tar "$image" >/dev/null
@@ -216,7 +270,11 @@ clean_root
   echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "script-hash: $script_hash"
   echo "mirror: $mirror"
-  in_root dpkg-query -W -f='${Package} ${Version}\n' cloud-init python3-distributed python3-dask systemd nftables iproute2 docker.io
+  echo "suite: $suite"
+  echo "dask: $dask_release"
+  echo "python: $python_minor"
+  echo "image-tags: ${image_tags[*]}"
+  in_root dpkg-query -W -f='${Package} ${Version}\n' cloud-init python3-distributed python3-dask python3 systemd nftables iproute2 docker.io docker-cli
 } >"$root/etc/dask-cloud-sim-image"
 
 # --- pack ---------------------------------------------------------------------------------------

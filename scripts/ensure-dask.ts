@@ -4,7 +4,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { findPython, INSTALL_HINT } from '../providers/local/python';
+import { findPython, INSTALL_HINT } from '../src/dask/python';
 
 function run(cmd: string, args: string[], timeoutMs: number): boolean {
   console.log(`$ ${cmd} ${args.join(' ')}`);

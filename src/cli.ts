@@ -2,7 +2,7 @@
 /**
  * The `dask-cloud` command line.
  *
- *   dask-cloud start [--provider local|gcp|ec2|digitalocean] [--workers N] [--client-config DIR] [--no-security] [--private] [provider options]
+ *   dask-cloud start [--provider local|gcp|ec2|digitalocean] [--workers N] [--client-config DIR] [--no-security] [--strict-versions] [--private] [provider options]
  *   dask-cloud local [...]   (= start --provider local)
  *   dask-cloud user-data --role scheduler|worker [--scheduler-address A] [--runtime docker|native] [--no-security]
  *   dask-cloud cleanup --provider gcp|ec2|digitalocean (--cluster ID ... | --expired | --all) [--dry-run] [provider options]
@@ -18,15 +18,18 @@ import { LocalCluster } from '../providers/local';
 import type { CleanupReport } from './cluster/vm';
 import type { Cluster, ClusterOptions } from './cluster/cluster';
 import type { ClusterEvent } from './cluster/events';
+import { formatVersionSet, type VersionReport, type VersionSet } from './dask/versions';
 import type { VMCluster } from './cluster/vm';
 
 const USAGE = `usage:
   dask-cloud start [--provider local|gcp|ec2|digitalocean] [--workers N] [--client-config DIR]
-      [--no-security] [--private] [--project P --zone Z | --region R] [--endpoint URL]
+      [--no-security] [--strict-versions] [--private] [--project P --zone Z | --region R] [--endpoint URL]
       start a cluster (mutual TLS unless --no-security), write the client config, run until
       Ctrl-C (or SIGTERM, or the terminal closing), then delete everything, waiting for the cloud
       to confirm; a signal during the start rolls it back. A second signal stops waiting and
-      prints the cleanup command. Other options come from the config file and DASK_CLOUD_*
+      prints the cleanup command. The image follows the local Python's Dask; the versions of
+      client, scheduler and workers are printed after start, and --strict-versions makes a
+      mismatch fail the start. Other options come from the config file and DASK_CLOUD_*
       variables, credentials from each cloud's usual place
   dask-cloud local [--workers N] [--client-config DIR] [--no-security]
       the same as start --provider local
@@ -71,6 +74,31 @@ export function redactKeys(text: string): string {
   return text.replace(/(-----BEGIN [A-Z ]*PRIVATE KEY-----)[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----)/g, '$1 (elided) $2');
 }
 
+const IMAGE_BASIS = {
+  explicit: 'dockerImage',
+  requested: 'daskVersion/pythonVersion',
+  client: "matches the local client's Dask and Python",
+  pinned: 'the pinned default',
+} as const;
+
+/** `client dask 2024.12.1, …; scheduler the same; 2 workers the same` (or what each runs). */
+export function versionsLine(report: VersionReport): string {
+  const same = (set: VersionSet) => report.client !== undefined && formatVersionSet(set) === formatVersionSet(report.client);
+  const workers = Object.values(report.workers);
+  const workersText =
+    workers.length === 0
+      ? 'no workers'
+      : workers.every((w) => formatVersionSet(w) === formatVersionSet(report.scheduler))
+        ? `${workers.length} worker(s) ${same(report.scheduler) ? 'the same' : 'as the scheduler'}`
+        : `workers differ: ${workers.map((w) => formatVersionSet(w)).join(' | ')}`;
+  const parts = [
+    report.client === undefined ? 'client unknown (no local Python with Dask)' : `client ${formatVersionSet(report.client)}`,
+    `scheduler ${same(report.scheduler) ? 'the same' : formatVersionSet(report.scheduler)}`,
+    workersText,
+  ];
+  return `${parts.join('; ')}${report.mismatches.length > 0 ? ` (${report.mismatches.length} mismatch${report.mismatches.length === 1 ? '' : 'es'}: ${report.mismatches.map((m) => m.package).join(', ')})` : ''}`;
+}
+
 /** One line per progress event worth a person's attention, on stderr. */
 function progress(e: ClusterEvent): void {
   switch (e.type) {
@@ -87,6 +115,12 @@ function progress(e: ClusterEvent): void {
     case 'rollback':
       console.error('  rolling back: deleting what was created');
       break;
+    case 'image':
+      console.error(`  image ${e.image} (${IMAGE_BASIS[e.basis]})`);
+      break;
+    case 'versions':
+      console.error(`  versions: ${versionsLine(e.report)}`);
+      break;
     default:
       break;
   }
@@ -100,6 +134,7 @@ async function start(argv: string[]): Promise<number> {
       workers: { type: 'string', default: '2' },
       'client-config': { type: 'string', default: './dask-client' },
       'no-security': { type: 'boolean', default: false },
+      'strict-versions': { type: 'boolean', default: false },
       private: { type: 'boolean', default: false },
       project: { type: 'string' },
       zone: { type: 'string' },
@@ -128,6 +163,7 @@ async function start(argv: string[]): Promise<number> {
     const common = {
       nWorkers,
       ...(values['no-security'] ? { security: false as const } : {}),
+      ...(values['strict-versions'] ? { strictVersions: true } : {}),
       closeOnSignals: false,
       signal: interrupted.signal,
       onEvent: (e: ClusterEvent) => {

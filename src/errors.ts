@@ -103,7 +103,8 @@ export type ErrorCode =
   | 'E_TEARDOWN'
   // read-only checks before anything is created
   | 'E_CREDENTIALS'
-  | 'E_PREFLIGHT';
+  | 'E_PREFLIGHT'
+  | 'E_VERSION_MISMATCH';
 
 export interface DaskCloudErrorOptions {
   cause?: unknown;
@@ -162,6 +163,16 @@ export class ValidationError extends DaskCloudError {
 
 /** TLS material is missing, malformed, inconsistent or out of date. */
 export class SecurityError extends DaskCloudError {}
+
+/**
+ * Client and cluster run different Dask, distributed, Python, cloudpickle or msgpack
+ * (`strictVersions`). `details.mismatches` lists each package with both sides' versions.
+ */
+export class VersionMismatchError extends DaskCloudError {
+  constructor(message: string, options: DaskCloudErrorOptions = {}) {
+    super('E_VERSION_MISMATCH', message, options);
+  }
+}
 
 /** A template failed to render, or rendered user-data does not fit the provider's limit. */
 export class UserDataError extends DaskCloudError {}

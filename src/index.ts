@@ -10,6 +10,11 @@ export { SchedulerClient, waitForScheduler, waitForWorkers, parseAddress } from 
 export type * from './dask';
 export { daskProcessSpec, DEFAULT_SCHEDULER_PORT, DEFAULT_DASHBOARD_PORT } from './dask/command';
 export type { DaskProcessOptions, DaskProcessSpec, DaskFile } from './dask/command';
+export { chooseDaskImage, pinnedDaskImage, DASK_IMAGE_RELEASES, DASK_IMAGE_REPOSITORY } from './dask/images';
+export type { ImageChoice } from './dask/images';
+export { compareVersions, describeMismatches } from './dask/versions';
+export type { VersionReport, VersionMismatch, VersionSet } from './dask/versions';
+export type { DaskVersions } from './dask/python';
 export { renderUserData, USER_DATA_LIMITS } from './cloud-init';
 export type * from './cloud-init';
 export { LocalCluster, findPython, cleanupLocalClusters } from '../providers/local';

@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import type { BackendContext, ClusterBackend, Member, MemberSpec, SchedulerLaunch } from '../../src/cluster/backend';
 import { daskProcessSpec, protocolFor, type DaskProcessSpec } from '../../src/dask/command';
 import { LocalRuntimeError } from '../../src/errors';
-import { findPython } from './python';
+import { findPython } from '../../src/dask/python';
 import { CLUSTER_ENV, KEY_DIR_PREFIX, OWNER_ENV, OWNER_FILE, STOP_GRACE_MS, launcherArgs, ownerIdentity } from './watchdog';
 
 export interface LocalBackendOptions {

@@ -5,12 +5,10 @@ import { ValidationError } from '../../src/errors';
 import { LocalBackend } from './backend';
 import { cleanupLocalClusters, type LocalCleanupOptions, type LocalCleanupReport } from './cleanup';
 
-export { findPython, type PythonInfo } from './python';
+export { findPython, type PythonInfo } from '../../src/dask/python';
 export { cleanupLocalClusters, type LocalCleanupOptions, type LocalCleanupEntry, type LocalCleanupReport } from './cleanup';
 
 export interface LocalClusterOptions extends ClusterOptions {
-  /** Python interpreter that imports `distributed` (default: DASK_CLOUD_PYTHON, then a search of PATH and /usr/bin/python3). */
-  python?: string;
   /**
    * Interface every process binds to, its HTTP servers included (default `127.0.0.1`): an IPv4
    * address or a host name. With `security: false` anything but loopback warns
@@ -42,9 +40,6 @@ export class LocalCluster extends Cluster {
     options = resolveOptions('local', options);
     if (options.schedulerPort !== undefined && (!Number.isInteger(options.schedulerPort) || options.schedulerPort < 1 || options.schedulerPort > 65535)) {
       throw new ValidationError(`schedulerPort must be an integer from 1 to 65535, got ${String(options.schedulerPort)}`, { option: 'schedulerPort' });
-    }
-    if (options.python !== undefined && (typeof options.python !== 'string' || options.python === '' || options.python.includes('\0'))) {
-      throw new ValidationError('python must be a non-empty path or command name', { option: 'python' });
     }
     const dash = options.dashboardAddress;
     if (dash !== undefined && dash !== false && (typeof dash !== 'string' || !/^[A-Za-z0-9.:[\]_-]{1,260}$/.test(dash))) {

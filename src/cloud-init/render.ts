@@ -10,13 +10,17 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadHandlebars, loadYaml } from '../lazy';
 import { daskProcessSpec, type DaskFile, type ProcessRole } from '../dask/command';
+import { pinnedDaskImage } from '../dask/images';
 import { UserDataError, ValidationError } from '../errors';
 import type { Security } from '../security/security';
 import { registerHelpers, SYSTEMD_UNSAFE_PATH } from './helpers';
 import { fitUserData, type GzipMode } from './limits';
 
-/** The Docker image VMs run by default. One pinned tag, so every VM of a cluster runs the same Dask. */
-export const DEFAULT_DASK_IMAGE = 'ghcr.io/dask/dask:2025.11.0';
+/**
+ * The Docker image the renderer uses when none is given: the pinned release. Clusters normally
+ * pass the image matched to the local client (src/dask/images.ts).
+ */
+export const DEFAULT_DASK_IMAGE = pinnedDaskImage().image;
 
 /** The interpreter the native runtime uses unless `pythonPath` says otherwise. */
 export const DEFAULT_PYTHON_PATH = '/usr/bin/python3';

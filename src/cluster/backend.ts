@@ -4,6 +4,7 @@
  * knows how to create and delete its own kind of member.
  */
 import type { Debugger } from 'debug';
+import type { DaskVersions } from '../dask/python';
 import type { Security } from '../security/security';
 import type { DaskProcessOptions } from '../dask/command';
 import type { ClusterEvent } from './events';
@@ -60,6 +61,12 @@ export interface ClusterBackend {
    * error; runs before anything else talks to a cloud.
    */
   validate?(ctx: BackendContext, specs: { scheduler: MemberSpec; worker: MemberSpec }): void;
+  /**
+   * Settles what depends on the local client, after `validate` and before any cloud call: a VM
+   * cluster picks its image from the client's Dask and Python (`client` is undefined when no
+   * local Python with Dask was found).
+   */
+  resolve?(ctx: BackendContext, client: DaskVersions | undefined): Promise<void>;
   /** Read-only checks of the account (credentials, location, image, network, NAT, quota, permissions). */
   preflight?(ctx: BackendContext, report: PreflightReport): Promise<void>;
   /** Create shared resources (network, firewall). Called once, first. */

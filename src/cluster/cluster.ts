@@ -10,7 +10,9 @@ import { Security, validateTemporaryOptions } from '../security/security';
 import type { TemporaryOptions } from '../security/security';
 import { SchedulerClient, waitForScheduler, waitForWorkers } from '../dask';
 import type { WorkerIdentity } from '../dask';
-import { ClusterStartError, ClusterStateError, DaskCloudError, TeardownError, ValidationError } from '../errors';
+import { ClusterStartError, ClusterStateError, DaskCloudError, TeardownError, ValidationError, VersionMismatchError } from '../errors';
+import { findPython, type DaskVersions } from '../dask/python';
+import { clientVersionSet, compareVersions, describeMismatches, remoteVersionSet, type VersionReport, type VersionSet } from '../dask/versions';
 import type { BackendContext, ClusterBackend, Member, MemberSpec } from './backend';
 import type { ClusterEvent, ClusterEventListener, ClusterPhase } from './events';
 import { registerLive, registerOpen, unregisterLive, unregisterOpen } from './signals';
@@ -65,6 +67,18 @@ export interface ClusterOptions {
   onEvent?: ClusterEventListener;
   /** Close the cluster on SIGINT/SIGTERM/SIGHUP (default true). */
   closeOnSignals?: boolean;
+  /**
+   * The local Python you compute from (default: DASK_CLOUD_PYTHON, then `python3` on PATH,
+   * `/usr/bin/python3`, `python`). Its Dask and Python pick a VM cluster's image
+   * (`daskVersion: 'auto'`), and are compared with the cluster's right after start.
+   */
+  python?: string;
+  /**
+   * Fail the start, and delete everything, when the cluster's dask, distributed, Python minor,
+   * cloudpickle or msgpack major differ from the local client's (default false: a
+   * `DASK_CLOUD_VERSION_MISMATCH` warning).
+   */
+  strictVersions?: boolean;
 }
 
 export interface AdaptOptions {
@@ -130,6 +144,8 @@ export function validateClusterOptions(options: ClusterOptions, kind = 'cluster'
   checkSignal(options.signal);
   checkFunction(options.onEvent, 'onEvent');
   checkBoolean(options.closeOnSignals, 'closeOnSignals');
+  checkBoolean(options.strictVersions, 'strictVersions');
+  checkText(options.python, 'python', '/usr/bin/python3');
   const sec = options.security;
   if (sec !== undefined && typeof sec !== 'boolean' && !Security.isSecurity(sec)) {
     throw new ValidationError(
@@ -198,6 +214,9 @@ export class Cluster implements AsyncDisposable {
   #startPhase: (() => ClusterPhase) | undefined;
   /** A rollback or close could not delete everything: the next close() tries again. */
   #leftBehind = false;
+  /** The local client's versions (undefined: no local Python with distributed), read once per start. */
+  #local: DaskVersions | undefined;
+  #versions: VersionReport | undefined;
 
   protected constructor(options: ClusterOptions, backend: ClusterBackend, defaults: ClusterDefaults) {
     validateClusterOptions(options, backend.kind);
@@ -217,6 +236,14 @@ export class Cluster implements AsyncDisposable {
 
   get state(): ClusterState {
     return this.#state;
+  }
+
+  /**
+   * The versions of client, scheduler and workers compared right after start, with any
+   * mismatches. Undefined before that (and when the comparison could not be made).
+   */
+  get versions(): VersionReport | undefined {
+    return this.#versions;
   }
 
   /** The address clients dial, e.g. `tls://10.128.0.7:8786`. Only after `start()`. */
@@ -439,6 +466,20 @@ export class Cluster implements AsyncDisposable {
       const { validate, preflight } = this.backend;
       if (validate) await this.#phase('validate', async () => validate.call(this.backend, ctx, { scheduler: schedulerSpec, worker: this.#workerSpecs(1, false)[0]! }));
       throwIfAborted(abort.signal);
+      // The local client's versions (one quick interpreter probe, after every check of the
+      // input): they pick a VM cluster's image and are compared with the cluster after start.
+      this.#local = await findPython(this.options.python).then(
+        (p) => p.versions,
+        () => undefined,
+      );
+      if (this.options.strictVersions && this.#local === undefined) {
+        throw new ValidationError(
+          `strictVersions compares the cluster with the local client, but no Python that imports distributed was found${this.options.python ? ` at ${this.options.python}` : ''}: install Dask locally, set the python option or DASK_CLOUD_PYTHON, or drop strictVersions`,
+          { option: 'strictVersions' },
+        );
+      }
+      await this.backend.resolve?.(ctx, this.#local);
+      throwIfAborted(abort.signal);
       phase = 'preflight';
       if (preflight) {
         await this.#phase('preflight', async () => {
@@ -488,6 +529,8 @@ export class Cluster implements AsyncDisposable {
           });
         }
       });
+      phase = 'versions';
+      await this.#phase('versions', () => this.#checkVersions(abort.signal));
       // An abort that landed while the last wait was already ending still rolls back.
       if (this.#callerAbort) throwIfAborted(abort.signal);
       this.#state = 'running';
@@ -597,6 +640,44 @@ export class Cluster implements AsyncDisposable {
   async connect(options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<SchedulerClient> {
     checkCallOptions(options, 'connect');
     return SchedulerClient.connect(this.schedulerAddress, { security: this.security, ...options });
+  }
+
+  /**
+   * Asks the scheduler and its workers for their versions and compares them with the local
+   * client's. A mismatch is a warning, or with `strictVersions` the start's failure. A cluster
+   * that cannot be asked is a warning too (strict: a failure): the comparison is advice, the
+   * cluster itself is up.
+   */
+  async #checkVersions(signal: AbortSignal): Promise<void> {
+    let scheduler: VersionSet;
+    let workers: Record<string, VersionSet>;
+    try {
+      const client = await this.connect({ signal, timeoutMs: VERSIONS_TIMEOUT_MS });
+      try {
+        scheduler = remoteVersionSet(await client.versions({ signal, timeoutMs: VERSIONS_TIMEOUT_MS }));
+        const raw = await client.workerVersions({ signal, timeoutMs: VERSIONS_TIMEOUT_MS });
+        workers = Object.fromEntries(Object.entries(raw).map(([address, v]) => [address, remoteVersionSet(v)]));
+      } finally {
+        await client.close();
+      }
+    } catch (err) {
+      if (signal.aborted) throw err;
+      if (this.options.strictVersions) throw new VersionMismatchError(`strictVersions: the cluster's versions could not be read: ${errorMessage(err)}`, { cause: err });
+      this.emit({ type: 'warning', code: 'DASK_CLOUD_VERSION_MISMATCH', clusterId: this.id, message: `the cluster's versions could not be compared with the client's: ${errorMessage(err)}`, at: Date.now() });
+      return;
+    }
+    const report = compareVersions(this.#local === undefined ? undefined : clientVersionSet(this.#local), scheduler, workers);
+    this.#versions = report;
+    this.emit({ type: 'versions', clusterId: this.id, report, at: Date.now() });
+    if (report.mismatches.length === 0) return;
+    const text = `client and cluster run different versions: ${describeMismatches(report)}`;
+    const fix = this.#local === undefined
+      ? 'the cluster mixes versions: give every member the same image'
+      : `install the cluster's versions in the client (${this.options.python ?? 'the Python found'}), or start the cluster with an image of the client's (dockerImage, or daskVersion/pythonVersion)`;
+    if (this.options.strictVersions) {
+      throw new VersionMismatchError(`${text}. Fix: ${fix}`, { details: { mismatches: report.mismatches } });
+    }
+    this.emit({ type: 'warning', code: 'DASK_CLOUD_VERSION_MISMATCH', clusterId: this.id, message: `${text}. Computations can fail; ${fix}`, at: Date.now() });
   }
 
   /**
@@ -942,6 +1023,8 @@ export class Cluster implements AsyncDisposable {
   }
 }
 
+/** How long the version check waits for each answer. */
+const VERSIONS_TIMEOUT_MS = 30_000;
 /** How long a failed start waits for the scheduler's list of workers (connect, then the request). */
 const SILENT_WORKERS_TIMEOUT_MS = 10_000;
 /** How many unregistered workers' consoles a failed start's error shows. */

@@ -1,5 +1,7 @@
+import type { VersionReport } from '../dask/versions';
+
 /** Typed progress events a cluster emits through `onEvent`. Each carries the cluster id. */
-export type ClusterPhase = 'validate' | 'credentials' | 'preflight' | 'network' | 'scheduler' | 'workers' | 'ready' | 'scale' | 'close';
+export type ClusterPhase = 'validate' | 'credentials' | 'preflight' | 'network' | 'scheduler' | 'workers' | 'ready' | 'versions' | 'scale' | 'close';
 
 export type ClusterEvent =
   | { type: 'phase-start'; clusterId: string; phase: ClusterPhase; at: number }
@@ -16,6 +18,14 @@ export type ClusterEvent =
    * script without an `onEvent` listener still sees it on stderr.
    */
   | { type: 'warning'; clusterId: string; message: string; at: number; code?: WarningCode }
+  /**
+   * The Docker image a VM cluster runs, and why: `explicit` (dockerImage), `requested`
+   * (daskVersion/pythonVersion), `client` (matched to the local Python's Dask), `pinned` (no
+   * local Python with Dask was found). `differences` says where it differs from what was asked.
+   */
+  | { type: 'image'; clusterId: string; image: string; basis: 'explicit' | 'requested' | 'client' | 'pinned'; differences: string[]; at: number }
+  /** Versions of client, scheduler and workers, compared right after start. */
+  | { type: 'versions'; clusterId: string; report: VersionReport; at: number }
   | { type: 'rollback'; clusterId: string; reason: string; at: number }
   | { type: 'closed'; clusterId: string; at: number };
 

@@ -7,6 +7,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BOOTSTRAP_FAILED_MARK, renderUserData, type RenderedUserData } from '../cloud-init';
 import { DEFAULT_DASHBOARD_PORT, DEFAULT_SCHEDULER_PORT, protocolFor } from '../dask/command';
+import { chooseDaskImage, parseRelease, pinnedDaskImage, PINNED_DASK_RELEASE } from '../dask/images';
+import type { DaskVersions } from '../dask/python';
 import { CloudApiError, DaskCloudError, SecurityError, TeardownError, ValidationError } from '../errors';
 import { Security } from '../security/security';
 import type { BackendContext, ClusterBackend, Member, MemberRole, MemberSpec, SchedulerLaunch } from './backend';
@@ -33,8 +35,20 @@ export interface VMClusterOptions extends ClusterOptions {
   exposeDashboard?: boolean;
   /** `docker` (default) runs the Dask image; `native` runs the VM image's own `dask`. */
   runtime?: 'docker' | 'native';
-  /** Docker image the VMs run (default `ghcr.io/dask/dask:<pinned>`; dask-cloudprovider's `docker_image`). */
+  /**
+   * Docker image the VMs run, used as it is (dask-cloudprovider's `docker_image`). Default: the
+   * published Dask image matching `daskVersion` and `pythonVersion`.
+   */
   dockerImage?: string;
+  /**
+   * The Dask release the default image runs: `'auto'` (default) follows the local client (the
+   * `python` option's interpreter), so client and cluster speak the same protocol; or a release
+   * such as `'2024.12.1'`. Without a local Python with Dask, `'auto'` means the pinned default
+   * (`ghcr.io/dask/dask:2025.11.0`, Python 3.10), and a warning says so.
+   */
+  daskVersion?: string;
+  /** The Python minor of the default image, e.g. `'3.12'` (default: the local client's). */
+  pythonVersion?: string;
   /** Docker runtime: install Docker on boot when missing (default true). */
   installDocker?: boolean;
   /** Docker runtime: `--gpus all`. */
@@ -258,6 +272,19 @@ export function validateVMOptions(options: VMClusterOptions): void {
   // 0 turns the watch off; above 2^31-1 Node would fire it every millisecond.
   checkTimerMs(options.memberWatchIntervalMs, 'memberWatchIntervalMs', { allowZero: true });
   for (const key of ['exposeDashboard', 'installDocker', 'gpu', 'autoShutdown'] as const) checkBoolean(options[key], key);
+  if (options.daskVersion !== undefined && (typeof options.daskVersion !== 'string' || (options.daskVersion !== 'auto' && parseRelease(options.daskVersion) === undefined))) {
+    throw new ValidationError(`daskVersion must be 'auto' or a Dask release such as '2024.12.1', got ${describeValue(options.daskVersion)}`, { option: 'daskVersion' });
+  }
+  if (options.pythonVersion !== undefined && (typeof options.pythonVersion !== 'string' || !/^3\.\d{1,2}$/.test(options.pythonVersion))) {
+    throw new ValidationError(`pythonVersion must be a Python minor version such as '3.12', got ${describeValue(options.pythonVersion)}`, { option: 'pythonVersion' });
+  }
+  const pinsImage = (options.daskVersion !== undefined && options.daskVersion !== 'auto') || options.pythonVersion !== undefined;
+  if (pinsImage && options.dockerImage !== undefined) {
+    throw new ValidationError('give dockerImage or daskVersion/pythonVersion, not both: dockerImage is used as it is', { option: options.pythonVersion !== undefined ? 'pythonVersion' : 'daskVersion' });
+  }
+  if (pinsImage && options.runtime === 'native') {
+    throw new ValidationError("daskVersion and pythonVersion choose the Docker image; the native runtime runs the VM image's own Dask", { option: options.pythonVersion !== undefined ? 'pythonVersion' : 'daskVersion' });
+  }
   for (const key of ['dockerImage', 'pythonPath'] as const) {
     const v = options[key];
     if (v !== undefined && (typeof v !== 'string' || v === '')) throw new ValidationError(`${key} must be a non-empty string, got ${describeValue(v)}`, { option: key });
@@ -307,6 +334,8 @@ export class VMBackend implements ClusterBackend {
   /** Every instance id ever created, so rollback never depends on a create call having returned. */
   readonly #created = new Set<string>();
   #plan: NetworkPlan | undefined;
+  /** The image chosen by `resolve()` (undefined before, and with the native runtime). */
+  #image: string | undefined;
   #networkCreated = false;
   /** Members whose VMs should be running, by instance id; `seen` once a list has shown it. */
   readonly #watched = new Map<string, { member: Member; seen: boolean }>();
@@ -361,6 +390,37 @@ export class VMBackend implements ClusterBackend {
       nWorkers: o.nWorkers ?? 1,
       needsEgress: (o.runtime ?? 'docker') === 'docker',
     };
+  }
+
+  /** The Docker image: `dockerImage`, else the published image matching the request or the local client. */
+  async resolve(ctx: BackendContext, client: DaskVersions | undefined): Promise<void> {
+    const o = this.#options;
+    if (o.runtime === 'native') return;
+    const announce = (image: string, basis: 'explicit' | 'requested' | 'client' | 'pinned', differences: string[]): void => {
+      this.#image = image;
+      ctx.emit({ type: 'image', clusterId: ctx.clusterId, image, basis, differences, at: Date.now() });
+      if (differences.length > 0) {
+        ctx.emit({ type: 'warning', code: 'DASK_CLOUD_VERSION_MISMATCH', clusterId: ctx.clusterId, message: `image ${image}: ${differences.join('; ')}`, at: Date.now() });
+      }
+    };
+    if (o.dockerImage !== undefined) return announce(o.dockerImage, 'explicit', []);
+    const requested = (o.daskVersion !== undefined && o.daskVersion !== 'auto') || o.pythonVersion !== undefined;
+    const clientDask = client?.packages.dask ?? undefined;
+    if (!requested && clientDask === undefined) {
+      const pinned = pinnedDaskImage();
+      return announce(pinned.image, 'pinned', [
+        `no local Python with Dask was found, so the image cannot follow your client: it runs Dask ${pinned.dask} on Python ${pinned.python}. Compute from a client with the same versions (python -m pip install "distributed==${pinned.dask}" on Python ${pinned.python}), or set the python option`,
+      ]);
+    }
+    const dask = o.daskVersion !== undefined && o.daskVersion !== 'auto' ? o.daskVersion : (clientDask ?? PINNED_DASK_RELEASE);
+    const python = o.pythonVersion ?? client?.python;
+    const choice = chooseDaskImage({ dask, python });
+    if (choice === undefined) {
+      // The client's Dask reports a version that is no release (a source checkout): keep the pin.
+      const pinned = pinnedDaskImage();
+      return announce(pinned.image, 'pinned', [`the local Dask reports version ${JSON.stringify(dask)}, which names no release: using the pinned image; set daskVersion or dockerImage`]);
+    }
+    announce(choice.image, requested ? 'requested' : 'client', choice.differences);
   }
 
   /** Both roles' user-data, rendered and size-checked before any API call (the worker's with the longest scheduler address). */
@@ -425,7 +485,7 @@ export class VMBackend implements ClusterBackend {
       role: spec.role,
       security: ctx.security,
       runtime: o.runtime,
-      image: o.dockerImage,
+      image: this.#image ?? o.dockerImage,
       installDocker: o.installDocker,
       gpu: o.gpu,
       pythonPath: o.pythonPath,

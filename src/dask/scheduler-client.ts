@@ -270,6 +270,11 @@ export class SchedulerClient implements AsyncDisposable {
     return asRecord(await this.request('versions', {}, options));
   }
 
+  /** Every worker's answer to `versions`, by worker address (the scheduler asks them; a worker that fails to answer is left out). */
+  async workerVersions(options: RequestOptions = {}): Promise<Record<string, unknown>> {
+    return asRecord(await this.request('broadcast', { msg: { op: 'versions' }, on_error: 'ignore' }, options));
+  }
+
   /**
    * Stop the scheduler, which also closes its workers. Dask never replies to `terminate`: this
    * resolves when the scheduler closes the connection, and throws `E_TIMEOUT` if it has not

@@ -66,7 +66,7 @@ describe.runIf(enabled)('LocalCluster with real Dask', () => {
     expect(out.split('\n').pop()).toBe('90');
 
     const phases = events.filter((e) => e.type === 'phase-end').map((e) => (e as { phase: string }).phase);
-    expect(phases).toEqual(['credentials', 'network', 'scheduler', 'ready']);
+    expect(phases).toEqual(['credentials', 'network', 'scheduler', 'ready', 'versions']);
 
     // Each member's own output, by name.
     const logs = await cluster.getLogs();

@@ -5,6 +5,9 @@
  * With CI=true nothing may skip: the check throws, so the run fails loudly instead.
  */
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import * as path from 'node:path';
 
 export const IN_CI = process.env.CI === 'true';
 
@@ -55,3 +58,54 @@ export const openssl = (): Prereq => ({
   ok: commandWorks('openssl', ['version']),
   reason: 'openssl is not installed; install it with `apt-get install -y openssl`',
 });
+
+/** scripts/trixie-python: runs the trixie root's Python 3.13 (Dask 2024.12.1) as a host interpreter. */
+export const TRIXIE_PYTHON = path.resolve(__dirname, '..', '..', 'scripts', 'trixie-python');
+const TRIXIE_BUILD = path.resolve(__dirname, '..', '..', 'scripts', 'build-trixie-root.sh');
+/** Where scripts/build-trixie-root.sh puts the root (DASK_CLOUD_TRIXIE_ROOT overrides it, for the wrapper too). */
+export const TRIXIE_ROOT = process.env.DASK_CLOUD_TRIXIE_ROOT || path.resolve(__dirname, '..', '..', '.cache', 'trixie-root');
+
+let trixieCache: { python: string | null; reason: string } | undefined;
+function trixieStatus(): { python: string | null; reason: string } {
+  if (trixieCache) return trixieCache;
+  const fix = 'build it (as root, needs Debian\'s mirror; ~1 min, cached) with `scripts/build-trixie-root.sh`';
+  if (!existsSync(path.join(TRIXIE_ROOT, 'usr/bin/python3'))) {
+    trixieCache = { python: null, reason: `no trixie root at ${TRIXIE_ROOT} (the second Dask client, Dask 2024.12.1 on Python 3.13): ${fix}` };
+  } else if (!process.env.DASK_CLOUD_TRIXIE_ROOT && readHash(`${TRIXIE_ROOT}.hash`) !== scriptHash(TRIXIE_BUILD)) {
+    // The default root only: a root named by the caller is theirs to keep current.
+    trixieCache = { python: null, reason: `the trixie root at ${TRIXIE_ROOT} was built by another version of scripts/build-trixie-root.sh: re-run it` };
+  } else if (!commandWorks(TRIXIE_PYTHON, ['-c', 'import distributed'])) {
+    trixieCache = { python: null, reason: `${TRIXIE_PYTHON} cannot import distributed from ${TRIXIE_ROOT} (it needs root, or unprivileged user namespaces): run it by hand to see why, or rebuild the root with \`FORCE=1 scripts/build-trixie-root.sh\`` };
+  } else {
+    trixieCache = { python: TRIXIE_PYTHON, reason: '' };
+  }
+  return trixieCache;
+}
+
+/**
+ * The second Dask client: the path of scripts/trixie-python (Debian trixie's Dask 2024.12.1 on
+ * Python 3.13, next to the host's bookworm Dask 2022.12.1) when its root is built and it imports
+ * `distributed`; else null. Usable wherever an interpreter path is: the `python` option,
+ * DASK_CLOUD_PYTHON, `net.run(where, trixiePython(), ...)`.
+ */
+export function trixiePython(): string | null {
+  return trixieStatus().python;
+}
+
+export const trixieDask = (): Prereq => ({
+  ok: trixiePython() !== null,
+  reason: trixieStatus().reason,
+});
+
+function readHash(file: string): string {
+  try {
+    return readFileSync(file, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+/** How the build scripts hash themselves: the script, then scripts/debian-mirror.sh, which it sources. */
+function scriptHash(script: string): string {
+  return createHash('sha256').update(readFileSync(script)).update(readFileSync(path.join(path.dirname(script), 'debian-mirror.sh'))).digest('hex');
+}

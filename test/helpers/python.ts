@@ -4,7 +4,7 @@
  */
 import { execFile } from 'node:child_process';
 import type { RunResult, SimNetwork } from '../sim';
-import { pythonWithDask } from './prereq';
+import { pythonWithDask, trixiePython } from './prereq';
 
 /** A small computation a client runs on a cluster: prints 90 (the doubles of 0..9, summed). */
 export const COMPUTE = "from distributed import Client\nc = Client(timeout='20s')\nprint(sum(c.gather(c.map(lambda x: x * 2, range(10)))))\nc.close()";
@@ -25,7 +25,12 @@ export function pythonWithConfig(dir: string, code: string): Promise<string> {
   });
 }
 
-/** Runs `code` inside a simulated-network namespace with only `DASK_CONFIG=dir`, dialling `dials` (route-checked first). */
+/**
+ * Runs `code` inside a simulated-network namespace with only `DASK_CONFIG=dir`, dialling `dials`
+ * (route-checked first). The client is the simulated VMs' own Dask: the VM image is Debian trixie
+ * (Dask 2024.12.1, Python 3.13), and only a client of the same Dask computes on it, so this runs
+ * scripts/trixie-python (gate on `have(trixieDask())`), not the host's bookworm Dask.
+ */
 export function pythonIn(net: SimNetwork, where: 'vpc' | 'internet', dir: string, dials: string, code: string): Promise<RunResult> {
-  return net.run(where, pythonWithDask()!, ['-c', code], { env: { DASK_CONFIG: dir }, dials: [dials], timeoutMs: 60_000, check: false });
+  return net.run(where, trixiePython()!, ['-c', code], { env: { DASK_CONFIG: dir }, dials: [dials], timeoutMs: 60_000, check: false });
 }

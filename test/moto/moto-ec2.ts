@@ -4,8 +4,9 @@
  * `server.calls(op)`, `mutatingCalls()`, `leaked()`, `contractViolations`, `stop()`), so a suite
  * can run against either.
  *
- * moto runs as `python3 -m moto.server -H 127.0.0.1 -p 0` chrooted into the root that
- * scripts/build-moto-root.sh builds, inside a private mount namespace where the AMI catalogue
+ * moto runs as `python3 -m moto.server -H 127.0.0.1 -p 0` chrooted into the Debian trixie root
+ * that scripts/build-trixie-root.sh builds (shared with scripts/trixie-python, the second Dask
+ * client), inside a private mount namespace where the AMI catalogue
  * (test/moto/amis.ts) is bound in for `MOTO_AMIS_PATH`. It runs in the caller's network namespace,
  * which must be loopback-only (test/moto/netns.ts): the addresses moto hands out are not ours.
  * A logging proxy (test/moto/proxy.ts) sits between the SDK and moto and records every action.
@@ -27,9 +28,9 @@ import { LoggingProxy, type MotoCall } from './proxy';
 export type { MotoCall, MotoFailure } from './proxy';
 
 const REPO = path.resolve(__dirname, '../..');
-/** Where scripts/build-moto-root.sh puts the root by default. */
-export const DEFAULT_MOTO_ROOT = path.join(REPO, '.cache', 'moto-root');
-const BUILD_SCRIPT = path.join(REPO, 'scripts', 'build-moto-root.sh');
+/** Where scripts/build-trixie-root.sh puts the root by default. */
+export const DEFAULT_MOTO_ROOT = path.join(REPO, '.cache', 'trixie-root');
+const BUILD_SCRIPT = path.join(REPO, 'scripts', 'build-trixie-root.sh');
 /** Inside the root: the mount point for the per-run catalogue directory (made by the build script). */
 const CATALOGUE_MOUNT = '/run/dask-cloud-moto';
 
@@ -39,7 +40,7 @@ export const MOTO_ACCOUNT_ID = '123456789012';
 export interface MotoEc2Options {
   /** Region the client config names (default eu-west-1). */
   region?: string;
-  /** The root built by scripts/build-moto-root.sh (default: DASK_CLOUD_MOTO_ROOT, else .cache/moto-root). */
+  /** The root built by scripts/build-trixie-root.sh (default: DASK_CLOUD_TRIXIE_ROOT, else .cache/trixie-root). */
   root?: string;
   /** The AMI catalogue (default: Debian 12 images and decoys, test/moto/amis.ts). */
   amis?: MotoAmi[];
@@ -57,8 +58,8 @@ export interface MotoResource {
 }
 
 /** The moto root, or why it is not usable (for test/helpers/prereq's `have`). */
-export function motoRoot(root = process.env.DASK_CLOUD_MOTO_ROOT || DEFAULT_MOTO_ROOT): { ok: boolean; reason: string; root: string } {
-  const fix = 'build it (as root, needs Debian\'s mirror) with `scripts/build-moto-root.sh`';
+export function motoRoot(root = process.env.DASK_CLOUD_TRIXIE_ROOT || DEFAULT_MOTO_ROOT): { ok: boolean; reason: string; root: string } {
+  const fix = 'build it (as root, needs Debian\'s mirror) with `scripts/build-trixie-root.sh`';
   if (!existsSync(path.join(root, 'usr/lib/python3/dist-packages/moto/server.py'))) {
     return { ok: false, root, reason: `no moto root at ${root}: ${fix}` };
   }
@@ -67,7 +68,7 @@ export function motoRoot(root = process.env.DASK_CLOUD_MOTO_ROOT || DEFAULT_MOTO
   if (root === DEFAULT_MOTO_ROOT) {
     const want = createHash('sha256').update(readFileSync(BUILD_SCRIPT)).update(readFileSync(path.join(path.dirname(BUILD_SCRIPT), 'debian-mirror.sh'))).digest('hex');
     const have = existsSync(`${root}.hash`) ? readFileSync(`${root}.hash`, 'utf8').trim() : '';
-    if (have !== want) return { ok: false, root, reason: `the moto root at ${root} was built by another version of scripts/build-moto-root.sh: re-run it` };
+    if (have !== want) return { ok: false, root, reason: `the moto root at ${root} was built by another version of scripts/build-trixie-root.sh: re-run it` };
   }
   return { ok: true, root, reason: '' };
 }
@@ -191,7 +192,7 @@ export class MotoEc2 implements AsyncDisposable {
       proxy = new LoggingProxy({ host: '127.0.0.1', port });
       await proxy.start();
       const versions = Object.fromEntries(
-        readFileSync(path.join(root, 'etc/dask-cloud-moto-root'), 'utf8')
+        readFileSync(path.join(root, 'etc/dask-cloud-trixie-root'), 'utf8')
           .split('\n')
           .map((l) => /^(python3[\w-]*) (\S+)$/.exec(l))
           .filter((m): m is RegExpExecArray => m !== null)

@@ -21,12 +21,13 @@ import { ClusterStartError } from '../../src/errors';
 import { assertNoContractViolations } from '../fakes/core';
 import type { BootRequest } from '../fakes/core/state';
 import { FakeEc2 } from '../fakes/ec2';
-import { have, realDask } from '../helpers/prereq';
+import { have, trixieDask, trixiePython } from '../helpers/prereq';
 import { eventually, fakeOptions } from '../providers/ec2/helpers';
 import { SimNetwork, SimVmBooter, simulatedVms } from '.';
 import { intToIp, ipToInt } from './net-util';
 
-const enabled = have(simulatedVms()) && have(realDask());
+// The cluster's `python` is the VMs' own Dask (scripts/trixie-python): the client the versions are compared with.
+const enabled = have(simulatedVms()) && have(trixieDask());
 
 /** How often the member watch lists the VMs: the test injects it, and bounds detection with it. */
 const WATCH_MS = 500;
@@ -82,6 +83,7 @@ describe.skipIf(!enabled)('bootstrap on simulated VMs (EC2 fake)', () => {
     cluster = new EC2Cluster({
       ...fakeOptions(fake),
       runtime: 'native', // the image has Dask (Debian's python3-distributed), no internet for Docker
+      python: trixiePython()!,
       onEvent: (e) => events.push(e),
       ...options,
     });

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
-import { SHM_ROOT } from './state';
+import { SHM_ROOT, STATE_ROOT, ownerAlive, readNetRecord } from './state';
 import { SimError, debug, run } from './exec';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
@@ -78,11 +78,28 @@ export async function ensureBaseImage(): Promise<BaseImage> {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
   debug('base image extracted to %s in %d ms', dir, extractMs);
-  // Extractions of older images only hold memory (tmpfs): drop them.
-  for (const d of fs.readdirSync(SHM_ROOT)) {
-    if (d.startsWith('base-') && !d.includes('.tmp-') && path.join(SHM_ROOT, d) !== dir) {
-      fs.rmSync(path.join(SHM_ROOT, d), { recursive: true, force: true });
+  // Extractions of other images only hold memory (tmpfs): drop them, unless another live process
+  // has a network (another checkout's run, which may boot VMs on its own image at this moment).
+  if (!otherLiveNetworks()) {
+    for (const d of fs.readdirSync(SHM_ROOT)) {
+      if (d.startsWith('base-') && !d.includes('.tmp-') && path.join(SHM_ROOT, d) !== dir) {
+        fs.rmSync(path.join(SHM_ROOT, d), { recursive: true, force: true });
+      }
     }
   }
   return { dir, extractMs };
+}
+
+/** Whether a live process other than this one owns a simulated network. */
+function otherLiveNetworks(): boolean {
+  let nets: string[] = [];
+  try {
+    nets = fs.readdirSync(path.join(STATE_ROOT, 'nets'));
+  } catch {
+    return false;
+  }
+  return nets.some((net) => {
+    const owner = readNetRecord(net)?.owner ?? null;
+    return owner !== null && owner.pid !== process.pid && ownerAlive(owner);
+  });
 }

@@ -2,6 +2,9 @@
  * The simulated cloud itself: network isolation and firewalls, cloud-init on a booted VM, and a
  * real Dask cluster (scheduler + 2 workers) on three VMs with mutual TLS.
  *
+ * The VMs run Debian trixie's Dask (2024.12.1, Python 3.13); the clients that compute on them run
+ * the same Dask through scripts/trixie-python (the host's bookworm Dask 2022.12.1 cannot).
+ *
  * Needs root, systemd-nspawn, nftables and the VM image (`sudo bash scripts/build-vm-image.sh`).
  * Outside CI a missing prerequisite skips with a message; with CI=true it fails.
  */
@@ -10,7 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { have, pythonWithDask, realDask } from '../helpers/prereq';
+import { have, trixieDask, trixiePython } from '../helpers/prereq';
 import { spawnTsx } from '../helpers/spawn';
 import { SimNetwork, SimVmBooter, simulatedVms, cleanupStale, type SimVm, type FirewallRule } from './index';
 import type { FirewallRule as FakeFirewallRule } from '../fakes/core/state';
@@ -189,8 +192,44 @@ describe.skipIf(!enabled)('simulated cloud', () => {
     }
   }, 90_000);
 
+  it('the Docker stand-in "pulls" only the image tags of the Dask inside it; a unit naming another image gets nothing', async () => {
+    // Two units in the shape the docker runtime renders (cloud-init/dask-docker.service.hbs); only
+    // their ExecStart line matters to the preload. Neither is started: dockerd's start imports.
+    const tagsOf = async (vm: SimVm) => (await vm.exec('cat', ['/opt/dask-cloud-sim/image-tags'])).stdout.trim().split('\n');
+    const unit = (role: string, image: string) =>
+      `[Service]\nExecStart=/usr/bin/docker run --rm --name dask-${role} --network host --restart no -v /etc/dask:/etc/dask:ro "${image}" python /etc/dask/launch.py /etc/dask/launch.json\n`;
+    const userData = (good: string) =>
+      [
+        '#cloud-config',
+        'write_files:',
+        ...[['scheduler', good], ['worker', 'ghcr.io/dask/dask:2022.12.1-py3.11']].flatMap(([role, image]) => [
+          `  - path: /etc/systemd/system/dask-${role}.service`,
+          `    content: ${JSON.stringify(unit(role!, image!))}`,
+          "    permissions: '0644'",
+        ]),
+        'runcmd:',
+        '  - [systemctl, start, docker]',
+      ].join('\n') + '\n';
+    // The tags are read from the image itself (scripts/build-vm-image.sh writes them in one place).
+    const probe = await net.bootVm({ id: 'tags-0', userData: '#cloud-config\n', privateIp: net.allocatePrivateIp() });
+    const tags = await tagsOf(probe);
+    await probe.stop();
+    expect(tags).toEqual(['ghcr.io/dask/dask:2024.12.1-py3.12']); // what the library picks for trixie's Dask 2024.12.1 on Python 3.13
+    const vm = await net.bootVm({ id: 'tags-1', userData: userData(tags[0]!), privateIp: net.allocatePrivateIp(), containers: true });
+    try {
+      expect((await vm.waitForCloudInit({ timeoutMs: 60_000 })).errors).toEqual([]);
+      const images = await vm.exec('docker', ['image', 'ls', '--format', '{{.Repository}}:{{.Tag}}'], { timeoutMs: 15_000 });
+      expect(images.stdout.trim().split('\n')).toEqual(tags);
+      const journal = await vm.exec('journalctl', ['-u', 'docker', '--no-pager'], { check: false });
+      expect(journal.stdout).toContain('not importing ghcr.io/dask/dask:2022.12.1-py3.11 for dask-worker.service');
+    } finally {
+      await vm.stop({ graceful: false });
+    }
+  }, 120_000);
+
   describe('Dask on three VMs', () => {
-    const dask = have(realDask());
+    // Clients of the VMs' own Dask (scripts/trixie-python).
+    const dask = have(trixieDask());
 
     /**
      * Boots a scheduler (with a public IP) and two private-only workers, all admitting anything
@@ -216,7 +255,7 @@ describe.skipIf(!enabled)('simulated cloud', () => {
       ]);
       const [schedVm] = vms as [SimVm, SimVm, SimVm];
       try {
-        const py = pythonWithDask()!;
+        const py = trixiePython()!;
         const client = await net.run(
           'vpc',
           py,

@@ -180,7 +180,18 @@ export class SimVm {
   initPid(): number | null {
     const nspawn = childrenOf(this.pid)[0];
     if (nspawn === undefined) return null;
-    return childrenOf(nspawn)[0] ?? null;
+    // nspawn's first child is an "outer child" that forks the VM's init into a new PID namespace
+    // and exits: only a process in another PID namespace than nspawn's is the init (the outer child
+    // mistaken for it would be dead a moment later).
+    const ns = pidNamespace(nspawn);
+    if (ns === null) return null;
+    for (const child of childrenOf(nspawn)) {
+      for (const pid of [child, ...childrenOf(child)]) {
+        const own = pidNamespace(pid);
+        if (own !== null && own !== ns) return pid;
+      }
+    }
+    return null;
   }
 
   /**
@@ -224,6 +235,14 @@ export class SimVm {
     await this.ctx.release();
     await fs.promises.rm(this.dir, { recursive: true, force: true });
     debug('vm %s: stopped', this.id);
+  }
+}
+
+function pidNamespace(pid: number): string | null {
+  try {
+    return fs.readlinkSync(`/proc/${pid}/ns/pid`);
+  } catch {
+    return null;
   }
 }
 

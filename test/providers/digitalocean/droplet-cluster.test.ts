@@ -96,7 +96,7 @@ describe.runIf(enabled)('DropletCluster with real Dask on the DigitalOcean fake'
     expect(f.pools.private.contains(hostOf(cluster.schedulerPrivateAddress))).toBe(true);
     expect(await cluster.workers()).toHaveLength(2);
     const phases = events.filter((e) => e.type === 'phase-end').map((e) => (e as { phase: string }).phase);
-    expect(phases).toEqual(['credentials', 'validate', 'preflight', 'network', 'scheduler', 'ready']);
+    expect(phases).toEqual(['credentials', 'validate', 'preflight', 'network', 'scheduler', 'ready', 'versions']);
 
     // Tags on every Droplet from creation; the firewall is scoped by the cluster tag.
     const tag = clusterTag(cluster.id);
@@ -260,7 +260,7 @@ describe.runIf(enabled)('DropletCluster with real Dask on the DigitalOcean fake'
       [202, undefined],
       [202, undefined],
     ]);
-    const warning = events.find((e) => e.type === 'warning') as Extract<ClusterEvent, { type: 'warning' }>;
+    const warning = events.find((e) => e.type === 'warning' && e.code === 'DASK_CLOUD_PROVIDER') as Extract<ClusterEvent, { type: 'warning' }>;
     expect(warning.message).toMatch(/Private Droplets .* not available in nyc3.*no public inbound/);
     expect(cluster.schedulerAddress).toBe(cluster.schedulerPrivateAddress);
     const rules = firewallOf(f).inbound_rules as { ports: string; sources: { addresses: string[] } }[];

@@ -4,6 +4,9 @@
  * Dask (native runtime: the image's python3-distributed) comes up with our TLS files, behind
  * nftables rules translated from the cluster's DigitalOcean firewall.
  *
+ * The VMs run Debian trixie's Dask (2024.12.1, Python 3.13); the clients, and the cluster's
+ * `python` option, are the same Dask through scripts/trixie-python.
+ *
  * Network safety (test/sim/README.md, FACTS.md): the network is created with `hostAccess`, and
  * before the library dials anything from this process, `assertHostRoute` proves that both address
  * blocks the fake hands out go through this network's own host links (the rest of 10.77.0.0/16 is
@@ -18,14 +21,14 @@ import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { assertNoContractViolations } from '../../fakes/core';
 import { FakeDigitalOcean } from '../../fakes/digitalocean';
-import { have, realDask } from '../../helpers/prereq';
+import { have, trixieDask, trixiePython } from '../../helpers/prereq';
 import { pythonIn } from '../../helpers/python';
 import { SimNetwork, SimVmBooter, simulatedVms } from '../../sim';
 import { DropletCluster } from '../../../providers/digitalocean';
 import type { ClusterEvent } from '../../../src/cluster/events';
 import { PREFLIGHT, sequenceSince } from './helpers';
 
-const enabled = have(simulatedVms()) && have(realDask());
+const enabled = have(simulatedVms()) && have(trixieDask());
 
 /** The first VM address of a /20 (the fake's allocators start at base+2). */
 function firstHost(cidr: string): string {
@@ -73,6 +76,7 @@ describe.skipIf(!enabled)('DropletCluster in simulated VMs (real cloud-init, rea
       endpoint: fake.endpoint,
       image: 'debian-12-x64',
       runtime: 'native', // the simulated image has python3-distributed, not Docker
+      python: trixiePython()!,
       pollIntervalMs: 200,
       activeTimeoutMs: 30_000,
       schedulerTimeoutMs: 60_000,

@@ -8,12 +8,12 @@
  * Every address is loopback (test/providers/ec2/helpers.ts).
  */
 import { X509Certificate } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { checkFakesAndClose } from '../../helpers/fakes';
+import { checkFakesAndClose, failedStart } from '../../helpers/fakes';
 import { parse as parseYaml } from 'yaml';
 import { EC2Cluster, type EC2ClusterOptions } from '../../../providers/ec2';
 import { LABELS } from '../../../src/cluster/vm';
@@ -270,3 +270,95 @@ function shippedFiles(raw: Buffer): string[] {
   const doc = parseYaml(text) as { write_files?: { content?: string; encoding?: string }[] };
   return (doc.write_files ?? []).map((f) => (f.encoding === 'b64' ? Buffer.from(f.content ?? '', 'base64').toString('utf8') : (f.content ?? '')));
 }
+
+/**
+ * A stand-in client interpreter: answers the library's version probe (one `python -c`) with the
+ * given versions, as a Python with that Dask installed would. The cluster itself runs the host's
+ * real Dask, so what the library reads from the scheduler and workers is real.
+ */
+async function clientClaiming(versions: { python: string; dask: string; cloudpickle?: string; msgpack?: string }): Promise<string> {
+  const dir = await tempDir();
+  const file = path.join(dir, 'python');
+  const answer = JSON.stringify({
+    python: versions.python,
+    packages: { dask: versions.dask, distributed: versions.dask, msgpack: versions.msgpack ?? '1.1.0', cloudpickle: versions.cloudpickle ?? '3.1.1', toolz: '1.0.0', tornado: '6.4.2', lz4: null },
+  });
+  await writeFile(file, `#!/bin/sh\nprintf '%s\\n' '${answer}'\n`, { mode: 0o755 });
+  return file;
+}
+
+function userDataText(f: FakeEc2): string {
+  const raw = Buffer.from(f.instances()[0]!.userData);
+  return (raw[0] === 0x1f && raw[1] === 0x8b ? gunzipSync(raw) : raw).toString('utf8');
+}
+
+describe.runIf(enabled)('EC2Cluster: the image follows the client, and versions are compared after start', () => {
+  it("daskVersion 'auto': the image matches the client's Dask and Python; a cluster running other versions warns, naming each package", async () => {
+    const python = await clientClaiming({ python: '3.12.7', dask: '2025.11.0' });
+    const warnings: string[] = [];
+    const onWarning = (w: Error & { code?: string }) => {
+      if (w.code === 'DASK_CLOUD_VERSION_MISMATCH') warnings.push(w.message);
+    };
+    process.on('warning', onWarning);
+    try {
+      const { f, cluster, events } = await setup({ nWorkers: 1, python });
+      await cluster.start();
+      const image = events.find((e): e is Extract<ClusterEvent, { type: 'image' }> => e.type === 'image')!;
+      expect(image).toMatchObject({ image: 'ghcr.io/dask/dask:2025.11.0-py3.12', basis: 'client', differences: [] });
+      expect(userDataText(f)).toContain('ghcr.io/dask/dask:2025.11.0-py3.12');
+      // The instances run the host's Dask (the booter runs the launch spec as a local process).
+      const report = cluster.versions!;
+      expect(report.client).toMatchObject({ dask: '2025.11.0', python: '3.12.7' });
+      expect(report.scheduler.distributed).toMatch(/^\d{4}\.\d+\.\d+/);
+      expect(Object.keys(report.workers)).toHaveLength(1);
+      const packages = report.mismatches.map((m) => m.package);
+      expect(packages).toEqual(expect.arrayContaining(['dask', 'distributed', 'python']));
+      expect(packages).not.toContain('msgpack'); // 1.1.0 against 1.0.x: same major, which Dask accepts
+      await eventually(() => warnings.length > 0, 'the version warning on process warnings', 5_000);
+      expect(warnings[0]).toMatch(/client and cluster run different versions: dask: client 2025\.11\.0, cluster 20\d\d\.\d+\.\d+\S* on the scheduler and 1 worker \(/);
+      expect(warnings[0]).toMatch(/distributed: .*wire protocol/);
+      expect(events.some((e) => e.type === 'warning' && e.code === 'DASK_CLOUD_VERSION_MISMATCH')).toBe(true);
+      await cluster.close();
+      expect(leakedCount(f)).toBe(0);
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+
+  it('strictVersions: the same mismatch fails the start, which deletes everything', async () => {
+    const python = await clientClaiming({ python: '3.12.7', dask: '2025.11.0' });
+    const { f, cluster } = await setup({ nWorkers: 1, python, strictVersions: true });
+    const err = await failedStart(cluster);
+    expect(err.details.phase).toBe('versions');
+    expect((err.cause as { code?: string }).code).toBe('E_VERSION_MISMATCH');
+    expect(err.message).toMatch(/client and cluster run different versions: dask: client 2025\.11\.0/);
+    expect(err.message).toContain('Everything created for this cluster has been deleted.');
+    expect(leakedCount(f)).toBe(0);
+  });
+
+  it('explicit daskVersion and pythonVersion pick that image; a release without one picks the nearest and says so', async () => {
+    const { f, cluster, events } = await setup({ nWorkers: 0, daskVersion: '2024.10.0', pythonVersion: '3.12' });
+    await cluster.start();
+    const image = events.find((e): e is Extract<ClusterEvent, { type: 'image' }> => e.type === 'image')!;
+    expect(image).toMatchObject({ image: 'ghcr.io/dask/dask:2024.9.1-py3.12', basis: 'requested' });
+    expect(image.differences).toEqual([expect.stringMatching(/^Dask 2024\.10\.0 has no published image; using 2024\.9\.1/)]);
+    expect(userDataText(f)).toContain('ghcr.io/dask/dask:2024.9.1-py3.12');
+    await cluster.close();
+  });
+
+  it('no local Python with Dask: the pinned image, and a warning saying how to match it; strictVersions then refuses before any request', async () => {
+    const { f, cluster, events } = await setup({ nWorkers: 0, python: '/nonexistent/python3' });
+    await cluster.start();
+    const image = events.find((e): e is Extract<ClusterEvent, { type: 'image' }> => e.type === 'image')!;
+    expect(image).toMatchObject({ image: 'ghcr.io/dask/dask:2025.11.0', basis: 'pinned' });
+    expect(image.differences[0]).toMatch(/no local Python with Dask was found.*Dask 2025\.11\.0 on Python 3\.10/);
+    expect(cluster.versions?.client).toBeUndefined();
+    await cluster.close();
+
+    const strict = await setup({ nWorkers: 0, python: '/nonexistent/python3', strictVersions: true });
+    const before = strict.f.server.operations().length;
+    await expect(strict.cluster.start()).rejects.toMatchObject({ code: 'E_INVALID_OPTION', details: { option: 'strictVersions' } });
+    expect(strict.f.server.operations().slice(before)).toEqual([]);
+    expect(leakedCount(f)).toBe(0);
+  });
+});

@@ -5,6 +5,9 @@
  * readiness over mutual TLS on the scheduler's public address; a Python client on the simulated
  * internet computes with only the written client config; the dashboard stays closed to it.
  *
+ * The VMs run Debian trixie's Dask (2024.12.1, Python 3.13); the clients, and the cluster's
+ * `python` option, are the same Dask through scripts/trixie-python.
+ *
  * Network safety (test/sim/README.md): the simulated cloud is 10.77.0.0/16, blackholed in the
  * root namespace; `hostAccess` adds links into this network's bridges only, and every address
  * this process can learn is checked with `assertHostRoute` — for each block before anything is
@@ -21,13 +24,13 @@ import { EC2Cluster } from '../../../providers/ec2';
 import { LABELS } from '../../../src/cluster/vm';
 import { assertNoContractViolations } from '../../fakes/core';
 import { FakeEc2 } from '../../fakes/ec2';
-import { have, pythonWithDask, realDask } from '../../helpers/prereq';
+import { have, trixieDask, trixiePython } from '../../helpers/prereq';
 import { pythonIn } from '../../helpers/python';
 import { SimNetwork, SimVmBooter, simulatedVms } from '../../sim';
 import { intToIp, ipToInt } from '../../sim/net-util';
 import { eventually, fakeOptions, tagMap } from './helpers';
 
-const enabled = have(simulatedVms()) && have(realDask());
+const enabled = have(simulatedVms()) && have(trixieDask());
 
 describe.skipIf(!enabled)('EC2Cluster on simulated VMs (real cloud-init, firewall from the security group)', () => {
   let net: SimNetwork;
@@ -54,6 +57,7 @@ describe.skipIf(!enabled)('EC2Cluster on simulated VMs (real cloud-init, firewal
       nWorkers: 2,
       // The image has Dask (Debian's python3-distributed) and no internet for Docker.
       runtime: 'native',
+      python: trixiePython()!,
       schedulerTimeoutMs: 90_000,
       workersTimeoutMs: 90_000,
     });
@@ -62,6 +66,8 @@ describe.skipIf(!enabled)('EC2Cluster on simulated VMs (real cloud-init, firewal
       await cluster.start();
       const sched = fake.instances().find((i) => tagMap(i.tags)[LABELS.role] === 'scheduler')!;
       expect(cluster.schedulerAddress).toBe(`tls://${sched.publicIpAddress}:8786`);
+      // Client and cluster run the same Dask: the comparison after start found nothing.
+      expect(cluster.versions?.mismatches).toEqual([]);
 
       await cluster.writeClientConfig(clientDir);
       const client = await pythonIn(net, 'internet', clientDir, sched.publicIpAddress as string, "from distributed import Client\nc = Client(timeout='30s')\nprint('result', sum(c.gather(c.map(lambda x: x * 2, range(10)))))\nc.close()");
@@ -94,7 +100,7 @@ describe.skipIf(!enabled)('EC2Cluster on simulated VMs (real cloud-init, firewal
   it('security: false + privateNetworking: plain tcp:// inside the VPC only, no public addresses', async () => {
     await fake?.stop();
     fake = await FakeEc2.start({ booter: new SimVmBooter(net), privateCidr: net.privateCidr, publicCidr: net.publicCidr, lifecycleMs: { pendingMs: 500, shuttingDownMs: 500 } });
-    const cluster = new EC2Cluster({ ...fakeOptions(fake), nWorkers: 1, security: false, privateNetworking: true, runtime: 'native', schedulerTimeoutMs: 90_000, workersTimeoutMs: 90_000 });
+    const cluster = new EC2Cluster({ ...fakeOptions(fake), nWorkers: 1, security: false, privateNetworking: true, runtime: 'native', python: trixiePython()!, schedulerTimeoutMs: 90_000, workersTimeoutMs: 90_000 });
     try {
       await cluster.start();
       const sched = fake.instances().find((i) => tagMap(i.tags)[LABELS.role] === 'scheduler')!;
@@ -104,7 +110,7 @@ describe.skipIf(!enabled)('EC2Cluster on simulated VMs (real cloud-init, firewal
       await expect(net.checkRoute('internet', sched.privateIpAddress as string)).rejects.toThrow();
       const client = await net.run(
         'vpc',
-        pythonWithDask() as string,
+        trixiePython()!,
         ['-c', `from distributed import Client\nc = Client(${JSON.stringify(cluster.schedulerAddress)}, timeout='30s')\nprint('result', c.submit(lambda: 41 + 1).result())\nc.close()`],
         { dials: [sched.privateIpAddress], timeoutMs: 60_000, check: false },
       );

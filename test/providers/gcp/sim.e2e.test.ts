@@ -6,6 +6,9 @@
  * address; a Python client on the simulated internet computes with only the written client
  * config; the dashboard is open to the subnetwork and closed to the internet.
  *
+ * The VMs run Debian trixie's Dask (2024.12.1, Python 3.13); the clients, and the cluster's
+ * `python` option (which picks the Docker image), are the same Dask through scripts/trixie-python.
+ *
  * Network safety (test/sim/README.md): the simulated cloud is 10.77.0.0/16, blackholed in the
  * root namespace. `hostAccess` adds links into this network's bridges only; every address this
  * process can learn is checked with `assertHostRoute`: a probe of each block before anything is
@@ -19,17 +22,17 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GCPCluster } from '../../../providers/gcp';
-import { DEFAULT_DASK_IMAGE } from '../../../src/cloud-init/render';
 import { parseAddress } from '../../../src/dask';
+import type { ClusterEvent } from '../../../src/cluster/events';
 import { assertNoContractViolations } from '../../fakes/core';
 import { FakeGcp } from '../../fakes/gcp';
-import { have, pythonWithDask, realDask } from '../../helpers/prereq';
+import { have, trixieDask, trixiePython } from '../../helpers/prereq';
 import { pythonIn } from '../../helpers/python';
 import { SimNetwork, SimVmBooter, simulatedVms } from '../../sim';
 import { intToIp, ipToInt } from '../../sim/net-util';
 import { eventually, fakeOptions } from './helpers';
 
-const enabled = have(simulatedVms()) && have(realDask());
+const enabled = have(simulatedVms()) && have(trixieDask());
 
 describe.skipIf(!enabled)('GCPCluster on simulated VMs (real cloud-init, firewall from the GCP rules)', () => {
   let net: SimNetwork;
@@ -68,6 +71,7 @@ describe.skipIf(!enabled)('GCPCluster on simulated VMs (real cloud-init, firewal
       nWorkers: 2,
       // The image has Dask (Debian's python3-distributed) and no internet for Docker.
       runtime: 'native',
+      python: trixiePython()!,
       schedulerTimeoutMs: 90_000,
       workersTimeoutMs: 90_000,
     });
@@ -108,9 +112,12 @@ describe.skipIf(!enabled)('GCPCluster on simulated VMs (real cloud-init, firewal
 
   it('the default Docker runtime: cloud-init starts Docker, Dask runs in the container with its TLS files, a client computes', async () => {
     // The image stands in for ghcr.io/dask/dask: when cloud-init starts Docker, the VM imports a
-    // local Dask image under the name the unit asks for (scripts/build-vm-image.sh), as if pulled.
+    // local Dask image as if pulled, but only under the tags the library picks for the Dask inside
+    // it (scripts/build-vm-image.sh, /opt/dask-cloud-sim/image-tags). The client's Dask (the
+    // `python` option: trixie's 2024.12.1 on Python 3.13) must make the library pick one of them.
     const fake = await startFakeOnNet({ containers: true });
-    const cluster = new GCPCluster({ ...fakeOptions(fake), nWorkers: 1, schedulerTimeoutMs: 120_000, workersTimeoutMs: 120_000 });
+    const events: ClusterEvent[] = [];
+    const cluster = new GCPCluster({ ...fakeOptions(fake), nWorkers: 1, python: trixiePython()!, onEvent: (e) => events.push(e), schedulerTimeoutMs: 120_000, workersTimeoutMs: 120_000 });
     const clientDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dc-gcp-sim-docker-'));
     try {
       await cluster.start();
@@ -119,11 +126,18 @@ describe.skipIf(!enabled)('GCPCluster on simulated VMs (real cloud-init, firewal
       const client = await pythonIn(net, 'internet', clientDir, pub, "from distributed import Client\nc = Client(timeout='30s')\nprint('result', c.submit(lambda: 6 * 7).result())\nc.close()");
       expect(client.code, client.code === 0 ? '' : client.stderr.slice(-2000)).toBe(0);
       expect(client.stdout).toMatch(/^result 42$/m);
-      // Each member's Dask runs in a container of the default image, not on the VM itself.
+      // The library picked the image of the client's Dask, the one the VMs can "pull".
+      const picked = events.find((e): e is Extract<ClusterEvent, { type: 'image' }> => e.type === 'image');
+      expect(picked?.image).toBe('ghcr.io/dask/dask:2024.12.1-py3.12');
+      expect(cluster.versions?.mismatches).toEqual([]);
+      // Each member's Dask runs in a container of that image, not on the VM itself.
       for (const m of cluster.members) {
         const id = String((fake.resources().instances!.find((i) => (i.value as { name: string }).name === m.name)!.value as { id: string }).id);
-        const ps = await net.vm(id)!.exec('docker', ['ps', '--format', '{{.Names}} {{.Image}}'], { timeoutMs: 15_000 });
-        expect(ps.stdout.trim()).toBe(`dask-${m.role} ${DEFAULT_DASK_IMAGE}`);
+        const vm = net.vm(id)!;
+        const tags = await vm.exec('cat', ['/opt/dask-cloud-sim/image-tags'], { timeoutMs: 15_000 });
+        expect(tags.stdout.trim().split('\n')).toContain(picked?.image);
+        const ps = await vm.exec('docker', ['ps', '--format', '{{.Names}} {{.Image}}'], { timeoutMs: 15_000 });
+        expect(ps.stdout.trim()).toBe(`dask-${m.role} ${picked?.image}`);
       }
       await closeLeavesNothing(cluster, fake);
     } finally {
@@ -134,7 +148,7 @@ describe.skipIf(!enabled)('GCPCluster on simulated VMs (real cloud-init, firewal
 
   it('privateNetworking + security: false: plain tcp:// inside the VPC only, no external addresses', async () => {
     const fake = await startFakeOnNet();
-    const cluster = new GCPCluster({ ...fakeOptions(fake), nWorkers: 1, security: false, privateNetworking: true, runtime: 'native', schedulerTimeoutMs: 90_000, workersTimeoutMs: 90_000 });
+    const cluster = new GCPCluster({ ...fakeOptions(fake), nWorkers: 1, security: false, privateNetworking: true, runtime: 'native', python: trixiePython()!, schedulerTimeoutMs: 90_000, workersTimeoutMs: 90_000 });
     try {
       await cluster.start();
       const priv = parseAddress(cluster.schedulerAddress).host;
@@ -144,7 +158,7 @@ describe.skipIf(!enabled)('GCPCluster on simulated VMs (real cloud-init, firewal
       await expect(net.checkRoute('internet', priv)).rejects.toThrow();
       const client = await net.run(
         'vpc',
-        pythonWithDask() as string,
+        trixiePython()!,
         ['-c', `from distributed import Client\nc = Client(${JSON.stringify(cluster.schedulerAddress)}, timeout='30s')\nprint('result', c.submit(lambda: 41 + 1).result())\nc.close()`],
         { dials: [priv], timeoutMs: 60_000, check: false },
       );

@@ -5,20 +5,46 @@
  * is actually asked to import it.
  */
 import { execFile } from 'node:child_process';
-import { LocalRuntimeError } from '../../src/errors';
+import { LocalRuntimeError } from '../errors';
+
+/** What a Python environment runs, as Dask's own version check sees it. */
+export interface DaskVersions {
+  /** `major.minor.micro`, e.g. `3.11.2`. */
+  python: string;
+  /** Installed versions by distribution name; null when absent. */
+  packages: {
+    dask: string | null;
+    distributed: string | null;
+    msgpack: string | null;
+    cloudpickle: string | null;
+    toolz: string | null;
+    tornado: string | null;
+    lz4: string | null;
+  };
+}
 
 export interface PythonInfo {
   path: string;
   distributedVersion: string;
+  /** The versions the interpreter would compute with (read from package metadata, nothing imported). */
+  versions: DaskVersions;
 }
+
+/** The packages Dask compares between client, scheduler and workers (distributed/versions.py). */
+export const COMPARED_PACKAGES = ['dask', 'distributed', 'msgpack', 'cloudpickle', 'toolz', 'tornado', 'lz4'] as const;
 
 // find_spec + package metadata answer in ~0.1 s; actually importing distributed takes ~1 s.
 // `-c` puts the working directory first on sys.path: drop it, or a distributed.py there would pass.
-const CHECK =
-  "import sys\nif sys.path[:1] == ['']: del sys.path[0]\n" +
-  "import importlib.util as u, importlib.metadata as m\n" +
-  "if u.find_spec('distributed') is None: sys.exit('No module named distributed')\n" +
-  "print(m.version('distributed'))";
+const CHECK = [
+  'import sys, json',
+  "if sys.path[:1] == ['']: del sys.path[0]",
+  'import importlib.util as u, importlib.metadata as m',
+  "if u.find_spec('distributed') is None: sys.exit('No module named distributed')",
+  'def v(n):',
+  '    try: return m.version(n)',
+  '    except Exception: return None',
+  `print(json.dumps({'python': '%d.%d.%d' % sys.version_info[:3], 'packages': {n: v(n) for n in ${JSON.stringify(COMPARED_PACKAGES)}}}))`,
+].join('\n');
 const CHECK_TIMEOUT_MS = 30_000;
 
 function probe(python: string): Promise<PythonInfo | string> {
@@ -29,8 +55,13 @@ function probe(python: string): Promise<PythonInfo | string> {
           ? 'not found'
           : (stderr.trim().split('\n').pop() ?? err.message);
         resolve(why);
-      } else {
-        resolve({ path: python, distributedVersion: stdout.trim() });
+        return;
+      }
+      try {
+        const versions = JSON.parse(stdout.trim().split('\n').pop() ?? '') as DaskVersions;
+        resolve({ path: python, distributedVersion: versions.packages.distributed ?? '', versions });
+      } catch {
+        resolve(`unexpected answer to the version probe: ${JSON.stringify(stdout.slice(0, 80))}`);
       }
     });
   });
