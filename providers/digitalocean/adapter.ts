@@ -675,8 +675,16 @@ export class DropletAdapter implements CloudAdapter {
     });
     // Droplets still carrying the cluster tag carry its expiry tag too: those wait for the retry.
     const stillTagged = errors.some((e) => this.isDependencyError(e));
+    let expiryTags: Iterable<string> = [];
+    if (!stillTagged) {
+      const known = this.#expiryTags.get(ctx.clusterId);
+      // A sweep that came after the Droplets were gone (a process stopped mid-close) never saw
+      // their expiry tag: delete every expiry tag nothing carries any more (none can be in use).
+      if (known !== undefined) expiryTags = known;
+      else await attempt(async () => void (expiryTags = await this.#unusedExpiryTags(ctx)));
+    }
     const expiryErrors = errors.length;
-    for (const expiry of stillTagged ? [] : (this.#expiryTags.get(ctx.clusterId) ?? [])) {
+    for (const expiry of expiryTags) {
       await attempt(async () => {
         const others = await this.#deleteTagIfUnused(ctx, expiry);
         if (others > 0) ctx.log('tag %s is kept: %d Droplet(s) of other clusters carry it', expiry, others);
@@ -686,6 +694,13 @@ export class DropletAdapter implements CloudAdapter {
     // A real failure before a "still in use" one: the latter only asks for a retry.
     const first = errors.find((e) => !this.isDependencyError(e)) ?? errors[0];
     if (first !== undefined) throw first;
+  }
+
+  /** Expiry tags no resource carries (left by clusters whose Droplets are gone). */
+  async #unusedExpiryTags(ctx: AdapterContext): Promise<string[]> {
+    const prefix = `${LABELS.expires}:`;
+    const tags = await this.#all<modules.tag.ITag>(ctx, 'tags_list', 'tags', (c, page) => c.tag.listTags({ page, per_page: PER_PAGE }));
+    return tags.filter((t) => t.name.startsWith(prefix) && Number(t.resources?.count ?? 0) === 0).map((t) => t.name);
   }
 
   /** Deletes `tag` unless resources carry it; returns how many do (0: deleted, or it did not exist). */

@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FakeDigitalOcean } from '../fakes/digitalocean';
 import { LOOPBACK_POOLS } from '../sim/process-booter';
+import { eventually } from '../helpers/eventually';
 import { have, realDask } from '../helpers/prereq';
 import { pythonWithConfig } from '../helpers/python';
 import { spawnTsx, type SpawnedScript } from '../helpers/spawn';
@@ -142,6 +143,9 @@ describe('dask-cloud CLI', () => {
       const command = /Delete what is left with: dask-cloud (cleanup .*)$/m.exec(cmd.stderr())?.[1];
       expect(command).toMatch(/^cleanup --provider digitalocean --cluster dask-[0-9a-f]{8} --endpoint /);
       await fake.settle();
+      // The destroy the CLI stopped waiting for still completes: the cleanup then finds no
+      // Droplet to learn the cluster's expiry tag from, and must delete it all the same.
+      await eventually(() => fake.droplets().length === 0, 'the Droplets to be destroyed', 30_000);
       const cleanup = await run(command!.split(' '), env(fake.token));
       expect(cleanup.code, cleanup.stdout + cleanup.stderr).toBe(0);
       await expectAccountEmpty(fake);

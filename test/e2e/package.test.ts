@@ -2,23 +2,28 @@
  * The built package: loads with `require` and `import`, loads no cloud SDK on import, and the
  * examples run under tsx and ts-node (CommonJS).
  */
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import * as path from 'node:path';
+import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 const root = path.resolve(__dirname, '../..');
 
-function node(args: string[]): string {
-  return execFileSync(process.execPath, args, { cwd: root, encoding: 'utf8', timeout: 120_000 });
+/**
+ * Runs node without blocking this worker: a synchronous child (ts-node compiles for a while on a
+ * loaded machine) would hold the event loop past vitest's 60 s RPC timeout.
+ */
+async function node(args: string[]): Promise<string> {
+  return (await promisify(execFile)(process.execPath, args, { cwd: root, encoding: 'utf8', timeout: 120_000 })).stdout;
 }
 
 describe('built package', () => {
-  beforeAll(() => {
-    node([path.join(root, 'scripts/build.mjs')]);
+  beforeAll(async () => {
+    await node([path.join(root, 'scripts/build.mjs')]);
   }, 180_000);
 
-  it('loads with require and loads no cloud SDK', () => {
-    const out = node([
+  it('loads with require and loads no cloud SDK', async () => {
+    const out = await node([
       '-e',
       `const d = require('dask-cloud');
        const sdk = Object.keys(require.cache).filter((k) => /@google-cloud|@aws-sdk|dots-wrapper/.test(k));
@@ -27,8 +32,8 @@ describe('built package', () => {
     expect(JSON.parse(out)).toEqual({ local: 'function', security: 'function', sdk: 0 });
   });
 
-  it('loads with import and shares one copy of the code with require', () => {
-    const out = node([
+  it('loads with import and shares one copy of the code with require', async () => {
+    const out = await node([
       '--input-type=module',
       '-e',
       `import { LocalCluster, Security, DaskCloudError } from 'dask-cloud';
@@ -39,14 +44,14 @@ describe('built package', () => {
     expect(JSON.parse(out)).toEqual({ same: true, sec: 'function', err: 'function' });
   });
 
-  it('runs an example under tsx', () => {
-    const out = node([path.join(root, 'node_modules/tsx/dist/cli.mjs'), 'examples/render-user-data.ts']);
+  it('runs an example under tsx', async () => {
+    const out = await node([path.join(root, 'node_modules/tsx/dist/cli.mjs'), 'examples/render-user-data.ts']);
     expect(out).toMatch(/worker user-data: +\d+ bytes raw/);
     expect(out).not.toContain('PRIVATE KEY-----\n');
   });
 
-  it('runs an example under ts-node (CommonJS)', () => {
-    const out = node([path.join(root, 'node_modules/ts-node/dist/bin.js'), 'examples/render-user-data.ts']);
+  it('runs an example under ts-node (CommonJS)', async () => {
+    const out = await node([path.join(root, 'node_modules/ts-node/dist/bin.js'), 'examples/render-user-data.ts']);
     expect(out).toMatch(/scheduler user-data: +\d+ bytes raw/);
   });
 });
