@@ -9,6 +9,18 @@ const SIM = ['test/sim/**/*.test.ts', '**/sim.e2e.test.ts'];
 // addresses the library dials, so npm test runs this project inside a loopback-only network
 // namespace (scripts/in-loopback-netns.sh), and its setup refuses to run anywhere else.
 const MOTO = ['test/moto/**/*.test.ts'];
+// The tests that run real Dask on this machine (LocalCluster, the wire client, TLS and its
+// refusals, idle shutdown): the main project runs them against the host's Dask 2022.12.1, and
+// the dask-2024.12 project runs them again against Dask 2024.12.1 on Python 3.13 (the trixie root,
+// test/helpers/prereq.ts), the Dask a default cloud cluster runs for such a client.
+const REAL_DASK = [
+  'test/e2e/local-cluster.test.ts',
+  'test/e2e/dask-client.test.ts',
+  'test/e2e/tls-dask.test.ts',
+  'test/e2e/tls-ciphers.test.ts',
+  'test/e2e/idle-timeout.test.ts',
+  'test/e2e/local-watchdog.test.ts',
+];
 
 export default defineConfig({
   test: {
@@ -25,6 +37,14 @@ export default defineConfig({
           name: 'main',
           include: ['test/**/*.test.ts', 'src/**/*.test.ts', 'providers/**/*.test.ts'],
           exclude: ['**/node_modules/**', ...SIM, ...MOTO],
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'dask-2024.12',
+          include: REAL_DASK,
+          env: { DASK_CLOUD_TEST_CLIENT: 'trixie' },
         },
       },
       {

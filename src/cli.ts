@@ -4,7 +4,7 @@
  *
  *   dask-cloud start [--provider local|gcp|ec2|digitalocean] [--workers N] [--client-config DIR] [--no-security] [--strict-versions] [--private] [provider options]
  *   dask-cloud local [...]   (= start --provider local)
- *   dask-cloud user-data --role scheduler|worker [--scheduler-address A] [--runtime docker|native] [--no-security]
+ *   dask-cloud user-data --role scheduler|worker [--scheduler-address A] [--runtime docker|native] [--dask-version V] [--no-security]
  *   dask-cloud cleanup --provider gcp|ec2|digitalocean (--cluster ID ... | --expired | --all) [--dry-run] [provider options]
  *   dask-cloud cleanup --provider local [--cluster ID ...] [--dry-run]
  */
@@ -14,6 +14,8 @@ import { parseArgs } from 'node:util';
 import { DaskCloudError } from './errors';
 import { Security } from './security/security';
 import { renderUserData } from './cloud-init';
+import { decideDaskImage } from './dask/images';
+import { findPython } from './dask/python';
 import { LocalCluster } from '../providers/local';
 import type { CleanupReport } from './cluster/vm';
 import type { Cluster, ClusterOptions } from './cluster/cluster';
@@ -34,9 +36,11 @@ const USAGE = `usage:
   dask-cloud local [--workers N] [--client-config DIR] [--no-security]
       the same as start --provider local
   dask-cloud user-data --role scheduler|worker [--scheduler-address tls://10.0.0.2:8786]
-      [--runtime docker|native] [--docker-image IMAGE] [--no-security]
+      [--runtime docker|native] [--docker-image IMAGE | --dask-version V [--python-version 3.X]]
+      [--python PATH] [--no-security]
       print the cloud-init user-data a VM of that role boots from, with its private key elided
-      (renderUserData() in the library gives the full text)
+      (renderUserData() in the library gives the full text); the image is chosen as start
+      would choose it (from the local Python's Dask unless given), and named on stderr
   dask-cloud doctor --provider gcp|ec2|digitalocean [--workers N] [--private] [--native]
       [--project P --zone Z | --region R] [--endpoint URL] [--json]
       check the account against the cluster those options would start, with read-only calls only:
@@ -317,18 +321,41 @@ async function userData(argv: string[]): Promise<number> {
       'scheduler-address': { type: 'string' },
       runtime: { type: 'string', default: 'docker' },
       'docker-image': { type: 'string' },
+      'dask-version': { type: 'string' },
+      'python-version': { type: 'string' },
+      python: { type: 'string' },
       'no-security': { type: 'boolean', default: false },
     },
   });
   const role = values.role;
   if (role !== 'scheduler' && role !== 'worker') throw new UsageError('--role must be scheduler or worker');
+  const runtime = values.runtime;
+  if (runtime !== 'docker' && runtime !== 'native') throw new UsageError('--runtime must be docker or native');
+  const imageOptions = { dockerImage: values['docker-image'], daskVersion: values['dask-version'], pythonVersion: values['python-version'], runtime } as const;
+  const { validateImageOptions } = await import('./cluster/vm');
+  try {
+    validateImageOptions(imageOptions);
+  } catch (err) {
+    // The library's message names its options; here they are flags.
+    const flags: Record<string, string> = { daskVersion: '--dask-version', pythonVersion: '--python-version', dockerImage: '--docker-image' };
+    throw new UsageError((err instanceof Error ? err.message : String(err)).replace(/\b(daskVersion|pythonVersion|dockerImage)\b/g, (m) => flags[m]!).replace('the native runtime', '--runtime native'));
+  }
+  // The image a cluster started here would run: it follows the local client's Dask, as start does.
+  let image: string | undefined;
+  if (runtime === 'docker') {
+    const local = await findPython(values.python).then((p) => p.versions, () => undefined);
+    const decision = decideDaskImage(imageOptions, local === undefined ? undefined : { dask: local.packages.dask, python: local.python });
+    image = decision.image;
+    process.stderr.write(`# image ${decision.image} (${IMAGE_BASIS[decision.basis]})\n`);
+    for (const d of decision.differences) process.stderr.write(`#   ${d}\n`);
+  }
   const security = values['no-security'] ? false : await Security.temporary();
   const proto = security === false ? 'tcp' : 'tls';
   const rendered = renderUserData({
     role,
     security,
-    runtime: values.runtime as 'docker' | 'native',
-    image: values['docker-image'],
+    runtime,
+    image,
     schedulerAddress: role === 'worker' ? (values['scheduler-address'] ?? `${proto}://10.0.0.2:8786`) : undefined,
   });
   // A command line never prints a private key: the VM's key is elided.

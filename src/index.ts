@@ -10,7 +10,8 @@ export { SchedulerClient, waitForScheduler, waitForWorkers, parseAddress } from 
 export type * from './dask';
 export { daskProcessSpec, DEFAULT_SCHEDULER_PORT, DEFAULT_DASHBOARD_PORT } from './dask/command';
 export type { DaskProcessOptions, DaskProcessSpec, DaskFile } from './dask/command';
-export { chooseDaskImage, pinnedDaskImage, DASK_IMAGE_RELEASES, DASK_IMAGE_REPOSITORY } from './dask/images';
+export { chooseDaskImage, decideDaskImage, pinnedDaskImage, DASK_IMAGE_RELEASES, DASK_IMAGE_REPOSITORY } from './dask/images';
+export type { ImageBasis, ImageDecision } from './dask/images';
 export type { ImageChoice } from './dask/images';
 export { compareVersions, describeMismatches } from './dask/versions';
 export type { VersionReport, VersionMismatch, VersionSet } from './dask/versions';

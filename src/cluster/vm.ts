@@ -7,7 +7,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BOOTSTRAP_FAILED_MARK, renderUserData, type RenderedUserData } from '../cloud-init';
 import { DEFAULT_DASHBOARD_PORT, DEFAULT_SCHEDULER_PORT, protocolFor } from '../dask/command';
-import { chooseDaskImage, parseRelease, pinnedDaskImage, PINNED_DASK_RELEASE } from '../dask/images';
+import { decideDaskImage, parseRelease } from '../dask/images';
 import type { DaskVersions } from '../dask/python';
 import { CloudApiError, DaskCloudError, SecurityError, TeardownError, ValidationError } from '../errors';
 import { Security } from '../security/security';
@@ -272,6 +272,15 @@ export function validateVMOptions(options: VMClusterOptions): void {
   // 0 turns the watch off; above 2^31-1 Node would fire it every millisecond.
   checkTimerMs(options.memberWatchIntervalMs, 'memberWatchIntervalMs', { allowZero: true });
   for (const key of ['exposeDashboard', 'installDocker', 'gpu', 'autoShutdown'] as const) checkBoolean(options[key], key);
+  validateImageOptions(options);
+  for (const key of ['dockerImage', 'pythonPath'] as const) {
+    const v = options[key];
+    if (v !== undefined && (typeof v !== 'string' || v === '')) throw new ValidationError(`${key} must be a non-empty string, got ${describeValue(v)}`, { option: key });
+  }
+}
+
+/** The options that choose a VM's Docker image: each well-formed, and not two ways at once. */
+export function validateImageOptions(options: Pick<VMClusterOptions, 'daskVersion' | 'pythonVersion' | 'dockerImage' | 'runtime'>): void {
   if (options.daskVersion !== undefined && (typeof options.daskVersion !== 'string' || (options.daskVersion !== 'auto' && parseRelease(options.daskVersion) === undefined))) {
     throw new ValidationError(`daskVersion must be 'auto' or a Dask release such as '2024.12.1', got ${describeValue(options.daskVersion)}`, { option: 'daskVersion' });
   }
@@ -284,10 +293,6 @@ export function validateVMOptions(options: VMClusterOptions): void {
   }
   if (pinsImage && options.runtime === 'native') {
     throw new ValidationError("daskVersion and pythonVersion choose the Docker image; the native runtime runs the VM image's own Dask", { option: options.pythonVersion !== undefined ? 'pythonVersion' : 'daskVersion' });
-  }
-  for (const key of ['dockerImage', 'pythonPath'] as const) {
-    const v = options[key];
-    if (v !== undefined && (typeof v !== 'string' || v === '')) throw new ValidationError(`${key} must be a non-empty string, got ${describeValue(v)}`, { option: key });
   }
 }
 
@@ -396,31 +401,12 @@ export class VMBackend implements ClusterBackend {
   async resolve(ctx: BackendContext, client: DaskVersions | undefined): Promise<void> {
     const o = this.#options;
     if (o.runtime === 'native') return;
-    const announce = (image: string, basis: 'explicit' | 'requested' | 'client' | 'pinned', differences: string[]): void => {
-      this.#image = image;
-      ctx.emit({ type: 'image', clusterId: ctx.clusterId, image, basis, differences, at: Date.now() });
-      if (differences.length > 0) {
-        ctx.emit({ type: 'warning', code: 'DASK_CLOUD_VERSION_MISMATCH', clusterId: ctx.clusterId, message: `image ${image}: ${differences.join('; ')}`, at: Date.now() });
-      }
-    };
-    if (o.dockerImage !== undefined) return announce(o.dockerImage, 'explicit', []);
-    const requested = (o.daskVersion !== undefined && o.daskVersion !== 'auto') || o.pythonVersion !== undefined;
-    const clientDask = client?.packages.dask ?? undefined;
-    if (!requested && clientDask === undefined) {
-      const pinned = pinnedDaskImage();
-      return announce(pinned.image, 'pinned', [
-        `no local Python with Dask was found, so the image cannot follow your client: it runs Dask ${pinned.dask} on Python ${pinned.python}. Compute from a client with the same versions (python -m pip install "distributed==${pinned.dask}" on Python ${pinned.python}), or set the python option`,
-      ]);
+    const { image, basis, differences } = decideDaskImage(o, client === undefined ? undefined : { dask: client.packages.dask, python: client.python });
+    this.#image = image;
+    ctx.emit({ type: 'image', clusterId: ctx.clusterId, image, basis, differences, at: Date.now() });
+    if (differences.length > 0) {
+      ctx.emit({ type: 'warning', code: 'DASK_CLOUD_VERSION_MISMATCH', clusterId: ctx.clusterId, message: `image ${image}: ${differences.join('; ')}`, at: Date.now() });
     }
-    const dask = o.daskVersion !== undefined && o.daskVersion !== 'auto' ? o.daskVersion : (clientDask ?? PINNED_DASK_RELEASE);
-    const python = o.pythonVersion ?? client?.python;
-    const choice = chooseDaskImage({ dask, python });
-    if (choice === undefined) {
-      // The client's Dask reports a version that is no release (a source checkout): keep the pin.
-      const pinned = pinnedDaskImage();
-      return announce(pinned.image, 'pinned', [`the local Dask reports version ${JSON.stringify(dask)}, which names no release: using the pinned image; set daskVersion or dockerImage`]);
-    }
-    announce(choice.image, requested ? 'requested' : 'client', choice.differences);
   }
 
   /** Both roles' user-data, rendered and size-checked before any API call (the worker's with the longest scheduler address). */

@@ -188,3 +188,46 @@ export function pinnedDaskImage(): ImageChoice {
   // The unsuffixed tag is the build of the default Python (3.10 since 2023.5.1).
   return { image: `${DASK_IMAGE_REPOSITORY}:${PINNED_DASK_RELEASE}`, dask: PINNED_DASK_RELEASE, python: PINNED_PYTHON, exact: true, differences: [] };
 }
+
+/** How a VM cluster's image was decided (the `image` event's `basis`). */
+export type ImageBasis = 'explicit' | 'requested' | 'client' | 'pinned';
+
+export interface ImageDecision {
+  image: string;
+  basis: ImageBasis;
+  /** Where the image differs from what was asked, one sentence each. */
+  differences: string[];
+}
+
+/**
+ * The image a VM cluster runs, from its options and the local client's Dask and Python (undefined
+ * when no local Python with Dask was found): `dockerImage` as given; else the image of the
+ * requested `daskVersion`/`pythonVersion`, the missing half taken from the client; else the
+ * client's; else the pinned default. The cluster and the `user-data` command both decide here.
+ */
+export function decideDaskImage(
+  options: { dockerImage?: string; daskVersion?: string; pythonVersion?: string },
+  client: { dask?: string | null; python?: string } | undefined,
+): ImageDecision {
+  if (options.dockerImage !== undefined) return { image: options.dockerImage, basis: 'explicit', differences: [] };
+  const askedDask = options.daskVersion !== undefined && options.daskVersion !== 'auto' ? options.daskVersion : undefined;
+  const requested = askedDask !== undefined || options.pythonVersion !== undefined;
+  const clientDask = client?.dask ?? undefined;
+  if (!requested && clientDask === undefined) {
+    const pinned = pinnedDaskImage();
+    return {
+      image: pinned.image,
+      basis: 'pinned',
+      differences: [
+        `no local Python with Dask was found, so the image cannot follow your client: it runs Dask ${pinned.dask} on Python ${pinned.python}. Compute from a client with the same versions (python -m pip install "distributed==${pinned.dask}" on Python ${pinned.python}), or set the python option`,
+      ],
+    };
+  }
+  const dask = askedDask ?? clientDask ?? PINNED_DASK_RELEASE;
+  const choice = chooseDaskImage({ dask, python: options.pythonVersion ?? client?.python });
+  if (choice === undefined) {
+    // The client's Dask reports a version that is no release (a source checkout): keep the pin.
+    return { image: pinnedDaskImage().image, basis: 'pinned', differences: [`the local Dask reports version ${JSON.stringify(dask)}, which names no release: using the pinned image; set daskVersion or dockerImage`] };
+  }
+  return { image: choice.image, basis: requested ? 'requested' : 'client', differences: choice.differences };
+}

@@ -3,7 +3,7 @@
  * a local cluster that runs until interrupted and then leaves nothing behind, and `start` on a
  * (fake) DigitalOcean account whose Droplets run their Dask processes locally.
  */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -11,7 +11,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { FakeDigitalOcean } from '../fakes/digitalocean';
 import { LOOPBACK_POOLS } from '../sim/process-booter';
 import { eventually } from '../helpers/eventually';
-import { have, realDask } from '../helpers/prereq';
+import { have, pythonWithDask, realDask } from '../helpers/prereq';
+import { chooseDaskImage } from '../../src/dask/images';
 import { pythonWithConfig } from '../helpers/python';
 import { spawnTsx, type SpawnedScript } from '../helpers/spawn';
 import { LocalVmBooter, startFake } from '../providers/digitalocean/helpers';
@@ -49,6 +50,47 @@ describe('dask-cloud CLI', () => {
     expect(r.stdout).toContain('-----BEGIN PRIVATE KEY----- (elided) -----END PRIVATE KEY-----');
     expect(r.stdout).not.toMatch(/PRIVATE KEY-----\\n[A-Za-z0-9+/]{20}/);
     expect(r.stderr).toMatch(/worker user-data: \d+ bytes \(private key elided\)/);
+  });
+
+  it("user-data runs the image start would pick: the local client's Dask, a requested release, or the pinned default", async () => {
+    const imageLine = (stderr: string): string => /^# image (\S+)/m.exec(stderr)?.[1] ?? stderr;
+    // A requested release and Python: that exact published image, in the rendered docker command.
+    const asked = await run(['user-data', '--role', 'scheduler', '--dask-version', '2025.3.0', '--python-version', '3.12']);
+    expect(asked.code, asked.stderr).toBe(0);
+    expect(imageLine(asked.stderr)).toBe('ghcr.io/dask/dask:2025.3.0-py3.12');
+    expect(asked.stdout).toContain('ghcr.io/dask/dask:2025.3.0-py3.12');
+    // No Python with Dask at the given path: the pinned default, and the stderr says why.
+    const none = await run(['user-data', '--role', 'scheduler', '--python', '/nonexistent/python3']);
+    expect(none.code, none.stderr).toBe(0);
+    expect(imageLine(none.stderr)).toBe('ghcr.io/dask/dask:2025.11.0');
+    expect(none.stderr).toContain('no local Python with Dask was found');
+    // The native runtime runs the VM's own Dask: no image.
+    const native = await run(['user-data', '--role', 'scheduler', '--runtime', 'native']);
+    expect(native.code, native.stderr).toBe(0);
+    expect(native.stderr).not.toContain('# image');
+    expect(native.stdout).not.toContain('ghcr.io/dask/dask');
+    // Bad image flags are usage errors that name the flag.
+    for (const [args, text] of [
+      [['--dask-version', 'latest'], '--dask-version must be'],
+      [['--python-version', '3'], '--python-version must be'],
+      [['--docker-image', 'x:1', '--dask-version', '2025.3.0'], 'give --docker-image or --dask-version'],
+      [['--runtime', 'native', '--dask-version', '2025.3.0'], '--runtime native runs'],
+      [['--runtime', 'podman'], '--runtime must be docker or native'],
+    ] as const) {
+      const r = await run(['user-data', '--role', 'scheduler', ...args]);
+      expect([r.code, r.stderr]).toEqual([2, expect.stringContaining(text)]);
+    }
+  });
+
+  it.runIf(have(realDask()))("user-data follows the local client's Dask and Python to the nearest published image", async () => {
+    const r = await run(['user-data', '--role', 'worker', '--python', pythonWithDask()!]);
+    expect(r.code, r.stderr).toBe(0);
+    const [dask, py] = execFileSync(pythonWithDask()!, ['-c', 'import sys, dask; print(dask.__version__.split("+")[0], "%d.%d" % sys.version_info[:2])'], { encoding: 'utf8' }).trim().split(' ');
+    const expected = chooseDaskImage({ dask: dask!, python: py })!;
+    expect(r.stderr).toContain(`# image ${expected.image} (matches the local client's Dask and Python)`);
+    expect(r.stdout).toContain(expected.image);
+    // Bookworm's 2022.12.1 on 3.11 and trixie's 2024.12.1 on 3.13 both have no image of their Python.
+    for (const d of expected.differences) expect(r.stderr).toContain(`#   ${d}`);
   });
 
   it('explains bad usage with exit code 2', async () => {

@@ -11,7 +11,7 @@ import { LocalCluster } from '../../providers/local';
 import { ClusterStartError, ClusterStateError, DaskCloudError, LocalRuntimeError, ValidationError } from '../../src/errors';
 import type { ClusterEvent } from '../../src/cluster/events';
 import { eventually } from '../helpers/eventually';
-import { have, realDask } from '../helpers/prereq';
+import { TEST_CLIENT, have, pythonWithDask, realDask } from '../helpers/prereq';
 import { pythonWithConfig } from '../helpers/python';
 import { pidExists } from '../sim/exec';
 
@@ -67,6 +67,13 @@ describe.runIf(enabled)('LocalCluster with real Dask', () => {
 
     const phases = events.filter((e) => e.type === 'phase-end').map((e) => (e as { phase: string }).phase);
     expect(phases).toEqual(['credentials', 'network', 'scheduler', 'ready', 'versions']);
+    // The Dask this project runs against is the one the cluster ran, on both sides, with no mismatch.
+    const v = cluster.versions!;
+    expect(v.mismatches).toEqual([]);
+    expect(v.scheduler.distributed).toBe(v.client!.distributed);
+    expect(v.scheduler.distributed).toBe(execFileSync(pythonWithDask()!, ['-c', 'import distributed; print(distributed.__version__)'], { encoding: 'utf8' }).trim());
+    if (TEST_CLIENT === 'trixie') expect([v.scheduler.distributed, v.scheduler.python?.slice(0, 5)]).toEqual(['2024.12.1', '3.13.']);
+    for (const w of Object.values(v.workers)) expect(w.distributed).toBe(v.scheduler.distributed);
 
     // Each member's own output, by name.
     const logs = await cluster.getLogs();

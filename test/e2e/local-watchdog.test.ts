@@ -6,7 +6,7 @@
  * non-loopback host warns. Real Dask, real processes, real CLI; Linux (/proc) for the checks.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -16,7 +16,7 @@ import { CLUSTER_ENV, KEY_DIR_PREFIX, OWNER_ENV, OWNER_FILE, STOP_GRACE_MS, laun
 import type { ClusterEvent } from '../../src/cluster/events';
 import { ValidationError } from '../../src/errors';
 import { eventually } from '../helpers/eventually';
-import { have, pythonWithDask, realDask } from '../helpers/prereq';
+import { TRIXIE_ROOT, have, pythonWithDask, realDask } from '../helpers/prereq';
 import { COMPUTE, pythonWithConfig } from '../helpers/python';
 import { spawnTsx } from '../helpers/spawn';
 import { killPid, pidAlive } from '../sim/exec';
@@ -122,6 +122,17 @@ async function owner(env: NodeJS.ProcessEnv) {
   await script.until(/^\{.*\}$/m, 90_000);
   const info = JSON.parse(script.stdout().split('\n').find((l) => l.startsWith('{'))!) as { clusterId: string; pids: number[] };
   return { script, ...info };
+}
+
+/**
+ * A process's working directory as the process itself sees it. A Python run by
+ * scripts/trixie-python lives in a private root whose / is the trixie root's /mnt, so from here its
+ * cwd reads with that prefix.
+ */
+function processCwd(pid: string | number): string {
+  const cwd = readlinkSync(`/proc/${pid}/cwd`);
+  const prefix = existsSync(TRIXIE_ROOT) ? path.join(realpathSync(TRIXIE_ROOT), 'mnt') : null;
+  return prefix && cwd.startsWith(`${prefix}/`) ? cwd.slice(prefix.length) : cwd;
 }
 
 describe.runIf(enabled)('a LocalCluster whose owner is SIGKILLed', () => {
@@ -274,7 +285,7 @@ describe.runIf(enabled)('a dask.py in the working directory', () => {
       // The working directory is still the caller's: relative paths in tasks keep their meaning.
       const pids = markedPids(clusterId);
       expect(pids.length).toBeGreaterThanOrEqual(4);
-      expect(new Set(pids.map((p) => readlinkSync(`/proc/${p}/cwd`)))).toEqual(new Set([cwd]));
+      expect(new Set(pids.map(processCwd))).toEqual(new Set([cwd]));
     } finally {
       script.child.kill('SIGKILL');
       await sweep(clusterId);

@@ -35,9 +35,18 @@ function commandWorks(cmd: string, args: string[]): boolean {
   }
 }
 
+/**
+ * Which Dask the real-Dask tests run against. By default the host's (Debian bookworm: Dask
+ * 2022.12.1 on Python 3.11); with `DASK_CLOUD_TEST_CLIENT=trixie` (the vitest project
+ * `dask-2024.12`) the trixie root's (Dask 2024.12.1 on Python 3.13), for the Python tests spawn
+ * and, through DASK_CLOUD_PYTHON (test/setup.ts), for the library and the CLI too.
+ */
+export const TEST_CLIENT: 'host' | 'trixie' = process.env.DASK_CLOUD_TEST_CLIENT === 'trixie' ? 'trixie' : 'host';
+
 let pythonCache: string | null | undefined;
-/** A Python interpreter that can import `distributed`, or null. */
+/** A Python interpreter that can import `distributed` (the one TEST_CLIENT names), or null. */
 export function pythonWithDask(): string | null {
+  if (TEST_CLIENT === 'trixie') return trixiePython();
   if (pythonCache !== undefined) return pythonCache;
   const candidates = [process.env.DASK_CLOUD_PYTHON, '/usr/bin/python3', 'python3', 'python'].filter(Boolean) as string[];
   pythonCache = candidates.find((c) => commandWorks(c, ['-c', 'import distributed'])) ?? null;
@@ -46,7 +55,10 @@ export function pythonWithDask(): string | null {
 
 export const realDask = (): Prereq => ({
   ok: pythonWithDask() !== null,
-  reason: 'no Python can import distributed; install it with `apt-get install -y python3-distributed` (Debian)',
+  reason:
+    TEST_CLIENT === 'trixie'
+      ? trixieStatus().reason
+      : 'no Python can import distributed; install it with `apt-get install -y python3-distributed` (Debian)',
 });
 
 export const cloudInitSchema = (): Prereq => ({

@@ -24,6 +24,7 @@ import { FakeDigitalOcean } from '../../fakes/digitalocean';
 import { have, trixieDask, trixiePython } from '../../helpers/prereq';
 import { pythonIn } from '../../helpers/python';
 import { SimNetwork, SimVmBooter, simulatedVms } from '../../sim';
+import { expectMismatchWarnsThenStrictRollsBack, mismatchedClient } from '../../sim/versions';
 import { DropletCluster } from '../../../providers/digitalocean';
 import type { ClusterEvent } from '../../../src/cluster/events';
 import { PREFLIGHT, sequenceSince } from './helpers';
@@ -139,4 +140,13 @@ describe.skipIf(!enabled)('DropletCluster in simulated VMs (real cloud-init, rea
     }
     expect(fake.leaked()).toEqual({});
   }, 180_000);
+
+  it('a client of another Dask: the versions warning names each package; strictVersions fails the start and leaves nothing', async () => {
+    await startFake();
+    await expectMismatchWarnsThenStrictRollsBack({
+      net,
+      make: (extra) => cluster({ nWorkers: 1, python: mismatchedClient(), ...extra }),
+      leftovers: () => Object.values(fake.leaked()).flat(),
+    });
+  }, 300_000);
 });

@@ -28,6 +28,7 @@ import { have, trixieDask, trixiePython } from '../../helpers/prereq';
 import { pythonIn } from '../../helpers/python';
 import { SimNetwork, SimVmBooter, simulatedVms } from '../../sim';
 import { intToIp, ipToInt } from '../../sim/net-util';
+import { expectMismatchWarnsThenStrictRollsBack, mismatchedClient } from '../../sim/versions';
 import { eventually, fakeOptions, tagMap } from './helpers';
 
 const enabled = have(simulatedVms()) && have(trixieDask());
@@ -125,5 +126,17 @@ describe.skipIf(!enabled)('EC2Cluster on simulated VMs (real cloud-init, firewal
       await cluster.close();
     }
   }, 240_000);
+
+  it('a client of another Dask: the versions warning names each package; strictVersions fails the start and leaves nothing', async () => {
+    await fake?.stop();
+    const f = (fake = await FakeEc2.start({ booter: new SimVmBooter(net), privateCidr: net.privateCidr, publicCidr: net.publicCidr, lifecycleMs: { pendingMs: 500, shuttingDownMs: 500 } }));
+    await expectMismatchWarnsThenStrictRollsBack({
+      net,
+      make: (extra) => new EC2Cluster({ ...fakeOptions(f), nWorkers: 1, runtime: 'native', python: mismatchedClient(), schedulerTimeoutMs: 90_000, workersTimeoutMs: 90_000, ...extra }),
+      leftovers: () => Object.values(f.leaked()).flat(),
+    });
+    expect(f.bootErrors).toEqual([]);
+    assertNoContractViolations(f);
+  }, 300_000);
 });
 

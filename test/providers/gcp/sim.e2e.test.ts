@@ -30,6 +30,7 @@ import { have, trixieDask, trixiePython } from '../../helpers/prereq';
 import { pythonIn } from '../../helpers/python';
 import { SimNetwork, SimVmBooter, simulatedVms } from '../../sim';
 import { intToIp, ipToInt } from '../../sim/net-util';
+import { expectMismatchWarnsThenStrictRollsBack, mismatchedClient } from '../../sim/versions';
 import { eventually, fakeOptions } from './helpers';
 
 const enabled = have(simulatedVms()) && have(trixieDask());
@@ -169,4 +170,15 @@ describe.skipIf(!enabled)('GCPCluster on simulated VMs (real cloud-init, firewal
       await cluster.close();
     }
   }, 240_000);
+
+  it('a client of another Dask: the versions warning names each package; strictVersions fails the start and leaves nothing', async () => {
+    const fake = await startFakeOnNet();
+    await expectMismatchWarnsThenStrictRollsBack({
+      net,
+      make: (extra) => new GCPCluster({ ...fakeOptions(fake), nWorkers: 1, runtime: 'native', python: mismatchedClient(), schedulerTimeoutMs: 90_000, workersTimeoutMs: 90_000, ...extra }),
+      leftovers: () => Object.values(fake.leaked()).flat(),
+    });
+    expect(fake.bootErrors).toEqual([]);
+    assertNoContractViolations(fake);
+  }, 300_000);
 });
