@@ -29,35 +29,13 @@ suite=trixie
 # python3-distributed: Dask's scheduler, worker and client (pulls python3-dask and the rest).
 packages=(python3-moto python3-flask python3-flask-cors python3-distributed)
 
-log() { printf '[build-trixie-root] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-[ "$(id -u)" = 0 ] || die "must run as root (debootstrap and chroot need it)"
-
-# shellcheck source=debian-mirror.sh
-. "$(dirname "${BASH_SOURCE[0]}")/debian-mirror.sh"
-# The build changes when this script or what it sources changes.
-script_hash="$(cat "${BASH_SOURCE[0]}" "$(dirname "${BASH_SOURCE[0]}")/debian-mirror.sh" | sha256sum | cut -d' ' -f1)"
-if [ "${FORCE:-0}" != 1 ] && [ -d "$out" ] && [ -f "$out.hash" ] && [ "$(cat "$out.hash")" = "$script_hash" ]; then
-  log "up to date: $out (script hash ${script_hash:0:12})"
-  exit 0
-fi
+# shellcheck source=debian-root.sh
+. "$here/debian-root.sh"
+build_begin build-trixie-root "${BASH_SOURCE[0]}" "$out"
 
 started=$(date +%s)
-
-# --- host tools -------------------------------------------------------------------------------
-if ! command -v debootstrap >/dev/null; then
-  log "installing host tool: debootstrap"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
-fi
+command -v debootstrap >/dev/null || host_tools debootstrap
 command -v unshare >/dev/null || die "unshare (util-linux) is missing"
-
-# --- mirror: the archive this machine's apt uses, whatever suite the host itself follows -------
-host_suite="$(. /etc/os-release && printf '%s' "${VERSION_CODENAME:-}")"
-mirror="$(debian_mirror "$host_suite")"
-log "mirror: $mirror (suite $suite)"
 
 # --- build next to OUT, then swap it in: a half-built root is never left at OUT ------------------
 mkdir -p "$(dirname "$out")"
@@ -66,29 +44,8 @@ cleanup() { rm -rf --one-file-system "$work" 2>/dev/null || true; }
 trap cleanup EXIT
 root="$work/root"
 
-t0=$(date +%s)
-log "debootstrap --variant=minbase $suite"
-debootstrap --variant=minbase "$suite" "$root" "$mirror" >"$work/debootstrap.log" 2>&1 ||
-  { tail -n 30 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
-t1=$(date +%s)
-log "debootstrap took $((t1 - t0)) s"
-
-printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
-chmod 0755 "$root/usr/sbin/policy-rc.d"
-cp -L /etc/resolv.conf "$root/etc/resolv.conf"
-
-in_root() {
-  # Private mount + PID namespace: /proc is mounted only there and disappears with the process.
-  unshare --mount --pid --fork --kill-child --mount-proc="$root/proc" --propagation private \
-    chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 "$@"
-}
-
-log "installing ${packages[*]}"
-in_root apt-get update -qq
-in_root apt-get install -y -qq --no-install-recommends "${packages[@]}" >"$work/install.log" 2>&1 ||
-  { tail -n 30 "$work/install.log" >&2; die "package install failed"; }
-t2=$(date +%s)
-log "package install took $((t2 - t1)) s"
+debian_bootstrap "$suite" "$work"
+debian_install "$work/install.log" "${packages[@]}"
 
 # The server and its EC2 backend must import (the backend is loaded on the first EC2 request).
 in_root python3 -c 'import moto.server, moto.ec2.models, flask, flask_cors' ||
@@ -98,32 +55,14 @@ in_root python3 -c 'import distributed' || die "distributed does not import in t
 for role in scheduler worker; do
   in_root python3 -m dask "$role" --help >/dev/null || die "python3 -m dask $role does not work in the root"
 done
-
-# Workaround for CPython gh-148594 (Python 3.13 with OpenSSL 3.5, as in trixie): the ssl module does
-# not clear OpenSSL's per-thread error queue, so when one TLS peer closes without close_notify (Dask
-# never sends one), the stale "unexpected EOF" makes the next read of another, healthy connection on
-# that thread fail with a spurious BrokenPipeError, and Dask drops it. Measured: 4 of 40 TLS
-# LocalCluster starts on this Python lost the library's connection ("scheduler ... closed the
-# connection"), Python clients saw "scheduler-connection-lost"; with OpenSSL's IgnoreUnexpectedEOF
-# option, 0 of 40. Debian's own file stays as /etc/ssl/openssl.cnf.debian: OPENSSL_CONF pointing
-# there brings the bug back (to test that the library copes).
-cp "$root/etc/ssl/openssl.cnf" "$root/etc/ssl/openssl.cnf.debian"
-grep -q '^\[openssl_init\]' "$root/etc/ssl/openssl.cnf" || die "no [openssl_init] section in the root's openssl.cnf"
-sed -i 's/^\[openssl_init\]$/[openssl_init]\nssl_conf = dask_cloud_ssl_sect/' "$root/etc/ssl/openssl.cnf"
-printf '\n# dask-cloud test bed: see the build script (CPython gh-148594).\n[dask_cloud_ssl_sect]\nsystem_default = dask_cloud_ssl_defaults\n[dask_cloud_ssl_defaults]\nOptions = IgnoreUnexpectedEOF\n' >>"$root/etc/ssl/openssl.cnf"
-in_root python3 -c 'import ssl, sys; sys.exit(0 if ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).options & ssl.OP_IGNORE_UNEXPECTED_EOF else 1)' ||
-  die "the OpenSSL IgnoreUnexpectedEOF default did not reach Python's ssl contexts"
+openssl_ignore_unexpected_eof
 
 # Mount point for the per-run AMI catalogue the harness binds in (test/moto/moto-ec2.ts).
 mkdir -p "$root/run/dask-cloud-moto"
 # scripts/trixie-python binds the host's /etc/hosts here (debootstrap leaves none).
 touch "$root/etc/hosts"
 
-rm -f "$root/usr/sbin/policy-rc.d"
-: >"$root/etc/resolv.conf"
-rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb \
-  "$root"/var/log/*.log "$root"/var/log/apt/* "$root"/usr/share/doc/* "$root"/usr/share/man/* \
-  "$root"/usr/share/locale/*
+debian_slim
 
 # Record what is inside, for the harnesses and for people.
 {
@@ -141,6 +80,5 @@ rm -f "$out.hash"
 if [ -e "$out" ]; then mv "$out" "$work/old"; fi
 mv "$root" "$out"
 printf '%s' "$script_hash" >"$out.hash"
-t3=$(date +%s)
-log "done in $((t3 - started)) s (debootstrap $((t1 - t0)) s, install $((t2 - t1)) s, finish $((t3 - t2)) s): $(du -sh "$out" | cut -f1)"
+log "done in $(($(date +%s) - started)) s: $(du -sh "$out" | cut -f1)"
 cat "$out/etc/dask-cloud-trixie-root" >&2

@@ -32,19 +32,9 @@ image_tags=("ghcr.io/dask/dask:${dask_release}-py3.12")
 # python-is-python3: `python`, which the Docker runtime runs inside the Dask container.
 packages=(cloud-init python3-distributed systemd-sysv dbus iproute2 nftables python3-cffi-backend procps python-is-python3)
 
-log() { printf '[build-vm-image] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-[ "$(id -u)" = 0 ] || die "must run as root (debootstrap and chroot need it)"
-
-# shellcheck source=debian-mirror.sh
-. "$(dirname "${BASH_SOURCE[0]}")/debian-mirror.sh"
-# The build changes when this script or what it sources changes.
-script_hash="$(cat "${BASH_SOURCE[0]}" "$(dirname "${BASH_SOURCE[0]}")/debian-mirror.sh" | sha256sum | cut -d' ' -f1)"
-if [ "${FORCE:-0}" != 1 ] && [ -s "$out" ] && [ -f "$out.hash" ] && [ "$(cat "$out.hash")" = "$script_hash" ]; then
-  log "up to date: $out (script hash ${script_hash:0:12})"
-  exit 0
-fi
+# shellcheck source=debian-root.sh
+. "$here/debian-root.sh"
+build_begin build-vm-image "${BASH_SOURCE[0]}" "$out"
 
 started=$(date +%s)
 
@@ -55,17 +45,7 @@ command -v systemd-nspawn >/dev/null || need+=(systemd-container)
 command -v ip >/dev/null || need+=(iproute2)
 command -v nft >/dev/null || need+=(nftables)
 command -v unshare >/dev/null || need+=(util-linux)
-if [ ${#need[@]} -gt 0 ]; then
-  log "installing host tools: ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-
-# --- mirror: the archive this machine's apt uses, whatever suite the host itself follows -------
-host_suite="$(. /etc/os-release && printf '%s' "${VERSION_CODENAME:-}")"
-mirror="$(debian_mirror "$host_suite")"
-log "mirror: $mirror (suite $suite)"
+host_tools "${need[@]}"
 
 # --- build in a scratch dir; mounts live in a private mount namespace and die with it ----------
 work="$(mktemp -d /var/tmp/dcsim-image-build.XXXXXX)"
@@ -73,30 +53,8 @@ cleanup() { rm -rf --one-file-system "$work" 2>/dev/null || true; }
 trap cleanup EXIT
 root="$work/root"
 
-t0=$(date +%s)
-log "debootstrap --variant=minbase $suite"
-debootstrap --variant=minbase "$suite" "$root" "$mirror" >"$work/debootstrap.log" 2>&1 ||
-  { tail -n 30 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
-t1=$(date +%s)
-log "debootstrap took $((t1 - t0)) s"
-
-# Nothing may start services while we install; resolve names like the host does during the build.
-printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
-chmod 0755 "$root/usr/sbin/policy-rc.d"
-cp -L /etc/resolv.conf "$root/etc/resolv.conf"
-
-in_root() {
-  # Private mount + PID namespace: /proc is mounted only there and disappears with the process.
-  unshare --mount --pid --fork --kill-child --mount-proc="$root/proc" --propagation private \
-    chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 "$@"
-}
-
-log "installing ${packages[*]}"
-in_root apt-get update -qq
-in_root apt-get install -y -qq --no-install-recommends "${packages[@]}" >"$work/install.log" 2>&1 ||
-  { tail -n 30 "$work/install.log" >&2; die "package install failed"; }
-t2=$(date +%s)
-log "package install took $((t2 - t1)) s"
+debian_bootstrap "$suite" "$work"
+debian_install "$work/install.log" "${packages[@]}"
 
 # --- configuration ------------------------------------------------------------------------------
 # cloud-init: NoCloud only (the seed in /var/lib/cloud/seed/nocloud), no network config of its own:
@@ -171,34 +129,19 @@ have_versions="$(in_root python3 -c 'import sys, importlib.metadata as m; print(
 [ "$have_versions" = "$python_minor $dask_release" ] ||
   die "the image runs Python and Dask '$have_versions', not '$python_minor $dask_release': update dask_release, python_minor and image_tags at the top of this script"
 
-# Workaround for CPython gh-148594 (Python 3.13 with OpenSSL 3.5, as in trixie): the ssl module does
-# not clear OpenSSL's per-thread error queue, so when one TLS peer closes without close_notify (Dask
-# never sends one), the stale "unexpected EOF" makes the next read of another, healthy connection on
-# that thread fail with a spurious BrokenPipeError, and Dask drops it. Measured: 4 of 40 TLS
-# LocalCluster starts on this Python lost the library's connection ("scheduler ... closed the
-# connection"), Python clients saw "scheduler-connection-lost"; with OpenSSL's IgnoreUnexpectedEOF
-# option, 0 of 40. Debian's own file stays as /etc/ssl/openssl.cnf.debian: OPENSSL_CONF pointing
-# there brings the bug back (to test that the library copes).
-cp "$root/etc/ssl/openssl.cnf" "$root/etc/ssl/openssl.cnf.debian"
-grep -q '^\[openssl_init\]' "$root/etc/ssl/openssl.cnf" || die "no [openssl_init] section in the root's openssl.cnf"
-sed -i 's/^\[openssl_init\]$/[openssl_init]\nssl_conf = dask_cloud_ssl_sect/' "$root/etc/ssl/openssl.cnf"
-printf '\n# dask-cloud test bed: see the build script (CPython gh-148594).\n[dask_cloud_ssl_sect]\nsystem_default = dask_cloud_ssl_defaults\n[dask_cloud_ssl_defaults]\nOptions = IgnoreUnexpectedEOF\n' >>"$root/etc/ssl/openssl.cnf"
-in_root python3 -c 'import ssl, sys; sys.exit(0 if ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).options & ssl.OP_IGNORE_UNEXPECTED_EOF else 1)' ||
-  die "the OpenSSL IgnoreUnexpectedEOF default did not reach Python's ssl contexts"
+openssl_ignore_unexpected_eof
 
 # Fresh identity per boot; no leftovers from the build.
 : >"$root/etc/machine-id"
-rm -f "$root/var/lib/dbus/machine-id" "$root/usr/sbin/policy-rc.d"
+rm -f "$root/var/lib/dbus/machine-id"
 printf 'dcsim\n' >"$root/etc/hostname"
 # debootstrap leaves no /etc/hosts: without it even `localhost` does not resolve. The simulated
 # cloud adds the VM's own name per boot (like a cloud's internal DNS).
 printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
+# No cloud-init state from the build: each VM's first boot is a first boot.
 clean_root() {
-  rm -f "$root/etc/resolv.conf" "$root/usr/sbin/policy-rc.d"
-  : >"$root/etc/resolv.conf"
-  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb \
-    "$root"/var/log/*.log "$root"/var/log/apt/* "$root"/var/lib/cloud/* "$root"/usr/share/doc/* \
-    "$root"/usr/share/man/* "$root"/usr/share/locale/*
+  debian_slim
+  rm -rf "$root"/var/lib/cloud/*
 }
 clean_root
 
@@ -218,16 +161,9 @@ tar -C "$root" --numeric-owner --one-file-system --exclude='./proc/*' --exclude=
 mkdir -p "$root/opt/dask-cloud-sim"
 mv "$work/dask-image/dask-image.tar" "$root/opt/dask-cloud-sim/dask-image.tar"
 printf '%s\n' "${image_tags[@]}" >"$root/opt/dask-cloud-sim/image-tags"
-printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
-chmod 0755 "$root/usr/sbin/policy-rc.d"
-cp -L /etc/resolv.conf "$root/etc/resolv.conf"
-t_docker=$(date +%s)
-log "installing docker.io docker-cli"
-in_root apt-get update -qq
+build_mode on
 # docker-cli: since trixie the `docker` command is its own package, which docker.io only recommends.
-in_root apt-get install -y -qq --no-install-recommends docker.io docker-cli >"$work/install-docker.log" 2>&1 ||
-  { tail -n 30 "$work/install-docker.log" >&2; die "docker.io install failed"; }
-log "docker.io install took $(( $(date +%s) - t_docker )) s"
+debian_install "$work/install-docker.log" docker.io docker-cli
 # Not started at boot: only VMs whose user-data enables it run dockerd.
 rm -f "$root"/etc/systemd/system/multi-user.target.wants/docker.service \
   "$root"/etc/systemd/system/multi-user.target.wants/containerd.service \
@@ -283,6 +219,5 @@ log "packing $out"
 tar -C "$root" --numeric-owner --one-file-system -cf - . | gzip -1 >"$out.tmp"
 mv -f "$out.tmp" "$out"
 printf '%s' "$script_hash" >"$out.hash"
-t3=$(date +%s)
-log "done in $((t3 - started)) s (debootstrap $((t1 - t0)) s, install $((t2 - t1)) s, configure+pack $((t3 - t2)) s): $(du -h "$out" | cut -f1)"
+log "done in $(($(date +%s) - started)) s: $(du -h "$out" | cut -f1)"
 cat "$root/etc/dask-cloud-sim-image" >&2

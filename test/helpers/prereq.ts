@@ -5,9 +5,9 @@
  * With CI=true nothing may skip: the check throws, so the run fails loudly instead.
  */
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import * as path from 'node:path';
+import { buildScriptHash, storedBuildHash } from './build-hash';
 
 export const IN_CI = process.env.CI === 'true';
 
@@ -83,7 +83,7 @@ function trixieStatus(): { python: string | null; reason: string } {
   const fix = 'build it (as root, needs Debian\'s mirror; ~1 min, cached) with `scripts/build-trixie-root.sh`';
   if (!existsSync(path.join(TRIXIE_ROOT, 'usr/bin/python3'))) {
     trixieCache = { python: null, reason: `no trixie root at ${TRIXIE_ROOT} (the second Dask client, Dask 2024.12.1 on Python 3.13): ${fix}` };
-  } else if (!process.env.DASK_CLOUD_TRIXIE_ROOT && readHash(`${TRIXIE_ROOT}.hash`) !== scriptHash(TRIXIE_BUILD)) {
+  } else if (!process.env.DASK_CLOUD_TRIXIE_ROOT && storedBuildHash(TRIXIE_ROOT) !== buildScriptHash(TRIXIE_BUILD)) {
     // The default root only: a root named by the caller is theirs to keep current.
     trixieCache = { python: null, reason: `the trixie root at ${TRIXIE_ROOT} was built by another version of scripts/build-trixie-root.sh: re-run it` };
   } else if (!commandWorks(TRIXIE_PYTHON, ['-c', 'import distributed'])) {
@@ -108,16 +108,3 @@ export const trixieDask = (): Prereq => ({
   ok: trixiePython() !== null,
   reason: trixieStatus().reason,
 });
-
-function readHash(file: string): string {
-  try {
-    return readFileSync(file, 'utf8').trim();
-  } catch {
-    return '';
-  }
-}
-
-/** How the build scripts hash themselves: the script, then scripts/debian-mirror.sh, which it sources. */
-function scriptHash(script: string): string {
-  return createHash('sha256').update(readFileSync(script)).update(readFileSync(path.join(path.dirname(script), 'debian-mirror.sh'))).digest('hex');
-}

@@ -17,10 +17,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { createHash } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { EC2Client, DescribeInstancesCommand, DescribeSecurityGroupsCommand, DescribeVolumesCommand } from '@aws-sdk/client-ec2';
 import { LABELS } from '../../src/cluster/vm';
+import { buildScriptHash, storedBuildHash } from '../helpers/build-hash';
 import { MUTATING_OPERATIONS } from '../fakes/ec2/fake-ec2';
 import { debianCatalogue, type MotoAmi } from './amis';
 import { LoggingProxy, type MotoCall } from './proxy';
@@ -66,9 +66,7 @@ export function motoRoot(root = process.env.DASK_CLOUD_TRIXIE_ROOT || DEFAULT_MO
   // A root built by an older script may lack what this harness relies on (the default root only:
   // a root named by the caller is theirs to keep current).
   if (root === DEFAULT_MOTO_ROOT) {
-    const want = createHash('sha256').update(readFileSync(BUILD_SCRIPT)).update(readFileSync(path.join(path.dirname(BUILD_SCRIPT), 'debian-mirror.sh'))).digest('hex');
-    const have = existsSync(`${root}.hash`) ? readFileSync(`${root}.hash`, 'utf8').trim() : '';
-    if (have !== want) return { ok: false, root, reason: `the moto root at ${root} was built by another version of scripts/build-trixie-root.sh: re-run it` };
+    if (storedBuildHash(root) !== buildScriptHash(BUILD_SCRIPT)) return { ok: false, root, reason: `the moto root at ${root} was built by another version of scripts/build-trixie-root.sh: re-run it` };
   }
   return { ok: true, root, reason: '' };
 }

@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
+import { buildScriptHash, storedBuildHash } from '../helpers/build-hash';
 import { SHM_ROOT, STATE_ROOT, ownerAlive, readNetRecord } from './state';
 import { SimError, debug, run } from './exec';
 
@@ -30,14 +31,8 @@ export function imageStatus(): ImageStatus {
   const how = `build it with \`sudo bash scripts/build-vm-image.sh\` (~1 min, needs Debian's mirror)`;
   if (!fs.existsSync(p)) return { ok: false, path: p, reason: `no simulated-VM image at ${p}; ${how}` };
   if (process.env.DASK_CLOUD_VM_IMAGE === undefined) {
-    let stored = '';
-    try {
-      stored = fs.readFileSync(`${p}.hash`, 'utf8').trim();
-    } catch {
-      /* missing */
-    }
-    // The script hashes itself and the helper it sources (scripts/debian-mirror.sh).
-    const current = createHash('sha256').update(fs.readFileSync(BUILD_SCRIPT)).update(fs.readFileSync(path.join(path.dirname(BUILD_SCRIPT), 'debian-mirror.sh'))).digest('hex');
+    const stored = storedBuildHash(p);
+    const current = buildScriptHash(BUILD_SCRIPT);
     if (stored !== current) {
       return { ok: false, path: p, reason: `the image at ${p} was built by another version of build-vm-image.sh; re${how}` };
     }
