@@ -340,24 +340,24 @@ async function userData(argv: string[]): Promise<number> {
     const flags: Record<string, string> = { daskVersion: '--dask-version', pythonVersion: '--python-version', dockerImage: '--docker-image' };
     throw new UsageError((err instanceof Error ? err.message : String(err)).replace(/\b(daskVersion|pythonVersion|dockerImage)\b/g, (m) => flags[m]!).replace('the native runtime', '--runtime native'));
   }
-  // The image a cluster started here would run: it follows the local client's Dask, as start does.
-  let image: string | undefined;
-  if (runtime === 'docker') {
-    const local = await findPython(values.python).then((p) => p.versions, () => undefined);
-    const decision = decideDaskImage(imageOptions, local === undefined ? undefined : { dask: local.packages.dask, python: local.python });
-    image = decision.image;
-    process.stderr.write(`# image ${decision.image} (${IMAGE_BASIS[decision.basis]})\n`);
-    for (const d of decision.differences) process.stderr.write(`#   ${d}\n`);
-  }
   const security = values['no-security'] ? false : await Security.temporary();
   const proto = security === false ? 'tcp' : 'tls';
-  const rendered = renderUserData({
+  const base = {
     role,
     security,
     runtime,
-    image,
     schedulerAddress: role === 'worker' ? (values['scheduler-address'] ?? `${proto}://10.0.0.2:8786`) : undefined,
-  });
+  } as const;
+  // Every input is checked by a first render before the local Python is run.
+  let rendered = renderUserData({ ...base, image: values['docker-image'] });
+  if (runtime === 'docker') {
+    // The image a cluster started here would run: it follows the local client's Dask, as start does.
+    const local = imageOptions.dockerImage === undefined ? await findPython(values.python).then((p) => p.versions, () => undefined) : undefined;
+    const decision = decideDaskImage(imageOptions, local === undefined ? undefined : { dask: local.packages.dask, python: local.python });
+    process.stderr.write(`# image ${decision.image} (${IMAGE_BASIS[decision.basis]})\n`);
+    for (const d of decision.differences) process.stderr.write(`#   ${d}\n`);
+    rendered = renderUserData({ ...base, image: decision.image });
+  }
   // A command line never prints a private key: the VM's key is elided.
   process.stdout.write(redactKeys(rendered.text));
   process.stderr.write(`# ${role} user-data: ${rendered.rawBytes} bytes (private key elided)\n`);

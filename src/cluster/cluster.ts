@@ -651,15 +651,23 @@ export class Cluster implements AsyncDisposable {
   async #checkVersions(signal: AbortSignal): Promise<void> {
     let scheduler: VersionSet;
     let workers: Record<string, VersionSet>;
-    try {
+    const read = async (): Promise<[VersionSet, Record<string, VersionSet>]> => {
       const client = await this.connect({ signal, timeoutMs: VERSIONS_TIMEOUT_MS });
       try {
-        scheduler = remoteVersionSet(await client.versions({ signal, timeoutMs: VERSIONS_TIMEOUT_MS }));
+        const own = remoteVersionSet(await client.versions({ signal, timeoutMs: VERSIONS_TIMEOUT_MS }));
         const raw = await client.workerVersions({ signal, timeoutMs: VERSIONS_TIMEOUT_MS });
-        workers = Object.fromEntries(Object.entries(raw).map(([address, v]) => [address, remoteVersionSet(v)]));
+        return [own, Object.fromEntries(Object.entries(raw).map(([address, v]) => [address, remoteVersionSet(v)]))];
       } finally {
         await client.close();
       }
+    };
+    try {
+      // A dropped connection is not a dead scheduler: one more connection tells which it is.
+      [scheduler, workers] = await read().catch((err: unknown) => {
+        if (signal.aborted || !DaskCloudError.isInstance(err) || err.code !== 'E_CONNECTION_CLOSED') throw err;
+        this.log('the scheduler dropped the connection while its versions were read; reading again');
+        return read();
+      });
     } catch (err) {
       if (signal.aborted) throw err;
       if (this.options.strictVersions) throw new VersionMismatchError(`strictVersions: the cluster's versions could not be read: ${errorMessage(err)}`, { cause: err });
@@ -724,6 +732,8 @@ export class Cluster implements AsyncDisposable {
       const workers = await waitForWorkers(client, n, {
         timeoutMs: options.timeoutMs ?? this.#defaults.workersTimeoutMs,
         signal: options.signal,
+        // A dropped connection is not a dead scheduler: a new one tells which it is.
+        reconnect: () => this.connect({ signal: options.signal }),
       });
       this.emit({ type: 'workers-ready', clusterId: this.id, count: workers.length, at: Date.now() });
       return workers;

@@ -26,6 +26,7 @@ export {
   SchedulerClient,
   waitForScheduler,
   waitForWorkers,
+  MAX_RECONNECTS,
   toSchedulerIdentity,
   toWorkerIdentity,
   type ConnectOptions,

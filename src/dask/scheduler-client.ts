@@ -417,7 +417,17 @@ export interface WaitForWorkersOptions {
   /** Count only workers whose status is `running`. Default false: any registered worker counts. */
   requireRunning?: boolean;
   signal?: AbortSignal;
+  /**
+   * Opens a new connection when the scheduler drops this one (`E_CONNECTION_CLOSED`), so the wait
+   * goes on within its deadline. A scheduler that is really gone then fails the reconnect
+   * (`E_CONNECT_REFUSED`, a timeout). Without it a dropped connection ends the wait. Connections
+   * it opens are closed before the wait returns; the one passed in stays the caller's.
+   */
+  reconnect?: () => Promise<SchedulerClient>;
 }
+
+/** Reconnections in a row (no successful poll between them) before a dropped connection ends the wait. */
+export const MAX_RECONNECTS = 3;
 
 /**
  * Poll `identity` until at least `n` workers are registered (or `running`, with
@@ -437,17 +447,38 @@ export async function waitForWorkers(
   const interval = options.intervalMs ?? 500;
   const deadline = Date.now() + timeoutMs;
   let seen: WorkerIdentity[] = [];
-  for (;;) {
-    if (signal?.aborted) throw abortedError(client.address, 'waiting for workers of', signal);
-    const remaining = deadline - Date.now();
-    if (remaining <= 0) break;
-    const all = await client.workers({ timeoutMs: remaining, signal });
-    seen = all;
-    const counted = options.requireRunning ? all.filter((w) => w.status === 'running') : all;
-    if (counted.length >= n) return counted;
-    const pause = Math.min(interval, deadline - Date.now());
-    if (pause <= 0) break;
-    await sleep(pause, signal, client.address);
+  let current = client;
+  let drops = 0;
+  try {
+    for (;;) {
+      if (signal?.aborted) throw abortedError(client.address, 'waiting for workers of', signal);
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) break;
+      let all: WorkerIdentity[];
+      try {
+        all = await current.workers({ timeoutMs: remaining, signal });
+        drops = 0;
+      } catch (err) {
+        if (!options.reconnect || !DaskCommError.isInstance(err) || err.code !== 'E_CONNECTION_CLOSED' || signal?.aborted) throw err;
+        if (++drops > MAX_RECONNECTS) {
+          throw new DaskCommError('E_CONNECTION_CLOSED', `${err.message}, ${MAX_RECONNECTS} times in a row while waiting for workers`, { cause: err, details: { address: client.address, drops: MAX_RECONNECTS + 1 } });
+        }
+        log('%s dropped the connection while waiting for workers; reconnecting (%d)', client.address, drops);
+        const dropped = current;
+        current = client; // until the new connection exists: the finally closes only ours
+        if (dropped !== client) await dropped.close().catch(() => undefined);
+        current = await options.reconnect();
+        continue;
+      }
+      seen = all;
+      const counted = options.requireRunning ? all.filter((w) => w.status === 'running') : all;
+      if (counted.length >= n) return counted;
+      const pause = Math.min(interval, deadline - Date.now());
+      if (pause <= 0) break;
+      await sleep(pause, signal, client.address);
+    }
+  } finally {
+    if (current !== client) await current.close().catch(() => undefined);
   }
   const statuses: Record<string, number> = {};
   for (const w of seen) statuses[w.status] = (statuses[w.status] ?? 0) + 1;

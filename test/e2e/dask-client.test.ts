@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -70,6 +70,66 @@ async function silentServer(): Promise<{ port: number; close(): Promise<void> }>
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();
+        srv.close(() => resolve());
+      }),
+  };
+}
+
+/**
+ * A loopback TCP relay to `port` that can drop every connection it carries, as a scheduler does
+ * when its side fails a read (CPython gh-148594 on Python 3.13 drops healthy TLS connections that
+ * way). `refuse` drops each new connection as it arrives.
+ */
+async function dropProxy(port: number): Promise<{ address(proto: string): string; accepted: number; refuse: boolean; dropAll(): void; close(): Promise<void> }> {
+  const pairs = new Set<[import('node:net').Socket, import('node:net').Socket]>();
+  const state = { accepted: 0, refuse: false };
+  const srv = createServer((inbound) => {
+    state.accepted++;
+    inbound.on('error', () => undefined);
+    if (state.refuse) return void inbound.destroy();
+    const outbound = connect(port, HOST);
+    outbound.on('error', () => inbound.destroy());
+    const pair: [import('node:net').Socket, import('node:net').Socket] = [inbound, outbound];
+    pairs.add(pair);
+    inbound.pipe(outbound).on('error', () => undefined);
+    outbound.pipe(inbound);
+    const done = (): void => {
+      inbound.destroy();
+      outbound.destroy();
+      pairs.delete(pair);
+    };
+    inbound.on('close', done);
+    outbound.on('close', done);
+  });
+  await new Promise<void>((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(0, HOST, resolve);
+  });
+  const own = (srv.address() as { port: number }).port;
+  return {
+    address: (proto) => `${proto}://${HOST}:${own}`,
+    get accepted() {
+      return state.accepted;
+    },
+    get refuse() {
+      return state.refuse;
+    },
+    set refuse(v: boolean) {
+      state.refuse = v;
+    },
+    dropAll() {
+      for (const [a, b] of pairs) {
+        a.destroy();
+        b.destroy();
+      }
+      pairs.clear();
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const [a, b] of pairs) {
+          a.destroy();
+          b.destroy();
+        }
         srv.close(() => resolve());
       }),
   };
@@ -284,6 +344,47 @@ describe.skipIf(!enabled)('SchedulerClient against a real TLS scheduler', () => 
     await client.close();
     client = await SchedulerClient.connect(address, { security: sec });
     expect((await client.identity()).type).toBe('Scheduler');
+  });
+
+  it('waitForWorkers: a dropped connection is reconnected within the deadline; without reconnect it ends the wait; a scheduler that refuses the new one ends it too', async () => {
+    const proxy = await dropProxy(Number(address.split(':').pop()));
+    const viaProxy = (): Promise<SchedulerClient> => SchedulerClient.connect(proxy.address('tls'), { security: sec });
+    const first = await viaProxy();
+    const others: DaskProc[] = [];
+    try {
+      const want = (await client.workers()).length + 1;
+      // Without reconnect: the drop ends the wait with the connection's own error.
+      const plain = waitForWorkers(first, want, { timeoutMs: 45_000, intervalMs: 100 });
+      proxy.dropAll();
+      await expectCode('E_CONNECTION_CLOSED', () => plain);
+
+      // With reconnect: the wait goes on over a new connection and sees the worker that registers later.
+      const second = await viaProxy();
+      const accepted = proxy.accepted;
+      const waiting = waitForWorkers(second, want, { timeoutMs: 45_000, intervalMs: 100, reconnect: viaProxy });
+      await new Promise((r) => setTimeout(r, 300));
+      proxy.dropAll();
+      others.push(await startWorker(sec, address, 'after-drop'));
+      const workers = await waiting;
+      expect(workers.map((w) => w.name)).toContain('after-drop');
+      expect(proxy.accepted).toBeGreaterThan(accepted);
+      expect(second.closed).toBe(true);
+
+      // A relay that drops every new connection: the reconnect fails, and that ends the wait at once.
+      const third = await viaProxy();
+      const failing = waitForWorkers(third, want + 5, { timeoutMs: 45_000, intervalMs: 100, reconnect: () => viaProxy() });
+      await new Promise((r) => setTimeout(r, 300));
+      proxy.refuse = true;
+      proxy.dropAll();
+      const t0 = Date.now();
+      const err = await failing.then(() => null, (e: unknown) => e);
+      expect(DaskCommError.isInstance(err), String(err)).toBe(true);
+      expect(Date.now() - t0).toBeLessThan(20_000);
+    } finally {
+      await first.close();
+      await proxy.close();
+      for (const w of others) killGroup(w.pid, 'SIGKILL');
+    }
   });
 
   it('terminate stops the scheduler, which closes its workers; close stays idempotent', async () => {
