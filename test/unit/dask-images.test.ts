@@ -3,7 +3,7 @@
  * published tags: `<release>-py<X.Y>` for the Pythons of each release's build matrix.
  */
 import { describe, expect, it } from 'vitest';
-import { chooseDaskImage, DASK_IMAGE_RELEASES, imagePythons, parseRelease, pinnedDaskImage, pythonMinor } from '../../src/dask/images';
+import { chooseDaskImage, decideDaskImage, DASK_IMAGE_RELEASES, imagePythons, parseRelease, pinnedDaskImage, pythonMinor } from '../../src/dask/images';
 import { DEFAULT_DASK_IMAGE } from '../../src/cloud-init';
 
 const R = 'ghcr.io/dask/dask';
@@ -81,5 +81,31 @@ describe('chooseDaskImage', () => {
     expect(pythonMinor('3.13.5')).toBe('3.13');
     expect(pythonMinor('3.10')).toBe('3.10');
     expect(pythonMinor('x')).toBeUndefined();
+  });
+});
+
+describe('decideDaskImage: what the cluster and the user-data command run', () => {
+  const client = { dask: '2024.12.1+ds', python: '3.13.5' };
+  it('dockerImage as given, whatever the client', () => {
+    expect(decideDaskImage({ dockerImage: 'example.com/dask:mine' }, client)).toEqual({ image: 'example.com/dask:mine', basis: 'explicit', differences: [] });
+  });
+  it("the client's Dask and Python by default ('auto' too), saying what differs", () => {
+    for (const daskVersion of [undefined, 'auto']) {
+      const d = decideDaskImage({ daskVersion }, client);
+      expect([d.image, d.basis]).toEqual([`${R}:2024.12.1-py3.12`, 'client']);
+      expect(d.differences).toEqual([expect.stringContaining('runs Python 3.13; using Python 3.12')]);
+    }
+  });
+  it("a requested release takes the client's Python; a requested Python the client's release", () => {
+    expect(decideDaskImage({ daskVersion: '2025.3.0' }, { dask: '2022.12.1', python: '3.11.2' })).toEqual({ image: `${R}:2025.3.0-py3.11`, basis: 'requested', differences: [] });
+    expect(decideDaskImage({ pythonVersion: '3.10' }, client)).toEqual({ image: `${R}:2024.12.1-py3.10`, basis: 'requested', differences: [] });
+    expect(decideDaskImage({ daskVersion: '2025.3.0', pythonVersion: '3.12' }, undefined).image).toBe(`${R}:2025.3.0-py3.12`);
+  });
+  it('no local Dask: the pinned image, and which client to install', () => {
+    const d = decideDaskImage({}, undefined);
+    expect([d.image, d.basis]).toEqual([pinnedDaskImage().image, 'pinned']);
+    expect(d.differences[0]).toContain('pip install "distributed==2025.11.0"');
+    // A source checkout's version names no release: the pin, said.
+    expect(decideDaskImage({}, { dask: '0+unknown', python: '3.12.1' }).differences[0]).toContain('names no release');
   });
 });
