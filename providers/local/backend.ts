@@ -90,7 +90,7 @@ export class LocalBackend implements ClusterBackend {
       this.#options.dashboardAddress ?? (spec.process.dashboardAddress ?? `${this.host}:${await freePort(this.host)}`);
     const member = await this.#launch(ctx, spec, { host: this.host, port, dashboardAddress });
     const address = `${protocolFor(ctx.security)}://${this.host}:${port}`;
-    return { member, workerAddress: address, clientAddress: address };
+    return { member, workerAddress: address, clientAddress: address, dashboardLink: dashboardAddress === false ? undefined : dashboardUrl(dashboardAddress, this.host) };
   }
 
   async launchWorkers(ctx: BackendContext, specs: MemberSpec[]): Promise<Member[]> {
@@ -221,4 +221,18 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
   } catch {
     // group already gone
   }
+}
+
+/**
+ * The browser URL of a dashboard bound at `address` (`host:port` or `:port`, which binds every
+ * interface): a wildcard host is opened on loopback.
+ */
+export function dashboardUrl(address: string, host: string): string {
+  const i = address.lastIndexOf(':');
+  let h = i <= 0 ? host : address.slice(0, i);
+  const port = address.slice(i + 1);
+  if (h === '' || h === '0.0.0.0') h = '127.0.0.1';
+  if (h === '::' || h === '[::]') h = '[::1]';
+  if (h.includes(':') && !h.startsWith('[')) h = `[${h}]`;
+  return `http://${h}:${port}/status`;
 }

@@ -40,6 +40,8 @@ export interface SchedulerLaunch {
    * appear only once the VM runs): the core launches the workers before awaiting it.
    */
   clientAddress: string | Promise<string>;
+  /** The dashboard's URL where the user's browser can open it directly (a local cluster's), if any. */
+  dashboardLink?: string;
 }
 
 export interface BackendContext {

@@ -196,6 +196,9 @@ export class Cluster implements AsyncDisposable {
   #scheduler: Member | undefined;
   #workerAddress: string | undefined;
   #clientAddress: string | undefined;
+  #dashboardLink: string | undefined;
+  /** Workers the scheduler listed at the last look (waitForWorkers, workers(), adapt); undefined before any. */
+  #registered: number | undefined;
   #workers: Member[] = [];
   #workerSeq = 0;
   #closing: Promise<void> | undefined;
@@ -250,6 +253,14 @@ export class Cluster implements AsyncDisposable {
   get schedulerAddress(): string {
     if (this.#clientAddress === undefined) throw new ClusterStateError(`cluster ${this.id} has not started`);
     return this.#clientAddress;
+  }
+
+  /**
+   * Where a browser opens the Dask dashboard: a local cluster's own dashboard. Undefined before
+   * start, and for a cluster whose dashboard is not reachable from here.
+   */
+  get dashboardLink(): string | undefined {
+    return this.#dashboardLink;
   }
 
   /** The scheduler's private address, which workers use. */
@@ -498,6 +509,7 @@ export class Cluster implements AsyncDisposable {
       const launch = await this.#phase('scheduler', () => this.backend.launchScheduler(ctx, schedulerSpec));
       this.#scheduler = launch.member;
       this.#workerAddress = launch.workerAddress;
+      this.#dashboardLink = launch.dashboardLink;
       this.emit({ type: 'member-launched', clusterId: this.id, role: 'scheduler', memberId: launch.member.id, name: launch.member.name, at: Date.now() });
 
       // Workers boot in parallel with the scheduler: they only need its address, not its readiness.
@@ -735,6 +747,7 @@ export class Cluster implements AsyncDisposable {
         // A dropped connection is not a dead scheduler: a new one tells which it is.
         reconnect: () => this.connect({ signal: options.signal }),
       });
+      this.#registered = workers.length;
       this.emit({ type: 'workers-ready', clusterId: this.id, count: workers.length, at: Date.now() });
       return workers;
     } finally {
@@ -746,7 +759,9 @@ export class Cluster implements AsyncDisposable {
   async workers(): Promise<WorkerIdentity[]> {
     const client = await this.connect();
     try {
-      return await client.workers();
+      const workers = await client.workers();
+      this.#registered = workers.length;
+      return workers;
     } finally {
       await client.close();
     }
@@ -901,7 +916,7 @@ export class Cluster implements AsyncDisposable {
    * `dir` (0700), so that `DASK_CONFIG=dir` makes a Python `Client()` connect with no arguments.
    */
   async writeClientConfig(dir: string): Promise<{ dir: string; configFile: string }> {
-    return writeConfig(this.security, dir, this.schedulerAddress);
+    return writeConfig(this.security, dir, this.schedulerAddress, this.#dashboardLink);
   }
 
   /**
@@ -1015,21 +1030,66 @@ export class Cluster implements AsyncDisposable {
    * A safe summary for logs and `JSON.stringify`: kind, id, state, the scheduler address once
    * started, and the members. Never options, env values, credentials or keys.
    */
-  toJSON(): { kind: string; id: string; state: ClusterState; schedulerAddress?: string; workers: number; members: string[] } {
+  toJSON(): {
+    kind: string;
+    id: string;
+    state: ClusterState;
+    schedulerAddress?: string;
+    dashboardLink?: string;
+    workers: number;
+    workersRegistered?: number;
+    members: string[];
+  } {
     return {
       kind: this.backend.kind,
       id: this.id,
       state: this.#state,
       ...(this.#clientAddress === undefined ? {} : { schedulerAddress: this.#clientAddress }),
+      ...(this.#dashboardLink === undefined ? {} : { dashboardLink: this.#dashboardLink }),
       workers: this.#workers.length,
+      ...(this.#registered === undefined ? {} : { workersRegistered: this.#registered }),
       members: this.members.map((m) => m.name),
     };
   }
 
-  /** `console.log(cluster)` shows {@link Cluster.toJSON}, under the class name. */
+  /** What a person looks at: the summary's fields, with workers as `registered / asked`. */
+  #display(): Array<[string, string]> {
+    const asked = this.#workers.length;
+    const workers = this.#registered === undefined ? `${asked} asked` : `${this.#registered} registered / ${asked} asked`;
+    const rows: Array<[string, string]> = [
+      ['kind', this.backend.kind],
+      ['id', this.id],
+      ['state', this.#state],
+    ];
+    if (this.#clientAddress !== undefined) rows.push(['scheduler', this.#clientAddress]);
+    rows.push(['workers', workers]);
+    if (this.#dashboardLink !== undefined) rows.push(['dashboard', this.#dashboardLink]);
+    return rows;
+  }
+
+  /** `console.log(cluster)` and a REPL show kind, id, state, address, workers (registered / asked) and the dashboard. */
   [inspect.custom](depth: number, options: InspectOptions, render: typeof inspect): string {
     const name = this.constructor.name;
-    return depth < 0 ? `[${name}]` : `${name} ${render(this.toJSON(), { ...options, depth: 2 })}`;
+    return depth < 0 ? `[${name}]` : `${name} ${render(Object.fromEntries(this.#display()), { ...options, depth: 1 })}`;
+  }
+
+  /** A small HTML table of the same, for notebooks; the dashboard is a link. */
+  toHTML(): string {
+    const esc = (t: string): string => t.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+    const cell = (k: string, v: string): string =>
+      k === 'dashboard' ? `<a href="${esc(v)}" target="_blank" rel="noopener">${esc(v)}</a>` : esc(v);
+    const rows = this.#display()
+      .map(([k, v]) => `<tr><th style="text-align:left">${esc(k)}</th><td style="text-align:left">${cell(k, v)}</td></tr>`)
+      .join('');
+    return `<table><caption style="text-align:left"><b>${esc(this.constructor.name)}</b></caption>${rows}</table>`;
+  }
+
+  /**
+   * The Jupyter display protocol of JavaScript kernels that look for it (Deno's): a notebook cell
+   * that ends with a cluster shows {@link Cluster.toHTML}.
+   */
+  [Symbol.for('Jupyter.display')](): Record<string, string> {
+    return { 'text/html': this.toHTML(), 'text/plain': inspect(this) };
   }
 }
 

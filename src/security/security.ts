@@ -110,6 +110,17 @@ function checkSchedulerAddress(address: string | undefined): void {
 }
 
 /**
+ * A dashboard URL for `distributed.dashboard.link`: http(s), no whitespace, and no braces (Dask
+ * fills `{host}`-style fields into that template with `str.format`).
+ */
+export function checkDashboardLink(link: string | undefined): void {
+  if (link === undefined) return;
+  if (typeof link !== 'string' || !/^https?:\/\/[^\s{}]+$/.test(link)) {
+    throw new ValidationError(`dashboardLink must be an http:// or https:// URL without spaces or braces, got ${describeValue(link)}`, { option: 'dashboardLink' });
+  }
+}
+
+/**
  * Checks {@link Security.temporary}'s options without minting anything (clusters call it in
  * their constructor) and returns them with defaults. `what` names them in messages.
  */
@@ -422,15 +433,19 @@ export class Security {
    * its final mode, synced, and renamed into place; a symbolic link in place of a file is
    * refused. Any failure is a {@link ValidationError} (`option: 'dir'`) at once.
    */
-  async writeClientConfig(dir: string, options: { schedulerAddress?: string } = {}): Promise<ClientConfigFiles> {
+  async writeClientConfig(dir: string, options: { schedulerAddress?: string; dashboardLink?: string } = {}): Promise<ClientConfigFiles> {
     assertDir(dir);
     checkSchedulerAddress(options.schedulerAddress);
+    checkDashboardLink(options.dashboardLink);
     const abs = path.resolve(dir);
     const p = this.#paths('client', abs, path.join);
     const configFile = path.join(abs, TLS_FILE_NAMES.config);
     const config = {
-      ...this.daskConfig('client', abs, options),
-      distributed: { comm: { 'require-encryption': this.requireEncryption, tls: this.#tlsConfig('client', p) } },
+      ...this.daskConfig('client', abs, { schedulerAddress: options.schedulerAddress }),
+      distributed: {
+        comm: { 'require-encryption': this.requireEncryption, tls: this.#tlsConfig('client', p) },
+        ...(options.dashboardLink === undefined ? {} : { dashboard: { link: options.dashboardLink } }),
+      },
     };
     await writePrivateFiles(abs, [
       { name: TLS_FILE_NAMES.ca, content: this.caCertPem, mode: 0o644 },

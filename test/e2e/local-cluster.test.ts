@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { inspect } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LocalCluster } from '../../providers/local';
 import { ClusterStartError, ClusterStateError, DaskCloudError, LocalRuntimeError, ValidationError } from '../../src/errors';
@@ -87,6 +88,37 @@ describe.runIf(enabled)('LocalCluster with real Dask', () => {
     expect(cluster.state).toBe('closed');
     expect(pids.filter(pidExists)).toEqual([]);
     expect(processesOf(cluster.id)).toEqual([]);
+  });
+
+  it("the dashboard link: on the cluster, in its display, in the written config (Python's dashboard_link), and it serves the status page", async () => {
+    for (const security of [undefined, false] as const) {
+      await using cluster = track(await LocalCluster.start({ nWorkers: 1, security }));
+      const link = cluster.dashboardLink!;
+      expect(link).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/status$/);
+      // Dask's dashboard server answers there: the status page, or, where Bokeh is not installed
+      // (Debian packages no Bokeh that these Dask releases accept), Dask's page saying so.
+      const page = await fetch(link, { signal: AbortSignal.timeout(20_000) });
+      expect(page.status).toBe(200);
+      expect(await page.text()).toMatch(/<title>[^<]*Dask[^<]*<\/title>|Dask needs bokeh/i);
+      const dir = await tempDir();
+      await cluster.writeClientConfig(dir);
+      const out = await pythonWithConfig(dir, "from distributed import Client\nc = Client(timeout='20s')\nprint(c.dashboard_link)\nc.close()");
+      expect(out.split('\n').pop()).toBe(link);
+      // What a REPL and a notebook show.
+      await cluster.waitForWorkers(1);
+      const shown = inspect(cluster);
+      expect(shown).toMatch(/^LocalCluster \{/);
+      for (const part of [`id: '${cluster.id}'`, "state: 'running'", `scheduler: '${cluster.schedulerAddress}'`, "workers: '1 registered / 1 asked'", `dashboard: '${link}'`]) expect(shown).toContain(part);
+      const html = cluster.toHTML();
+      expect(html).toContain(`<a href="${link}" target="_blank" rel="noopener">${link}</a>`);
+      expect(html).toContain('<td style="text-align:left">1 registered / 1 asked</td>');
+      expect(cluster[Symbol.for('Jupyter.display') as unknown as keyof LocalCluster]).toBeTypeOf('function');
+      expect(cluster.toJSON()).toMatchObject({ dashboardLink: link, workers: 1, workersRegistered: 1 });
+    }
+    // No dashboard, no link: the written config then has none either.
+    await using bare = track(await LocalCluster.start({ nWorkers: 0, dashboardAddress: false }));
+    expect(bare.dashboardLink).toBeUndefined();
+    expect(inspect(bare)).not.toContain('dashboard');
   });
 
   it('works with security: false over plain tcp', async () => {

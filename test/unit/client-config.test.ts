@@ -235,3 +235,25 @@ describe('impossible paths fail at once with a typed error', () => {
     }
   });
 });
+
+describe('the dashboard link', () => {
+  it("is written as distributed.dashboard.link, with security on and off, and a bad one is refused before any file", async () => {
+    const { parse } = await import('yaml');
+    const link = 'http://127.0.0.1:40123/status';
+    const on = await writeClientConfig(sec, fresh('dash-on'), 'tls://127.0.0.1:8786', link);
+    expect(parse(fs.readFileSync(on.configFile, 'utf8')).distributed.dashboard).toEqual({ link });
+    const off = await writeClientConfig(false, fresh('dash-off'), 'tcp://127.0.0.1:8786', link);
+    expect(parse(fs.readFileSync(off.configFile, 'utf8'))).toEqual({ 'scheduler-address': 'tcp://127.0.0.1:8786', distributed: { dashboard: { link } } });
+    // No link, no dashboard key.
+    const none = await writeClientConfig(sec, fresh('dash-none'), 'tls://127.0.0.1:8786');
+    expect(parse(fs.readFileSync(none.configFile, 'utf8')).distributed.dashboard).toBeUndefined();
+    for (const bad of ['ftp://x/status', 'http://h:1/{host}', 'http://h :1/', '']) {
+      for (const security of [sec, false] as const) {
+        const dir = fresh('dash-bad');
+        const err = await writeClientConfig(security, dir, security ? 'tls://127.0.0.1:8786' : 'tcp://127.0.0.1:8786', bad).catch((e: unknown) => e);
+        expect(ValidationError.isInstance(err) && err.details.option).toBe('dashboardLink');
+        expect(fs.existsSync(dir)).toBe(false);
+      }
+    }
+  });
+});
