@@ -7,6 +7,7 @@
  *   dask-cloud user-data --role scheduler|worker [--scheduler-address A] [--runtime docker|native] [--dask-version V] [--no-security]
  *   dask-cloud cleanup --provider gcp|ec2|digitalocean (--cluster ID ... | --expired | --all) [--dry-run] [provider options]
  *   dask-cloud cleanup --provider local [--cluster ID ...] [--dry-run]
+ *   dask-cloud ls --provider gcp|ec2|digitalocean [--json] [provider options]
  */
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -17,7 +18,7 @@ import { renderUserData } from './cloud-init';
 import { decideDaskImage } from './dask/images';
 import { findPython } from './dask/python';
 import { LocalCluster } from '../providers/local';
-import type { CleanupReport } from './cluster/vm';
+import type { CleanupReport, ClusterSummary } from './cluster/vm';
 import type { Cluster, ClusterOptions } from './cluster/cluster';
 import type { ClusterEvent } from './cluster/events';
 import { formatVersionSet, type VersionReport, type VersionSet } from './dask/versions';
@@ -47,6 +48,10 @@ const USAGE = `usage:
       credentials (and where they came from), location, image, network and instance types, NAT for
       private mode, quota headroom, permissions; prints a checklist with the fix for each failure
       and exits 1 when a check fails. start runs the same checks first
+  dask-cloud ls --provider gcp|ec2|digitalocean [--project P [--zone Z] | --region R] [--endpoint URL] [--json]
+      list the account's dask-cloud clusters from their labels alone (read calls only): id,
+      location, state, workers, scheduler address, creation and expiry; on gcp every zone of the
+      project unless --zone names one
   dask-cloud cleanup --provider gcp|ec2|digitalocean (--cluster ID ... | --expired | --all) [--dry-run]
       [--project P [--zone Z] | --region R] [--endpoint URL]
       delete what clusters left behind (instances by label, then firewalls / security groups);
@@ -414,6 +419,60 @@ async function cleanup(argv: string[]): Promise<number> {
   return failed > 0 ? 1 : 0;
 }
 
+/** `ls`: every cluster of one cloud account, from the cloud's labels alone. */
+async function ls(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      provider: { type: 'string' },
+      project: { type: 'string' },
+      zone: { type: 'string' },
+      region: { type: 'string' },
+      endpoint: { type: 'string' },
+      json: { type: 'boolean', default: false },
+    },
+  });
+  const provider = values.provider;
+  if (provider !== 'gcp' && provider !== 'ec2' && provider !== 'digitalocean') throw new UsageError('--provider must be gcp, ec2 or digitalocean');
+  if (provider !== 'gcp' && (values.project || values.zone)) throw new UsageError('--project and --zone are for --provider gcp');
+  if (provider === 'gcp' && values.region) throw new UsageError('--region is for --provider ec2 or digitalocean');
+  const { listClusters } = await import('./cluster/list');
+  const endpoint = values.endpoint;
+  const found =
+    provider === 'gcp'
+      ? await listClusters({ provider, projectId: values.project, zone: values.zone, endpoint })
+      : provider === 'ec2'
+        ? await listClusters({ provider, region: values.region, endpoint })
+        : await listClusters({ provider, endpoint });
+  if (values.json) {
+    console.log(JSON.stringify(found, null, 2));
+    return 0;
+  }
+  if (found.length === 0) {
+    console.log(`no dask-cloud clusters on ${provider}`);
+    return 0;
+  }
+  console.log(formatClusterTable(found));
+  return 0;
+}
+
+/** The `ls` table: one row per cluster; times in UTC, expiry also as time left. */
+export function formatClusterTable(rows: ClusterSummary[], now = Date.now()): string {
+  const when = (d: Date | undefined): string => (d ? d.toISOString().slice(0, 16).replace('T', ' ') : '-');
+  const left = (d: Date | undefined): string => {
+    if (!d) return '-';
+    const minutes = Math.round((d.getTime() - now) / 60_000);
+    if (minutes <= 0) return `${when(d)} (passed)`;
+    return `${when(d)} (in ${minutes >= 120 ? `${Math.floor(minutes / 60)} h` : `${minutes} min`})`;
+  };
+  const table = [
+    ['ID', 'KIND', 'LOCATION', 'STATE', 'WORKERS', 'ADDRESS', 'CREATED (UTC)', 'EXPIRES (UTC)'],
+    ...rows.map((c) => [c.id, c.kind, c.location ?? '-', c.state, String(c.counts.workers), c.address ?? '-', when(c.created), left(c.expires)]),
+  ];
+  const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
+  return table.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')).join('\n');
+}
+
 /** `cleanup --provider local`: strays are found by their dead owner, so no selector is needed. */
 async function cleanupLocal(values: { cluster?: string[]; expired?: boolean; 'dry-run'?: boolean } & VMFlags): Promise<number> {
   if (values.expired) throw new UsageError('local clusters have no expiry: without --cluster every cluster whose owner is gone is cleaned up');
@@ -451,6 +510,8 @@ export async function main(argv: string[]): Promise<number> {
         return await userData(rest);
       case 'cleanup':
         return await cleanup(rest);
+      case 'ls':
+        return await ls(rest);
       case 'doctor':
         return await doctor(rest);
       case undefined:

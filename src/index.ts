@@ -23,8 +23,10 @@ export type { LocalClusterOptions, PythonInfo, LocalCleanupOptions, LocalCleanup
 export { VMCluster, cleanupClusters, LABELS } from './cluster/vm';
 export type { VMClusterOptions, CloudAdapter, CleanupOptions, CleanupReport, NetworkPlan, Instance, InstanceRequest } from './cluster/vm';
 export { DropletCluster, DROPLET_DEFAULTS } from '../providers/digitalocean';
-export type { DropletClusterOptions, DropletCleanupOptions } from '../providers/digitalocean';
+export type { DropletClusterOptions, DropletCleanupOptions, DropletListOptions } from '../providers/digitalocean';
 export { EC2Cluster } from '../providers/ec2';
-export type { EC2ClusterOptions } from '../providers/ec2';
+export type { EC2ClusterOptions, EC2ListOptions } from '../providers/ec2';
 export { GCPCluster, GCP_DEFAULTS } from '../providers/gcp';
-export type { GCPClusterOptions, GCPCleanupOptions } from '../providers/gcp';
+export type { GCPClusterOptions, GCPCleanupOptions, GCPListOptions } from '../providers/gcp';
+export { listClusters, type ListClustersOptions } from './cluster/list';
+export type { ClusterSummary } from './cluster/vm';

@@ -25,7 +25,7 @@
  */
 import { inspect, type InspectOptions } from 'node:util';
 import type { modules } from 'dots-wrapper';
-import { LABELS, type AdapterContext, type CloudAdapter, type Instance, type InstanceRequest, type NetworkPlan } from '../../src/cluster/vm';
+import { cloudDate, LABELS, type AdapterContext, type CloudAdapter, type ClusterListing, type Instance, type InstanceRequest, type NetworkPlan } from '../../src/cluster/vm';
 import type { MemberRole } from '../../src/cluster/backend';
 import { retry } from '../../src/cluster/retry';
 import { CloudApiError, CredentialsError, DaskCloudError, PreflightError, ValidationError } from '../../src/errors';
@@ -930,8 +930,8 @@ export class DropletAdapter implements CloudAdapter {
    * nothing else is left of (a process killed between creating the tag and the firewall: no
    * expiry known, so only `all` and `clusterIds` sweeps delete them).
    */
-  async listClusters(ctx: AdapterContext): Promise<Array<{ clusterId: string; expiresAt?: Date }>> {
-    const clusters = new Map<string, Date | undefined>();
+  async listClusters(ctx: AdapterContext): Promise<ClusterListing[]> {
+    const clusters = new Map<string, ClusterListing>();
     const clusterPrefix = `${LABELS.cluster}:`;
     const expiresPrefix = `${LABELS.expires}:`;
     for (const d of await this.#listTagged(ctx, MARKER_TAG)) {
@@ -940,23 +940,33 @@ export class DropletAdapter implements CloudAdapter {
       if (!id) continue;
       const epoch = Number(tags.find((t) => t.startsWith(expiresPrefix))?.slice(expiresPrefix.length));
       const expires = Number.isFinite(epoch) && epoch > 0 ? new Date(epoch * 1000) : undefined;
-      const known = clusters.get(id);
+      const c = clusters.get(id) ?? { clusterId: id, instances: [] };
       // The earliest expiry of a cluster's Droplets (later batches carry later ones).
-      if (!clusters.has(id) || (expires !== undefined && (known === undefined || expires < known))) clusters.set(id, expires);
+      if (expires !== undefined && (c.expiresAt === undefined || expires < c.expiresAt)) c.expiresAt = expires;
+      const created = cloudDate((d as { created_at?: string }).created_at);
+      const region = (d as { region?: { slug?: string } }).region?.slug;
+      c.instances!.push({
+        ...toInstance(d),
+        // Our tags are `key:value`; the rest (the user's own) have no value.
+        labels: Object.fromEntries(tags.map((t) => (t.includes(':') ? [t.slice(0, t.indexOf(':')), t.slice(t.indexOf(':') + 1)] : [t, '']))),
+        ...(created ? { createdAt: created } : {}),
+        ...(region ? { location: region } : {}),
+      });
+      clusters.set(id, c);
     }
     const prefix = firewallName('');
     for (const f of await this.#firewallsNamed(ctx, (name) => name.startsWith(prefix))) {
       const id = f.name.slice(prefix.length);
       if (!id || clusters.has(id)) continue;
-      const created = Date.parse(String((f as { created_at?: string }).created_at));
-      clusters.set(id, Number.isNaN(created) ? undefined : new Date(created + 24 * 3_600_000));
+      const created = cloudDate((f as { created_at?: string }).created_at);
+      clusters.set(id, { clusterId: id, ...(created ? { createdAt: created, expiresAt: new Date(created.getTime() + 24 * 3_600_000) } : {}) });
     }
     for (const t of await this.#all<modules.tag.ITag>(ctx, 'tags_list', 'tags', (c, page) => c.tag.listTags({ page, per_page: PER_PAGE }))) {
       if (!t.name.startsWith(clusterPrefix)) continue;
       const id = t.name.slice(clusterPrefix.length);
-      if (id && !clusters.has(id)) clusters.set(id, undefined);
+      if (id && !clusters.has(id)) clusters.set(id, { clusterId: id });
     }
-    return [...clusters].map(([clusterId, expiresAt]) => ({ clusterId, ...(expiresAt ? { expiresAt } : {}) }));
+    return [...clusters.values()];
   }
 
   async consoleOutput(_ctx: AdapterContext, id: string): Promise<string> {

@@ -5,7 +5,7 @@
  */
 import { resolveOptions } from '../../src/config';
 import createDebug from 'debug';
-import { cleanupClusters, VMCluster, type CleanupOptions, type CleanupReport, type VMClusterOptions } from '../../src/cluster/vm';
+import { cleanupClusters, listVmClusters, VMCluster, type CleanupOptions, type CleanupReport, type ClusterSummary, type VMClusterOptions } from '../../src/cluster/vm';
 import { CredentialsError, ValidationError } from '../../src/errors';
 import { checkTimerMs, describeValue } from '../../src/config/bounds';
 import { DoApi, DEFAULT_ENDPOINT, type DotsClient } from './api';
@@ -92,6 +92,9 @@ export interface DropletClusterOptions extends VMClusterOptions {
 }
 
 /** Options of {@link DropletCluster.cleanup}: what to delete, and how to reach the API. */
+/** Where `DropletCluster.list` looks: the account of the token (or client). */
+export type DropletListOptions = Pick<DropletCleanupOptions, 'token' | 'endpoint' | 'client' | 'requestTimeoutMs'> & { signal?: AbortSignal };
+
 export interface DropletCleanupOptions extends CleanupOptions {
   /** API token (default `DIGITALOCEAN_TOKEN`, then `DIGITALOCEAN_ACCESS_TOKEN`). */
   token?: string;
@@ -286,17 +289,31 @@ export class DropletCluster extends VMCluster {
    * `dask-cloud-expires` tag has passed) or `{ all: true }`; `dryRun` only reports.
    */
   static async cleanup(options: DropletCleanupOptions): Promise<CleanupReport> {
-    const { token, endpoint, client, requestTimeoutMs } = options;
-    const resolved = validateDropletOptions({ token, endpoint, client, requestTimeoutMs });
     if (options.clusterIds === undefined && !options.expired && !options.all) {
+      validateDropletOptions({ token: options.token, endpoint: options.endpoint, client: options.client, requestTimeoutMs: options.requestTimeoutMs });
       throw new ValidationError('cleanup needs clusterIds, expired: true or all: true', { option: 'clusterIds' });
     }
+    return cleanupClusters(DropletCluster.#sweepAdapter(options), options, log);
+  }
+
+  /**
+   * Every dask-cloud cluster of the account, from its tags alone: id, region, state, Droplets by
+   * role, scheduler address, creation and expiry. Read calls only; works from any machine with
+   * the token.
+   */
+  static async list(options: DropletListOptions = {}): Promise<ClusterSummary[]> {
+    return listVmClusters(DropletCluster.#sweepAdapter(options), options, log);
+  }
+
+  /** An adapter for sweeps (listing and deleting): the creation settings are never used. */
+  static #sweepAdapter(options: DropletListOptions): DropletAdapter {
+    const { token, endpoint, client, requestTimeoutMs } = options;
+    const resolved = validateDropletOptions({ token, endpoint, client, requestTimeoutMs });
     if (resolved.token === undefined && client === undefined) {
       throw new CredentialsError(`DigitalOcean: no API token: neither the token option nor ${TOKEN_ENV.join(' or ')} is set`, { details: { provider: 'digitalocean', fix: NO_TOKEN_FIX } });
     }
     const api = new DoApi({ token: resolved.token, client, endpoint, requestTimeoutMs: requestTimeoutMs ?? DROPLET_DEFAULTS.requestTimeoutMs });
-    // Only listing and deleting happen in a sweep: the creation settings are never used.
-    const adapter = new DropletAdapter({
+    return new DropletAdapter({
       api,
       region: DROPLET_DEFAULTS.region,
       regionExplicit: false,
@@ -311,7 +328,6 @@ export class DropletCluster extends VMCluster {
       activeTimeoutMs: DROPLET_DEFAULTS.activeTimeoutMs,
       pollIntervalMs: DROPLET_DEFAULTS.pollIntervalMs,
     });
-    return cleanupClusters(adapter, options, log);
   }
 
   /** The region the Droplets are in (a given VPC's region when no region was chosen). */

@@ -13,7 +13,7 @@
 import { createHash } from 'node:crypto';
 import type * as Ec2Sdk from '@aws-sdk/client-ec2';
 import { realClock, retry } from '../../src/cluster/retry';
-import { LABELS, type AdapterContext, type CloudAdapter, type Instance, type InstanceRequest, type NetworkPlan } from '../../src/cluster/vm';
+import { cloudDate, LABELS, type AdapterContext, type CloudAdapter, type ClusterListing, type Instance, type InstanceRequest, type NetworkPlan } from '../../src/cluster/vm';
 import type { MemberRole } from '../../src/cluster/backend';
 import { USER_DATA_LIMITS } from '../../src/cloud-init';
 import type { PreflightReport } from '../../src/cluster/preflight';
@@ -883,17 +883,20 @@ export class Ec2Adapter implements CloudAdapter {
   }
 
   /** Clusters with live instances or a security group in this region, from their tags (for cleanup sweeps). */
-  async listClusters(ctx: AdapterContext): Promise<Array<{ clusterId: string; expiresAt?: Date }>> {
-    const found = new Map<string, Date | undefined>();
-    const note = (tags: Ec2Sdk.Tag[] | undefined) => {
+  async listClusters(ctx: AdapterContext): Promise<ClusterListing[]> {
+    const found = new Map<string, ClusterListing>();
+    const note = (tags: Ec2Sdk.Tag[] | undefined): ClusterListing | undefined => {
       const id = tags?.find((t) => t.Key === LABELS.cluster)?.Value;
-      if (!id) return;
+      if (!id) return undefined;
       const exp = Number(tags?.find((t) => t.Key === LABELS.expires)?.Value);
       const expiresAt = Number.isFinite(exp) && exp > 0 ? new Date(exp * 1000) : undefined;
-      const prev = found.get(id);
-      // The latest expiry of a cluster's resources decides (a scale-up renews it).
-      found.set(id, prev === undefined ? expiresAt : expiresAt !== undefined && expiresAt > prev ? expiresAt : prev);
+      const c = found.get(id) ?? { clusterId: id, instances: [] };
+      // Every resource carries the cluster's one expiry; of differing ones, the earliest.
+      if (expiresAt !== undefined && (c.expiresAt === undefined || expiresAt < c.expiresAt)) c.expiresAt = expiresAt;
+      found.set(id, c);
+      return c;
     };
+    const region = await this.api.region();
     let token: string | undefined;
     do {
       const out = await this.api.call(ctx, 'DescribeInstances', {
@@ -904,12 +907,20 @@ export class Ec2Adapter implements CloudAdapter {
         MaxResults: 1000,
         ...(token !== undefined ? { NextToken: token } : {}),
       });
-      for (const i of out.Reservations?.flatMap((r) => r.Instances ?? []) ?? []) note(i.Tags);
+      for (const i of out.Reservations?.flatMap((r) => r.Instances ?? []) ?? []) {
+        const created = cloudDate(i.LaunchTime);
+        note(i.Tags)?.instances!.push({
+          ...toInstance(i),
+          labels: Object.fromEntries((i.Tags ?? []).filter((t) => t.Key !== undefined).map((t) => [t.Key!, t.Value ?? ''])),
+          ...(created ? { createdAt: created } : {}),
+          location: i.Placement?.AvailabilityZone ?? region,
+        });
+      }
       token = out.NextToken || undefined;
     } while (token !== undefined);
     const groups = await this.api.call(ctx, 'DescribeSecurityGroups', { Filters: [{ Name: 'tag-key', Values: [LABELS.cluster] }] });
     for (const g of groups.SecurityGroups ?? []) note(g.Tags);
-    return [...found].map(([clusterId, expiresAt]) => ({ clusterId, ...(expiresAt ? { expiresAt } : {}) }));
+    return [...found.values()];
   }
 
   /**

@@ -7,7 +7,7 @@
  */
 import { resolveOptions } from '../../src/config';
 import createDebug from 'debug';
-import { VMCluster, cleanupClusters, type CleanupOptions, type CleanupReport } from '../../src/cluster/vm';
+import { VMCluster, cleanupClusters, listVmClusters, type CleanupOptions, type CleanupReport, type ClusterSummary } from '../../src/cluster/vm';
 import { ValidationError } from '../../src/errors';
 import { Ec2Adapter } from './adapter';
 import { EC2_DEFAULTS, resolveEc2Settings, type EC2ClusterOptions } from './options';
@@ -29,6 +29,9 @@ function apiOptions(options: Pick<EC2ClusterOptions, 'endpoint' | 'credentials' 
     maxDelayMs: 10_000,
   };
 }
+
+/** Where `EC2Cluster.list` and `cleanup` look: a region and its connection. */
+export type EC2ListOptions = Pick<EC2ClusterOptions, 'region' | 'endpoint' | 'credentials' | 'client' | 'maxAttempts' | 'requestTimeoutMs'>;
 
 /**
  * A Dask cluster on EC2 instances.
@@ -69,19 +72,28 @@ export class EC2Cluster extends VMCluster {
    * instances by tag, then their security groups. `clusterIds`, or `expired: true` (expiry tag
    * passed), or `all: true`; `dryRun` only reports.
    */
-  static async cleanup(
-    options: CleanupOptions & Pick<EC2ClusterOptions, 'region' | 'endpoint' | 'credentials' | 'client' | 'maxAttempts' | 'requestTimeoutMs'>,
-  ): Promise<CleanupReport> {
+  static async cleanup(options: CleanupOptions & EC2ListOptions): Promise<CleanupReport> {
     if (options.clusterIds === undefined && !options.expired && !options.all) {
       throw new ValidationError('cleanup needs clusterIds, expired: true or all: true', { option: 'clusterIds' });
     }
+    return EC2Cluster.#sweep(options, (adapter) => cleanupClusters(adapter, options, createDebug('dask-cloud:cleanup:ec2')));
+  }
+
+  /**
+   * Every dask-cloud cluster in the region, from its tags alone: id, zone, state, instances by
+   * role, scheduler address, creation and expiry. Read calls only; works from any machine with
+   * credentials.
+   */
+  static async list(options: EC2ListOptions & { signal?: AbortSignal } = {}): Promise<ClusterSummary[]> {
+    return EC2Cluster.#sweep(options, (adapter) => listVmClusters(adapter, options, createDebug('dask-cloud:list:ec2')));
+  }
+
+  /** An adapter for sweeps: only the connection options matter. */
+  static async #sweep<T>(options: EC2ListOptions, fn: (adapter: Ec2Adapter) => Promise<T>): Promise<T> {
     const settings = resolveEc2Settings({ region: options.region, client: options.client, requestTimeoutMs: options.requestTimeoutMs, maxAttempts: options.maxAttempts });
-    const adapter = new Ec2Adapter({
-      settings,
-      api: apiOptions(options),
-    });
+    const adapter = new Ec2Adapter({ settings, api: apiOptions(options) });
     try {
-      return await cleanupClusters(adapter, options, createDebug('dask-cloud:cleanup:ec2'));
+      return await fn(adapter);
     } finally {
       adapter.dispose();
     }

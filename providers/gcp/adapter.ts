@@ -14,7 +14,7 @@
  */
 import { CloudApiError, DaskCloudError, PreflightError, UserDataError, ValidationError } from '../../src/errors';
 import type { PreflightReport } from '../../src/cluster/preflight';
-import { LABELS, type AdapterContext, type CloudAdapter, type Instance, type InstanceRequest, type NetworkPlan } from '../../src/cluster/vm';
+import { cloudDate, LABELS, type AdapterContext, type CloudAdapter, type ClusterListing, type Instance, type InstanceRequest, type NetworkPlan } from '../../src/cluster/vm';
 import { USER_DATA_LIMITS } from '../../src/cloud-init';
 import type { MemberRole } from '../../src/cluster/backend';
 import { retry } from '../../src/cluster/retry';
@@ -803,22 +803,32 @@ export class GcpAdapter implements CloudAdapter {
     );
   }
 
-  async listClusters(ctx: AdapterContext): Promise<Array<{ clusterId: string; expiresAt?: Date }>> {
-    const found = new Map<string, Date | undefined>();
-    const note = (clusterId: string, expiresAt: Date | undefined) => {
-      const prev = found.get(clusterId);
+  async listClusters(ctx: AdapterContext): Promise<ClusterListing[]> {
+    const found = new Map<string, ClusterListing>();
+    const note = (clusterId: string, expiresAt: Date | undefined, created?: Date): ClusterListing => {
+      const c = found.get(clusterId) ?? { clusterId, instances: [] };
       // The earliest expiry wins: a cluster counts as expired once any of its resources is.
-      found.set(clusterId, prev === undefined ? expiresAt : expiresAt === undefined ? prev : new Date(Math.min(prev.getTime(), expiresAt.getTime())));
+      if (expiresAt !== undefined && (c.expiresAt === undefined || expiresAt < c.expiresAt)) c.expiresAt = expiresAt;
+      if (created !== undefined && (c.createdAt === undefined || created < c.createdAt)) c.createdAt = created;
+      found.set(clusterId, c);
+      return c;
     };
     for (const inst of await this.#list(ctx, `labels.${LABELS.cluster}:*`)) {
       const id = inst.labels?.[LABELS.cluster];
-      if (id) note(id, expiryOf(inst.labels));
+      if (!id) continue;
+      const created = cloudDate(inst.creationTimestamp);
+      note(id, expiryOf(inst.labels), created).instances!.push({
+        ...toInstance(inst, inst.labels?.[LABELS.role] === 'scheduler' ? 'scheduler' : 'worker'),
+        labels: { ...(inst.labels ?? {}) },
+        ...(created ? { createdAt: created } : {}),
+        ...(inst.zone ? { location: inst.zone.split('/').pop()! } : {}),
+      });
     }
     for (const rule of await this.#clusterFirewalls(ctx, `description eq "${FIREWALL_MARK}.*"`)) {
       const parsed = parseFirewallDescription(rule.description);
-      if (parsed) note(parsed.clusterId, parsed.expiresAt);
+      if (parsed) note(parsed.clusterId, parsed.expiresAt, cloudDate(rule.creationTimestamp));
     }
-    return [...found].map(([clusterId, expiresAt]) => ({ clusterId, ...(expiresAt ? { expiresAt } : {}) }));
+    return [...found.values()];
   }
 }
 

@@ -4,7 +4,7 @@
  */
 import { resolveOptions } from '../../src/config';
 import createDebug from 'debug';
-import { cleanupClusters, VMCluster, type CleanupOptions, type CleanupReport, type VMClusterOptions } from '../../src/cluster/vm';
+import { cleanupClusters, listVmClusters, VMCluster, type CleanupOptions, type CleanupReport, type ClusterSummary, type VMClusterOptions } from '../../src/cluster/vm';
 import { DaskCloudError, ValidationError } from '../../src/errors';
 import { GcpAdapter } from './adapter';
 import { GcpApi } from './api';
@@ -17,6 +17,13 @@ export { clusterTag, roleTag } from './adapter';
 const log = createDebug('dask-cloud:gcp');
 
 /** Options of {@link GCPCluster.cleanup}: what to delete, and how to reach the project. */
+/** Where `GCPCluster.list` looks: the project and its connection, and `zone` to look in one zone only. */
+export interface GCPListOptions extends GcpConnectionOptions {
+  /** Look only in this zone. Default: every zone of the project. */
+  zone?: string;
+  signal?: AbortSignal;
+}
+
 export interface GCPCleanupOptions extends CleanupOptions, GcpConnectionOptions {
   /**
    * Sweep only this zone. Default: every zone of the project (one `instances.aggregatedList`),
@@ -82,15 +89,27 @@ export class GCPCluster extends VMCluster {
    * reports.
    */
   static async cleanup(options: GCPCleanupOptions): Promise<CleanupReport> {
-    // Only the connection options matter for a sweep; the rest of the config is never used.
-    const config = resolveGcpOptions({ ...options, maxRunDuration: false });
     if (options.clusterIds === undefined && !options.expired && !options.all) {
       throw new ValidationError('cleanup needs clusterIds, expired: true or all: true', { option: 'clusterIds' });
     }
+    return GCPCluster.#sweep(options, (adapter) => cleanupClusters(adapter, options, log));
+  }
+
+  /**
+   * Every dask-cloud cluster in the project (every zone unless `zone` is given), from its labels
+   * alone: id, zone, state, instances by role, scheduler address, creation and expiry. Read
+   * calls only; works from any machine with credentials.
+   */
+  static async list(options: GCPListOptions = {}): Promise<ClusterSummary[]> {
+    return GCPCluster.#sweep(options, (adapter) => listVmClusters(adapter, options, log));
+  }
+
+  /** An adapter for sweeps: only the connection options matter; the rest of the config is never used. */
+  static async #sweep<T>(options: GCPListOptions, fn: (adapter: GcpAdapter) => Promise<T>): Promise<T> {
+    const config = resolveGcpOptions({ ...options, maxRunDuration: false });
     const api = apiFor(config);
     try {
-      const adapter = new GcpAdapter(api, config, { allZones: options.zone === undefined });
-      return await cleanupClusters(adapter, options, log);
+      return await fn(new GcpAdapter(api, config, { allZones: options.zone === undefined }));
     } finally {
       await api.close();
     }

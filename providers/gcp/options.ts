@@ -428,7 +428,7 @@ function labels(value: unknown): Record<string, string> {
     }
     out[k] = v;
   }
-  // GCP allows 64 labels; dask-cloud adds its own three.
+  // GCP allows 64 labels; dask-cloud adds its own (five on the scheduler: cluster, role, expiry, protocol, port).
   if (Object.keys(out).length > 64 - Object.keys(LABELS).length) fail('labels', `at most ${64 - Object.keys(LABELS).length} extra labels`);
   return out;
 }

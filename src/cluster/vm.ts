@@ -22,6 +22,10 @@ export const LABELS = Object.freeze({
   cluster: 'dask-cloud-cluster',
   role: 'dask-cloud-role',
   expires: 'dask-cloud-expires',
+  /** On the scheduler: `tls` or `tcp`, so a listing can give its address without local files. */
+  protocol: 'dask-cloud-protocol',
+  /** On the scheduler: the port clients dial. */
+  port: 'dask-cloud-port',
 });
 
 export interface VMClusterOptions extends ClusterOptions {
@@ -166,7 +170,77 @@ export interface CloudAdapter {
    * Every cluster that has resources in this account/project/region, from their labels, with the
    * expiry label when present. Used by `cleanup` sweeps; `ctx.clusterId` is empty here.
    */
-  listClusters?(ctx: AdapterContext): Promise<Array<{ clusterId: string; expiresAt?: Date }>>;
+  listClusters?(ctx: AdapterContext): Promise<ClusterListing[]>;
+}
+
+/** One instance as a cluster listing sees it: its labels, and what the cloud says of it. */
+export interface ListedInstance extends Instance {
+  labels: Record<string, string>;
+  /** When the cloud created it. */
+  createdAt?: Date;
+  /** Its zone or region. */
+  location?: string;
+}
+
+/** A cluster found by its labels: what `listClusters` of an adapter returns. */
+export interface ClusterListing {
+  clusterId: string;
+  expiresAt?: Date;
+  /** Its instances (live ones; a cloud may still list stopped ones, with `stoppedState`). */
+  instances?: ListedInstance[];
+  /** When its oldest remaining resource was created, for a cluster that has no instance. */
+  createdAt?: Date;
+}
+
+/** What `list()` tells of one cluster: all of it read from the cloud's labels and listings. */
+export interface ClusterSummary {
+  id: string;
+  /** The cluster kind: `gcp`, `ec2`, `digitalocean`. */
+  kind: string;
+  /** Zone or region of its scheduler (else of any instance). */
+  location?: string;
+  /**
+   * `running`: the scheduler's instance runs. `stopped`: it is stopping or stopped. `partial`:
+   * there is no scheduler instance (a failed start or a cleanup left the rest: `down` or `cleanup`).
+   */
+  state: 'running' | 'stopped' | 'partial';
+  /** Instances by role (stopped ones not counted). */
+  counts: { scheduler: number; workers: number };
+  /** What clients dial (the public address, else the private one), when the scheduler has one. */
+  address?: string;
+  created?: Date;
+  expires?: Date;
+}
+
+/** A creation time as a cloud API gives it (RFC 3339 text, or a Date), or undefined. */
+export function cloudDate(value: string | Date | null | undefined): Date | undefined {
+  if (value instanceof Date) return Number.isNaN(value.getTime()) ? undefined : value;
+  const t = Date.parse(String(value ?? ''));
+  return Number.isNaN(t) ? undefined : new Date(t);
+}
+
+/** Summaries of what an adapter lists: one per cluster, newest first. */
+export function summarizeClusters(kind: string, listings: ClusterListing[]): ClusterSummary[] {
+  const summaries = listings.map((c): ClusterSummary => {
+    const instances = c.instances ?? [];
+    const live = instances.filter((i) => i.stoppedState === undefined);
+    const scheduler = instances.find((i) => i.role === 'scheduler' && i.stoppedState === undefined) ?? instances.find((i) => i.role === 'scheduler');
+    const host = scheduler?.publicIp ?? scheduler?.privateIp;
+    const protocol = scheduler?.labels[LABELS.protocol];
+    const port = scheduler?.labels[LABELS.port];
+    const created = [...instances.map((i) => i.createdAt), c.createdAt].filter((d): d is Date => d !== undefined).sort((a, b) => a.getTime() - b.getTime())[0];
+    return {
+      id: c.clusterId,
+      kind,
+      ...((scheduler ?? instances[0])?.location ? { location: (scheduler ?? instances[0])!.location } : {}),
+      state: scheduler === undefined ? 'partial' : scheduler.stoppedState === undefined ? 'running' : 'stopped',
+      counts: { scheduler: live.filter((i) => i.role === 'scheduler').length, workers: live.filter((i) => i.role === 'worker').length },
+      ...(host && scheduler?.stoppedState === undefined ? { address: `${protocol === 'tcp' ? 'tcp' : 'tls'}://${host.includes(':') ? `[${host}]` : host}:${port ?? DEFAULT_SCHEDULER_PORT}` } : {}),
+      ...(created ? { created } : {}),
+      ...(c.expiresAt ? { expires: c.expiresAt } : {}),
+    };
+  });
+  return summaries.sort((a, b) => (b.created?.getTime() ?? 0) - (a.created?.getTime() ?? 0) || a.id.localeCompare(b.id));
 }
 
 export interface CleanupOptions {
@@ -184,6 +258,13 @@ export interface CleanupOptions {
 
 export interface CleanupReport {
   clusters: Array<{ clusterId: string; instances: string[]; deleted: boolean; error?: string }>;
+}
+
+/** Every dask-cloud cluster an adapter finds (read calls only), summarised from its labels. */
+export async function listVmClusters(adapter: CloudAdapter, options: { signal?: AbortSignal }, log: AdapterContext['log']): Promise<ClusterSummary[]> {
+  if (!adapter.listClusters) throw new ValidationError(`${adapter.kind}: listing clusters is not supported`);
+  const signal = options.signal ?? new AbortController().signal;
+  return summarizeClusters(adapter.kind, await adapter.listClusters({ clusterId: '', signal, log }));
 }
 
 /**
@@ -361,7 +442,7 @@ export class VMBackend implements ClusterBackend {
   /** The cluster's expiry (epoch seconds), fixed at its first resource: every resource carries the same one. */
   #expiresAt: number | undefined;
 
-  labels(clusterId: string, role?: MemberRole): Record<string, string> {
+  labels(clusterId: string, role?: MemberRole, security?: Security | false): Record<string, string> {
     const hours = this.#options.expiresAfterHours ?? DEFAULT_EXPIRES_AFTER_HOURS;
     this.#expiresAt ??= Math.floor(Date.now() / 1000 + hours * 3600);
     const labels: Record<string, string> = {
@@ -369,6 +450,10 @@ export class VMBackend implements ClusterBackend {
       [LABELS.expires]: String(this.#expiresAt),
     };
     if (role) labels[LABELS.role] = role;
+    if (role === 'scheduler' && security !== undefined) {
+      labels[LABELS.protocol] = protocolFor(security);
+      labels[LABELS.port] = String(this.#options.schedulerPort ?? DEFAULT_SCHEDULER_PORT);
+    }
     return labels;
   }
 
@@ -497,7 +582,7 @@ export class VMBackend implements ClusterBackend {
       batches.map((batch) =>
         this.#adapter.createInstances(
           this.#actx(ctx),
-          { role, names: batch, userData, labels: this.labels(ctx.clusterId, role) },
+          { role, names: batch, userData, labels: this.labels(ctx.clusterId, role, ctx.security) },
           (ids) => ids.forEach(track),
         ),
       ),

@@ -126,6 +126,64 @@ describe('dask-cloud CLI', () => {
     expect(fake.droplets()).toHaveLength(0);
   });
 
+  it('ls lists an account\'s clusters from their tags alone: a table, or JSON', async () => {
+    await using fake = await FakeDigitalOcean.start({ privateCidr: LOOPBACK_POOLS.private, publicCidr: LOOPBACK_POOLS.public, lifecycleMs: 50 });
+    const expires = Math.floor(Date.now() / 1000) + 3 * 3600;
+    const create = async (names: string[], tags: string[]): Promise<void> => {
+      const res = await fetch(`${fake.endpoint}/droplets`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${fake.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ names, region: 'fra1', size: 's-2vcpu-4gb', image: 'debian-12-x64', tags: ['dask-cloud', 'dask-cloud-cluster:dask-abcd1234', `dask-cloud-expires:${expires}`, ...tags] }),
+      });
+      expect(res.status).toBe(202);
+    };
+    // What a cluster started in another process leaves on the account: a scheduler that says how
+    // to reach it, and two workers.
+    await create(['dask-abcd1234-scheduler'], ['dask-cloud-role:scheduler', 'dask-cloud-protocol:tls', 'dask-cloud-port:8786']);
+    await create(['dask-abcd1234-worker-0', 'dask-abcd1234-worker-1'], ['dask-cloud-role:worker']);
+    const env = { DIGITALOCEAN_TOKEN: fake.token };
+    await eventually(() => (fake.droplets() as { status: string }[]).every((d) => d.status === 'active'), 'the Droplets to be active');
+    const sched = (fake.droplets() as { name: string; networks: { v4: { type: string; ip_address: string }[] } }[]).find((d) => d.name.endsWith('-scheduler'))!;
+    const ip = sched.networks.v4.find((n) => n.type === 'public')!.ip_address;
+
+    const mark = fake.server.received.length;
+    const table = await run(['ls', '--provider', 'digitalocean', '--endpoint', fake.endpoint], env);
+    expect(table.code, table.stderr).toBe(0);
+    const [head, row, ...rest] = table.stdout.trim().split('\n');
+    expect(rest).toEqual([]);
+    expect(head!.split(/\s{2,}/)).toEqual(['ID', 'KIND', 'LOCATION', 'STATE', 'WORKERS', 'ADDRESS', 'CREATED (UTC)', 'EXPIRES (UTC)']);
+    expect(row!.split(/\s{2,}/).slice(0, 6)).toEqual(['dask-abcd1234', 'digitalocean', 'fra1', 'running', '2', `tls://${ip}:8786`]);
+    expect(row).toMatch(/\(in (2|3) h\)$/);
+
+    const json = await run(['ls', '--provider', 'digitalocean', '--endpoint', fake.endpoint, '--json'], env);
+    expect(JSON.parse(json.stdout)).toEqual([
+      {
+        id: 'dask-abcd1234',
+        kind: 'digitalocean',
+        location: 'fra1',
+        state: 'running',
+        counts: { scheduler: 1, workers: 2 },
+        address: `tls://${ip}:8786`,
+        created: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
+        expires: new Date(expires * 1000).toISOString(),
+      },
+    ]);
+    // Only reads: nothing on the account changed.
+    expect(fake.server.received.slice(mark).map((r) => r.method)).toEqual(expect.arrayContaining(['GET']));
+    expect(fake.server.received.slice(mark).filter((r) => r.method !== 'GET')).toEqual([]);
+
+    // Bad usage exits 2 before any request.
+    const before = fake.server.received.length;
+    for (const args of [['ls'], ['ls', '--provider', 'local'], ['ls', '--provider', 'digitalocean', '--zone', 'x'], ['ls', '--provider', 'gcp', '--region', 'x']]) {
+      const r = await run([...args, '--endpoint', fake.endpoint], env);
+      expect([r.code, r.stderr.trim().split('\n')]).toEqual([2, [expect.stringMatching(/^dask-cloud ls: /)]]);
+    }
+    expect(fake.server.received.length).toBe(before);
+    // An account with none says so.
+    await run(['cleanup', '--provider', 'digitalocean', '--endpoint', fake.endpoint, '--all'], env);
+    expect((await run(['ls', '--provider', 'digitalocean', '--endpoint', fake.endpoint], env)).stdout.trim()).toBe('no dask-cloud clusters on digitalocean');
+  });
+
   it.runIf(have(realDask()))('local runs a TLS cluster until interrupted, then closes it', async () => {
     const dir = await tempDir('dc-cli-');
     const cmd = spawnTsx(cli, ['local', '--workers', '1', '--client-config', dir]);

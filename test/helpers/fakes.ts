@@ -1,6 +1,7 @@
 /** Shared pieces of provider tests that run clusters against API fakes. */
 import { expect } from 'vitest';
 import { ClusterStartError } from '../../src/errors';
+import type { ClusterSummary } from '../../src/cluster/vm';
 import { assertNoContractViolations, type HasContractViolations } from '../fakes/core';
 
 export interface CheckedFake extends HasContractViolations {
@@ -42,4 +43,24 @@ export async function failedStart(cluster: { start(): Promise<unknown> }): Promi
   );
   expect(ClusterStartError.isInstance(err), String(err)).toBe(true);
   return err as ClusterStartError;
+}
+
+/**
+ * What `list()` says of a running cluster: read back from the fake's labels alone, so a process
+ * with nothing but credentials sees the same. `location` is the zone or region the test expects.
+ */
+export async function expectListed(
+  list: () => Promise<ClusterSummary[]>,
+  cluster: { id: string; schedulerAddress: string; toJSON(): { kind: string } },
+  expected: { workers: number; location: string | RegExp; startedAt: number },
+): Promise<void> {
+  const found = (await list()).filter((c) => c.id === cluster.id);
+  expect(found).toHaveLength(1);
+  const c = found[0]!;
+  expect(c).toMatchObject({ kind: cluster.toJSON().kind, state: 'running', counts: { scheduler: 1, workers: expected.workers }, address: cluster.schedulerAddress });
+  expect(c.location).toMatch(expected.location);
+  // Created by this start (the fakes keep real clocks), and expiring after it.
+  expect(c.created!.getTime()).toBeGreaterThanOrEqual(Math.floor(expected.startedAt / 1000) * 1000 - 1000);
+  expect(c.created!.getTime()).toBeLessThanOrEqual(Date.now());
+  expect(c.expires!.getTime()).toBeGreaterThan(Date.now());
 }

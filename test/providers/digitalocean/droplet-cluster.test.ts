@@ -12,11 +12,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parse } from 'yaml';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { checkFakesAndClose } from '../../helpers/fakes';
+import { checkFakesAndClose, expectListed } from '../../helpers/fakes';
 import type { FakeDigitalOcean } from '../../fakes/digitalocean';
 import { have, realDask } from '../../helpers/prereq';
-import type { DropletCluster } from '../../../providers/digitalocean';
-import { clusterTag, firewallName } from '../../../providers/digitalocean';
+import { clusterTag, DropletCluster, firewallName } from '../../../providers/digitalocean';
 import { presentedCertificate, userSecurity } from '../../helpers/tls';
 import { ClusterStartError } from '../../../src/errors';
 import type { ClusterEvent } from '../../../src/cluster/events';
@@ -78,6 +77,7 @@ describe.runIf(enabled)('DropletCluster with real Dask on the DigitalOcean fake'
     const cluster = track(newCluster(f, { nWorkers: 2, onEvent: (e) => events.push(e) }));
     expect(f.server.received).toHaveLength(0); // the constructor creates nothing and calls nothing
 
+    const startedAt = Date.now();
     await cluster.start();
     // Start: read-only preflight (VPC range for the firewall among it), the cluster tag the firewall
     // names, the firewall, the scheduler, its address (polled), then the workers as soon as the
@@ -131,6 +131,11 @@ describe.runIf(enabled)('DropletCluster with real Dask on the DigitalOcean fake'
     await cluster.writeClientConfig(dir);
     expect((await pythonWithConfig(dir, COMPUTE)).split('\n').pop()).toBe('90');
 
+    // Listed from the tags alone, with nothing but the token.
+    const list = () => DropletCluster.list({ token: f.token, endpoint: f.endpoint });
+    const region = (f.droplets()[0] as { region: { slug: string } }).region.slug;
+    await expectListed(list, cluster, { workers: 2, location: region, startedAt });
+
     const mark = f.server.received.length;
     await cluster.close();
     // Close: every member, then the sweep by tag (finds nothing left), then the firewall and the
@@ -143,6 +148,7 @@ describe.runIf(enabled)('DropletCluster with real Dask on the DigitalOcean fake'
     expect(f.leaked()).toEqual({});
     await f.settle();
     expect(booter!.pids()).toEqual([]);
+    expect((await list()).map((c) => c.id)).not.toContain(cluster.id);
   });
 
   it('scale(3) launches one batch; scale(1) retires the two newest through the scheduler, then deletes exactly their Droplets', async () => {
@@ -193,6 +199,8 @@ describe.runIf(enabled)('DropletCluster with real Dask on the DigitalOcean fake'
     const dir = await tempDir();
     await cluster.writeClientConfig(dir);
     expect((await pythonWithConfig(dir, "from distributed import Client\nc = Client(timeout='20s')\nprint(c.submit(lambda: 41 + 1).result())\nc.close()")).split('\n').pop()).toBe('42');
+    const [listed] = (await DropletCluster.list({ token: f.token, endpoint: f.endpoint })).filter((c) => c.id === cluster.id);
+    expect(listed?.address).toBe(cluster.schedulerAddress);
     await cluster.close();
     expect(f.leaked()).toEqual({});
   });

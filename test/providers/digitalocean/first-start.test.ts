@@ -54,7 +54,8 @@ describe('item 1: the cluster firewall names its tag only once the tag exists', 
     expect(f.server.calls('tags_delete').map((c) => c.params.tag_id)).toEqual(expect.arrayContaining([tag, expect.stringMatching(EXPIRES)]));
     expect(f.leaked()).toEqual({});
     // The shared tags stay: other clusters use them, and they cost nothing.
-    expect(f.tagNames().sort()).toEqual(['dask-cloud', 'dask-cloud-role:scheduler']);
+    // The scheduler's protocol and port tags are shared the same way.
+    expect(f.tagNames().sort()).toEqual(['dask-cloud', 'dask-cloud-port:8786', 'dask-cloud-protocol:tls', 'dask-cloud-role:scheduler']);
   });
 
   it('a tag left by an earlier attempt is fine: creating it again answers the existing tag', async () => {

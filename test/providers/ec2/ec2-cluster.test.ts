@@ -196,6 +196,8 @@ describe('EC2Cluster requests (FakeEc2, nothing booted)', () => {
         [LABELS.role]: role,
         [LABELS.expires]: expect.stringMatching(/^\d+$/),
         team: 'data',
+        // The scheduler also says how clients reach it, so a listing can give its address.
+        ...(role === 'scheduler' ? { [LABELS.protocol]: 'tls', [LABELS.port]: '8786' } : {}),
       });
       expect(inst.state).toBe('terminated');
     }

@@ -13,7 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { checkFakesAndClose, failedStart } from '../../helpers/fakes';
+import { checkFakesAndClose, expectListed, failedStart } from '../../helpers/fakes';
 import { parse as parseYaml } from 'yaml';
 import { EC2Cluster, type EC2ClusterOptions } from '../../../providers/ec2';
 import { LABELS } from '../../../src/cluster/vm';
@@ -73,6 +73,7 @@ function leakedCount(f: FakeEc2): number {
 describe.runIf(enabled)('EC2Cluster with real Dask on FakeEc2 instances', () => {
   it('start (2 workers, mutual TLS) → Python client computes → scale(3) → scale(1) via retire_workers → close; exact API calls', async () => {
     const { f, booter, cluster, events } = await setup({ nWorkers: 2 });
+    const startedAt = Date.now();
     await cluster.start();
     expect(cluster.state).toBe('running');
     const startOps = collapsed(f.server.operations());
@@ -128,6 +129,9 @@ describe.runIf(enabled)('EC2Cluster with real Dask on FakeEc2 instances', () => 
     expect(f.instance(keep!.id)!.state).toBe('running');
     for (const v of victims) expect(['shutting-down', 'terminated']).toContain(f.instance(v.id)!.state);
 
+    // Listed from the tags alone, by a call that knows only the region and credentials.
+    await expectListed(() => EC2Cluster.list(fakeOptions(f)), cluster, { workers: 1, location: sched.availabilityZone, startedAt });
+
     // Close: terminate, sweep by tag, delete the group once the instances are gone.
     f.server.clearLog();
     await cluster.close();
@@ -137,6 +141,7 @@ describe.runIf(enabled)('EC2Cluster with real Dask on FakeEc2 instances', () => 
     expect(cluster.state).toBe('closed');
     expect(leakedCount(f)).toBe(0);
     await eventually(() => booter.pids().length === 0 && booter.natCount() === 0);
+    expect((await EC2Cluster.list(fakeOptions(f))).map((c) => c.id)).not.toContain(cluster.id);
   });
 
   it('security: false with private networking: plain tcp:// on private addresses, no public IPs', async () => {
@@ -150,6 +155,9 @@ describe.runIf(enabled)('EC2Cluster with real Dask on FakeEc2 instances', () => 
     await cluster.writeClientConfig(dir);
     const out = await pythonWithConfig(dir, "from distributed import Client\nc = Client(timeout='20s')\nprint(c.submit(lambda: 41 + 1).result())\nc.close()");
     expect(out.split('\n').pop()).toBe('42');
+    // The listing gives the plain tcp:// private address: the protocol and port are labels too.
+    const [listed] = (await EC2Cluster.list(fakeOptions(f))).filter((c) => c.id === cluster.id);
+    expect(listed?.address).toBe(cluster.schedulerAddress);
     await cluster.close();
     expect(leakedCount(f)).toBe(0);
   });

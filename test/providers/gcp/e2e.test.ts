@@ -21,6 +21,7 @@ import { LABELS } from '../../../src/cluster/vm';
 import { parseAddress } from '../../../src/dask';
 import { Security } from '../../../src/security';
 import { presentedCertificate, userSecurity } from '../../helpers/tls';
+import { expectListed } from '../../helpers/fakes';
 import { spawnTsx } from '../../helpers/spawn';
 import { assertNoContractViolations } from '../../fakes/core';
 import type { FakeGcp } from '../../fakes/gcp';
@@ -91,6 +92,7 @@ describe.runIf(enabled)('GCPCluster with real Dask on simulated instances', () =
     const { fake, booter } = await setup({ lifecycleMs: { provisioningMs, stagingMs: 300 } });
     const events: ClusterEvent[] = [];
     const cluster = track(new GCPCluster({ ...fakeOptions(fake), nWorkers: 2, onEvent: (e) => events.push(e) }));
+    const startedAt = Date.now();
     await cluster.start();
     const id = cluster.id;
 
@@ -175,6 +177,10 @@ describe.runIf(enabled)('GCPCluster with real Dask on simulated instances', () =
     expect(left.map((w) => w.host)).toEqual([memberHost.get(`${id}-worker-0`)]);
     expect(fake.resources().instances!.map((i) => i.id).sort()).toEqual([`zones/us-central1-a/instances/${id}-scheduler`, `zones/us-central1-a/instances/${id}-worker-0`]);
 
+    // --- listed from the labels alone, in every zone of the project ------------------------------
+    const { projectId, endpoint, authClient } = fakeOptions(fake);
+    await expectListed(() => GCPCluster.list({ projectId, endpoint, authClient }), cluster, { workers: 1, location: 'us-central1-a', startedAt });
+
     // --- close -----------------------------------------------------------------------------------
     const pids = booter.pids();
     expect(pids).toHaveLength(2);
@@ -202,6 +208,7 @@ describe.runIf(enabled)('GCPCluster with real Dask on simulated instances', () =
     expect(booter.pids()).toEqual([]);
     expect(pids.filter(pidExists)).toEqual([]);
     expect(booter.natCount()).toEqual(0);
+    expect((await GCPCluster.list({ projectId, endpoint, authClient })).map((c) => c.id)).not.toContain(id);
   });
 
   it('security: false works over plain tcp', async () => {
@@ -217,6 +224,8 @@ describe.runIf(enabled)('GCPCluster with real Dask on simulated instances', () =
     expect(Object.keys(logs).sort()).toEqual(cluster.members.map((m) => m.name).sort());
     expect(logs[`${cluster.id}-scheduler`]).toMatch(/Scheduler at:\s+tcp:\/\//);
     expect(fake.server.calls('compute.instances.getSerialPortOutput').length).toBe(2);
+    const [listed] = (await GCPCluster.list(fakeOptions(fake))).filter((c) => c.id === cluster.id);
+    expect(listed?.address).toBe(cluster.schedulerAddress);
     await cluster.close();
     expect(fake.leaked()).toEqual({});
     expect(booter.pids()).toEqual([]);
