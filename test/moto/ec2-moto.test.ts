@@ -386,6 +386,12 @@ describe.runIf(RUN)('EC2Cluster against moto', () => {
     // Every deletion was still tried. (moto deletes a group its instances still use; AWS would refuse.)
     expect(moto.calls('DeleteSecurityGroup').length).toBeGreaterThanOrEqual(1);
     expect((await moto.leaked()).instances).toHaveLength(2);
+    // What is left is listed from its tags, as moto returns them (filters, LaunchTime, placement).
+    const [listed] = (await EC2Cluster.list(motoOptions(moto))).filter((x) => x.id === c.id);
+    expect(listed).toMatchObject({ kind: 'ec2', state: 'running', counts: { scheduler: 1, workers: 1 } });
+    expect(listed!.address).toMatch(/^tls:\/\/\S+:8786$/);
+    expect(listed!.location).toMatch(new RegExp(`^${moto.region}[a-z]$`));
+    expect(listed!.created!.getTime()).toBeLessThanOrEqual(Date.now());
 
     moto.server.refuse = undefined;
     const report = await EC2Cluster.cleanup({ ...motoOptions(moto), clusterIds: [c.id] });
