@@ -30,6 +30,7 @@ export default defineConfig({
     maxWorkers: 2,
     minWorkers: 1,
     setupFiles: ['test/setup.ts'],
+    globalSetup: ['test/global-setup.ts'],
     projects: [
       {
         extends: true,

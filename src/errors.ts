@@ -101,6 +101,9 @@ export type ErrorCode =
   | 'E_CLUSTER_STATE'
   | 'E_CLOUD_API'
   | 'E_TEARDOWN'
+  // a cluster started elsewhere: its local directory, or the cluster itself, is missing
+  | 'E_NO_LOCAL_STATE'
+  | 'E_NOT_FOUND'
   // read-only checks before anything is created
   | 'E_CREDENTIALS'
   | 'E_PREFLIGHT'

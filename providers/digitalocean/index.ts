@@ -7,6 +7,7 @@ import { resolveOptions } from '../../src/config';
 import createDebug from 'debug';
 import { cleanupClusters, listVmClusters, VMCluster, type CleanupOptions, type CleanupReport, type ClusterSummary, type VMClusterOptions } from '../../src/cluster/vm';
 import { CredentialsError, ValidationError } from '../../src/errors';
+import { savableOptions } from '../../src/cluster/state';
 import { checkTimerMs, describeValue } from '../../src/config/bounds';
 import { DoApi, DEFAULT_ENDPOINT, type DotsClient } from './api';
 import { DropletAdapter, TAG_PATTERN, TOKEN_PAGE, type ConsoleOutputFetcher, type TokenSource } from './adapter';
@@ -225,6 +226,8 @@ export function validateDropletOptions(options: DropletClusterOptions): { token:
  */
 export class DropletCluster extends VMCluster {
   readonly #adapter: DropletAdapter;
+  /** The DigitalOcean options the core does not hold, as resolved, for the cluster's record. */
+  readonly #saved: Record<string, unknown>;
 
   constructor(options: DropletClusterOptions = {}) {
     // Config file and DASK_CLOUD_* environment variables under the caller's options.
@@ -275,12 +278,30 @@ export class DropletCluster extends VMCluster {
     // that `util.inspect(cluster)` would show) never hold them.
     super({ ...common, dockerImage }, adapter);
     this.#adapter = adapter;
+    this.#saved = savableOptions({ endpoint, region: region ?? DROPLET_DEFAULTS.region, size, schedulerSize, workerSize, image, vpc, sshKeys, monitoring, tags, activeTimeoutMs, pollIntervalMs, requestTimeoutMs });
     adapter.onWarning = (message) => this.emit({ type: 'warning', code: 'DASK_CLOUD_PROVIDER', clusterId: this.id, message, at: Date.now() });
   }
 
   /** Create and start in one step. */
   static async start(options: DropletClusterOptions = {}): Promise<DropletCluster> {
     return new DropletCluster(options).start();
+  }
+
+  /**
+   * A handle for a running cluster started by another process (or machine): built from the
+   * cluster's local directory (its client credentials and saved options; see `stateDir`), with
+   * its Droplets found by tag. It can `scale`, `adapt`, `workers`, `getLogs`,
+   * `writeClientConfig` and `close` (which deletes everything by tag) like the handle that
+   * started it. `options` add to the saved ones: the `token`, and the `env` and `bootstrap` the
+   * cluster was started with, which new workers need and which are never saved. Closes on
+   * signals only with `closeOnSignals: true`.
+   */
+  static async attach(id: string, options: DropletClusterOptions = {}): Promise<DropletCluster> {
+    return VMCluster.attachKind('digitalocean', id, options, (o) => new DropletCluster(o));
+  }
+
+  protected override savedOptions(): Record<string, unknown> {
+    return { ...super.savedOptions(), ...this.#saved };
   }
 
   /**

@@ -640,6 +640,14 @@ export class Ec2Adapter implements CloudAdapter {
     return (out.SecurityGroups ?? []).map((g) => g.GroupId).filter((id): id is string => id !== undefined);
   }
 
+  /** An attached handle's first scale-up: the cluster's security group, found by its tag. */
+  async adoptNetwork(ctx: AdapterContext): Promise<void> {
+    if (this.#settings.securityGroups) return;
+    const [groupId] = await this.#findGroups(ctx, this.#network?.vpcId);
+    if (groupId === undefined) throw new CloudApiError(`ec2: the security group of cluster ${ctx.clusterId} is gone: the cluster is being deleted`, { details: { provider: 'ec2' } });
+    this.#groupId = groupId;
+  }
+
   async deleteNetwork(ctx: AdapterContext): Promise<void> {
     if (this.#settings.securityGroups) return; // the user's groups: never ours to delete
     // Without a known id (a create that failed ambiguously), find the group by its tag.

@@ -46,6 +46,8 @@ export type EC2ListOptions = Pick<EC2ClusterOptions, 'region' | 'endpoint' | 'cr
  */
 export class EC2Cluster extends VMCluster {
   readonly #adapter: Ec2Adapter;
+  /** The region of every resource (undefined when a `client` you passed decides it). */
+  readonly region: string | undefined;
 
   constructor(options: EC2ClusterOptions = {}) {
     // Config file and DASK_CLOUD_* environment variables under the caller's options.
@@ -60,6 +62,24 @@ export class EC2Cluster extends VMCluster {
     const { credentials: _credentials, client: _client, ...common } = options;
     super(common, adapter);
     this.#adapter = adapter;
+    this.region = settings.region;
+  }
+
+  /**
+   * A handle for a running cluster started by another process (or machine): built from the
+   * cluster's local directory (its client credentials and saved options; see `stateDir`), with
+   * its instances found by tag. It can `scale`, `adapt`, `workers`, `getLogs`,
+   * `writeClientConfig` and `close` (which deletes everything by tag) like the handle that
+   * started it. `options` add to the saved ones: `credentials`, and the `env` and `bootstrap` the
+   * cluster was started with, which new workers need and which are never saved. Closes on
+   * signals only with `closeOnSignals: true`.
+   */
+  static async attach(id: string, options: EC2ClusterOptions = {}): Promise<EC2Cluster> {
+    return VMCluster.attachKind('ec2', id, options, (o) => new EC2Cluster(o));
+  }
+
+  protected override savedOptions(): Record<string, unknown> {
+    return { ...super.savedOptions(), ...(this.region === undefined ? {} : { region: this.region }) };
   }
 
   /** Create and start in one step. */

@@ -6,6 +6,7 @@ import { resolveOptions } from '../../src/config';
 import createDebug from 'debug';
 import { cleanupClusters, listVmClusters, VMCluster, type CleanupOptions, type CleanupReport, type ClusterSummary, type VMClusterOptions } from '../../src/cluster/vm';
 import { DaskCloudError, ValidationError } from '../../src/errors';
+import { savableOptions } from '../../src/cluster/state';
 import { GcpAdapter } from './adapter';
 import { GcpApi } from './api';
 import { resolveGcpOptions, type GCPClusterOptions, type GcpConnectionOptions, type ResolvedConnection } from './options';
@@ -65,6 +66,8 @@ export class GCPCluster extends VMCluster {
   /** The zone of every VM. */
   readonly zone: string;
   readonly #api: GcpApi;
+  /** The `gpu` option as given (the core holds only whether there is one). */
+  readonly #gpu: GCPClusterOptions['gpu'];
 
   constructor(options: GCPClusterOptions = {}) {
     // Config file and DASK_CLOUD_* environment variables under the caller's options.
@@ -73,6 +76,7 @@ export class GCPCluster extends VMCluster {
     const api = apiFor(config);
     super(coreOptions(options), new GcpAdapter(api, config));
     this.#api = api;
+    this.#gpu = options.gpu;
     this.projectId = config.projectId;
     this.zone = config.zone;
   }
@@ -80,6 +84,24 @@ export class GCPCluster extends VMCluster {
   /** Create and start in one step. */
   static async start(options: GCPClusterOptions = {}): Promise<GCPCluster> {
     return new GCPCluster(options).start();
+  }
+
+  /**
+   * A handle for a running cluster started by another process (or machine): built from the
+   * cluster's local directory (its client credentials and saved options; see `stateDir`), with
+   * its instances found by label. It can `scale`, `adapt`, `workers`, `getLogs`,
+   * `writeClientConfig` and `close` (which deletes everything by label) like the handle that
+   * started it. `options` add to the saved ones: credentials (`authClient`), and the `env` and
+   * `bootstrap` the cluster was started with, which new workers need and which are never saved.
+   * Closes on signals only with `closeOnSignals: true`.
+   */
+  static async attach(id: string, options: GCPClusterOptions = {}): Promise<GCPCluster> {
+    return VMCluster.attachKind('gcp', id, options, (o) => new GCPCluster(o));
+  }
+
+  protected override savedOptions(): Record<string, unknown> {
+    const { gpu: _gpu, ...saved } = super.savedOptions();
+    return { ...saved, ...savableOptions({ gpu: this.#gpu }), projectId: this.projectId, zone: this.zone };
   }
 
   /**

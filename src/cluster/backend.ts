@@ -9,6 +9,7 @@ import type { Security } from '../security/security';
 import type { DaskProcessOptions } from '../dask/command';
 import type { ClusterEvent } from './events';
 import type { PreflightReport } from './preflight';
+import type { ClusterRecord } from './state';
 
 export type MemberRole = 'scheduler' | 'worker';
 
@@ -41,6 +42,17 @@ export interface SchedulerLaunch {
    */
   clientAddress: string | Promise<string>;
   /** The dashboard's URL where the user's browser can open it directly (a local cluster's), if any. */
+  dashboardLink?: string;
+}
+
+/** A running cluster as a backend finds it when a handle attaches to it. */
+export interface AdoptedCluster {
+  scheduler: Member;
+  workers: Member[];
+  /** What this library and the user's client dial. */
+  clientAddress: string;
+  /** What workers dial (the scheduler's private address). */
+  workerAddress: string;
   dashboardLink?: string;
 }
 
@@ -85,6 +97,16 @@ export interface ClusterBackend {
   teardown(ctx: BackendContext): Promise<void>;
   /** The command that deletes what a failed teardown left behind (with the flags naming the location). */
   cleanupCommand?(clusterId: string): string;
+  /**
+   * Take over a running cluster started by another process (`attach`): find its members by label
+   * (or from their owner) so that scale, logs and close work as on the handle that started it.
+   * Throws `E_NOT_FOUND` when the cluster has no scheduler any more. Read calls only.
+   */
+  adopt?(ctx: BackendContext, record: ClusterRecord): Promise<AdoptedCluster>;
+  /** What the backend needs in the cluster's record to adopt it later (non-secret). */
+  recordState?(): Record<string, unknown>;
+  /** New workers of an attached handle need the worker's credentials from the local directory (VMs). */
+  readonly savesWorkerCredentials?: boolean;
   /** The tail of a member's log / console output, for error messages. Never throws. */
   diagnostics(member: Member): Promise<string>;
 }

@@ -17,6 +17,7 @@ import type { BackendContext, ClusterBackend, Member, MemberSpec } from './backe
 import type { ClusterEvent, ClusterEventListener, ClusterPhase } from './events';
 import { registerLive, registerOpen, unregisterLive, unregisterOpen } from './signals';
 import { writeClientConfig as writeConfig } from './client-config';
+import { checkClusterId, clusterDir, loadClusterState, removeClusterState, saveClusterState, savableOptions, type ClusterRecord } from './state';
 import { PreflightReport } from './preflight';
 import {
   checkBoolean,
@@ -79,6 +80,34 @@ export interface ClusterOptions {
    * `DASK_CLOUD_VERSION_MISMATCH` warning).
    */
   strictVersions?: boolean;
+  /**
+   * Once started, write the cluster's local directory (default true): the client credentials and
+   * a record of the cluster (see `stateDir`), so `attach(id)` and the CLI (`dask-cloud info`,
+   * `scale`, `logs`, `dashboard`, `env`, `down`) reach it from another process. `close()` removes it.
+   */
+  saveState?: boolean;
+}
+
+/** What a handle built by `attach(id)` starts from: the cluster's record and credentials from its local directory. */
+export interface AttachInit {
+  record: ClusterRecord;
+  security: Security | false;
+}
+
+/** Set only while an attaching handle is being constructed (constructors are synchronous). */
+let attaching: AttachInit | undefined;
+
+/**
+ * Builds a handle for an existing cluster: `make` runs the kind's constructor, which takes the
+ * cluster's id and credentials from `init` instead of minting new ones.
+ */
+export function constructAttached<T extends Cluster>(init: AttachInit, make: () => T): T {
+  attaching = init;
+  try {
+    return make();
+  } finally {
+    attaching = undefined;
+  }
 }
 
 export interface AdaptOptions {
@@ -145,6 +174,7 @@ export function validateClusterOptions(options: ClusterOptions, kind = 'cluster'
   checkFunction(options.onEvent, 'onEvent');
   checkBoolean(options.closeOnSignals, 'closeOnSignals');
   checkBoolean(options.strictVersions, 'strictVersions');
+  checkBoolean(options.saveState, 'saveState');
   checkText(options.python, 'python', '/usr/bin/python3');
   const sec = options.security;
   if (sec !== undefined && typeof sec !== 'boolean' && !Security.isSecurity(sec)) {
@@ -220,13 +250,21 @@ export class Cluster implements AsyncDisposable {
   /** The local client's versions (undefined: no local Python with distributed), read once per start. */
   #local: DaskVersions | undefined;
   #versions: VersionReport | undefined;
+  /** Set for a handle made by `attach(id)`: the record it was made from. */
+  readonly #attached: ClusterRecord | undefined;
+  /** The cluster's local directory, once written (or, when attached, read). */
+  #stateDir: string | undefined;
 
   protected constructor(options: ClusterOptions, backend: ClusterBackend, defaults: ClusterDefaults) {
     validateClusterOptions(options, backend.kind);
     this.#options = { ...options };
     this.backend = backend;
     this.#defaults = defaults;
-    this.id = `${options.name ?? 'dask'}-${randomBytes(4).toString('hex')}`;
+    const attach = attaching;
+    attaching = undefined;
+    this.#attached = attach?.record;
+    this.id = attach?.record.id ?? `${options.name ?? 'dask'}-${randomBytes(4).toString('hex')}`;
+    if (attach) this.#security = attach.security;
     this.log = createDebug(`dask-cloud:cluster:${backend.kind}`);
     if (options.security instanceof Security) this.#security = options.security;
     if (options.security === false) this.#security = false;
@@ -289,6 +327,135 @@ export class Cluster implements AsyncDisposable {
   async getLogs(members: readonly Member[] = this.members): Promise<Record<string, string>> {
     const entries = await Promise.all(members.map(async (m) => [m.name, await this.backend.diagnostics(m)] as const));
     return Object.fromEntries(entries);
+  }
+
+  /**
+   * The cluster's local directory (client credentials, `dask.yaml`, the record `attach` reads),
+   * once `start()` wrote it or `attach()` read it; `DASK_CONFIG=<stateDir>` makes a Python
+   * `Client()` connect. Undefined with `saveState: false`, and after `close()` removed it.
+   */
+  get stateDir(): string | undefined {
+    return this.#stateDir;
+  }
+
+  /** Whether this handle was made by `attach()` rather than by `start()`. */
+  get attached(): boolean {
+    return this.#attached !== undefined;
+  }
+
+  /**
+   * The options a record keeps so a handle can be rebuilt elsewhere: the cluster's own, minus
+   * secrets (env values, bootstrap commands, credentials) and what belongs to this process.
+   * Providers add where the cluster lives (project and zone, region), as resolved.
+   */
+  protected savedOptions(): Record<string, unknown> {
+    return savableOptions(this.#options);
+  }
+
+  #record(): ClusterRecord {
+    const sec = this.security;
+    const o = this.#options as ClusterOptions & { bootstrap?: string[] };
+    return {
+      format: 1,
+      id: this.id,
+      kind: this.backend.kind,
+      startedAt: new Date().toISOString(),
+      schedulerAddress: this.schedulerAddress,
+      ...(this.#dashboardLink === undefined ? {} : { dashboardLink: this.#dashboardLink }),
+      tls:
+        sec === false
+          ? false
+          : {
+              requireEncryption: sec.requireEncryption,
+              ...(sec.tlsMinVersion === undefined ? {} : { tlsMinVersion: sec.tlsMinVersion }),
+              ...(sec.tlsMaxVersion === undefined ? {} : { tlsMaxVersion: sec.tlsMaxVersion }),
+              ...(sec.tlsCiphers === undefined ? {} : { tlsCiphers: sec.tlsCiphers }),
+              worker: this.backend.savesWorkerCredentials === true,
+            },
+      options: this.savedOptions(),
+      envNames: Object.keys(o.env ?? {}),
+      bootstrap: (o.bootstrap?.length ?? 0) > 0,
+      backend: this.backend.recordState?.() ?? {},
+    };
+  }
+
+  /** After a start: the local directory, so the cluster can be reached from another process. A failure is a warning. */
+  async #saveState(): Promise<void> {
+    if (this.options.saveState === false) return;
+    try {
+      this.#stateDir = await saveClusterState(this.#record(), this.security);
+    } catch (err) {
+      this.emit({
+        type: 'warning',
+        code: 'DASK_CLOUD_STATE',
+        clusterId: this.id,
+        message: `the cluster runs, but its local directory could not be written (${errorMessage(err)}): attach() and the CLI cannot reach it from another process; writeClientConfig(dir) still works`,
+        at: Date.now(),
+      });
+    }
+  }
+
+  /**
+   * The body of each kind's static `attach(id, options)`: reads the cluster's local directory
+   * (kind, options, credentials), builds a handle with `make` from the saved options under the
+   * caller's, and takes the running cluster over.
+   */
+  protected static async attachKind<T extends Cluster>(kind: string, id: string, options: object, make: (options: Record<string, unknown>) => T): Promise<T> {
+    checkClusterId(id);
+    const given = readOptions(options, 'attach() options') as Record<string, unknown>;
+    if (given.security !== undefined || given.temporarySecurity !== undefined) {
+      throw new ValidationError("attach() uses the credentials in the cluster's local directory: security cannot be given", { option: given.security !== undefined ? 'security' : 'temporarySecurity' });
+    }
+    const { record, security } = await loadClusterState(id, kind);
+    const cluster = constructAttached({ record, security }, () => make({ ...record.options, ...given }));
+    return cluster.#attachExisting({ signal: given.signal as AbortSignal | undefined });
+  }
+
+  /**
+   * Take over the running cluster this handle was built for (each kind's static `attach(id)`):
+   * the backend finds its members (cloud labels, or the local cluster's owner), and the scheduler
+   * must answer with the saved credentials. Makes read calls only.
+   */
+  async #attachExisting(options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<this> {
+    const record = this.#attached;
+    if (record === undefined) throw new ClusterStateError(`cluster ${this.id} was not made by attach()`);
+    if (this.#state !== 'new') throw new ClusterStateError(`cluster ${this.id} is ${this.#state}; a handle attaches once`);
+    const adopt = this.backend.adopt;
+    if (!adopt) throw new ValidationError(`${this.backend.kind} clusters cannot be attached to`, { option: 'id' });
+    this.#state = 'starting';
+    const signal = options.signal ?? new AbortController().signal;
+    try {
+      const found = await adopt.call(this.backend, this.#context(signal), record);
+      this.#scheduler = found.scheduler;
+      this.#workers = [...found.workers];
+      this.#clientAddress = found.clientAddress;
+      this.#workerAddress = found.workerAddress;
+      this.#dashboardLink = found.dashboardLink ?? record.dashboardLink;
+      // New workers continue the numbering, so names stay unique within the cluster.
+      const seqs = found.workers.map((m) => Number(/-worker-(\d+)$/.exec(m.name)?.[1] ?? -1));
+      this.#workerSeq = Math.max(-1, ...seqs) + 1;
+      try {
+        await waitForScheduler(this.#clientAddress, { security: this.#security, timeoutMs: options.timeoutMs ?? ATTACH_TIMEOUT_MS, signal });
+      } catch (err) {
+        const cleanup = this.backend.cleanupCommand?.(this.id) ?? `dask-cloud down ${this.id}`;
+        throw new ClusterStateError(
+          `cluster ${this.id} exists, but its scheduler at ${this.#clientAddress} does not answer (${errorMessage(err)}): it may have shut down (idleTimeout) or be unreachable from here. Delete what is left with: ${cleanup}`,
+          { cause: err, details: { clusterId: this.id, address: this.#clientAddress } },
+        );
+      }
+    } catch (err) {
+      this.#state = 'failed';
+      this.#scheduler = undefined;
+      this.#workers = [];
+      throw err;
+    }
+    this.#stateDir = clusterDir(this.id);
+    this.#state = 'running';
+    // An attached handle deletes the cluster on a signal only when asked to (closeOnSignals: true).
+    if (this.options.closeOnSignals === true) registerLive(this);
+    registerOpen(this);
+    await this.workers().catch(() => undefined);
+    return this;
   }
 
   /**
@@ -545,6 +712,7 @@ export class Cluster implements AsyncDisposable {
       await this.#phase('versions', () => this.#checkVersions(abort.signal));
       // An abort that landed while the last wait was already ending still rolls back.
       if (this.#callerAbort) throwIfAborted(abort.signal);
+      await this.#saveState();
       this.#state = 'running';
       return this;
     } catch (err) {
@@ -876,6 +1044,7 @@ export class Cluster implements AsyncDisposable {
       const current = this.#workers.length;
       const ctx = this.#context(new AbortController().signal);
       if (n > current) {
+        this.#checkAttachedScaleUp();
         await this.#phase('scale', () => this.#launchWorkers(ctx, n - current));
         return;
       }
@@ -909,6 +1078,26 @@ export class Cluster implements AsyncDisposable {
         }
       });
     });
+  }
+
+  /**
+   * New workers of an attached handle need what the record could not keep: the env values and the
+   * bootstrap commands the cluster was started with.
+   */
+  #checkAttachedScaleUp(): void {
+    const record = this.#attached;
+    if (record === undefined) return;
+    const o = this.#options as ClusterOptions & { bootstrap?: string[] };
+    const missingEnv = record.envNames.filter((k) => o.env?.[k] === undefined);
+    if (missingEnv.length > 0) {
+      throw new ValidationError(
+        `cluster ${this.id} was started with env ${missingEnv.join(', ')}, whose values are never written to disk: attach with the same env to add workers`,
+        { option: 'env' },
+      );
+    }
+    if (record.bootstrap && !(o.bootstrap?.length ?? 0)) {
+      throw new ValidationError(`cluster ${this.id} was started with bootstrap commands, which are never written to disk: attach with the same bootstrap to add workers`, { option: 'bootstrap' });
+    }
   }
 
   /**
@@ -994,6 +1183,11 @@ export class Cluster implements AsyncDisposable {
     this.#state = final;
     unregisterLive(this);
     unregisterOpen(this);
+    if (this.#stateDir !== undefined) {
+      // Nothing is left to reach: the credentials go with the cluster.
+      await removeClusterState(this.id).catch((err: unknown) => this.log('removing %s failed: %s', this.#stateDir, errorMessage(err)));
+      this.#stateDir = undefined;
+    }
     this.emit({ type: 'closed', clusterId: this.id, at: Date.now() });
   }
 
@@ -1093,6 +1287,8 @@ export class Cluster implements AsyncDisposable {
   }
 }
 
+/** How long attach() waits for the scheduler to answer. */
+const ATTACH_TIMEOUT_MS = 30_000;
 /** How long the version check waits for each answer. */
 const VERSIONS_TIMEOUT_MS = 30_000;
 /** How long a failed start waits for the scheduler's list of workers (connect, then the request). */

@@ -46,6 +46,8 @@ export type WarningCode =
   /** A provider-specific notice (e.g. a DigitalOcean feature not available in a region). */
   | 'DASK_CLOUD_PROVIDER'
   /** Client and cluster run different Dask, Python or serialisation versions. */
-  | 'DASK_CLOUD_VERSION_MISMATCH';
+  | 'DASK_CLOUD_VERSION_MISMATCH'
+  /** The cluster's local directory (for attach and the CLI) could not be written. */
+  | 'DASK_CLOUD_STATE';
 
 export type ClusterEventListener = (event: ClusterEvent) => void;

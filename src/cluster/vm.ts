@@ -11,9 +11,10 @@ import { decideDaskImage, parseRelease } from '../dask/images';
 import type { DaskVersions } from '../dask/python';
 import { CloudApiError, DaskCloudError, SecurityError, TeardownError, ValidationError } from '../errors';
 import { Security } from '../security/security';
-import type { BackendContext, ClusterBackend, Member, MemberRole, MemberSpec, SchedulerLaunch } from './backend';
+import type { AdoptedCluster, BackendContext, ClusterBackend, Member, MemberRole, MemberSpec, SchedulerLaunch } from './backend';
+import type { ClusterRecord } from './state';
 import { Cluster, type ClusterOptions } from './cluster';
-import type { PreflightReport } from './preflight';
+import { PreflightReport } from './preflight';
 import { retry } from './retry';
 import { checkBoolean, checkOptionsObject, checkPositive, checkTimerMs, describeValue, MAX_EXPIRES_AFTER_HOURS } from '../config/bounds';
 
@@ -159,6 +160,12 @@ export interface CloudAdapter {
    * Without it the watch uses `listInstances`.
    */
   describeInstances?(ctx: AdapterContext, ids: string[]): Promise<Instance[]>;
+  /**
+   * An attached handle is about to create instances in a cluster another process started: find
+   * the per-cluster network resources `ensureNetwork` made then (e.g. the security group's id).
+   * Read calls only; runs after `preflight` has resolved image and network.
+   */
+  adoptNetwork?(ctx: AdapterContext, plan: NetworkPlan): Promise<void>;
   /** Delete the per-cluster network resources; retried by the core while instances are still going away. */
   deleteNetwork(ctx: AdapterContext): Promise<void>;
   /** Whether an error from deleteNetwork means "still in use, try again". */
@@ -428,6 +435,13 @@ export class VMBackend implements ClusterBackend {
   /** Stops the member watch (teardown). */
   #watch: AbortController | undefined;
   #diagContext: AdapterContext = { clusterId: '', signal: new AbortController().signal, log: Object.assign(() => undefined, { enabled: false }) as unknown as AdapterContext['log'] };
+  /**
+   * An attached handle's backend: before its first create, preflight resolves what creates need
+   * (image, network) and the adapter finds the cluster's network resources.
+   */
+  #adoptedNeedsResolve = false;
+  /** Scale-up from another process renders worker user-data: the worker's credentials are kept locally. */
+  readonly savesWorkerCredentials = true;
 
   constructor(adapter: CloudAdapter, options: VMClusterOptions) {
     this.kind = adapter.kind;
@@ -688,8 +702,57 @@ export class VMBackend implements ClusterBackend {
     return { member, workerAddress: `${proto}://${withPrivate.privateIp}:${port}`, clientAddress };
   }
 
+  /** What an attached handle needs from the record: the image the VMs run, and the cluster's expiry. */
+  recordState(): Record<string, unknown> {
+    return { ...(this.#image === undefined ? {} : { image: this.#image }), ...(this.#expiresAt === undefined ? {} : { expiresAt: this.#expiresAt }) };
+  }
+
+  /** The cluster's instances, found by label; the scheduler's current addresses (read calls only). */
+  async adopt(ctx: BackendContext, record: ClusterRecord): Promise<AdoptedCluster> {
+    const saved = record.backend as { image?: unknown; expiresAt?: unknown };
+    if (typeof saved.image === 'string') this.#image = saved.image;
+    if (typeof saved.expiresAt === 'number') this.#expiresAt = saved.expiresAt;
+    const plan = (this.#plan = this.plan(ctx.clusterId, ctx.security));
+    this.#diagContext = { clusterId: ctx.clusterId, signal: new AbortController().signal, log: ctx.log };
+    const listed = await this.#adapter.listInstances(this.#actx(ctx));
+    const live = listed.filter((i) => i.stoppedState === undefined);
+    const scheduler = live.find((i) => i.role === 'scheduler');
+    if (!scheduler) {
+      throw new DaskCloudError(
+        'E_NOT_FOUND',
+        `${this.kind}: cluster ${ctx.clusterId} has no running scheduler (${listed.length} instance(s) carry its label): ` +
+          `it has shut down or is being deleted. Delete what is left with: ${this.cleanupCommand(ctx.clusterId)}`,
+        { details: { clusterId: ctx.clusterId, instances: listed.map((i) => i.id) } },
+      );
+    }
+    const wantPublic = !plan.privateNetworking;
+    const host = wantPublic ? scheduler.publicIp : scheduler.privateIp;
+    if (!host || !scheduler.privateIp) throw new CloudApiError(`${this.kind}: the scheduler ${scheduler.id} of ${ctx.clusterId} has no ${wantPublic ? 'public' : 'private'} address`);
+    // From here on teardown deletes them, and the network resources, as the starting handle would.
+    for (const i of live) this.#created.add(i.id);
+    this.#networkCreated = true;
+    this.#adoptedNeedsResolve = true;
+    const members = live.map(toMember);
+    this.#watchMembers(ctx, members);
+    const proto = protocolFor(ctx.security);
+    return {
+      scheduler: members.find((m) => m.role === 'scheduler')!,
+      workers: members.filter((m) => m.role === 'worker').sort((a, b) => a.name.localeCompare(b.name, 'en', { numeric: true })),
+      clientAddress: `${proto}://${host}:${plan.schedulerPort}`,
+      workerAddress: `${proto}://${scheduler.privateIp}:${plan.schedulerPort}`,
+    };
+  }
+
   async launchWorkers(ctx: BackendContext, specs: MemberSpec[]): Promise<Member[]> {
     if (specs.length === 0) return [];
+    if (this.#adoptedNeedsResolve) {
+      const plan = this.#plan ?? this.plan(ctx.clusterId, ctx.security);
+      const report = new PreflightReport(this.kind);
+      await this.#adapter.preflight(this.#actx(ctx), plan, report);
+      report.throwIfFailed();
+      await this.#adapter.adoptNetwork?.(this.#actx(ctx), plan);
+      this.#adoptedNeedsResolve = false;
+    }
     // One user-data for the whole batch (EC2 MinCount/MaxCount, GCP bulkInsert, DigitalOcean
     // names[] all require it), so it names no worker: the scheduler knows workers by address.
     const first = specs[0]!;

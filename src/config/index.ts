@@ -35,6 +35,9 @@ const SECRET_OPTIONS = new Set(['token', 'credentials', 'authClient', 'client', 
 /** Options that are objects only code can build. */
 const CODE_ONLY = new Set(['signal', 'onEvent', 'client', 'clients', 'authClient', 'credentials', 'security']);
 
+/** DASK_CLOUD_* variables that are settings of the library itself, not cluster options. */
+const NOT_OPTIONS = new Set(['DASK_CLOUD_CONFIG', 'DASK_CLOUD_PYTHON', 'DASK_CLOUD_HOME']);
+
 /** `nWorkers` → `N_WORKERS`, `projectId` → `PROJECT_ID`. */
 export function toEnvName(option: string): string {
   return option.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
@@ -97,7 +100,7 @@ function readEnvLayer(kind: ClusterKind, env: NodeJS.ProcessEnv): Record<string,
   const ownPrefix = `DASK_CLOUD_${kind.toUpperCase()}_`;
   const otherPrefixes = KINDS.filter((k) => k !== kind).map((k) => `DASK_CLOUD_${k.toUpperCase()}_`);
   for (const [name, raw] of Object.entries(env)) {
-    if (raw === undefined || !name.startsWith('DASK_CLOUD_') || name === 'DASK_CLOUD_CONFIG' || name === 'DASK_CLOUD_PYTHON') continue;
+    if (raw === undefined || !name.startsWith('DASK_CLOUD_') || NOT_OPTIONS.has(name)) continue;
     if (name.startsWith(ownPrefix)) {
       own[fromEnvName(name.slice(ownPrefix.length))] = parseValue(raw);
     } else if (!otherPrefixes.some((p) => name.startsWith(p))) {

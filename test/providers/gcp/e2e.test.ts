@@ -10,7 +10,8 @@
  */
 import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -20,6 +21,7 @@ import type { ClusterEvent } from '../../../src/cluster/events';
 import { LABELS } from '../../../src/cluster/vm';
 import { parseAddress } from '../../../src/dask';
 import { Security } from '../../../src/security';
+import type { DaskCloudError } from '../../../src/errors';
 import { presentedCertificate, userSecurity } from '../../helpers/tls';
 import { expectListed } from '../../helpers/fakes';
 import { spawnTsx } from '../../helpers/spawn';
@@ -209,6 +211,43 @@ describe.runIf(enabled)('GCPCluster with real Dask on simulated instances', () =
     expect(pids.filter(pidExists)).toEqual([]);
     expect(booter.natCount()).toEqual(0);
     expect((await GCPCluster.list({ projectId, endpoint, authClient })).map((c) => c.id)).not.toContain(id);
+  });
+
+  it('attach: a second handle built from the local directory alone scales, reads logs and closes the cluster', async () => {
+    const { fake, booter } = await setup();
+    const first = track(await GCPCluster.start({ ...fakeOptions(fake), nWorkers: 1 }));
+    const dir = first.stateDir!;
+    expect(dir).toBe(path.join(process.env.DASK_CLOUD_HOME!, 'clusters', first.id));
+    expect((await readdir(dir)).sort()).toEqual(['ca.pem', 'client.key', 'client.pem', 'cluster.record', 'dask.yaml', 'worker.key', 'worker.pem']);
+    expect((await stat(dir)).mode & 0o777).toBe(0o700);
+    // The record holds no secret: no key, no token.
+    const record = await readFile(path.join(dir, 'cluster.record'), 'utf8');
+    expect(record).not.toMatch(/PRIVATE KEY|fake-token|authClient/);
+    // Python computes through the directory alone.
+    expect((await pythonWithConfig(dir, COMPUTE)).split('\n').pop()).toBe('90');
+
+    const { authClient } = fakeOptions(fake);
+    const second = track(await GCPCluster.attach(first.id, { authClient, memberWatchIntervalMs: 0 }));
+    expect(second.attached).toBe(true);
+    expect(second.id).toBe(first.id);
+    expect(second.schedulerAddress).toBe(first.schedulerAddress);
+    expect(second.members.map((m) => m.name)).toEqual([`${first.id}-scheduler`, `${first.id}-worker-0`]);
+    await second.scale(3);
+    await second.waitForWorkers(3, { timeoutMs: 60_000 });
+    expect(second.members.map((m) => m.name).slice(1)).toEqual([`${first.id}-worker-0`, `${first.id}-worker-1`, `${first.id}-worker-2`]);
+    expect(await first.workers()).toHaveLength(3);
+    const logs = await second.getLogs();
+    expect(logs[`${first.id}-worker-2`]).toMatch(/Starting Worker|Registered to/);
+
+    // close() of the attached handle deletes everything by label, and the local directory.
+    await second.close();
+    expect(fake.leaked()).toEqual({});
+    expect(booter.pids()).toEqual([]);
+    expect(existsSync(dir)).toBe(false);
+    // Attaching again: the directory is gone, and the error says what it would need.
+    const err = (await GCPCluster.attach(first.id, { authClient }).catch((e: unknown) => e)) as DaskCloudError;
+    expect(err.code).toBe('E_NO_LOCAL_STATE');
+    expect(err.message).toMatch(/never leave the machine that started the cluster/);
   });
 
   it('security: false works over plain tcp', async () => {
