@@ -514,6 +514,9 @@ export async function main(argv: string[]): Promise<number> {
         return await ls(rest);
       case 'doctor':
         return await doctor(rest);
+      case '__local-supervisor':
+        // Internal: the detached owner of a local cluster started by `up` (providers/local/supervisor.ts).
+        return await (await import('../providers/local/supervisor')).runLocalSupervisor(rest);
       case undefined:
       case '-h':
       case '--help':
