@@ -23,6 +23,7 @@ import type { Cluster, ClusterOptions } from './cluster/cluster';
 import type { ClusterEvent } from './cluster/events';
 import { formatVersionSet, type VersionReport, type VersionSet } from './dask/versions';
 import type { VMCluster } from './cluster/vm';
+import { checkClusterId, readRecordOf } from './cluster/state';
 
 const USAGE = `usage:
   dask-cloud start [--provider local|gcp|ec2|digitalocean] [--workers N] [--client-config DIR]
@@ -73,8 +74,8 @@ function isBadInput(err: unknown): boolean {
 }
 
 /** `--workers`: digits only (no '', '-1', '1.5', '1e3', '0x10'); the cluster checks the upper bound. */
-function parseWorkers(text: string | undefined): number {
-  if (text === undefined || !/^\d{1,9}$/.test(text)) throw new UsageError(`--workers must be a whole number >= 0, got ${JSON.stringify(text)}`);
+function parseWorkers(text: string | undefined, what = '--workers'): number {
+  if (text === undefined || !/^\d{1,9}$/.test(text)) throw new UsageError(`${what} must be a whole number >= 0, got ${JSON.stringify(text)}`);
   return Number(text);
 }
 
@@ -135,13 +136,19 @@ function progress(e: ClusterEvent): void {
   }
 }
 
-async function start(argv: string[]): Promise<number> {
+/** How long an `up` cluster's scheduler waits without tasks before it shuts down, unless --idle-timeout says otherwise. */
+export const UP_IDLE_TIMEOUT = '1 hour';
+
+async function start(argv: string[], mode: 'foreground' | 'up' = 'foreground'): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
       provider: { type: 'string', default: 'local' },
       workers: { type: 'string', default: '2' },
-      'client-config': { type: 'string', default: './dask-client' },
+      'client-config': { type: 'string', ...(mode === 'foreground' ? { default: './dask-client' } : {}) },
+      'idle-timeout': { type: 'string' },
+      name: { type: 'string' },
+      json: { type: 'boolean', default: false },
       'no-security': { type: 'boolean', default: false },
       'strict-versions': { type: 'boolean', default: false },
       private: { type: 'boolean', default: false },
@@ -152,6 +159,9 @@ async function start(argv: string[]): Promise<number> {
     },
   });
   const nWorkers = parseWorkers(values.workers);
+  if (mode === 'foreground' && values.json) throw new UsageError('--json is for up');
+  const idleTimeout = values['idle-timeout'] ?? (mode === 'up' ? UP_IDLE_TIMEOUT : undefined);
+  if (mode === 'up' && values.provider === 'local') return upLocal(values, nWorkers, idleTimeout);
   // The first SIGINT, SIGTERM or SIGHUP (the terminal closed) aborts the start, whose rollback
   // deletes everything created, or closes the running cluster: either waits as long as the cloud
   // takes to confirm each deletion. A second one stops waiting, says what may be left, and exits.
@@ -171,6 +181,8 @@ async function start(argv: string[]): Promise<number> {
   try {
     const common = {
       nWorkers,
+      ...(idleTimeout === undefined ? {} : { idleTimeout }),
+      ...(values.name === undefined ? {} : { name: values.name }),
       ...(values['no-security'] ? { security: false as const } : {}),
       ...(values['strict-versions'] ? { strictVersions: true } : {}),
       closeOnSignals: false,
@@ -189,6 +201,24 @@ async function start(argv: string[]): Promise<number> {
     }
     console.error(`starting ${cluster.id} (${values.provider}, ${nWorkers} workers)`);
     await cluster.start();
+    if (mode === 'up') {
+      if (values['client-config'] !== undefined) await cluster.writeClientConfig(values['client-config']);
+      printUp(
+        {
+          id: cluster.id,
+          kind: cluster.kind,
+          schedulerAddress: cluster.schedulerAddress,
+          workers: nWorkers,
+          stateDir: cluster.stateDir,
+          dashboardLink: cluster.dashboardLink,
+          idleTimeout: idleTimeout!,
+          python: cluster.versions?.client === undefined ? undefined : await findPython(undefined).then((p) => p.path, () => undefined),
+        },
+        values.json === true,
+      );
+      // Left running: this process exits without closing it.
+      return 0;
+    }
     try {
       await cluster.writeClientConfig(values['client-config']!);
       console.log(`scheduler ${cluster.schedulerAddress}, ${nWorkers} workers`);
@@ -215,6 +245,70 @@ async function start(argv: string[]): Promise<number> {
   } finally {
     for (const s of SIGNALS) process.off(s, onSignal);
   }
+}
+
+interface UpResult {
+  id: string;
+  kind: string;
+  schedulerAddress: string;
+  workers: number;
+  stateDir: string | undefined;
+  dashboardLink?: string;
+  idleTimeout: string;
+  /** The interpreter whose Dask the cluster matches, for the copy-paste line. */
+  python?: string;
+}
+
+/** What `up` prints: where the cluster is, how to use it, how long it lives, and how to end it. */
+function printUp(r: UpResult, json: boolean): void {
+  if (json) {
+    console.log(JSON.stringify({ ...r, env: r.stateDir === undefined ? undefined : `DASK_CONFIG=${r.stateDir}` }, null, 2));
+    return;
+  }
+  const py = r.python ?? 'python3';
+  const rows: Array<[string, string]> = [
+    ['scheduler', r.schedulerAddress],
+    ['workers', String(r.workers)],
+    ['idle timeout', `${r.idleTimeout}: the scheduler shuts down after that long without tasks (up --idle-timeout changes it)`],
+  ];
+  if (r.stateDir !== undefined) {
+    rows.push(['client', `export DASK_CONFIG=${shellQuote(r.stateDir)}`]);
+    rows.push(['try it', `DASK_CONFIG=${shellQuote(r.stateDir)} ${py} -c "from distributed import Client; print(Client())"`]);
+  }
+  rows.push(['dashboard', `dask-cloud dashboard ${r.id}`]);
+  rows.push(['more', `dask-cloud info|scale|logs|env ${r.id}`]);
+  rows.push(['end it', `dask-cloud down ${r.id}`]);
+  const width = Math.max(...rows.map(([k]) => k.length));
+  console.log(`cluster ${r.id} (${r.kind}) is up, and keeps running after this command:`);
+  for (const [k, v] of rows) console.log(`  ${k.padEnd(width)}  ${v}`);
+}
+
+/** A word for a POSIX shell: as it is when safe, else single-quoted. */
+function shellQuote(text: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(text) ? text : `'${text.replace(/'/g, `'\\''`)}'`;
+}
+
+/** `up --provider local`: a detached owner process runs the cluster; this command only waits for it to be up. */
+async function upLocal(values: VMFlags & { json?: boolean; name?: string; 'client-config'?: string; 'no-security'?: boolean; 'strict-versions'?: boolean }, nWorkers: number, idleTimeout: string | undefined): Promise<number> {
+  if (values.private || values.endpoint || values.project || values.zone || values.region) throw new UsageError('--private, --endpoint, --project, --zone and --region are for cloud providers');
+  const { startDetachedLocal } = await import('../providers/local/supervisor');
+  console.error(`starting a local cluster (${nWorkers} workers) in a process of its own`);
+  const up = await startDetachedLocal({
+    nWorkers,
+    ...(idleTimeout === undefined ? {} : { idleTimeout }),
+    ...(values.name === undefined ? {} : { name: values.name }),
+    ...(values['no-security'] ? { security: false as const } : {}),
+    ...(values['strict-versions'] ? { strictVersions: true } : {}),
+  });
+  if (values['client-config'] !== undefined) {
+    const cluster = await LocalCluster.attach(up.id);
+    await cluster.writeClientConfig(values['client-config']);
+  }
+  printUp(
+    { id: up.id, kind: 'local', schedulerAddress: up.schedulerAddress, workers: nWorkers, stateDir: up.stateDir, dashboardLink: up.dashboardLink, idleTimeout: idleTimeout ?? UP_IDLE_TIMEOUT, python: await findPython(undefined).then((p) => p.path, () => undefined) },
+    values.json === true,
+  );
+  return 0;
 }
 
 /** What `start` handles: Ctrl-C, `kill`, and the terminal closing. */
@@ -385,30 +479,9 @@ async function cleanup(argv: string[]): Promise<number> {
     },
   });
   if (values.provider === 'local') return cleanupLocal(values);
-  const endpoint = values.endpoint;
   const common = { clusterIds: values.cluster, expired: values.expired, all: values.all, dryRun: values['dry-run'] };
   if (!common.clusterIds?.length && !common.expired && !common.all) throw new UsageError('say which clusters: --cluster ID, --expired or --all');
-  let report: CleanupReport;
-  // Providers are loaded only when asked for: each pulls in its cloud SDK.
-  switch (values.provider) {
-    case 'gcp': {
-      const { GCPCluster } = await import('../providers/gcp');
-      report = await GCPCluster.cleanup({ projectId: values.project, zone: values.zone, endpoint, ...common });
-      break;
-    }
-    case 'ec2': {
-      const { EC2Cluster } = await import('../providers/ec2');
-      report = await EC2Cluster.cleanup({ region: values.region, endpoint, ...common });
-      break;
-    }
-    case 'digitalocean': {
-      const { DropletCluster } = await import('../providers/digitalocean');
-      report = await DropletCluster.cleanup({ endpoint, ...common });
-      break;
-    }
-    default:
-      throw new UsageError('--provider must be local, gcp, ec2 or digitalocean');
-  }
+  const report = await cleanupProvider(values.provider ?? '', { ...values, ...common });
   let failed = 0;
   for (const c of report.clusters) {
     const what = c.error ? `FAILED: ${c.error}` : values['dry-run'] ? 'would delete' : 'deleted';
@@ -432,18 +505,9 @@ async function ls(argv: string[]): Promise<number> {
       json: { type: 'boolean', default: false },
     },
   });
-  const provider = values.provider;
-  if (provider !== 'gcp' && provider !== 'ec2' && provider !== 'digitalocean') throw new UsageError('--provider must be gcp, ec2 or digitalocean');
-  if (provider !== 'gcp' && (values.project || values.zone)) throw new UsageError('--project and --zone are for --provider gcp');
-  if (provider === 'gcp' && values.region) throw new UsageError('--region is for --provider ec2 or digitalocean');
-  const { listClusters } = await import('./cluster/list');
-  const endpoint = values.endpoint;
-  const found =
-    provider === 'gcp'
-      ? await listClusters({ provider, projectId: values.project, zone: values.zone, endpoint })
-      : provider === 'ec2'
-        ? await listClusters({ provider, region: values.region, endpoint })
-        : await listClusters({ provider, endpoint });
+  const provider = values.provider ?? 'local';
+  if (provider === 'local' && (values.project || values.zone || values.region || values.endpoint)) throw new UsageError('--project, --zone, --region and --endpoint are for cloud providers');
+  const found = provider === 'local' ? await localClusters() : await listProvider({ ...values, provider });
   if (values.json) {
     console.log(JSON.stringify(found, null, 2));
     return 0;
@@ -471,6 +535,244 @@ export function formatClusterTable(rows: ClusterSummary[], now = Date.now()): st
   ];
   const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
   return table.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')).join('\n');
+}
+
+/** The one positional argument of `info`, `scale`, `logs`, `dashboard`, `env`: a cluster id. */
+function clusterIdArg(command: string, positionals: string[], extra = 0): string {
+  const [id] = positionals;
+  if (id === undefined) throw new UsageError(`${command} needs a cluster id (dask-cloud ls lists them)`);
+  if (positionals.length > 1 + extra) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[1 + extra])}`);
+  checkClusterId(id);
+  return id;
+}
+
+/** A handle on a cluster started elsewhere, from this machine's directory for it. */
+async function attached(id: string): Promise<Cluster> {
+  const { attachCluster } = await import('./cluster/list');
+  return attachCluster(id);
+}
+
+/** `info ID`: what the cluster is, from its scheduler and its labels. */
+async function info(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, options: { json: { type: 'boolean', default: false } }, allowPositionals: true });
+  const cluster = await attached(clusterIdArg('info', positionals));
+  const summary = { ...cluster.toJSON(), stateDir: cluster.stateDir };
+  if (values.json) {
+    console.log(JSON.stringify(summary, null, 2));
+    return 0;
+  }
+  const rows: Array<[string, string]> = [
+    ['id', summary.id],
+    ['kind', summary.kind],
+    ['state', summary.state],
+    ['scheduler', summary.schedulerAddress ?? '-'],
+    ['workers', `${summary.workersRegistered ?? '?'} registered / ${summary.workers} asked`],
+    ['members', summary.members.join(' ')],
+    ['dashboard', summary.dashboardLink ?? `dask-cloud dashboard ${summary.id}`],
+    ['client', summary.stateDir === undefined ? '-' : `export DASK_CONFIG=${shellQuote(summary.stateDir)}`],
+  ];
+  const width = Math.max(...rows.map(([k]) => k.length));
+  for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);
+  return 0;
+}
+
+/** `scale ID N`: up (then wait for the new workers to register) or down (retire first). */
+async function scale(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, options: { 'no-wait': { type: 'boolean', default: false } }, allowPositionals: true });
+  const id = clusterIdArg('scale', positionals, 1);
+  const n = parseWorkers(positionals[1], 'the number of workers');
+  const cluster = await attached(id);
+  const before = cluster.toJSON().workers;
+  await cluster.scale(n);
+  if (n > before && !values['no-wait']) {
+    console.error(`  waiting for ${n} workers to register`);
+    await cluster.waitForWorkers(n);
+  }
+  const registered = values['no-wait'] ? undefined : (await cluster.workers()).length;
+  console.log(`${id}: ${n} workers asked (was ${before})${registered === undefined ? '' : `, ${registered} registered`}`);
+  return 0;
+}
+
+/** `logs ID [MEMBER]`: each member's recent console or process output. */
+async function logs(argv: string[]): Promise<number> {
+  const { positionals } = parseArgs({ args: argv, options: {}, allowPositionals: true });
+  const id = clusterIdArg('logs', positionals, 1);
+  const which = positionals[1];
+  const cluster = await attached(id);
+  // A member by its full name, or by what follows the cluster id (`scheduler`, `worker-2`).
+  const members = which === undefined ? cluster.members : cluster.members.filter((m) => m.name === which || m.name === `${id}-${which}` || m.id === which);
+  if (members.length === 0) throw new UsageError(`${id} has no member ${JSON.stringify(which)}: it has ${cluster.members.map((m) => m.name.slice(id.length + 1)).join(', ')}`);
+  const out = await cluster.getLogs(members);
+  for (const [name, text] of Object.entries(out)) {
+    console.log(`==> ${name} <==`);
+    console.log(text.trimEnd());
+  }
+  return 0;
+}
+
+/** `env ID`: the shell line that points Dask at the cluster's directory. */
+async function env(argv: string[]): Promise<number> {
+  const { positionals } = parseArgs({ args: argv, options: {}, allowPositionals: true });
+  const id = clusterIdArg('env', positionals);
+  const { dir } = await readRecordOf(id);
+  console.log(`export DASK_CONFIG=${shellQuote(dir)}`);
+  return 0;
+}
+
+/** Asks a person at a terminal; anything but y/yes is no. */
+async function confirm(question: string): Promise<boolean> {
+  const readline = await import('node:readline/promises');
+  const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return /^y(es)?$/i.test((await rl.question(`${question} [y/N] `)).trim());
+  } finally {
+    rl.close();
+  }
+}
+
+/**
+ * `down ID ...` deletes clusters by their labels (the directory says where they live, else the
+ * flags do) and removes their directories; `down --all --provider X` every cluster of an account.
+ */
+async function down(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: {
+      all: { type: 'boolean', default: false },
+      yes: { type: 'boolean', default: false },
+      provider: { type: 'string' },
+      project: { type: 'string' },
+      zone: { type: 'string' },
+      region: { type: 'string' },
+      endpoint: { type: 'string' },
+    },
+    allowPositionals: true,
+  });
+  if (values.all && positionals.length > 0) throw new UsageError('give cluster ids or --all, not both');
+  if (!values.all && positionals.length === 0) throw new UsageError('down needs cluster ids, or --all --provider P (dask-cloud ls lists them)');
+  for (const id of positionals) checkClusterId(id);
+  let targets: Array<{ id: string; provider: string; flags: VMFlags }>;
+  if (values.all) {
+    const provider = values.provider;
+    if (provider === undefined) throw new UsageError('down --all needs --provider local|gcp|ec2|digitalocean: it deletes every cluster there');
+    const found = provider === 'local' ? await localClusters() : await listProvider({ ...values, provider });
+    if (found.length === 0) {
+      console.log(`no dask-cloud clusters on ${provider}`);
+      return 0;
+    }
+    console.log(formatClusterTable(found));
+    if (!values.yes) {
+      if (!process.stdin.isTTY) throw new UsageError(`down --all would delete ${found.length} cluster(s): pass --yes to confirm without a terminal`);
+      if (!(await confirm(`delete these ${found.length} cluster(s) and everything they created?`))) {
+        console.log('nothing deleted');
+        return 1;
+      }
+    }
+    targets = found.map((c) => ({ id: c.id, provider, flags: values }));
+  } else {
+    targets = await Promise.all(positionals.map(async (id) => ({ id, ...(await whereIs(id, values)) })));
+  }
+  let failed = 0;
+  for (const t of targets) {
+    try {
+      console.log(`${t.id}: ${await downOne(t.id, t.provider, t.flags)}`);
+    } catch (err) {
+      failed++;
+      console.error(`${t.id}: FAILED: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+  return failed > 0 ? 1 : 0;
+}
+
+/** Where cluster `id` lives: its directory's record, else the flags. */
+async function whereIs(id: string, flags: VMFlags): Promise<{ provider: string; flags: VMFlags }> {
+  try {
+    const { record } = await readRecordOf(id);
+    const o = record.options as { projectId?: string; zone?: string; region?: string; endpoint?: unknown };
+    const endpoint = typeof o.endpoint === 'string' ? o.endpoint : endpointUrl(o.endpoint);
+    return { provider: record.kind, flags: { project: o.projectId, zone: o.zone, region: o.region, endpoint, ...definedFlags(flags) } };
+  } catch (err) {
+    if (!(DaskCloudError.isInstance(err) && err.code === 'E_NO_LOCAL_STATE')) throw err;
+    if (flags.provider === undefined) {
+      throw new UsageError(`no local directory for ${id}: say where it lives with --provider (and --project/--zone or --region), as for dask-cloud ls`);
+    }
+    return { provider: flags.provider, flags };
+  }
+}
+
+function definedFlags(flags: VMFlags): VMFlags {
+  return Object.fromEntries(Object.entries(flags).filter(([k, v]) => v !== undefined && k !== 'provider' && k !== 'all' && k !== 'yes')) as VMFlags;
+}
+
+/** A GCP endpoint saved as `{ apiEndpoint, port, protocol }`, as a URL. */
+function endpointUrl(e: unknown): string | undefined {
+  if (typeof e !== 'object' || e === null) return undefined;
+  const { apiEndpoint, port, protocol } = e as { apiEndpoint?: string; port?: number; protocol?: string };
+  return apiEndpoint === undefined ? undefined : `${protocol ?? 'https'}://${apiEndpoint}${port === undefined ? '' : `:${port}`}`;
+}
+
+/** Deletes one cluster: a local one through its owner, a cloud one by its labels; then its directory. */
+async function downOne(id: string, provider: string, flags: VMFlags): Promise<string> {
+  const { removeClusterState } = await import('./cluster/state');
+  if (provider === 'local') {
+    try {
+      const cluster = await LocalCluster.attach(id);
+      await cluster.close();
+      return 'closed: its processes are stopped';
+    } catch (err) {
+      if (!(DaskCloudError.isInstance(err) && (err.code === 'E_NOT_FOUND' || err.code === 'E_NO_LOCAL_STATE'))) throw err;
+      const report = await LocalCluster.cleanup({ clusterIds: [id] });
+      await removeClusterState(id);
+      const killed = report.clusters.reduce((n, c) => n + c.killed.length, 0);
+      return `its owner was gone; ${killed} stray process(es) killed, directory removed`;
+    }
+  }
+  const report = await cleanupProvider(provider, { ...flags, clusterIds: [id] });
+  const entry = report.clusters[0];
+  if (entry?.error) throw new Error(entry.error);
+  await removeClusterState(id);
+  return `${entry?.instances.length ?? 0} instance(s) and its network resources deleted; directory removed`;
+}
+
+/** This machine's local clusters (from their directories), for `down --all --provider local`. */
+async function localClusters(): Promise<ClusterSummary[]> {
+  return (await LocalCluster.list()) as ClusterSummary[];
+}
+
+/** `cleanup` of one cloud account, by provider name; each SDK is loaded only when asked for. */
+async function cleanupProvider(provider: string, o: VMFlags & { clusterIds?: string[]; expired?: boolean; all?: boolean; dryRun?: boolean }): Promise<CleanupReport> {
+  const common = { clusterIds: o.clusterIds, expired: o.expired, all: o.all, dryRun: o.dryRun, endpoint: o.endpoint };
+  switch (provider) {
+    case 'gcp': {
+      const { GCPCluster } = await import('../providers/gcp');
+      return GCPCluster.cleanup({ projectId: o.project, zone: o.zone, ...common });
+    }
+    case 'ec2': {
+      const { EC2Cluster } = await import('../providers/ec2');
+      return EC2Cluster.cleanup({ region: o.region, ...common });
+    }
+    case 'digitalocean': {
+      const { DropletCluster } = await import('../providers/digitalocean');
+      return DropletCluster.cleanup(common);
+    }
+    default:
+      throw new UsageError('--provider must be local, gcp, ec2 or digitalocean');
+  }
+}
+
+/** `ls` of one cloud account. */
+async function listProvider(values: VMFlags & { provider: string }): Promise<ClusterSummary[]> {
+  const provider = values.provider;
+  if (provider !== 'gcp' && provider !== 'ec2' && provider !== 'digitalocean') throw new UsageError('--provider must be local, gcp, ec2 or digitalocean');
+  if (provider !== 'gcp' && (values.project || values.zone)) throw new UsageError('--project and --zone are for --provider gcp');
+  if (provider === 'gcp' && values.region) throw new UsageError('--region is for --provider ec2 or digitalocean');
+  const { listClusters } = await import('./cluster/list');
+  const endpoint = values.endpoint;
+  return provider === 'gcp'
+    ? listClusters({ provider, projectId: values.project, zone: values.zone, endpoint })
+    : provider === 'ec2'
+      ? listClusters({ provider, region: values.region, endpoint })
+      : listClusters({ provider, endpoint });
 }
 
 /** `cleanup --provider local`: strays are found by their dead owner, so no selector is needed. */
@@ -514,6 +816,20 @@ export async function main(argv: string[]): Promise<number> {
         return await ls(rest);
       case 'doctor':
         return await doctor(rest);
+      case 'up':
+        return await start(rest, 'up');
+      case 'info':
+        return await info(rest);
+      case 'scale':
+        return await scale(rest);
+      case 'logs':
+        return await logs(rest);
+      case 'env':
+        return await env(rest);
+      case 'down':
+        return await down(rest);
+      case 'dashboard':
+        return await dashboard(rest);
       case '__local-supervisor':
         // Internal: the detached owner of a local cluster started by `up` (providers/local/supervisor.ts).
         return await (await import('../providers/local/supervisor')).runLocalSupervisor(rest);

@@ -28,5 +28,6 @@ export { EC2Cluster } from '../providers/ec2';
 export type { EC2ClusterOptions, EC2ListOptions } from '../providers/ec2';
 export { GCPCluster, GCP_DEFAULTS } from '../providers/gcp';
 export type { GCPClusterOptions, GCPCleanupOptions, GCPListOptions } from '../providers/gcp';
-export { listClusters, type ListClustersOptions } from './cluster/list';
+export { attachCluster, listClusters, type ListClustersOptions } from './cluster/list';
+export { clusterDir, clustersRoot, type ClusterRecord } from './cluster/state';
 export type { ClusterSummary } from './cluster/vm';

@@ -6,6 +6,8 @@
 import { ValidationError } from '../errors';
 import { describeValue } from '../config/bounds';
 import type { ClusterSummary } from './vm';
+import type { Cluster } from './cluster';
+import { readRecordOf } from './state';
 import type { GCPListOptions } from '../../providers/gcp';
 import type { EC2ListOptions } from '../../providers/ec2';
 import type { DropletListOptions } from '../../providers/digitalocean';
@@ -33,5 +35,35 @@ export async function listClusters(options: ListClustersOptions): Promise<Cluste
     }
     default:
       throw new ValidationError(`provider must be gcp, ec2 or digitalocean, got ${describeValue(provider)}`, { option: 'provider' });
+  }
+}
+
+/**
+ * A handle for the running cluster `id`, of whatever kind its local directory says it is (see
+ * each kind's static `attach`). `options` add to the saved ones: a cloud's credentials, and the
+ * `env` and `bootstrap` the cluster was started with (needed to add workers; never saved).
+ * Throws `E_NO_LOCAL_STATE` when this machine has no directory for it.
+ */
+export async function attachCluster(id: string, options: Record<string, unknown> = {}): Promise<Cluster> {
+  const { record } = await readRecordOf(id);
+  switch (record.kind) {
+    case 'local': {
+      const { LocalCluster } = await import('../../providers/local');
+      return LocalCluster.attach(id, options);
+    }
+    case 'gcp': {
+      const { GCPCluster } = await import('../../providers/gcp');
+      return GCPCluster.attach(id, options);
+    }
+    case 'ec2': {
+      const { EC2Cluster } = await import('../../providers/ec2');
+      return EC2Cluster.attach(id, options);
+    }
+    case 'digitalocean': {
+      const { DropletCluster } = await import('../../providers/digitalocean');
+      return DropletCluster.attach(id, options);
+    }
+    default:
+      throw new ValidationError(`cluster ${id}: unknown kind ${describeValue(record.kind)} in its record`, { option: 'id' });
   }
 }

@@ -103,6 +103,12 @@ export async function updateClusterRecord(record: ClusterRecord, env: NodeJS.Pro
   await writePrivateFiles(clusterDir(record.id, env), [{ name: RECORD_FILE, content: `${JSON.stringify(record, null, 2)}\n`, mode: 0o600 }]);
 }
 
+/** Cluster `id`'s directory and record (no credentials read). */
+export async function readRecordOf(id: string, env: NodeJS.ProcessEnv = process.env): Promise<{ dir: string; record: ClusterRecord }> {
+  const dir = clusterDir(id, env);
+  return { dir, record: await readRecord(id, dir) };
+}
+
 /** Read cluster `id`'s record and credentials; `kind` must match when given. */
 export async function loadClusterState(id: string, kind?: string, env: NodeJS.ProcessEnv = process.env): Promise<{ dir: string; record: ClusterRecord; security: Security | false }> {
   const dir = clusterDir(id, env);

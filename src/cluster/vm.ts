@@ -733,6 +733,21 @@ export class VMBackend implements ClusterBackend {
     this.#networkCreated = true;
     this.#adoptedNeedsResolve = true;
     const members = live.map(toMember);
+    // A batch create may give every instance the same name (EC2 RunInstances tags a batch alike):
+    // number such workers so each member has its own name (instance ids stay the members' ids).
+    const workers = members.filter((m) => m.role === 'worker');
+    const names = new Map<string, number>();
+    for (const m of workers) names.set(m.name, (names.get(m.name) ?? 0) + 1);
+    if ([...names.values()].some((n) => n > 1)) {
+      const taken = new Set(workers.filter((m) => names.get(m.name) === 1).map((m) => m.name));
+      let seq = 0;
+      for (const m of [...workers].sort((a, b) => a.id.localeCompare(b.id))) {
+        if (names.get(m.name) === 1) continue;
+        while (taken.has(`${ctx.clusterId}-worker-${seq}`)) seq++;
+        m.name = `${ctx.clusterId}-worker-${seq}`;
+        taken.add(m.name);
+      }
+    }
     this.#watchMembers(ctx, members);
     const proto = protocolFor(ctx.security);
     return {

@@ -109,6 +109,19 @@ function validate(input: DashboardTunnelOptions): Resolved {
   };
 }
 
+/** One side of a connection fully closed: the other gets its pending bytes out, then goes too. */
+function follow(other: net.Socket): void {
+  if (other.destroyed) return;
+  if (other.writableFinished) {
+    other.destroy();
+    return;
+  }
+  other.end();
+  other.once('finish', () => other.destroy());
+  // A peer that never reads must not keep the socket.
+  setTimeout(() => other.destroy(), 5_000).unref();
+}
+
 /** `METHOD /target HTTP/1.x`: the start of an HTTP request, which may be answered with a 502. */
 const HTTP_REQUEST_LINE = /^[A-Z]+ \S+ HTTP\/1\.[01]\r?\n/;
 
@@ -164,7 +177,9 @@ export async function openDashboardTunnel(options: DashboardTunnelOptions): Prom
     throw new ValidationError(`the Security's TLS settings are unusable (${e.code ?? 'error'}: ${e.message})`, { option: 'security' });
   }
 
-  const live = new Set<net.Socket>();
+  // Every socket still open, so close() can end them; locals are what `connections` counts.
+  const locals = new Set<net.Socket>();
+  const remotes = new Set<tls.TLSSocket>();
   let nextId = 0;
   let closing: Promise<void> | undefined;
 
@@ -172,30 +187,32 @@ export async function openDashboardTunnel(options: DashboardTunnelOptions): Prom
   function carry(local: net.Socket): void {
     const id = ++nextId;
     const tag = `#${id} ${remoteName}`;
-    live.add(local);
+    locals.add(local);
     local.setNoDelay(true);
     let fromRemote = 0;
     let firstLocalBytes = '';
     let remote: tls.TLSSocket;
+    // Each side may end its half while the other still talks (an HTTP client that shuts its
+    // write side after the request still gets the answer). Node hands allowHalfOpen on to the
+    // TLSSocket; @types/node does not list it for tls.connect.
+    const connectOptions: tls.ConnectionOptions & { allowHalfOpen: boolean } = {
+      host: o.host,
+      port: o.port,
+      secureContext,
+      // As Dask: the cluster CA is the trust boundary; certificates carry no SANs for VM addresses.
+      checkServerIdentity: () => undefined,
+      rejectUnauthorized: true,
+      servername: isIP(o.host) ? undefined : o.host,
+      allowHalfOpen: true,
+    };
     try {
-      remote = tlsModule.connect({
-        host: o.host,
-        port: o.port,
-        secureContext,
-        // As Dask: the cluster CA is the trust boundary; certificates carry no SANs for VM addresses.
-        checkServerIdentity: () => undefined,
-        rejectUnauthorized: true,
-        servername: isIP(o.host) ? undefined : o.host,
-        // Each side may end its half while the other still talks (an HTTP client that shuts its
-        // write side after the request still gets the answer).
-        allowHalfOpen: true,
-      });
+      remote = tlsModule.connect(connectOptions);
     } catch (err) {
       log('%s cannot connect: %s', tag, (err as Error).message);
       local.destroy();
       return;
     }
-    live.add(remote);
+    remotes.add(remote);
     const timer = setTimeout(() => {
       fail(new Error(`no TLS connection within ${o.connectTimeoutMs} ms`));
     }, o.connectTimeoutMs);
@@ -210,9 +227,8 @@ export async function openDashboardTunnel(options: DashboardTunnelOptions): Prom
       log('%s failed after %d bytes from the dashboard: %s', tag, fromRemote, err.message);
       remote.destroy();
       if (fromRemote === 0 && !local.destroyed && !local.writableEnded && HTTP_REQUEST_LINE.test(firstLocalBytes)) {
+        // follow() (on the remote's close) destroys the local socket once this is out.
         local.end(badGateway(reason));
-        // A client that never reads must not keep the socket: the answer is best effort.
-        setTimeout(() => local.destroy(), 5_000).unref();
       } else {
         local.destroy();
       }
@@ -247,26 +263,15 @@ export async function openDashboardTunnel(options: DashboardTunnelOptions): Prom
     local.pipe(remote);
     remote.pipe(local, { end: false });
 
-    // One side fully closed: the other gets its pending bytes out, then goes too.
-    const follow = (closed: net.Socket, other: net.Socket) => () => {
-      if (other.destroyed) return;
-      if (other.writableFinished) other.destroy();
-      else {
-        other.end();
-        other.once('finish', () => other.destroy());
-        setTimeout(() => other.destroy(), 5_000).unref();
-      }
-      void closed;
-    };
     remote.once('close', () => {
       clearTimeout(timer);
-      live.delete(remote);
-      follow(remote, local)();
+      remotes.delete(remote);
+      follow(local);
     });
     local.once('close', () => {
-      live.delete(local);
+      locals.delete(local);
       log('%s closed (%d bytes from the dashboard)', tag, fromRemote);
-      follow(local, remote)();
+      follow(remote);
     });
   }
 
@@ -290,8 +295,7 @@ export async function openDashboardTunnel(options: DashboardTunnelOptions): Prom
     o.signal?.removeEventListener('abort', onAbort);
     closing = new Promise<void>((resolve) => {
       server.close(() => resolve());
-      for (const socket of live) socket.destroy();
-      live.clear();
+      for (const socket of [...locals, ...remotes]) socket.destroy();
     });
     return closing;
   }
@@ -318,7 +322,7 @@ export async function openDashboardTunnel(options: DashboardTunnelOptions): Prom
     server.once('listening', onListening);
     o.signal?.addEventListener('abort', onEarlyAbort, { once: true });
     // The loopback address only: the tunnel must never be reachable from another machine.
-    server.listen({ host: '127.0.0.1', port: o.localPort, exclusive: true });
+    server.listen({ host: '127.0.0.1', port: o.localPort });
   });
   if (o.signal?.aborted) {
     await close();
@@ -333,9 +337,7 @@ export async function openDashboardTunnel(options: DashboardTunnelOptions): Prom
     url,
     port,
     get connections() {
-      let n = 0;
-      for (const s of live) if (!(s instanceof tlsModule.TLSSocket)) n++;
-      return n;
+      return locals.size;
     },
     close,
     [Symbol.asyncDispose]: close,

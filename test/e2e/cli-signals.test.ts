@@ -28,215 +28,29 @@
  * 169.254.169.254, gcp-metadata 8's `getGCPResidency`), and its AWS credentials from the
  * environment (the instance metadata service is disabled).
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { FakeEc2 } from '../fakes/ec2';
-import { FakeDigitalOcean } from '../fakes/digitalocean';
-import { outputLines, signalAtStep, type StepWatch } from '../helpers/kill-at-step';
+import { outputLines, signalAtStep } from '../helpers/kill-at-step';
 import { eventually } from '../helpers/eventually';
-import { have, pythonWithDask, realDask } from '../helpers/prereq';
+import { have, realDask } from '../helpers/prereq';
 import { spawnTsx, type SpawnedScript } from '../helpers/spawn';
-import { assertLoopbackFake } from '../providers/ec2/helpers';
-import { startFake as startGcp } from '../providers/gcp/helpers';
-import { LocalVmBooter } from '../providers/digitalocean/helpers';
-import { NatProcessBooter } from '../sim/nat-booter';
+import { doTarget, ec2Target, gcpTarget, HOLD_MS, localTarget, stopTargets, tempDir, type Provider, type Target } from '../helpers/cli-targets';
 import { EC2Cluster } from '../../providers/ec2';
 
 const root = path.resolve(__dirname, '../..');
 const CLI = path.join(root, 'src/cli.ts');
 const FIXTURE = path.join(__dirname, 'fixtures/runs-until-signalled.ts');
-/** Every mutating request is held this long: a signal sent on its arrival lands while it is in flight. */
-const HOLD_MS = 150;
 /** Beyond the 30 s the library's hooks used to allow. */
 const SLOW_TERMINATION_MS = 33_000;
 /** The core polls a security group still in use at most this far apart (retry()'s default cap). */
 const RETRY_CAP_MS = 10_000;
 
-type Provider = 'ec2' | 'gcp' | 'digitalocean' | 'local';
-
-interface Target {
-  provider: Provider;
-  args: string[];
-  env: NodeJS.ProcessEnv;
-  /** Mutating requests at the fake; undefined for local, whose steps are its progress lines. */
-  mutating?: StepWatch;
-  /** The delays the fake injects into one start and its teardown (lifecycle steps, held requests). */
-  injectedMs: number;
-  /** What is left of the cluster: empty when nothing. */
-  leftovers(clusterId: string): Promise<Record<string, unknown>>;
-  stop(): Promise<void>;
-}
-
-const cleanups: Array<() => Promise<unknown>> = [];
 const children: SpawnedScript[] = [];
 afterEach(() => {
   for (const c of children.splice(0)) if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill('SIGKILL');
 });
-afterAll(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
-});
-
-async function tempDir(prefix: string): Promise<string> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
-  cleanups.push(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-/** A user with no cloud configuration but what each test passes (no ~/.aws, no config file, no IMDS). */
-async function cleanEnv(): Promise<NodeJS.ProcessEnv> {
-  return {
-    HOME: await tempDir('dc-sig-home-'),
-    XDG_CONFIG_HOME: '/nonexistent-config',
-    DASK_CLOUD_CONFIG: '',
-    AWS_EC2_METADATA_DISABLED: 'true',
-    AWS_CONFIG_FILE: '/nonexistent/aws-config',
-    AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/aws-credentials',
-    GOOGLE_APPLICATION_CREDENTIALS: '',
-    DEBUG: '',
-  };
-}
-
-/** A latency hook that reports each mutating request and holds it HOLD_MS. */
-function holdMutating(faults: { latency(m: RegExp, ms: () => number): { remove(): void } }, match: RegExp): StepWatch {
-  return (on) => {
-    const hook = faults.latency(match, () => {
-      on('');
-      return HOLD_MS;
-    });
-    return () => hook.remove();
-  };
-}
-
-/** EC2: the fake on 127.79.<16k>/20 blocks, instances run as local Dask processes behind a NAT. */
-async function ec2Target(block: number, timings: { pendingMs: number; shuttingDownMs: number }): Promise<Target & { fake: FakeEc2 }> {
-  const booter = new NatProcessBooter({ python: pythonWithDask()!, ports: [8786] });
-  const fake = await FakeEc2.start({ privateCidr: `127.79.${16 * block}.0/20`, publicCidr: `127.79.${128 + 16 * block}.0/20`, booter, lifecycleMs: timings });
-  assertLoopbackFake(fake);
-  cleanups.push(async () => {
-    await fake.stop();
-    await booter.stopAll();
-  });
-  const cfg = fake.clientConfig();
-  return {
-    fake,
-    provider: 'ec2',
-    args: ['--provider', 'ec2', '--region', cfg.region, '--endpoint', cfg.endpoint],
-    env: { ...(await cleanEnv()), AWS_ACCESS_KEY_ID: cfg.credentials.accessKeyId, AWS_SECRET_ACCESS_KEY: cfg.credentials.secretAccessKey },
-    mutating: holdMutating(fake.server.faults, /^(Create|Authorize|Revoke|Run|Terminate|Delete|Modify)/),
-    injectedMs: timings.pendingMs + timings.shuttingDownMs + HOLD_MS,
-    leftovers: async () => withProcesses(fake.leaked(), booter.pids()),
-    stop: () => fake.stop(),
-  };
-}
-
-/** GCP: the fake on its helper's loopback blocks, a token from a loopback metadata server. */
-async function gcpTarget(): Promise<Target & { tokenRequests: () => number }> {
-  const booter = new NatProcessBooter({ python: pythonWithDask()!, ports: [8786] });
-  const timings = { provisioningMs: 200, stagingMs: 300, stoppingMs: 200, globalOperationMs: 100 };
-  const fake = await startGcp({ booter, lifecycleMs: timings });
-  const metadata = await metadataServer();
-  cleanups.push(async () => {
-    await fake.stop();
-    await booter.stopAll();
-    await new Promise((r) => metadata.server.close(r));
-  });
-  return {
-    provider: 'gcp',
-    args: ['--provider', 'gcp', '--project', fake.project, '--zone', 'us-central1-a', '--endpoint', `http://127.0.0.1:${fake.port}`],
-    env: {
-      ...(await cleanEnv()),
-      GOOGLE_CLOUD_PROJECT: fake.project,
-      K_SERVICE: 'dask-cloud-test',
-      GCE_METADATA_HOST: `127.0.0.1:${(metadata.server.address() as AddressInfo).port}`,
-      METADATA_SERVER_DETECTION: 'assume-present',
-    },
-    mutating: holdMutating(fake.server.faults, /\.(insert|bulkInsert|delete|patch|update|set[A-Z]\w*)$/),
-    injectedMs: timings.provisioningMs + timings.stagingMs + timings.stoppingMs + 2 * timings.globalOperationMs + HOLD_MS,
-    leftovers: async () => withProcesses(fake.leaked(), booter.pids()),
-    stop: () => fake.stop(),
-    tokenRequests: () => metadata.tokens,
-  };
-}
-
-/**
- * The GCE metadata server's token endpoint, as google-auth-library's Compute client reads it
- * (https://cloud.google.com/compute/docs/access/authenticate-workloads#applications, "Metadata-Flavor:
- * Google" on every answer); anything else is 404, which the library treats as "not set".
- */
-async function metadataServer(): Promise<{ server: Server; tokens: number }> {
-  const state = { server: undefined as unknown as Server, tokens: 0 };
-  state.server = createServer((req, res) => {
-    res.setHeader('Metadata-Flavor', 'Google');
-    if (req.url?.startsWith('/computeMetadata/v1/instance/service-accounts/default/token')) {
-      state.tokens++;
-      res.setHeader('content-type', 'application/json');
-      res.end(JSON.stringify({ access_token: 'fake-gcp-token', expires_in: 3599, token_type: 'Bearer' }));
-      return;
-    }
-    res.statusCode = 404;
-    res.end('not found');
-  });
-  await new Promise<void>((r) => state.server.listen(0, '127.0.0.1', () => r()));
-  return state;
-}
-
-/** DigitalOcean: the fake on 127.76.<16k>/20 blocks, Droplets run as local Dask processes. */
-async function doTarget(block: number): Promise<Target> {
-  const booter = new LocalVmBooter();
-  const lifecycleMs = 500;
-  const firewallApplyMs = 50;
-  const fake = await FakeDigitalOcean.start({ privateCidr: `127.76.${16 * block}.0/20`, publicCidr: `127.76.${128 + 16 * block}.0/20`, booter, lifecycleMs, firewallApplyMs });
-  expect(fake.pools.private.cidr.startsWith('127.') && fake.pools.public.cidr.startsWith('127.'), 'loopback addresses only').toBe(true);
-  cleanups.push(async () => {
-    await fake.stop();
-    await booter.stopAll();
-  });
-  return {
-    provider: 'digitalocean',
-    args: ['--provider', 'digitalocean', '--endpoint', fake.endpoint],
-    env: { ...(await cleanEnv()), DIGITALOCEAN_TOKEN: fake.token, DASK_CLOUD_DIGITALOCEAN_POLL_INTERVAL_MS: '50' },
-    mutating: holdMutating(fake.server.faults, /_(create|delete|destroy|update|add\w*|remove\w*|assign\w*|unassign\w*)$/),
-    injectedMs: lifecycleMs + firewallApplyMs + HOLD_MS,
-    leftovers: async () => {
-      await fake.settle();
-      return withProcesses(fake.leaked(), booter.pids());
-    },
-    stop: () => fake.stop(),
-  };
-}
-
-/** Local processes: what is left is a Dask process naming the cluster, or its key directory. */
-async function localTarget(): Promise<Target> {
-  return {
-    provider: 'local',
-    args: ['--provider', 'local'],
-    env: await cleanEnv(),
-    // Local processes stop within the backend's grace period; no fake delays anything.
-    injectedMs: 0,
-    leftovers: async (clusterId) => {
-      const dirs = (await readdir(os.tmpdir())).filter((d) => d.startsWith(`${clusterId}-`));
-      return withProcesses(dirs.length > 0 ? { keyDirs: dirs } : {}, processesOf(clusterId));
-    },
-    stop: async () => undefined,
-  };
-}
-
-function processesOf(clusterId: string): number[] {
-  try {
-    return execFileSync('pgrep', ['-f', clusterId], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-}
-
-function withProcesses(leaked: Record<string, unknown>, pids: number[]): Record<string, unknown> {
-  return pids.length > 0 ? { ...leaked, processes: pids } : { ...leaked };
-}
+afterAll(stopTargets);
 
 /** Progress lines of a local start: each is a step. */
 const LOCAL_STEPS = /^ {2}(\w+ done \(|launched )/;
