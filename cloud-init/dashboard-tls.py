@@ -34,8 +34,11 @@
 # offers no TLS half-close on the server side that is safe while the peer still writes.
 #
 # Python 3.9 to 3.13, standard library only: it runs inside the Dask Docker image and on native
-# images alike. One thread per connection; each moves bytes with non-blocking sockets and poll.
-# (Full-line comments and blank lines are stripped from the copy shipped in user-data.)
+# images alike. One thread per connection, which moves bytes with non-blocking sockets and poll.
+# A thread never serves a second connection, so OpenSSL's per-thread error queue, which Python
+# 3.13 leaves stale after an unclean close (CPython gh-148594), cannot fail a healthy connection.
+# Ship it like launch.py, full-line comments and blank lines stripped: no multi-line string here
+# holds such a line, and the stripped copy is what test/unit/dashboard-terminator.test.ts checks.
 import argparse
 import errno
 import os
@@ -61,8 +64,9 @@ DEFAULT_CIPHERS = ":".join([
 ])
 
 
+# Raised in the main thread by SIGTERM / SIGINT.
 class Stop(Exception):
-    """Raised in the main thread by SIGTERM / SIGINT."""
+    pass
 
 
 def log(message):
@@ -108,8 +112,8 @@ def show(address):
     return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
 
 
+# A short reason: OpenSSL's reason code (and verify message), or the OS error's text.
 def why(exc):
-    """A short reason: OpenSSL's reason code (and verify message), or the OS error's text."""
     if isinstance(exc, ssl.SSLError):
         reason = getattr(exc, "reason", None) or type(exc).__name__
         detail = getattr(exc, "verify_message", None)
@@ -163,8 +167,8 @@ def make_context(args):
     return ctx
 
 
+# No Nagle delay (websocket frames are small), and keepalive so a vanished peer frees its slot.
 def tune(sock):
-    """No Nagle delay (websocket frames are small), and keepalive so a vanished peer frees its slot."""
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -176,8 +180,8 @@ def tune(sock):
         pass
 
 
+# The TLS server handshake, bounded by one deadline (a per-read timeout lets a trickle hold on).
 def handshake(conn, ctx, deadline, peer):
-    """The TLS server handshake, bounded by one deadline (a per-read timeout lets a trickle hold on)."""
     conn.setblocking(False)
     try:
         tls = ctx.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
@@ -208,8 +212,8 @@ def handshake(conn, ctx, deadline, peer):
         wait(waiting[0], waiting[1], left)
 
 
+# Until one socket is ready (or `timeout` seconds pass). poll, not select: no FD_SETSIZE cap.
 def wait(readers, writers, timeout):
-    """Until one socket is ready (or `timeout` seconds pass). poll, not select: no FD_SETSIZE cap."""
     if not hasattr(select, "poll"):
         select.select(readers, writers, [], timeout)
         return
@@ -224,16 +228,16 @@ def wait(readers, writers, timeout):
     poller.poll(None if timeout is None else max(1, int(timeout * 1000)))
 
 
+# Best effort: tell the client we are done, so it sees a clean TLS end rather than a cut.
 def close_notify(tls):
-    """Best effort: tell the client we are done, so it sees a clean TLS end rather than a cut."""
     try:
         tls.unwrap()
     except (ssl.SSLError, OSError, ValueError):
         pass
 
 
+# Move bytes both ways until both sides are done (see Half-close above). Raises OSError on resets.
 def forward(tls, up):
-    """Move bytes both ways until both sides are done (see Half-close above). Raises OSError on resets."""
     up.setblocking(False)
     to_up = bytearray()
     to_client = bytearray()

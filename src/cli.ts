@@ -7,7 +7,9 @@
  *   dask-cloud user-data --role scheduler|worker [--scheduler-address A] [--runtime docker|native] [--dask-version V] [--no-security]
  *   dask-cloud cleanup --provider gcp|ec2|digitalocean (--cluster ID ... | --expired | --all) [--dry-run] [provider options]
  *   dask-cloud cleanup --provider local [--cluster ID ...] [--dry-run]
- *   dask-cloud ls --provider gcp|ec2|digitalocean [--json] [provider options]
+ *   dask-cloud ls [--provider local|gcp|ec2|digitalocean] [--json] [provider options]
+ *   dask-cloud up [start's options] [--idle-timeout D] [--json]
+ *   dask-cloud info|logs|dashboard|env ID, dask-cloud scale ID N, dask-cloud down ID ... | --all --provider P [--yes]
  */
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -25,7 +27,7 @@ import { formatVersionSet, type VersionReport, type VersionSet } from './dask/ve
 import type { VMCluster } from './cluster/vm';
 import { checkClusterId, readRecordOf } from './cluster/state';
 
-const USAGE = `usage:
+const USAGE = () => `usage:
   dask-cloud start [--provider local|gcp|ec2|digitalocean] [--workers N] [--client-config DIR]
       [--no-security] [--strict-versions] [--private] [--project P --zone Z | --region R] [--endpoint URL]
       start a cluster (mutual TLS unless --no-security), write the client config, run until
@@ -37,6 +39,27 @@ const USAGE = `usage:
       variables, credentials from each cloud's usual place
   dask-cloud local [--workers N] [--client-config DIR] [--no-security]
       the same as start --provider local
+  dask-cloud up [--provider local|gcp|ec2|digitalocean] [--workers N] [--idle-timeout D] [--name NAME]
+      [--client-config DIR] [--no-security] [--strict-versions] [--private] [--project P --zone Z | --region R]
+      [--endpoint URL] [--json]
+      start a cluster that outlives this command, write its directory (client credentials,
+      dask.yaml), print its address, the DASK_CONFIG line and the next commands, and exit. Its
+      scheduler shuts down after --idle-timeout without tasks (default ${UP_IDLE_TIMEOUT}); a local
+      cluster runs in a process of its own
+  dask-cloud info ID [--json]      what the cluster is: state, address, workers registered / asked, dashboard
+  dask-cloud scale ID N [--no-wait]
+      scale to N workers: up, then wait for them to register; down, retiring workers first
+  dask-cloud logs ID [MEMBER]      each member's recent console or output (MEMBER: scheduler, worker-2, a name or id)
+  dask-cloud dashboard ID [--port P]
+      print the dashboard's URL on this machine: a VM cluster's through a tunnel over mutual TLS
+      (open until Ctrl-C), a local cluster's directly
+  dask-cloud env ID                print the shell line that points a Python client at the cluster
+  dask-cloud down ID ... | --all --provider local|gcp|ec2|digitalocean [--yes]
+      delete clusters and everything they created (by their labels), and their directories;
+      without a directory, --provider and --project/--zone or --region say where one lives.
+      --all asks first (or takes --yes)
+  info, scale, logs, dashboard and env need the cluster's directory (written by up or start on
+  the machine that started it); ls and down work from the cloud's labels alone
   dask-cloud user-data --role scheduler|worker [--scheduler-address tls://10.0.0.2:8786]
       [--runtime docker|native] [--docker-image IMAGE | --dask-version V [--python-version 3.X]]
       [--python PATH] [--no-security]
@@ -49,10 +72,10 @@ const USAGE = `usage:
       credentials (and where they came from), location, image, network and instance types, NAT for
       private mode, quota headroom, permissions; prints a checklist with the fix for each failure
       and exits 1 when a check fails. start runs the same checks first
-  dask-cloud ls --provider gcp|ec2|digitalocean [--project P [--zone Z] | --region R] [--endpoint URL] [--json]
+  dask-cloud ls [--provider local|gcp|ec2|digitalocean] [--project P [--zone Z] | --region R] [--endpoint URL] [--json]
       list the account's dask-cloud clusters from their labels alone (read calls only): id,
       location, state, workers, scheduler address, creation and expiry; on gcp every zone of the
-      project unless --zone names one
+      project unless --zone names one. Without --provider: this machine's local clusters
   dask-cloud cleanup --provider gcp|ec2|digitalocean (--cluster ID ... | --expired | --all) [--dry-run]
       [--project P [--zone Z] | --region R] [--endpoint URL]
       delete what clusters left behind (instances by label, then firewalls / security groups);
@@ -619,6 +642,30 @@ async function env(argv: string[]): Promise<number> {
   return 0;
 }
 
+/**
+ * `dashboard ID`: prints the URL a browser opens. A VM cluster's dashboard is reached through a
+ * tunnel over mutual TLS, open until Ctrl-C; a local cluster's is on this machine already.
+ */
+async function dashboard(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, options: { port: { type: 'string' } }, allowPositionals: true });
+  const id = clusterIdArg('dashboard', positionals);
+  if (values.port !== undefined && !/^\d{1,5}$/.test(values.port)) throw new UsageError(`--port must be a port number, got ${JSON.stringify(values.port)}`);
+  const cluster = await attached(id);
+  const opened = await cluster.openDashboard(values.port === undefined ? {} : { localPort: Number(values.port) });
+  console.log(opened.url);
+  if (!opened.tunnel) return 0;
+  console.error(`  the dashboard of ${id}, over mutual TLS with its client certificate; Ctrl-C closes the tunnel`);
+  await new Promise<void>((resolve) => {
+    const done = (): void => {
+      for (const sig of SIGNALS) process.off(sig, done);
+      resolve();
+    };
+    for (const sig of SIGNALS) process.on(sig, done);
+  });
+  await opened.close();
+  return 0;
+}
+
 /** Asks a person at a terminal; anything but y/yes is no. */
 async function confirm(question: string): Promise<boolean> {
   const readline = await import('node:readline/promises');
@@ -836,7 +883,7 @@ export async function main(argv: string[]): Promise<number> {
       case undefined:
       case '-h':
       case '--help':
-        console.log(USAGE);
+        console.log(USAGE());
         return command === undefined ? 1 : 0;
       default:
         console.error(`dask-cloud: unknown command ${JSON.stringify(command)} (dask-cloud --help lists the commands)`);

@@ -7,11 +7,15 @@
  * cluster when its environment carries the cluster marker (readable from /proc/<pid>/environ for
  * one's own processes: Linux only); a key directory is `dask-cloud-local-<clusterId>-XXXXXX`
  * under the temporary directory. A cluster whose owner still runs is left alone, whatever was asked.
+ *
+ * The cluster's local directory (DASK_CLOUD_HOME/clusters/<id>, see src/cluster/state.ts) goes
+ * too once its record's owner is gone: it can only reach a cluster that no longer exists.
  */
 import { readFileSync } from 'node:fs';
 import { lstat, readFile, readdir, rm, stat } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { clusterDir, listClusterStates } from '../../src/cluster/state';
 import { CLUSTER_ENV, KEY_DIR_PREFIX, OWNER_ENV, OWNER_FILE, STOP_GRACE_MS, identityAlive } from './watchdog';
 
 export interface LocalCleanupOptions {
@@ -35,6 +39,10 @@ export interface LocalCleanupEntry {
   killed: number[];
   /** Key directories removed. */
   removedDirs: string[];
+  /** The cluster's local directory (credentials and record), when this machine has one. */
+  stateDir?: string;
+  /** Whether `stateDir` was removed. */
+  removedStateDir?: boolean;
   /** What could not be done. */
   error?: string;
 }
@@ -109,6 +117,22 @@ async function keyDirs(tmpDir: string): Promise<KeyDir[]> {
   return out;
 }
 
+/** The owner identity a local cluster's record names (`<pid>:<start time>`, or its pid alone), if any. */
+export function recordOwner(backend: Record<string, unknown>): string | undefined {
+  if (typeof backend.owner === 'string') return backend.owner;
+  return typeof backend.ownerPid === 'number' && Number.isInteger(backend.ownerPid) && backend.ownerPid > 0 ? String(backend.ownerPid) : undefined;
+}
+
+/** Local clusters' directories whose record names their owner (a directory that names none cannot be judged). */
+async function stateDirs(): Promise<Array<{ clusterId: string; dir: string; owner: string }>> {
+  const out: Array<{ clusterId: string; dir: string; owner: string }> = [];
+  for (const r of await listClusterStates()) {
+    const owner = r.kind === 'local' ? recordOwner(r.backend ?? {}) : undefined;
+    if (owner !== undefined) out.push({ clusterId: r.id, dir: clusterDir(r.id), owner });
+  }
+  return out;
+}
+
 /** Gone, or a zombie waiting to be reaped (it holds nothing any more). */
 function gone(pid: number): boolean {
   try {
@@ -154,9 +178,9 @@ async function signalStill(pids: number[], clusterId: string, signal: NodeJS.Sig
  */
 export async function cleanupLocalClusters(options: LocalCleanupOptions = {}): Promise<LocalCleanupReport> {
   const tmpDir = options.tmpDir ?? os.tmpdir();
-  const [procs, dirs] = await Promise.all([HAS_PROC ? markedProcesses() : Promise.resolve([]), keyDirs(tmpDir)]);
+  const [procs, dirs, states] = await Promise.all([HAS_PROC ? markedProcesses() : Promise.resolve([]), keyDirs(tmpDir), stateDirs()]);
   const wanted = options.clusterIds ? new Set(options.clusterIds) : undefined;
-  const byId = new Map<string, { procs: Marked[]; dirs: KeyDir[] }>();
+  const byId = new Map<string, { procs: Marked[]; dirs: KeyDir[]; state?: { dir: string; owner: string } }>();
   const group = (id: string) => {
     let g = byId.get(id);
     if (!g) byId.set(id, (g = { procs: [], dirs: [] }));
@@ -165,12 +189,15 @@ export async function cleanupLocalClusters(options: LocalCleanupOptions = {}): P
   for (const id of options.clusterIds ?? []) group(id);
   for (const p of procs) if (!wanted || wanted.has(p.clusterId)) group(p.clusterId).procs.push(p);
   for (const d of dirs) if (!wanted || wanted.has(d.clusterId)) group(d.clusterId).dirs.push(d);
+  // Only the directories of clusters that are gone: a running cluster's is left out of the report.
+  for (const s of states) if ((!wanted || wanted.has(s.clusterId)) && (byId.has(s.clusterId) || !identityAlive(s.owner))) group(s.clusterId).state = s;
 
   const report: LocalCleanupReport = { clusters: [], processesSearched: HAS_PROC };
   for (const [clusterId, g] of byId) {
     const entry: LocalCleanupEntry = { clusterId, pids: g.procs.map((p) => p.pid).sort((a, b) => a - b), dirs: g.dirs.map((d) => d.dir), killed: [], removedDirs: [] };
+    if (g.state) entry.stateDir = g.state.dir;
     report.clusters.push(entry);
-    const owners = new Set([...g.procs, ...g.dirs].map((x) => x.owner).filter((o): o is string => o !== undefined));
+    const owners = new Set([...g.procs, ...g.dirs, ...(g.state ? [g.state] : [])].map((x) => x.owner).filter((o): o is string => o !== undefined));
     const live = [...owners].find(identityAlive);
     if (live !== undefined) {
       entry.skipped = `its owner (pid ${live.split(':')[0]}) is still running`;
@@ -196,6 +223,15 @@ export async function cleanupLocalClusters(options: LocalCleanupOptions = {}): P
         entry.removedDirs.push(d);
       } catch (err) {
         errors.push(`${d}: ${(err as Error).message}`);
+      }
+    }
+    if (entry.stateDir !== undefined) {
+      // Last: with the processes gone, the credentials reach nothing.
+      try {
+        await rm(entry.stateDir, { recursive: true, force: true });
+        entry.removedStateDir = true;
+      } catch (err) {
+        errors.push(`${entry.stateDir}: ${(err as Error).message}`);
       }
     }
     if (errors.length > 0) entry.error = errors.join('; ');

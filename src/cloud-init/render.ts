@@ -32,6 +32,9 @@ export const VM_PATHS = Object.freeze({
   tlsDir: '/etc/dask/tls',
   launchSpec: '/etc/dask/launch.json',
   launcher: '/etc/dask/launch.py',
+  /** The scheduler's dashboard terminator (mutual TLS in front of the local-only dashboard). */
+  dashboardTls: '/etc/dask/dashboard-tls.py',
+  dashboardTlsUnit: '/etc/systemd/system/dask-dashboard-tls.service',
   /** The user's `bootstrap` commands as one script (root-only), run by `sh` with `set -eu`. */
   bootstrapScript: '/var/lib/dask-cloud/bootstrap.sh',
   /** Everything the bootstrap script printed (also copied to the console). */
@@ -81,8 +84,17 @@ export interface UserDataOptions {
   schedulerAddress?: string;
   /** Scheduler: port (default 8786). */
   schedulerPort?: number;
-  /** Scheduler: dashboard address, or `false` for none. Default: Dask's (`:8787`). */
+  /**
+   * Scheduler: dashboard address, or `false` for none. Default: Dask's (`:8787`), or
+   * `127.0.0.1:8787` when `dashboardTlsPort` puts the terminator in front of it.
+   */
   dashboardAddress?: string | false;
+  /**
+   * Scheduler with TLS on: the port of the dashboard's terminator (`dashboard-tls.py`, its own
+   * unit, from the same image): it accepts only clients with a certificate of the cluster's CA
+   * and forwards to the dashboard, which then listens on 127.0.0.1 only. `false`/unset: none.
+   */
+  dashboardTlsPort?: number | false;
   /** Scheduler: extra `dask scheduler` arguments. */
   schedulerOptions?: string[];
   /** Worker: extra `dask worker` arguments. */
@@ -142,6 +154,8 @@ interface CompiledTemplates {
   launcher: string;
   installDocker: string;
   runBootstrap: HandlebarsTemplateDelegate;
+  dashboardTls: string;
+  dashboardTlsUnit: HandlebarsTemplateDelegate;
 }
 
 /** Creates a renderer; templates are read and compiled on the first `render` and kept. */
@@ -226,6 +240,8 @@ function compileTemplates(dir: string): CompiledTemplates {
     launcher: stripComments(read('launch.py')),
     installDocker: stripComments(read('install-docker.sh')),
     runBootstrap: load('run-bootstrap.sh.hbs'),
+    dashboardTls: stripComments(read('dashboard-tls.py')),
+    dashboardTlsUnit: load('dashboard-tls.service.hbs'),
   };
 }
 
@@ -248,12 +264,15 @@ function run(name: string, template: HandlebarsTemplateDelegate, context: object
 
 function render(t: CompiledTemplates, options: UserDataOptions): RenderedUserData {
   const o = validate(options);
+  // The terminator needs TLS: without it there is no certificate to require.
+  const tlsPort = o.role === 'scheduler' && o.security !== false && typeof o.dashboardTlsPort === 'number' ? o.dashboardTlsPort : undefined;
+  const dashboardAddress = o.dashboardAddress ?? (tlsPort === undefined ? undefined : `127.0.0.1:${DASHBOARD_PORT}`);
   const spec = daskProcessSpec({
     role: o.role,
     security: o.security,
     tlsDir: VM_PATHS.tlsDir,
     port: o.schedulerPort,
-    dashboardAddress: o.dashboardAddress,
+    dashboardAddress,
     schedulerAddress: o.schedulerAddress,
     name: o.workerName,
     nthreads: o.nthreads,
@@ -277,6 +296,23 @@ function render(t: CompiledTemplates, options: UserDataOptions): RenderedUserDat
     { path: VM_PATHS.launcher, content: t.launcher, mode: '0644' },
     { path: unitPath(o.role), content: unit, mode: '0644' },
   ];
+  let extraUnit = '';
+  if (tlsPort !== undefined && o.security !== false && dashboardAddress !== false) {
+    const env = o.security.env('scheduler', VM_PATHS.tlsDir);
+    const target = dashboardAddress === undefined ? DASHBOARD_PORT : Number(/:(\d+)$/.exec(dashboardAddress)?.[1] ?? DASHBOARD_PORT);
+    const args = [
+      '--listen', `0.0.0.0:${tlsPort}`,
+      '--target', `127.0.0.1:${target}`,
+      '--ca', env.DASK_DISTRIBUTED__COMM__TLS__CA_FILE!,
+      '--cert', env.DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__CERT!,
+      '--key', env.DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__KEY!,
+      ...(env.DASK_DISTRIBUTED__COMM__TLS__MIN_VERSION === undefined ? [] : ['--min-version', env.DASK_DISTRIBUTED__COMM__TLS__MIN_VERSION]),
+      '--ciphers', env.DASK_DISTRIBUTED__COMM__TLS__CIPHERS!,
+    ];
+    const unitText = run('dashboard-tls.service.hbs', t.dashboardTlsUnit, { docker: o.runtime === 'docker', image: o.image, pythonPath: o.pythonPath, args });
+    files.push({ path: VM_PATHS.dashboardTls, content: t.dashboardTls, mode: '0644' }, { path: VM_PATHS.dashboardTlsUnit, content: unitText, mode: '0644' });
+    extraUnit = path.posix.basename(VM_PATHS.dashboardTlsUnit);
+  }
   // No bootstrap, no script and no runner: the common case pays no bytes for it.
   let bootstrapRunner = '';
   if (o.bootstrap.length > 0) {
@@ -291,6 +327,7 @@ function render(t: CompiledTemplates, options: UserDataOptions): RenderedUserDat
     installDockerScript: t.installDocker,
     bootstrapRunner,
     unitName: unitName(o.role),
+    extraUnit,
   });
   checkCloudConfig(o.role, text);
   const fitted = fitUserData(text, { limitBytes: o.limitBytes, gzip: o.gzip, what: `${o.role} user-data` });
@@ -328,7 +365,9 @@ type Validated = Required<
 > &
   UserDataOptions;
 
-const SCHEDULER_ONLY = ['schedulerPort', 'dashboardAddress', 'schedulerOptions', 'idleTimeout'] as const;
+const SCHEDULER_ONLY = ['schedulerPort', 'dashboardAddress', 'dashboardTlsPort', 'schedulerOptions', 'idleTimeout'] as const;
+/** Where Dask's scheduler dashboard listens unless told otherwise. */
+const DASHBOARD_PORT = 8787;
 const WORKER_ONLY = ['schedulerAddress', 'workerOptions', 'nthreads', 'memoryLimit', 'workerName'] as const;
 const DOCKER_ONLY = ['image', 'installDocker', 'gpu'] as const;
 const NATIVE_ONLY = ['pythonPath'] as const;
@@ -397,9 +436,10 @@ function validate(options: UserDataOptions): Validated {
   for (const key of ['installDocker', 'gpu', 'autoShutdown'] as const) {
     if (options[key] !== undefined && typeof options[key] !== 'boolean') fail(key, `${key} must be true or false`);
   }
-  if (options.schedulerPort !== undefined) {
-    const p = options.schedulerPort;
-    if (!Number.isInteger(p) || p < 1 || p > 65535) fail('schedulerPort', `schedulerPort must be an integer 1-65535, got ${String(p)}`);
+  for (const key of ['schedulerPort', 'dashboardTlsPort'] as const) {
+    const p = options[key];
+    if (p === undefined || (key === 'dashboardTlsPort' && p === false)) continue;
+    if (!Number.isInteger(p) || (p as number) < 1 || (p as number) > 65535) fail(key, `${key} must be an integer 1-65535, got ${String(p)}`);
   }
   if (options.nthreads !== undefined && (!Number.isInteger(options.nthreads) || options.nthreads < 1)) {
     fail('nthreads', `nthreads must be a positive integer, got ${String(options.nthreads)}`);

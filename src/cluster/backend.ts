@@ -107,6 +107,11 @@ export interface ClusterBackend {
   recordState?(): Record<string, unknown>;
   /** New workers of an attached handle need the worker's credentials from the local directory (VMs). */
   readonly savesWorkerCredentials?: boolean;
+  /**
+   * Where the user's side of a dashboard tunnel dials (a VM scheduler's mutual-TLS terminator),
+   * or undefined when the dashboard is reached directly (`SchedulerLaunch.dashboardLink`) or not at all.
+   */
+  dashboardTarget?(scheduler: Member): { host: string; port: number } | undefined;
   /** The tail of a member's log / console output, for error messages. Never throws. */
   diagnostics(member: Member): Promise<string>;
 }

@@ -4,6 +4,7 @@
  * close. Any failure during start deletes everything created so far before the error is thrown.
  */
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
 import { inspect, type InspectOptions } from 'node:util';
 import createDebug from 'debug';
 import { Security, validateTemporaryOptions } from '../security/security';
@@ -677,6 +678,11 @@ export class Cluster implements AsyncDisposable {
       this.#scheduler = launch.member;
       this.#workerAddress = launch.workerAddress;
       this.#dashboardLink = launch.dashboardLink;
+      if (this.#security !== false && this.backend.dashboardTarget) {
+        // The dashboard is reached through a local tunnel (openDashboard): its port is fixed now,
+        // so the link in the written dask.yaml (Python's client.dashboard_link) stays right.
+        this.#dashboardLink = `http://127.0.0.1:${await freeLocalPort()}${DASHBOARD_PATH}`;
+      }
       this.emit({ type: 'member-launched', clusterId: this.id, role: 'scheduler', memberId: launch.member.id, name: launch.member.name, at: Date.now() });
 
       // Workers boot in parallel with the scheduler: they only need its address, not its readiness.
@@ -1081,6 +1087,45 @@ export class Cluster implements AsyncDisposable {
   }
 
   /**
+   * Opens the Dask dashboard for a browser on this machine. A VM cluster's dashboard is reached
+   * only through its scheduler's terminator, with the cluster's client certificate: this listens
+   * on 127.0.0.1 (by default on the port of {@link Cluster.dashboardLink}, which the written
+   * `dask.yaml` names) and carries every connection, websockets included, over mutual TLS. A
+   * local cluster's dashboard needs no tunnel: its own link is returned. `close()` ends the tunnel.
+   */
+  async openDashboard(options: { localPort?: number; signal?: AbortSignal } = {}): Promise<{ url: string; tunnel: boolean; close(): Promise<void> }> {
+    const o = readOptions(options, 'openDashboard() options');
+    if (o.localPort !== undefined && (!Number.isInteger(o.localPort) || o.localPort < 0 || o.localPort > 65535)) {
+      throw new ValidationError(`localPort must be a port number 0-65535 (0: any free port), got ${describeValue(o.localPort)}`, { option: 'localPort' });
+    }
+    checkSignal(o.signal);
+    this.#requireRunning('open the dashboard of');
+    const target = this.#scheduler === undefined ? undefined : this.backend.dashboardTarget?.(this.#scheduler);
+    if (target === undefined || this.#security === undefined || this.#security === false) {
+      if (this.backend.dashboardTarget !== undefined) {
+        throw new ClusterStateError(
+          `cluster ${this.id} runs without TLS, so its dashboard has no mutual-TLS door: start it with security on, or with exposeDashboard (plain HTTP to ingressCidrs)`,
+        );
+      }
+      // A local cluster's dashboard is on this machine already.
+      if (this.#dashboardLink === undefined) throw new ClusterStateError(`cluster ${this.id} runs no dashboard (dashboardAddress: false)`);
+      return { url: this.#dashboardLink, tunnel: false, close: async () => undefined };
+    }
+    const { openDashboardTunnel } = await import('../dashboard');
+    const linked = this.#dashboardLink === undefined ? undefined : Number(new URL(this.#dashboardLink).port);
+    const open = (localPort: number) => openDashboardTunnel({ host: target.host, port: target.port, security: this.#security as Security, localPort, signal: o.signal });
+    let tunnel;
+    try {
+      tunnel = await open(o.localPort ?? linked ?? 0);
+    } catch (err) {
+      if (o.localPort !== undefined || linked === undefined || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+      tunnel = await open(0);
+      this.emit({ type: 'warning', code: 'DASK_CLOUD_DASHBOARD_PORT', clusterId: this.id, message: `port ${linked} of the dashboard link is taken: the tunnel listens on ${tunnel.port} instead (${tunnel.url}), which dask.yaml does not name`, at: Date.now() });
+    }
+    return { url: tunnel.url, tunnel: true, close: () => tunnel.close() };
+  }
+
+  /**
    * New workers of an attached handle need what the record could not keep: the env values and the
    * bootstrap commands the cluster was started with.
    */
@@ -1285,6 +1330,22 @@ export class Cluster implements AsyncDisposable {
   [Symbol.for('Jupyter.display')](): Record<string, string> {
     return { 'text/html': this.toHTML(), 'text/plain': inspect(this) };
   }
+}
+
+/** The dashboard page a link names. */
+const DASHBOARD_PATH = '/status';
+
+/** A port on 127.0.0.1 that is free right now. */
+function freeLocalPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no free port'))));
+    });
+  });
 }
 
 /** How long attach() waits for the scheduler to answer. */

@@ -48,6 +48,8 @@ export type WarningCode =
   /** Client and cluster run different Dask, Python or serialisation versions. */
   | 'DASK_CLOUD_VERSION_MISMATCH'
   /** The cluster's local directory (for attach and the CLI) could not be written. */
-  | 'DASK_CLOUD_STATE';
+  | 'DASK_CLOUD_STATE'
+  /** The dashboard tunnel could not listen on the port its link names. */
+  | 'DASK_CLOUD_DASHBOARD_PORT';
 
 export type ClusterEventListener = (event: ClusterEvent) => void;

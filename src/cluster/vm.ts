@@ -6,7 +6,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BOOTSTRAP_FAILED_MARK, renderUserData, type RenderedUserData } from '../cloud-init';
-import { DEFAULT_DASHBOARD_PORT, DEFAULT_SCHEDULER_PORT, protocolFor } from '../dask/command';
+import { DEFAULT_DASHBOARD_PORT, DEFAULT_DASHBOARD_TLS_PORT, DEFAULT_SCHEDULER_PORT, protocolFor } from '../dask/command';
 import { decideDaskImage, parseRelease } from '../dask/images';
 import type { DaskVersions } from '../dask/python';
 import { CloudApiError, DaskCloudError, SecurityError, TeardownError, ValidationError } from '../errors';
@@ -80,7 +80,10 @@ export interface NetworkPlan {
   labels: Record<string, string>;
   privateNetworking: boolean;
   schedulerPort: number;
+  /** The plain dashboard (opened only with `exposeDashboard`, or inside the network without TLS). */
   dashboardPort: number;
+  /** The dashboard's mutual-TLS terminator, when security is on. */
+  dashboardTlsPort?: number;
   /**
    * Ingress rules for the scheduler VM. Cluster members always reach each other on every TCP
    * port (workers and nannies listen on random ports); adapters add that rule themselves using
@@ -475,13 +478,19 @@ export class VMBackend implements ClusterBackend {
     const o = this.#options;
     const schedulerPort = o.schedulerPort ?? DEFAULT_SCHEDULER_PORT;
     const dashboardPort = DEFAULT_DASHBOARD_PORT;
+    // With TLS the dashboard listens on the VM's loopback only, behind its terminator, which
+    // requires a certificate of the cluster's CA; without TLS there is nothing to require.
+    const dashboardTlsPort = security === false ? undefined : DEFAULT_DASHBOARD_TLS_PORT;
     const ingress: NetworkPlan['ingress'] = [
       { ports: [schedulerPort, schedulerPort], cidrs: 'network', why: 'clients inside the network reach the scheduler' },
-      { ports: [dashboardPort, dashboardPort], cidrs: 'network', why: 'the dashboard from inside the network' },
+      dashboardTlsPort === undefined
+        ? { ports: [dashboardPort, dashboardPort], cidrs: 'network', why: 'the dashboard from inside the network' }
+        : { ports: [dashboardTlsPort, dashboardTlsPort], cidrs: 'network', why: 'the dashboard (mutual TLS) from inside the network' },
     ];
     if (!o.privateNetworking) {
       const cidrs = o.ingressCidrs ?? ['0.0.0.0/0'];
       ingress.push({ ports: [schedulerPort, schedulerPort], cidrs, why: security === false ? 'scheduler (NO TLS)' : 'scheduler (mutual TLS)' });
+      if (dashboardTlsPort !== undefined) ingress.push({ ports: [dashboardTlsPort, dashboardTlsPort], cidrs, why: 'dashboard (mutual TLS)' });
       if (o.exposeDashboard) ingress.push({ ports: [dashboardPort, dashboardPort], cidrs, why: 'dashboard (exposeDashboard)' });
     }
     return {
@@ -490,6 +499,7 @@ export class VMBackend implements ClusterBackend {
       privateNetworking: o.privateNetworking ?? false,
       schedulerPort,
       dashboardPort,
+      ...(dashboardTlsPort === undefined ? {} : { dashboardTlsPort }),
       ingress,
       nWorkers: o.nWorkers ?? 1,
       needsEgress: (o.runtime ?? 'docker') === 'docker',
@@ -580,7 +590,14 @@ export class VMBackend implements ClusterBackend {
       limitBytes: this.#adapter.userDataLimit,
       gzip: this.#adapter.binaryUserData ? 'auto' : 'never',
       ...(spec.role === 'scheduler'
-        ? { schedulerPort: this.#plan?.schedulerPort, idleTimeout: p.idleTimeout, schedulerOptions: p.extraArgs }
+        ? {
+            schedulerPort: this.#plan?.schedulerPort,
+            idleTimeout: p.idleTimeout,
+            schedulerOptions: p.extraArgs,
+            // exposeDashboard serves it plain on every interface; else TLS keeps it on loopback.
+            ...(this.#options.exposeDashboard ? { dashboardAddress: `:${DEFAULT_DASHBOARD_PORT}` } : {}),
+            dashboardTlsPort: this.#plan?.dashboardTlsPort ?? false,
+          }
         : { schedulerAddress, nthreads: p.nthreads, memoryLimit: p.memoryLimit, workerOptions: p.extraArgs }),
     });
   }
@@ -756,6 +773,16 @@ export class VMBackend implements ClusterBackend {
       clientAddress: `${proto}://${host}:${plan.schedulerPort}`,
       workerAddress: `${proto}://${scheduler.privateIp}:${plan.schedulerPort}`,
     };
+  }
+
+  /**
+   * Where the user's side of the dashboard tunnel dials: the scheduler's terminator, on the
+   * address clients use (public, or private in private mode). Undefined without TLS.
+   */
+  dashboardTarget(scheduler: Member): { host: string; port: number } | undefined {
+    const port = this.#plan?.dashboardTlsPort;
+    const host = this.#options.privateNetworking ? scheduler.privateHost : (scheduler.publicHost ?? scheduler.privateHost);
+    return port === undefined || host === undefined ? undefined : { host, port };
   }
 
   async launchWorkers(ctx: BackendContext, specs: MemberSpec[]): Promise<Member[]> {

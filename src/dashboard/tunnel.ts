@@ -125,6 +125,22 @@ function follow(other: net.Socket): void {
 /** `METHOD /target HTTP/1.x`: the start of an HTTP request, which may be answered with a 502. */
 const HTTP_REQUEST_LINE = /^[A-Z]+ \S+ HTTP\/1\.[01]\r?\n/;
 
+// OpenSSL's verdicts on the terminator's certificate (as in src/dask/comm.ts).
+const UNTRUSTED_SERVER = /^(SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?|CERT_SIGNATURE_FAILURE|CERT_UNTRUSTED|CERT_REJECTED|CERT_HAS_EXPIRED|CERT_NOT_YET_VALID|INVALID_CA)$/;
+
+/** A failed connection's reason as a person can act on it: the code, then what it means here. */
+function explain(err: NodeJS.ErrnoException, remoteName: string): string {
+  const code = err.code ?? '';
+  if (UNTRUSTED_SERVER.test(code)) return `${code}: the server at ${remoteName} does not hold a certificate of this cluster's CA`;
+  if (/CERTIFICATE_REQUIRED|UNKNOWN_CA|BAD_CERTIFICATE|DECRYPT_ERROR|HANDSHAKE_FAILURE/.test(code)) {
+    return `${code}: the terminator at ${remoteName} refused our client certificate; is this Security the cluster's?`;
+  }
+  if (code === 'ECONNREFUSED') return `ECONNREFUSED: nothing listens at ${remoteName}; is the scheduler up and the port open to you?`;
+  if (code === 'ETIMEDOUT' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH') return `${code}: ${remoteName} cannot be reached from here`;
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return `${code}: the name in ${remoteName} does not resolve`;
+  return code ? `${code}: ${err.message}` : err.message;
+}
+
 function badGateway(reason: string): string {
   const body = `dask-cloud: the dashboard could not be reached over mutual TLS (${reason}).\nRun with DEBUG=dask-cloud:dashboard for details.\n`;
   return `HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
@@ -223,8 +239,8 @@ export async function openDashboardTunnel(options: DashboardTunnelOptions): Prom
       if (failed) return;
       failed = true;
       clearTimeout(timer);
-      const reason = err.code ? `${err.code}` : err.message;
-      log('%s failed after %d bytes from the dashboard: %s', tag, fromRemote, err.message);
+      const reason = explain(err, remoteName);
+      log('%s failed after %d bytes from the dashboard: %s', tag, fromRemote, reason);
       remote.destroy();
       if (fromRemote === 0 && !local.destroyed && !local.writableEnded && HTTP_REQUEST_LINE.test(firstLocalBytes)) {
         // follow() (on the remote's close) destroys the local socket once this is out.
@@ -256,8 +272,11 @@ export async function openDashboardTunnel(options: DashboardTunnelOptions): Prom
       fromRemote += chunk.length;
     });
     remote.on('end', () => {
-      // The terminator ends a connection without a byte when the dashboard is not up on the VM.
-      if (fromRemote === 0 && !failed) fail(new Error('the terminator closed the connection before the dashboard answered'));
+      // The terminator ends a connection without a byte when the dashboard is not up on the VM;
+      // with TLS 1.3 a refused client certificate can look the same from here.
+      if (fromRemote === 0 && !failed) {
+        fail(new Error("the terminator closed the connection before the dashboard answered: the dashboard may not be up yet, or our client certificate was refused"));
+      }
       else if (!local.destroyed) local.end();
     });
     local.pipe(remote);
@@ -296,6 +315,9 @@ export async function openDashboardTunnel(options: DashboardTunnelOptions): Prom
     closing = new Promise<void>((resolve) => {
       server.close(() => resolve());
       for (const socket of [...locals, ...remotes]) socket.destroy();
+      // Counted as gone now: their 'close' events come a tick later.
+      locals.clear();
+      remotes.clear();
     });
     return closing;
   }

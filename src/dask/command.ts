@@ -65,6 +65,8 @@ export interface DaskProcessSpec {
 
 export const DEFAULT_SCHEDULER_PORT = 8786;
 export const DEFAULT_DASHBOARD_PORT = 8787;
+/** A VM scheduler's dashboard terminator (mutual TLS in front of the dashboard). */
+export const DEFAULT_DASHBOARD_TLS_PORT = 8788;
 
 /** The protocol prefix a scheduler address uses for the given security setting. */
 export function protocolFor(security: Security | false): 'tls' | 'tcp' {

@@ -84,14 +84,24 @@ describe('VMBackend', () => {
     expect(cloud.network).toBeUndefined();
   });
 
-  it('plans the firewall: public mode opens only the scheduler port to ingressCidrs; private mode nothing public', () => {
+  it('plans the firewall: public mode opens only the scheduler port and the dashboard terminator to ingressCidrs; private mode nothing public', () => {
     const cloud = new MemoryCloud(10);
     const pub = new VMBackend(cloud, { ingressCidrs: ['203.0.113.0/24'] }).plan('c', undefined);
     expect(pub.ingress.map((r) => [r.ports, r.cidrs])).toEqual([
       [[8786, 8786], 'network'],
+      [[8788, 8788], 'network'],
+      [[8786, 8786], ['203.0.113.0/24']],
+      [[8788, 8788], ['203.0.113.0/24']],
+    ]);
+    expect(pub.dashboardTlsPort).toBe(8788);
+    // Without TLS there is no terminator: the plain dashboard stays inside the network.
+    const plain = new VMBackend(cloud, { ingressCidrs: ['203.0.113.0/24'] }).plan('c', false);
+    expect(plain.ingress.map((r) => [r.ports, r.cidrs])).toEqual([
+      [[8786, 8786], 'network'],
       [[8787, 8787], 'network'],
       [[8786, 8786], ['203.0.113.0/24']],
     ]);
+    expect(plain.dashboardTlsPort).toBeUndefined();
     const dash = new VMBackend(cloud, { exposeDashboard: true }).plan('c', undefined);
     expect(dash.ingress.at(-1)).toMatchObject({ ports: [8787, 8787], cidrs: ['0.0.0.0/0'] });
     const priv = new VMBackend(cloud, { privateNetworking: true, exposeDashboard: true }).plan('c', undefined);

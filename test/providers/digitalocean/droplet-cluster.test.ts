@@ -114,8 +114,9 @@ describe.runIf(enabled)('DropletCluster with real Dask on the DigitalOcean fake'
     expect(inbound).toEqual([
       ['0', [tag]],
       ['8786', [f.pools.private.cidr]],
-      ['8787', [f.pools.private.cidr]],
+      ['8788', [f.pools.private.cidr]],
       ['8786', ['0.0.0.0/0']],
+      ['8788', ['0.0.0.0/0']],
     ]);
     expect((fw.outbound_rules as { protocol: string }[]).map((r) => r.protocol)).toEqual(['tcp', 'udp', 'icmp']);
 
@@ -302,7 +303,7 @@ describe.runIf(enabled)('DropletCluster with real Dask on the DigitalOcean fake'
     expect(err.details.phase).toBe('scheduler');
     expect(booter!.refused.length).toBeGreaterThan(before);
     const rule = f.server.calls('firewalls_create')[0]!.json as { inbound_rules: { ports: string; sources: { addresses?: string[] } }[] };
-    expect(rule.inbound_rules.filter((r) => r.sources.addresses?.includes('203.0.113.0/24')).map((r) => r.ports)).toEqual(['8786']);
+    expect(rule.inbound_rules.filter((r) => r.sources.addresses?.includes('203.0.113.0/24')).map((r) => r.ports)).toEqual(['8786', '8788']);
     expect(f.leaked()).toEqual({});
   });
 

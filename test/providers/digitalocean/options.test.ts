@@ -163,8 +163,9 @@ describe('DropletCluster against the fake (no Dask)', () => {
     const fw = f.server.calls('firewalls_create')[0]!.json as { inbound_rules: { ports: string; sources: { addresses?: string[] } }[] };
     expect(fw.inbound_rules.filter((r) => r.sources.addresses?.length).map((r) => [r.ports, r.sources.addresses])).toEqual([
       ['8786', ['10.77.64.0/20']],
-      ['8787', ['10.77.64.0/20']],
+      ['8788', ['10.77.64.0/20']],
       ['8786', ['0.0.0.0/0']],
+      ['8788', ['0.0.0.0/0']], // the dashboard's mutual-TLS terminator
       ['8787', ['0.0.0.0/0']], // exposeDashboard
     ]);
     await dots.vpc.deleteVpc({ vpc_id: vpc.id });

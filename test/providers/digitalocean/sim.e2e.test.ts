@@ -107,7 +107,9 @@ describe.skipIf(!enabled)('DropletCluster in simulated VMs (real cloud-init, rea
       await c.writeClientConfig(dir);
       const client = await pythonIn(net, 'internet', dir, publicIp, "from distributed import Client\nc = Client(timeout='30s')\nprint('result', sum(c.gather(c.map(lambda x: x * 2, range(10)))))\nc.close()");
       expect(client.stdout, client.stderr).toMatch(/^result 90$/m);
-      // The firewall opened only 8786 to the internet: the dashboard is not reachable there.
+      // The firewall opened 8786 and the dashboard's terminator 8788 to the internet (mutual TLS
+      // guards both): the plain dashboard is not reachable there.
+      expect(await net.probeTcp('internet', publicIp, 8788)).toBe('open');
       expect(await net.probeTcp('internet', publicIp, 8787, { timeoutMs: 1_500 })).toBe('timeout');
 
       await c.scale(1);

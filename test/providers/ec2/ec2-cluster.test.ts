@@ -163,7 +163,7 @@ describe('EC2Cluster requests (FakeEc2, nothing booted)', () => {
       ...(p.IpRanges ?? []).map((r) => `${p.FromPort}-${p.ToPort} ${r.CidrIp}`),
     ]);
     const vpcCidr = f.defaultVpc.cidrBlock;
-    expect(rules.sort()).toEqual(['0-65535 self', `8786-8786 ${vpcCidr}`, '8786-8786 203.0.113.0/24', `8787-8787 ${vpcCidr}`].sort());
+    expect(rules.sort()).toEqual(['0-65535 self', `8786-8786 ${vpcCidr}`, '8786-8786 203.0.113.0/24', `8788-8788 ${vpcCidr}`, '8788-8788 203.0.113.0/24'].sort());
 
     // Instances: scheduler batch of 1, workers one batch of 3.
     const [sched, workers] = f.server.calls('RunInstances').filter((r) => r.params.DryRun === undefined).map((r) => r.normalized as Record<string, any>);

@@ -26,12 +26,42 @@ import { assertNoContractViolations } from '../../fakes/core';
 import { FakeEc2 } from '../../fakes/ec2';
 import { have, trixieDask, trixiePython } from '../../helpers/prereq';
 import { pythonIn } from '../../helpers/python';
+import { chromium, loadPage } from '../../helpers/browser';
+import { spawnTsx, type SpawnedScript } from '../../helpers/spawn';
+import { Security } from '../../../src/security';
 import { SimNetwork, SimVmBooter, simulatedVms } from '../../sim';
 import { intToIp, ipToInt } from '../../sim/net-util';
 import { expectMismatchWarnsThenStrictRollsBack, mismatchedClient } from '../../sim/versions';
 import { eventually, fakeOptions, tagMap } from './helpers';
 
-const enabled = have(simulatedVms()) && have(trixieDask());
+const enabled = have(simulatedVms()) && have(trixieDask()) && have(chromium());
+
+/**
+ * Four connections to the dashboard's terminator (argv: host, port, CA file, the cluster's client
+ * config dir, another CA's client config dir): each says what came back to an HTTP request.
+ */
+const TERMINATOR_PROBE = `
+import json, socket, ssl, sys
+host, port, ca, good, other = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+def ctx(d=None):
+    c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    c.check_hostname = False
+    c.load_verify_locations(ca)
+    if d:
+        c.load_cert_chain(d + '/client.pem', d + '/client.key')
+    return c
+def attempt(c):
+    try:
+        s = socket.create_connection((host, port), timeout=10)
+        if c is not None:
+            s = c.wrap_socket(s)
+        s.sendall(b'GET /info/main/workers.html HTTP/1.1\\r\\nHost: dashboard\\r\\nConnection: close\\r\\n\\r\\n')
+        data = s.recv(64)
+        return ('answered: ' + repr(data)) if data else 'closed'
+    except (ssl.SSLError, OSError) as e:
+        return 'refused: ' + type(e).__name__ + ' ' + str(e)[:120]
+print(json.dumps({'good': attempt(ctx(good)), 'nocert': attempt(ctx()), 'othercert': attempt(ctx(other)), 'plain': attempt(None)}))
+`;
 
 describe.skipIf(!enabled)('EC2Cluster on simulated VMs (real cloud-init, firewall from the security group)', () => {
   let net: SimNetwork;
@@ -76,10 +106,13 @@ describe.skipIf(!enabled)('EC2Cluster on simulated VMs (real cloud-init, firewal
       const why = client.code === 0 ? '' : `${client.stderr.slice(-2000)}\n${await net.firewallDump()}`;
       expect(client.code, why).toBe(0);
       expect(client.stdout).toMatch(/^result 90$/m);
-      // The security group: 8786 open to the internet (mutual TLS guards it), the dashboard not.
+      // The security group: 8786 and the dashboard's terminator 8788 open to the internet (mutual
+      // TLS guards both); the plain dashboard 8787 not even inside the VPC: it listens on the
+      // VM's loopback only.
       expect(await net.probeTcp('internet', sched.publicIpAddress as string, 8786)).toBe('open');
+      expect(await net.probeTcp('internet', sched.publicIpAddress as string, 8788)).toBe('open');
       expect(await net.probeTcp('internet', sched.publicIpAddress as string, 8787, { timeoutMs: 1_500 })).toBe('timeout');
-      expect(await net.probeTcp('vpc', sched.privateIpAddress, 8787)).toBe('open');
+      expect(await net.probeTcp('vpc', sched.privateIpAddress, 8787, { timeoutMs: 1_500 })).toBe('timeout');
 
       const [keep, victim] = cluster.members.filter((m) => m.role === 'worker');
       await cluster.scale(1);
@@ -97,6 +130,77 @@ describe.skipIf(!enabled)('EC2Cluster on simulated VMs (real cloud-init, firewal
       fs.rmSync(clientDir, { recursive: true, force: true });
     }
   }, 240_000);
+
+  it('the dashboard: dask-cloud dashboard tunnels over mutual TLS, Chromium shows the workers, Python\'s dashboard_link is the tunnel; the internet gets nothing without the certificate', async () => {
+    await fake?.stop();
+    const f = (fake = await FakeEc2.start({ booter: new SimVmBooter(net), privateCidr: net.privateCidr, publicCidr: net.publicCidr, lifecycleMs: { pendingMs: 500, shuttingDownMs: 500 } }));
+    const cluster = new EC2Cluster({ ...fakeOptions(f), nWorkers: 2, runtime: 'native', python: trixiePython()!, schedulerTimeoutMs: 90_000, workersTimeoutMs: 90_000 });
+    const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dc-ec2-sim-dash-'));
+    let tunnel: SpawnedScript | undefined;
+    try {
+      await cluster.start();
+      const sched = f.instances().find((i) => tagMap(i.tags)[LABELS.role] === 'scheduler')!;
+      const publicIp = sched.publicIpAddress as string;
+      const link = cluster.dashboardLink!;
+      expect(link).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/status$/);
+
+      // `dask-cloud dashboard ID` from another process: it attaches through the cluster's directory.
+      const cfg = f.clientConfig();
+      tunnel = spawnTsx(path.resolve(__dirname, '../../../src/cli.ts'), ['dashboard', cluster.id], {
+        AWS_ACCESS_KEY_ID: cfg.credentials.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: cfg.credentials.secretAccessKey,
+        AWS_EC2_METADATA_DISABLED: 'true',
+      });
+      await tunnel.until(/^http:\/\/127\.0\.0\.1:\d+\/status$/m, 60_000);
+      expect(tunnel.stdout().trim()).toBe(link);
+
+      // A real browser through the tunnel: the workers page lists both workers (Debian's Dask has
+      // no Bokeh, so /status shows Dask's note in place of the plots; see the README).
+      const shot = path.join(work, 'workers.png');
+      const page = await loadPage(link.replace('/status', '/info/main/workers.html'), { screenshot: shot, timeoutMs: 90_000 });
+      const rows = page.dom.match(/<a href="\.\.\/worker\/tls%3A%2F%2F[\d.]+%3A\d+\.html">tls:\/\/[\d.]+:\d+<\/a>/g) ?? [];
+      expect(rows, page.dom.slice(0, 2000)).toHaveLength(2);
+      const workerHosts = cluster.members.filter((m) => m.role === 'worker').map((m) => m.privateHost);
+      for (const host of workerHosts) expect(page.dom).toContain(`tls://${host}:`);
+      expect(fs.statSync(shot).size).toBeGreaterThan(1_000);
+      const status = await loadPage(link, { timeoutMs: 90_000 });
+      expect(status.dom).toMatch(/bokeh/i);
+      // eslint-disable-next-line no-console
+      console.log(`[dashboard, simulated EC2] screenshot ${shot}; ${rows.length} worker rows; stopped at the sinkhole: ${[...page.blocked, ...status.blocked].join(' | ') || 'none'}`);
+
+      // Python's client.dashboard_link, from the written config alone, is the tunnel's URL.
+      const clientDir = path.join(work, 'client');
+      await cluster.writeClientConfig(clientDir);
+      const py = await pythonIn(net, 'internet', clientDir, publicIp, "from distributed import Client\nc = Client(timeout='30s')\nprint('link', c.dashboard_link)\nc.close()");
+      expect(py.code, py.stderr.slice(-2000)).toBe(0);
+      expect(py.stdout).toContain(`link ${link}`);
+
+      // From the internet, at the terminator: the right certificate gets HTTP; none, another CA's,
+      // or plain HTTP get nothing.
+      const other = await Security.temporary();
+      const otherDir = path.join(work, 'other');
+      await other.writeClientConfig(otherDir);
+      const probe = await net.run('internet', trixiePython()!, ['-c', TERMINATOR_PROBE, publicIp, '8788', path.join(clientDir, 'ca.pem'), clientDir, otherDir], { dials: [publicIp], timeoutMs: 60_000, check: false });
+      expect(probe.code, probe.stderr).toBe(0);
+      const seen = JSON.parse(probe.stdout) as Record<string, string>;
+      expect(seen.good).toMatch(/^answered: b'HTTP\/1\.1 200/);
+      // At most a TLS alert comes back, never an HTTP answer.
+      for (const k of ['nocert', 'othercert', 'plain']) expect(seen[k], k).not.toMatch(/HTTP\//);
+      expect(seen.nocert).toMatch(/^(refused|closed)/);
+      expect(seen.othercert).toMatch(/^(refused|closed)/);
+
+      tunnel.child.kill('SIGINT');
+      expect(await tunnel.exitWithin(30_000)).toBe(0);
+      await cluster.close();
+      expect(Object.values(f.leaked()).flat()).toEqual([]);
+      expect(f.bootErrors).toEqual([]);
+      assertNoContractViolations(f);
+    } finally {
+      if (tunnel && tunnel.child.exitCode === null) tunnel.child.kill('SIGKILL');
+      await cluster.close();
+      fs.rmSync(work, { recursive: true, force: true });
+    }
+  }, 300_000);
 
   it('security: false + privateNetworking: plain tcp:// inside the VPC only, no public addresses', async () => {
     await fake?.stop();

@@ -269,7 +269,7 @@ describe('GCPCluster resources', () => {
     expect(fake.leaked()).toEqual({});
   });
 
-  it('public mode: members ↔ members all TCP, 8786/8787 from the subnetwork, 8786 from ingressCidrs; deleted on close', async () => {
+  it('public mode: members ↔ members all TCP, 8786 and the dashboard terminator 8788 from the subnetwork and from ingressCidrs; deleted on close', async () => {
     const fake = await fakeGcp();
     const { cluster, snapshot } = await startUntilWorkers(fake);
     const id = cluster.id;
@@ -278,19 +278,19 @@ describe('GCPCluster resources', () => {
     const description = expect.stringMatching(new RegExp(`^dask-cloud cluster=${id} expires=\\d{10} `));
     expect(rules).toEqual([
       expect.objectContaining({ name: `${id}-internal`, network: net, direction: 'INGRESS', sourceTags: [clusterTag(id)], targetTags: [clusterTag(id)], allowed: [{ IPProtocol: 'tcp' }], description }),
-      expect.objectContaining({ name: `${id}-network`, sourceRanges: [fake.pools.private.cidr], targetTags: [roleTag(id, 'scheduler')], allowed: [{ IPProtocol: 'tcp', ports: ['8786', '8787'] }], description }),
-      expect.objectContaining({ name: `${id}-public`, sourceRanges: ['0.0.0.0/0'], targetTags: [roleTag(id, 'scheduler')], allowed: [{ IPProtocol: 'tcp', ports: ['8786'] }], description }),
+      expect.objectContaining({ name: `${id}-network`, sourceRanges: [fake.pools.private.cidr], targetTags: [roleTag(id, 'scheduler')], allowed: [{ IPProtocol: 'tcp', ports: ['8786', '8788'] }], description }),
+      expect.objectContaining({ name: `${id}-public`, sourceRanges: ['0.0.0.0/0'], targetTags: [roleTag(id, 'scheduler')], allowed: [{ IPProtocol: 'tcp', ports: ['8786', '8788'] }], description }),
     ]);
     expect(rules.every((r) => r.sourceTags === undefined || r.sourceRanges === undefined)).toBe(true);
     expect(fake.leaked()).toEqual({});
   });
 
-  it('public mode with ingressCidrs and exposeDashboard: one rule for those sources', async () => {
+  it('public mode with ingressCidrs and exposeDashboard: one rule for those sources, the plain dashboard 8787 added', async () => {
     const fake = await fakeGcp();
     const { cluster, snapshot } = await startUntilWorkers(fake, { ingressCidrs: ['203.0.113.0/24', '198.51.100.7/32'], exposeDashboard: true, schedulerPort: 8800 });
     const rules = Object.fromEntries(snapshot.firewalls!.map((f) => [(f.value as Body).name, f.value as Body]));
-    expect(rules[`${cluster.id}-public`]).toMatchObject({ sourceRanges: ['203.0.113.0/24', '198.51.100.7/32'], allowed: [{ IPProtocol: 'tcp', ports: ['8787', '8800'] }] });
-    expect(rules[`${cluster.id}-network`]).toMatchObject({ allowed: [{ IPProtocol: 'tcp', ports: ['8787', '8800'] }] });
+    expect(rules[`${cluster.id}-public`]).toMatchObject({ sourceRanges: ['203.0.113.0/24', '198.51.100.7/32'], allowed: [{ IPProtocol: 'tcp', ports: ['8787', '8788', '8800'] }] });
+    expect(rules[`${cluster.id}-network`]).toMatchObject({ allowed: [{ IPProtocol: 'tcp', ports: ['8788', '8800'] }] });
   });
 
   it('private mode: no public address anywhere, no rule from outside the network', async () => {

@@ -87,11 +87,13 @@ describe.skipIf(!enabled)('GCPCluster on simulated VMs (real cloud-init, firewal
       const client = await pythonIn(net, 'internet', clientDir, pub, "from distributed import Client\nc = Client(timeout='30s')\nprint('result', sum(c.gather(c.map(lambda x: x * 2, range(10)))))\nc.close()");
       expect(client.code, client.code === 0 ? '' : `${client.stderr.slice(-2000)}\n${await net.firewallDump()}`).toBe(0);
       expect(client.stdout).toMatch(/^result 90$/m);
-      // The firewall rules: 8786 open to the internet (mutual TLS guards it), the dashboard only
-      // to the subnetwork.
+      // The firewall rules: 8786 and the dashboard's terminator 8788 open to the internet (mutual
+      // TLS guards both); the plain dashboard 8787 to no one, and it listens on loopback only.
       expect(await net.probeTcp('internet', pub, 8786)).toBe('open');
+      expect(await net.probeTcp('internet', pub, 8788)).toBe('open');
       expect(await net.probeTcp('internet', pub, 8787, { timeoutMs: 1_500 })).toBe('timeout');
-      expect(await net.probeTcp('vpc', priv, 8787)).toBe('open');
+      expect(await net.probeTcp('vpc', priv, 8788)).toBe('open');
+      expect(await net.probeTcp('vpc', priv, 8787, { timeoutMs: 1_500 })).toBe('timeout');
 
       const [keep, victim] = cluster.members.filter((m) => m.role === 'worker');
       await cluster.scale(1);
