@@ -20,6 +20,7 @@ const REAL_DASK = [
   'test/e2e/tls-ciphers.test.ts',
   'test/e2e/idle-timeout.test.ts',
   'test/e2e/local-watchdog.test.ts',
+  'test/e2e/local-attach.test.ts',
 ];
 
 export default defineConfig({
