@@ -16,6 +16,7 @@
  * error; an over-long line or an idle connection is dropped; every handle is unref'd, so an open
  * connection never keeps the owner's process alive. Every client request has a deadline.
  */
+import { chmod } from 'node:fs/promises';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { DaskCloudError, type ErrorCode } from '../../src/errors';
 
@@ -118,6 +119,8 @@ export class ControlServer {
         resolve();
       });
     });
+    // The directory (0700) is the access control; the socket itself is this user's only, too.
+    await chmod(path, 0o600).catch(() => undefined);
     // Serving clients must never keep the owner's process alive.
     server.unref();
     return new ControlServer(path, server, handlers, log);

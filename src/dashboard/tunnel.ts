@@ -22,8 +22,9 @@ import { loadTls } from '../lazy';
 
 const log = createDebug('dask-cloud:dashboard');
 
-/** Port of the scheduler VM's dashboard terminator (the Dask dashboard itself stays on 127.0.0.1:8787). */
-export const DEFAULT_DASHBOARD_TLS_PORT = 8788;
+import { DEFAULT_DASHBOARD_TLS_PORT } from '../dask/command';
+
+export { DEFAULT_DASHBOARD_TLS_PORT };
 
 /** The page {@link DashboardTunnel.url} points at unless `path` says otherwise. */
 export const DEFAULT_DASHBOARD_PATH = '/status';

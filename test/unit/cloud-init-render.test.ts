@@ -35,7 +35,8 @@ function expectedSpec(o: UserDataOptions) {
     security: o.security,
     tlsDir: VM_PATHS.tlsDir,
     port: o.schedulerPort,
-    dashboardAddress: o.dashboardAddress,
+    // With the terminator in front (TLS on), the dashboard listens on loopback unless told otherwise.
+    dashboardAddress: o.dashboardAddress ?? (o.dashboardTlsPort && o.security !== false ? '127.0.0.1:8787' : undefined),
     schedulerAddress: o.schedulerAddress,
     name: o.workerName,
     nthreads: o.nthreads,
@@ -184,6 +185,34 @@ describe('renderUserData: what the VM receives', () => {
     expect(d.files.map((f) => f.path)).toEqual([VM_PATHS.launchSpec, VM_PATHS.launcher, '/etc/systemd/system/dask-scheduler.service']);
     const spec = JSON.parse(d.file(VM_PATHS.launchSpec).content);
     expect(spec).toEqual({ args: ['scheduler', '--port', '8786'], env: {} });
+  });
+
+  it('dashboardTlsPort: the scheduler gets the terminator and its unit; the dashboard moves to loopback; never without TLS or on a worker', () => {
+    for (const runtime of ['docker', 'native'] as const) {
+      const d = decode(renderUserData({ role: 'scheduler', security: sec.ec, runtime, dashboardTlsPort: 8788 }).text);
+      expect(d.files.map((f) => f.path)).toEqual(expect.arrayContaining([VM_PATHS.dashboardTls, VM_PATHS.dashboardTlsUnit]));
+      // Dask's dashboard binds the VM's loopback only: the terminator is the one door.
+      expect(JSON.parse(d.file(VM_PATHS.launchSpec).content).args).toEqual(expect.arrayContaining(['--dashboard-address', '127.0.0.1:8787']));
+      const unit = d.file(VM_PATHS.dashboardTlsUnit).content;
+      const exec = /^ExecStart=(.*)$/m.exec(unit)![1]!;
+      expect(exec).toContain(runtime === 'docker' ? `--network host --restart no -v /etc/dask:/etc/dask:ro "${DEFAULT_DASK_IMAGE}" python /etc/dask/dashboard-tls.py` : '"/usr/bin/python3" /etc/dask/dashboard-tls.py');
+      expect(exec).toContain('"--listen" "0.0.0.0:8788" "--target" "127.0.0.1:8787" "--ca" "/etc/dask/tls/ca.pem" "--cert" "/etc/dask/tls/scheduler.pem" "--key" "/etc/dask/tls/scheduler.key"');
+      expect(exec).toContain('"--ciphers"');
+      // Not tied to the scheduler's power-off: a terminator that exits is restarted.
+      expect(unit).toMatch(/^Restart=on-failure$/m);
+      expect(unit).not.toContain('poweroff');
+      expect(d.runcmd.at(-1)).toEqual(['systemctl', 'enable', '--now', 'dask-dashboard-tls.service']);
+      // The shipped script is the repository's, without comments.
+      const shipped = d.file(VM_PATHS.dashboardTls).content;
+      expect(shipped).not.toMatch(/^\s*#/m);
+      expect(shipped).toContain('CERT_REQUIRED');
+    }
+    // Without TLS there is no certificate to require: no terminator, Dask's own default address.
+    const plain = decode(renderUserData({ role: 'scheduler', security: false, dashboardTlsPort: 8788 }).text);
+    expect(plain.files.map((f) => f.path)).not.toContain(VM_PATHS.dashboardTls);
+    expect(JSON.parse(plain.file(VM_PATHS.launchSpec).content).args).not.toContain('--dashboard-address');
+    expect(errorOf(() => renderUserData({ role: 'worker', security: sec.ec, schedulerAddress: SCHED, dashboardTlsPort: 8788 })).message).toMatch(/dashboardTlsPort applies to the scheduler only/);
+    expect(errorOf(() => renderUserData({ role: 'scheduler', security: sec.ec, dashboardTlsPort: 0 })).message).toMatch(/dashboardTlsPort must be an integer 1-65535/);
   });
 
   it('refuses to ship a private key other than the role’s own (defence in depth)', () => {

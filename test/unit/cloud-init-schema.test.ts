@@ -124,7 +124,14 @@ describe.runIf(have(cloudInitSchema()))('cloud-init user-data: schema and secret
             bootstrap.length > 0 ? { content: `set -eu\n${bootstrap.join('\n')}\n`, mode: 0o700 } : undefined,
           );
           for (const cmd of bootstrap) expect(seen.runcmd).not.toContain(cmd);
-          expect(seen.runcmd.trimEnd().split('\n').pop()).toBe(`'systemctl' 'enable' '--now' 'dask-${v.options.role}.service'`);
+          // The Dask unit last, or right before the dashboard terminator's (a TLS scheduler's).
+          const units = seen.runcmd.trimEnd().split('\n').filter((l) => l.startsWith(`'systemctl' 'enable'`));
+          const terminator = v.options.dashboardTlsPort !== undefined && v.options.security !== false;
+          expect(units).toEqual([
+            `'systemctl' 'enable' '--now' 'dask-${v.options.role}.service'`,
+            ...(terminator ? [`'systemctl' 'enable' '--now' 'dask-dashboard-tls.service'`] : []),
+          ]);
+          expect(seen.runcmd.trimEnd().split('\n').pop()).toBe(units.at(-1));
         } catch (err) {
           problems.push(`${v.name}: ${(err as Error).message}`);
           continue;

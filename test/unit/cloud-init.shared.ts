@@ -101,6 +101,9 @@ export function variants(sec: SecurityCases): Variant[] {
   out.push({ name: 'worker/native/ec/bootstrap-auto-shutdown', options: { role: 'worker', runtime: 'native', security: sec.ec, schedulerAddress: 'tls://10.0.0.2:8786', bootstrap: BOOTSTRAP } });
   out.push({ name: 'worker/docker/ec/no-install-docker', options: { role: 'worker', security: sec.ec, schedulerAddress: 'tls://10.0.0.2:8786', installDocker: false } });
   out.push({ name: 'scheduler/docker/ec/no-dashboard', options: { role: 'scheduler', security: sec.ec, dashboardAddress: false } });
+  // What a VM cluster's scheduler gets: the dashboard's terminator, as its own unit.
+  out.push({ name: 'scheduler/docker/ec/dashboard-tls', options: { role: 'scheduler', security: sec.ec, dashboardTlsPort: 8788 } });
+  out.push({ name: 'scheduler/native/rsa/dashboard-tls', options: { role: 'scheduler', runtime: 'native', security: sec.rsa, dashboardTlsPort: 8788, pythonPath: '/opt/my env/bin/python3', env: NASTY_ENV } });
   out.push({
     name: 'scheduler/native/ec/custom-python',
     options: { role: 'scheduler', security: sec.ec, runtime: 'native', pythonPath: '/opt/my env/bin/python3' },
