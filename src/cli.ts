@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import { DaskCloudError } from './errors';
 import { Security } from './security/security';
 import { renderUserData } from './cloud-init';
-import { decideDaskImage } from './dask/images';
+import { decideDaskImage, imageClient } from './dask/images';
 import { findPython } from './dask/python';
 import { LocalCluster } from '../providers/local';
 import type { CleanupReport, ClusterSummary } from './cluster/vm';
@@ -475,7 +475,7 @@ async function userData(argv: string[]): Promise<number> {
   if (runtime === 'docker') {
     // The image a cluster started here would run: it follows the local client's Dask, as start does.
     const local = imageOptions.dockerImage === undefined ? await findPython(values.python).then((p) => p.versions, () => undefined) : undefined;
-    const decision = decideDaskImage(imageOptions, local === undefined ? undefined : { dask: local.packages.dask, python: local.python });
+    const decision = decideDaskImage(imageOptions, imageClient(local));
     process.stderr.write(`# image ${decision.image} (${IMAGE_BASIS[decision.basis]})\n`);
     for (const d of decision.differences) process.stderr.write(`#   ${d}\n`);
     rendered = renderUserData({ ...base, image: decision.image });

@@ -228,7 +228,7 @@ export class Cluster implements AsyncDisposable {
   #workerAddress: string | undefined;
   #clientAddress: string | undefined;
   #dashboardLink: string | undefined;
-  /** Workers the scheduler listed at the last look (waitForWorkers, workers(), adapt); undefined before any. */
+  /** Workers the scheduler listed at the last look (waitForWorkers(), workers()); undefined before any. */
   #registered: number | undefined;
   #workers: Member[] = [];
   #workerSeq = 0;

@@ -7,7 +7,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BOOTSTRAP_FAILED_MARK, renderUserData, type RenderedUserData } from '../cloud-init';
 import { DEFAULT_DASHBOARD_PORT, DEFAULT_DASHBOARD_TLS_PORT, DEFAULT_SCHEDULER_PORT, protocolFor } from '../dask/command';
-import { decideDaskImage, parseRelease } from '../dask/images';
+import { decideDaskImage, imageClient, parseRelease } from '../dask/images';
 import type { DaskVersions } from '../dask/python';
 import { CloudApiError, DaskCloudError, SecurityError, TeardownError, ValidationError } from '../errors';
 import { Security } from '../security/security';
@@ -510,7 +510,7 @@ export class VMBackend implements ClusterBackend {
   async resolve(ctx: BackendContext, client: DaskVersions | undefined): Promise<void> {
     const o = this.#options;
     if (o.runtime === 'native') return;
-    const { image, basis, differences } = decideDaskImage(o, client === undefined ? undefined : { dask: client.packages.dask, python: client.python });
+    const { image, basis, differences } = decideDaskImage(o, imageClient(client));
     this.#image = image;
     ctx.emit({ type: 'image', clusterId: ctx.clusterId, image, basis, differences, at: Date.now() });
     if (differences.length > 0) {

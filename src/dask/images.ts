@@ -199,6 +199,11 @@ export interface ImageDecision {
   differences: string[];
 }
 
+/** What of a local client's versions the image choice reads (undefined: no local Python with Dask). */
+export function imageClient(versions: { packages: { dask?: string | null }; python: string } | undefined): { dask?: string | null; python?: string } | undefined {
+  return versions === undefined ? undefined : { dask: versions.packages.dask, python: versions.python };
+}
+
 /**
  * The image a VM cluster runs, from its options and the local client's Dask and Python (undefined
  * when no local Python with Dask was found): `dockerImage` as given; else the image of the
