@@ -470,8 +470,11 @@ export class LocalBackend implements ClusterBackend {
   #onOwnerEnd(ctx: BackendContext, remote: Remote): void {
     if (remote.closing || remote.closed) return;
     const who = remote.ownerPid === undefined ? "the cluster's owner" : `the cluster's owner (pid ${remote.ownerPid})`;
-    const ownerAlive = remote.owner === undefined || identityAlive(remote.owner);
-    const why = remote.ownerClosed || ownerAlive ? `${who} closed the cluster` : `${who} exited, and the cluster's processes ended with it`;
+    const why = remote.ownerClosed
+      ? `${who} closed the cluster`
+      : remote.owner !== undefined && !identityAlive(remote.owner)
+        ? `${who} exited, and the cluster's processes ended with it`
+        : `${who} stopped serving the cluster (it is exiting, and the cluster's processes end with it)`;
     ctx.memberFailed(remote.scheduler, new LocalRuntimeError('E_PROCESS_EXITED', why));
   }
 

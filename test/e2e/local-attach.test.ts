@@ -303,6 +303,19 @@ describe.runIf(enabled)('startDetachedLocal: a cluster in an owner process of it
     await expectNothingLeft(id, stateDir);
   }, 180_000);
 
+  it('its supervisor ignores SIGHUP (it has no terminal) and closes the cluster on SIGTERM, then exits, leaving nothing', async () => {
+    const up = await startDetachedLocal({ nWorkers: 1, idleTimeout: '1 hour' });
+    supervisors.push(up.pid);
+    process.kill(up.pid, 'SIGHUP');
+    // A request answered after the SIGHUP was handled: the owner is still there, with its cluster.
+    const [after] = (await LocalCluster.list()).filter((c) => c.id === up.id);
+    expect(after).toMatchObject({ state: 'running', counts: { scheduler: 1, workers: 1 } });
+    expect(pidAlive(up.pid)).toBe(true);
+    process.kill(up.pid, 'SIGTERM');
+    await eventually(() => !pidAlive(up.pid), 'the supervisor to exit after SIGTERM', CLOSE_BOUND_MS);
+    await expectNothingLeft(up.id, up.stateDir);
+  }, 180_000);
+
   it('options that cannot travel to another process, or are invalid, are a ValidationError before anything starts', async () => {
     const before = logDirs();
     const bad: Array<[string, Record<string, unknown>, RegExp]> = [
