@@ -202,6 +202,50 @@ describe.skipIf(!enabled)('EC2Cluster on simulated VMs (real cloud-init, firewal
     }
   }, 300_000);
 
+  it('up from the CLI exits and leaves the cluster running; later processes scale it to 3 and read a log; down leaves nothing', async () => {
+    await fake?.stop();
+    const f = (fake = await FakeEc2.start({ booter: new SimVmBooter(net), privateCidr: net.privateCidr, publicCidr: net.publicCidr, lifecycleMs: { pendingMs: 500, shuttingDownMs: 500 } }));
+    const cfg = f.clientConfig();
+    const env = {
+      AWS_ACCESS_KEY_ID: cfg.credentials.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: cfg.credentials.secretAccessKey,
+      AWS_EC2_METADATA_DISABLED: 'true',
+      // The VM image has Dask; the client is the same Dask (trixie's).
+      DASK_CLOUD_EC2_RUNTIME: 'native',
+      DASK_CLOUD_PYTHON: trixiePython()!,
+      DASK_CLOUD_SCHEDULER_TIMEOUT_MS: '90000',
+      DASK_CLOUD_WORKERS_TIMEOUT_MS: '90000',
+    };
+    const cli = async (args: string[]) => {
+      const c = spawnTsx(path.resolve(__dirname, '../../../src/cli.ts'), args, env);
+      const code = await c.exitWithin(180_000);
+      return { code, stdout: c.stdout(), stderr: c.stderr() };
+    };
+    const up = await cli(['up', '--provider', 'ec2', '--region', cfg.region, '--endpoint', cfg.endpoint, '--workers', '1', '--json']);
+    expect(up.code, up.stderr).toBe(0);
+    const { id, schedulerAddress, stateDir } = JSON.parse(up.stdout) as { id: string; schedulerAddress: string; stateDir: string };
+    expect(f.instances().filter((i) => i.state === 'running' || i.state === 'pending')).toHaveLength(2);
+
+    const scaled = await cli(['scale', id, '3']);
+    expect(scaled.code, scaled.stderr).toBe(0);
+    expect(scaled.stdout).toContain(`${id}: 3 workers asked (was 1), 3 registered`);
+    const logs = await cli(['logs', id, 'scheduler']);
+    expect(logs.code, logs.stderr).toBe(0);
+    expect(logs.stdout).toContain(`==> ${id}-scheduler <==`);
+    // A client on the simulated internet computes through the directory up wrote.
+    const py = await pythonIn(net, 'internet', stateDir, schedulerAddress.replace(/^tls:\/\/|:\d+$/g, ''), "from distributed import Client\nc = Client(timeout='30s')\nprint('workers', len(c.scheduler_info()['workers']))\nprint('result', c.submit(lambda: 41 + 1).result())\nc.close()");
+    expect(py.code, py.stderr.slice(-2000)).toBe(0);
+    expect(py.stdout).toMatch(/^workers 3$/m);
+
+    const down = await cli(['down', id]);
+    expect(down.code, down.stderr).toBe(0);
+    expect(Object.values(f.leaked()).flat()).toEqual([]);
+    expect(fs.existsSync(stateDir)).toBe(false);
+    await eventually(() => f.instances().every((inst) => !(net.vm(inst.instanceId)?.running ?? false)), 'the VMs to stop', 30_000);
+    expect(f.bootErrors).toEqual([]);
+    assertNoContractViolations(f);
+  }, 400_000);
+
   it('security: false + privateNetworking: plain tcp:// inside the VPC only, no public addresses', async () => {
     await fake?.stop();
     fake = await FakeEc2.start({ booter: new SimVmBooter(net), privateCidr: net.privateCidr, publicCidr: net.publicCidr, lifecycleMs: { pendingMs: 500, shuttingDownMs: 500 } });
