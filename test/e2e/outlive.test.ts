@@ -93,4 +93,42 @@ describe.runIf(have(realDask()))('up, then ls, info, scale, logs, env and down f
     expect(lost.code).toBe(1);
     expect(lost.stderr).toMatch(/no local directory for cluster .*never leave the machine that started the cluster.*E_NO_LOCAL_STATE/s);
   });
+
+  it('down --all asks (or takes --yes); down without a directory takes --provider; bad usage exits 2 with one line', { timeout: 600_000 }, async () => {
+    const t = await doTarget(4);
+    const ids: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const up = await cli(t, ['up', ...t.args, '--workers', '0', '--json']);
+      expect(up.code, up.stderr).toBe(0);
+      ids.push((JSON.parse(up.stdout) as { id: string }).id);
+    }
+    // Without a terminal and without --yes, nothing is deleted.
+    const refused = await cli(t, ['down', '--all', ...t.args]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/down --all would delete 2 cluster\(s\): pass --yes/);
+    for (const id of ids) expect(await t.leftovers(id)).not.toEqual({});
+
+    // A cluster whose directory is gone: down needs to be told where it lives.
+    const { removeClusterState } = await import('../../src/cluster/state');
+    await removeClusterState(ids[0]!);
+    const lost = await cli(t, ['down', ids[0]!]);
+    expect(lost.code).toBe(2);
+    expect(lost.stderr).toMatch(/no local directory for .*--provider/);
+    const byFlags = await cli(t, ['down', ids[0]!, ...t.args]);
+    expect(byFlags.code, byFlags.stderr).toBe(0);
+    const listed = await cli(t, ['ls', ...t.args, '--json']);
+    expect((JSON.parse(listed.stdout) as Array<{ id: string }>).map((c) => c.id)).toEqual([ids[1]]);
+
+    const all = await cli(t, ['down', '--all', ...t.args, '--yes']);
+    expect(all.code, all.stderr).toBe(0);
+    expect(all.stdout).toContain(ids[1]!);
+    // Both are gone: nothing is left on the account (the fake's whole state).
+    expect(await t.leftovers(ids[1]!)).toEqual({});
+    expect(existsSync(path.join(process.env.DASK_CLOUD_HOME!, 'clusters', ids[1]!))).toBe(false);
+
+    for (const args of [['scale', ids[1]!], ['scale', ids[1]!, 'x'], ['info'], ['info', '../etc'], ['logs', ids[1]!, 'a', 'b'], ['down'], ['down', '--all'], ['down', ids[1]!, '--all']]) {
+      const r = await cli(t, args);
+      expect([r.code, r.stderr.trim().split('\n').filter((l) => !/NodeVersionSupportWarning|AWS SDK|node >=22|upgrade|a\.co\/|trace-warnings|^$|versions published|To continue|More information/.test(l))], args.join(' ')).toEqual([2, [expect.stringMatching(new RegExp(`^dask-cloud ${args[0]}: `))]]);
+    }
+  });
 });
