@@ -452,9 +452,9 @@ export class Cluster implements AsyncDisposable {
     }
     this.#stateDir = clusterDir(this.id);
     this.#state = 'running';
-    // An attached handle deletes the cluster on a signal only when asked to (closeOnSignals: true).
+    // An attached handle deletes the cluster on a signal only when asked to (closeOnSignals: true),
+    // and never because the script that attached ends without close(): the cluster outlives it.
     if (this.options.closeOnSignals === true) registerLive(this);
-    registerOpen(this);
     await this.workers().catch(() => undefined);
     return this;
   }

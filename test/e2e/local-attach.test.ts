@@ -266,6 +266,19 @@ describe.runIf(enabled)('startDetachedLocal: a cluster in an owner process of it
     const [listed] = (await LocalCluster.list()).filter((c) => c.id === id);
     expect(listed).toMatchObject({ state: 'running', counts: { scheduler: 1, workers: 1 }, address: up.schedulerAddress, ownerPid: pid });
 
+    // A script that attaches, looks, and ends without close() leaves the cluster running: an
+    // attached handle never closes the cluster at exit (only close() or closeOnSignals: true do).
+    const looker = await script(
+      'looker.ts',
+      "import { LocalCluster } from '@root/providers/local';\n" +
+        `LocalCluster.attach(${JSON.stringify(id)}).then(async (c) => console.log('workers', (await c.workers()).length));\n`,
+    );
+    const look = run(looker);
+    expect(await look.exitWithin(START_GUARD_MS), look.output()).toBe(0);
+    expect(look.stdout()).toContain('workers 1');
+    expect(pidAlive(pid)).toBe(true);
+    expect((await LocalCluster.list()).find((c) => c.id === id)).toMatchObject({ state: 'running' });
+
     // New workers need the env the cluster was started with (never written to disk).
     const attached = await LocalCluster.attach(id, { env: { DC_ATTACH_SECRET: secret } });
     expect(attached.schedulerAddress).toBe(up.schedulerAddress);
