@@ -11,7 +11,8 @@ import { existsSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import * as path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { doTarget, ec2Target, gcpTarget, stopTargets, type Target } from '../helpers/cli-targets';
+import { doTarget, ec2Target, gcpTarget, localTarget, stopTargets, type Target } from '../helpers/cli-targets';
+import { chromium, loadPage, screenshotPath } from '../helpers/browser';
 import { have, realDask } from '../helpers/prereq';
 import { COMPUTE, pythonWithConfig } from '../helpers/python';
 import { spawnTsx, type SpawnedScript } from '../helpers/spawn';
@@ -38,6 +39,7 @@ const TARGETS: Array<[string, () => Promise<Target>]> = [
   ['ec2', () => ec2Target(6, { pendingMs: 300, shuttingDownMs: 300 })],
   ['gcp', () => gcpTarget()],
   ['digitalocean', () => doTarget(5)],
+  ['local', () => localTarget()],
 ];
 
 describe.runIf(have(realDask()))('up, then ls, info, scale, logs, env and down from later processes', () => {
@@ -52,7 +54,9 @@ describe.runIf(have(realDask()))('up, then ls, info, scale, logs, env and down f
     expect(started).toMatchObject({ kind: provider, idleTimeout: '1 hour', env: `DASK_CONFIG=${started.stateDir}` });
     expect(started.stateDir).toBe(path.join(process.env.DASK_CLOUD_HOME!, 'clusters', id));
     expect((await stat(started.stateDir)).mode & 0o777).toBe(0o700);
-    expect((await readdir(started.stateDir)).sort()).toEqual(['ca.pem', 'client.key', 'client.pem', 'cluster.record', 'dask.yaml', 'worker.key', 'worker.pem']);
+    // A VM cluster also keeps the workers' pair, for a later scale-up; a local one's owner has it.
+    const worker = provider === 'local' ? [] : ['worker.key', 'worker.pem'];
+    expect((await readdir(started.stateDir)).sort()).toEqual(['ca.pem', 'client.key', 'client.pem', 'cluster.record', 'dask.yaml', ...worker]);
     expect(await t.leftovers(id), 'the cluster keeps running after up exits').not.toEqual({});
 
     // 2. ls lists it from the cloud's labels; scale 3 attaches and registers 3 workers; logs reads them.
@@ -74,6 +78,21 @@ describe.runIf(have(realDask()))('up, then ls, info, scale, logs, env and down f
     expect(logs.stdout).toContain(`==> ${id}-worker-2 <==`);
     // DigitalOcean's API has no console output: the command says so, and where to look instead.
     expect(logs.stdout).toMatch(provider === 'digitalocean' ? /offers no console output: open the Droplet console/ : /Registered to|Start worker/i);
+
+    if (provider === 'local' && have(chromium())) {
+      // A local cluster's dashboard is its own: the command prints the link, and a real browser
+      // shows the three workers there.
+      const dash = await cli(t, ['dashboard', id]);
+      expect(dash.code, dash.stderr).toBe(0);
+      const link = dash.stdout.trim();
+      expect(link).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/status$/);
+      const shot = screenshotPath(`${id}-workers`);
+      const page = await loadPage(link.replace('/status', '/info/main/workers.html'), { screenshot: shot, timeoutMs: 90_000 });
+      for (const n of [0, 1, 2]) expect(page.dom).toContain(`${id}-worker-${n}`);
+      expect(page.dom.match(/<a href="\.\.\/worker\/tls%3A%2F%2F127\.0\.0\.1%3A\d+\.html">/g) ?? []).toHaveLength(3);
+      // eslint-disable-next-line no-console
+      console.log(`[dashboard, local] ${link}: screenshot ${shot}`);
+    }
 
     // env: Python computes on the cluster with nothing but that line.
     const env = await cli(t, ['env', id]);

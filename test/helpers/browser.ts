@@ -13,6 +13,7 @@
  * time is up, whatever happened: it forks a zygote, a GPU process and renderers.
  */
 import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -148,4 +149,11 @@ export async function loadPage(url: string, options: LoadPageOptions = {}): Prom
     await sink.close();
     rmSync(profile, { recursive: true, force: true });
   }
+}
+
+/** Where a test keeps a screenshot after the run (its path is printed in the test output). */
+export function screenshotPath(name: string): string {
+  const dir = path.join(os.tmpdir(), 'dask-cloud-screenshots');
+  fs.mkdirSync(dir, { recursive: true });
+  return path.join(dir, `${name}-${Date.now()}.png`);
 }

@@ -26,7 +26,7 @@ import { assertNoContractViolations } from '../../fakes/core';
 import { FakeEc2 } from '../../fakes/ec2';
 import { have, trixieDask, trixiePython } from '../../helpers/prereq';
 import { pythonIn } from '../../helpers/python';
-import { chromium, loadPage } from '../../helpers/browser';
+import { chromium, loadPage, screenshotPath } from '../../helpers/browser';
 import { spawnTsx, type SpawnedScript } from '../../helpers/spawn';
 import { Security } from '../../../src/security';
 import { SimNetwork, SimVmBooter, simulatedVms } from '../../sim';
@@ -156,7 +156,7 @@ describe.skipIf(!enabled)('EC2Cluster on simulated VMs (real cloud-init, firewal
 
       // A real browser through the tunnel: the workers page lists both workers (Debian's Dask has
       // no Bokeh, so /status shows Dask's note in place of the plots; see the README).
-      const shot = path.join(work, 'workers.png');
+      const shot = screenshotPath(`${cluster.id}-workers`);
       const page = await loadPage(link.replace('/status', '/info/main/workers.html'), { screenshot: shot, timeoutMs: 90_000 });
       const rows = page.dom.match(/<a href="\.\.\/worker\/tls%3A%2F%2F[\d.]+%3A\d+\.html">tls:\/\/[\d.]+:\d+<\/a>/g) ?? [];
       expect(rows, page.dom.slice(0, 2000)).toHaveLength(2);
