@@ -8,7 +8,7 @@ export type { ClusterEvent, ClusterEventListener, ClusterPhase, WarningCode } fr
 export type { ClusterBackend, Member, MemberSpec, BackendContext, SchedulerLaunch } from './cluster/backend';
 export { SchedulerClient, waitForScheduler, waitForWorkers, parseAddress } from './dask';
 export type * from './dask';
-export { daskProcessSpec, DEFAULT_SCHEDULER_PORT, DEFAULT_DASHBOARD_PORT } from './dask/command';
+export { daskProcessSpec, DEFAULT_SCHEDULER_PORT, DEFAULT_DASHBOARD_PORT, DEFAULT_DASHBOARD_TLS_PORT } from './dask/command';
 export type { DaskProcessOptions, DaskProcessSpec, DaskFile } from './dask/command';
 export { chooseDaskImage, decideDaskImage, pinnedDaskImage, DASK_IMAGE_RELEASES, DASK_IMAGE_REPOSITORY } from './dask/images';
 export type { ImageBasis, ImageDecision } from './dask/images';
@@ -18,8 +18,10 @@ export type { VersionReport, VersionMismatch, VersionSet } from './dask/versions
 export type { DaskVersions } from './dask/python';
 export { renderUserData, USER_DATA_LIMITS } from './cloud-init';
 export type * from './cloud-init';
-export { LocalCluster, findPython, cleanupLocalClusters } from '../providers/local';
-export type { LocalClusterOptions, PythonInfo, LocalCleanupOptions, LocalCleanupEntry, LocalCleanupReport } from '../providers/local';
+export { LocalCluster, findPython, cleanupLocalClusters, listLocalClusters, startDetachedLocal } from '../providers/local';
+export type { LocalClusterOptions, PythonInfo, LocalCleanupOptions, LocalCleanupEntry, LocalCleanupReport, LocalClusterSummary, DetachedLocalOptions, DetachedLocalCluster } from '../providers/local';
+export { openDashboardTunnel } from './dashboard';
+export type { DashboardTunnel, DashboardTunnelOptions } from './dashboard';
 export { VMCluster, cleanupClusters, LABELS } from './cluster/vm';
 export type { VMClusterOptions, CloudAdapter, CleanupOptions, CleanupReport, NetworkPlan, Instance, InstanceRequest } from './cluster/vm';
 export { DropletCluster, DROPLET_DEFAULTS } from '../providers/digitalocean';

@@ -19,6 +19,7 @@ import { clusterDir } from '../../src/cluster/state';
 import { daskProcessSpec, protocolFor, type DaskProcessSpec } from '../../src/dask/command';
 import { DaskCloudError, LocalRuntimeError, TeardownError } from '../../src/errors';
 import { findPython } from '../../src/dask/python';
+import { freePort } from '../../src/net';
 import { CONTROL_SOCKET, ControlServer, MAX_SOCKET_PATH, controlRequest, controlWatch, isUnreachable, type ControlEvent, type ControlWatch } from './control';
 import { CLUSTER_ENV, KEY_DIR_PREFIX, OWNER_ENV, OWNER_FILE, STOP_GRACE_MS, identityAlive, launcherArgs, ownerIdentity } from './watchdog';
 
@@ -41,18 +42,6 @@ interface Proc {
   tail: string[];
   exited: Promise<number | null>;
   stopping: boolean;
-}
-
-function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, host, () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
 }
 
 /** The parent's environment minus Dask settings, so a stray DASK_* of the caller cannot change the cluster. */

@@ -4,7 +4,6 @@
  * close. Any failure during start deletes everything created so far before the error is thrown.
  */
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
 import { inspect, type InspectOptions } from 'node:util';
 import createDebug from 'debug';
 import { Security, validateTemporaryOptions } from '../security/security';
@@ -18,6 +17,7 @@ import type { BackendContext, ClusterBackend, Member, MemberSpec } from './backe
 import type { ClusterEvent, ClusterEventListener, ClusterPhase } from './events';
 import { registerLive, registerOpen, unregisterLive, unregisterOpen } from './signals';
 import { writeClientConfig as writeConfig } from './client-config';
+import { freePort } from '../net';
 import { checkClusterId, clusterDir, loadClusterState, removeClusterState, saveClusterState, savableOptions, type ClusterRecord } from './state';
 import { PreflightReport } from './preflight';
 import {
@@ -681,7 +681,7 @@ export class Cluster implements AsyncDisposable {
       if (this.#security !== false && this.backend.dashboardTarget) {
         // The dashboard is reached through a local tunnel (openDashboard): its port is fixed now,
         // so the link in the written dask.yaml (Python's client.dashboard_link) stays right.
-        this.#dashboardLink = `http://127.0.0.1:${await freeLocalPort()}${DASHBOARD_PATH}`;
+        this.#dashboardLink = `http://127.0.0.1:${await freePort()}${DASHBOARD_PATH}`;
       }
       this.emit({ type: 'member-launched', clusterId: this.id, role: 'scheduler', memberId: launch.member.id, name: launch.member.name, at: Date.now() });
 
@@ -1334,19 +1334,6 @@ export class Cluster implements AsyncDisposable {
 
 /** The dashboard page a link names. */
 const DASHBOARD_PATH = '/status';
-
-/** A port on 127.0.0.1 that is free right now. */
-function freeLocalPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no free port'))));
-    });
-  });
-}
 
 /** How long attach() waits for the scheduler to answer. */
 const ATTACH_TIMEOUT_MS = 30_000;

@@ -21,7 +21,8 @@
  */
 import 'reflect-metadata';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { baseEnv, freePort, stopGroup, writeFiles, type Started } from '../helpers/procs';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
@@ -29,7 +30,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { Security } from '../../src/security';
-import { daskProcessSpec, type DaskFile } from '../../src/dask/command';
+import { daskProcessSpec } from '../../src/dask/command';
 import { openDashboardTunnel, type DashboardTunnel } from '../../src/dashboard';
 import { have, pythonWithDask, realDask, trixieDask, trixiePython } from '../helpers/prereq';
 import { chromium, loadPage } from '../helpers/browser';
@@ -42,18 +43,12 @@ const root = fs.mkdtempSync(path.join(os.tmpdir(), 'dc-dashboard-e2e-'));
 const home = path.join(root, 'home');
 fs.mkdirSync(home);
 
-interface Started {
-  name: string;
-  proc: ChildProcess;
-  output: () => string;
-  exited: Promise<number | null>;
-}
 const started: Started[] = [];
 const closers: (() => Promise<void> | void)[] = [];
 
 afterAll(async () => {
   for (const close of closers.reverse()) await close();
-  await Promise.all(started.map(stop));
+  await Promise.all(started.map(stopGroup));
   // Keys and logs go; screenshots stay for people to look at.
   for (const entry of fs.readdirSync(root)) {
     if (entry !== 'screenshots') fs.rmSync(path.join(root, entry), { recursive: true, force: true });
@@ -61,52 +56,8 @@ afterAll(async () => {
   if (!fs.existsSync(path.join(root, 'screenshots'))) fs.rmSync(root, { recursive: true, force: true });
 });
 
-async function stop(p: Started): Promise<void> {
-  const pid = p.proc.pid;
-  if (pid === undefined) return;
-  const group = (signal: NodeJS.Signals) => {
-    try {
-      process.kill(-pid, signal); // the process group made with `detached: true`
-    } catch {
-      /* already gone */
-    }
-  };
-  if (p.proc.exitCode === null && p.proc.signalCode === null) {
-    group('SIGTERM');
-    await Promise.race([p.exited, new Promise((r) => setTimeout(r, 5_000))]);
-  }
-  // SIGKILL the group in any case: a nanny's worker child may outlive its parent.
-  group('SIGKILL');
-  if (p.proc.exitCode === null && p.proc.signalCode === null) await Promise.race([p.exited, new Promise((r) => setTimeout(r, 5_000))]);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** Writes files the way a VM's cloud-init does: the mode from the spec, whatever the umask. */
-function writeFiles(files: DaskFile[]): void {
-  for (const f of files) {
-    fs.mkdirSync(path.dirname(f.path), { recursive: true, mode: 0o700 });
-    fs.writeFileSync(f.path, f.content, { mode: Number.parseInt(f.mode, 8) });
-    fs.chmodSync(f.path, Number.parseInt(f.mode, 8));
-  }
-}
-
-/** Minimal environment: nothing of ours (no DASK_* from the test runner) leaks into Python. */
-function baseEnv(extra: Record<string, string> = {}): Record<string, string> {
-  return { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home, PYTHONWARNINGS: 'ignore', ...extra };
-}
-
 function startProcess(name: string, command: string, args: string[], env: Record<string, string> = {}): Started {
-  const proc = spawn(command, args, { env: baseEnv(env), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(command, args, { env: baseEnv(home, env), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   proc.stdout!.on('data', (d) => (out += d));
   proc.stderr!.on('data', (d) => (out += d));

@@ -9,6 +9,7 @@ import { connect, createServer } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../../src/net';
 import { Security } from '../../src/security/security';
 import { DaskCommError, DaskCloudError } from '../../src/errors';
 import {
@@ -35,17 +36,6 @@ interface DaskProc {
 
 const procs: DaskProc[] = [];
 const dirs: string[] = [];
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, HOST, () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /**
  * A port that accepts connections and never says a word: the deterministic "peer that never

@@ -11,6 +11,7 @@
  * Everything binds to and dials 127.0.0.1 only; every process is killed by its group id.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../../src/net';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -46,17 +47,6 @@ afterAll(async () => {
   }
   fs.rmSync(root, { recursive: true, force: true });
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** A real `dask scheduler` on 127.0.0.1, launched from the same spec LocalCluster and the VMs use. */
 async function startScheduler(name: string, security: Security): Promise<number> {

@@ -7,14 +7,15 @@
  * process group and is killed by that id in afterAll, whatever happened.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { baseEnv, freePort, stopGroup, writeFiles, type Started } from '../helpers/procs';
+import { spawn, execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Security, type TlsRole } from '../../src/security';
 import { createCa, issueLeaf, validityWindow } from '../../src/security/generate';
-import { daskProcessSpec, protocolFor, type DaskFile } from '../../src/dask/command';
+import { daskProcessSpec, protocolFor } from '../../src/dask/command';
 import { have, pythonWithDask, realDask } from '../helpers/prereq';
 
 const enabled = have(realDask());
@@ -25,66 +26,15 @@ const root = fs.mkdtempSync(path.join(os.tmpdir(), 'dc-tls-e2e-'));
 const home = path.join(root, 'home');
 fs.mkdirSync(home);
 
-interface Started {
-  name: string;
-  proc: ChildProcess;
-  output: () => string;
-  exited: Promise<number | null>;
-}
 const started: Started[] = [];
 
 afterAll(async () => {
-  await Promise.all(started.map(stop));
+  await Promise.all(started.map(stopGroup));
   fs.rmSync(root, { recursive: true, force: true });
 });
 
-async function stop(p: Started): Promise<void> {
-  const pid = p.proc.pid;
-  if (pid === undefined) return;
-  const group = (signal: NodeJS.Signals) => {
-    try {
-      process.kill(-pid, signal); // the process group we created with `detached: true`
-    } catch {
-      /* already gone */
-    }
-  };
-  const running = p.proc.exitCode === null && p.proc.signalCode === null;
-  if (running) {
-    group('SIGTERM');
-    await Promise.race([p.exited, new Promise((r) => setTimeout(r, 5_000))]);
-  }
-  // SIGKILL the group in any case: a nanny's worker child may outlive its parent.
-  group('SIGKILL');
-  if (p.proc.exitCode === null && p.proc.signalCode === null) await Promise.race([p.exited, new Promise((r) => setTimeout(r, 5_000))]);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** Writes files the way a VM's cloud-init does: the mode from the spec, whatever the umask. */
-function writeFiles(files: DaskFile[]): void {
-  for (const f of files) {
-    fs.mkdirSync(path.dirname(f.path), { recursive: true, mode: 0o700 });
-    fs.writeFileSync(f.path, f.content, { mode: Number.parseInt(f.mode, 8) });
-    fs.chmodSync(f.path, Number.parseInt(f.mode, 8));
-  }
-}
-
-/** Minimal environment: nothing of ours (no DASK_* from the test runner) leaks into Python. */
-function baseEnv(extra: Record<string, string> = {}): Record<string, string> {
-  return { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home, PYTHONWARNINGS: 'ignore', ...extra };
-}
-
 function startDask(name: string, args: string[], env: Record<string, string>): Started {
-  const proc = spawn(pythonWithDask()!, ['-m', 'dask', ...args], { env: baseEnv(env), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(pythonWithDask()!, ['-m', 'dask', ...args], { env: baseEnv(home, env), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   proc.stdout!.on('data', (d) => (out += d));
   proc.stderr!.on('data', (d) => (out += d));
@@ -153,7 +103,7 @@ function python(script: string, arg: unknown, env: Record<string, string> = {}, 
     execFile(
       pythonWithDask()!,
       ['-c', script, JSON.stringify(arg)],
-      { env: baseEnv(env), timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 4 << 20 },
+      { env: baseEnv(home, env), timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 4 << 20 },
       (err, stdout, stderr) => {
         const last = stdout.trim().split('\n').pop() ?? '';
         let json: Record<string, unknown> = {};

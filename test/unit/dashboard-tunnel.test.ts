@@ -6,6 +6,7 @@
  */
 import 'reflect-metadata';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../../src/net';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { Security } from '../../src/security';
@@ -92,17 +93,6 @@ async function track(t: Promise<DashboardTunnel>): Promise<DashboardTunnel> {
   const tunnel = await t;
   closers.push(() => tunnel.close());
   return tunnel;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 /** True when 127.0.0.1:port can be bound right now (nothing listens there). */
