@@ -109,6 +109,20 @@ describe('VMBackend', () => {
     expect(priv.privateNetworking).toBe(true);
   });
 
+  it('the dashboard tunnel dials the terminator on the address clients use: public, or private in private mode; none without TLS', async () => {
+    const sec = await Security.temporary();
+    const scheduler = { id: 'i-1', role: 'scheduler' as const, name: 'c-scheduler', privateHost: '10.0.0.2', publicHost: '203.0.113.7' };
+    const pub = new VMBackend(new MemoryCloud(10), {});
+    await pub.prepare(context('d1', sec));
+    expect(pub.dashboardTarget(scheduler)).toEqual({ host: '203.0.113.7', port: 8788 });
+    const priv = new VMBackend(new MemoryCloud(10), { privateNetworking: true });
+    await priv.prepare(context('d2', sec));
+    expect(priv.dashboardTarget(scheduler)).toEqual({ host: '10.0.0.2', port: 8788 });
+    const plain = new VMBackend(new MemoryCloud(10), { privateNetworking: true });
+    await plain.prepare(context('d3', false));
+    expect(plain.dashboardTarget(scheduler)).toBeUndefined();
+  });
+
   it('warns loudly when security is off and the scheduler is publicly reachable', async () => {
     const events: ClusterEvent[] = [];
     await new VMBackend(new MemoryCloud(10), {}).prepare(context('c4', false, events));
