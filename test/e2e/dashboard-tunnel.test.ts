@@ -21,8 +21,7 @@
  */
 import 'reflect-metadata';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { baseEnv, freePort, stopGroup, writeFiles, type Started } from '../helpers/procs';
-import { spawn } from 'node:child_process';
+import { freePort, startGroup, stopGroup, writeFiles, type Started } from '../helpers/procs';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
@@ -57,12 +56,7 @@ afterAll(async () => {
 });
 
 function startProcess(name: string, command: string, args: string[], env: Record<string, string> = {}): Started {
-  const proc = spawn(command, args, { env: baseEnv(home, env), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  proc.stdout!.on('data', (d) => (out += d));
-  proc.stderr!.on('data', (d) => (out += d));
-  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
-  const s = { name, proc, output: () => out, exited };
+  const s = startGroup(name, command, args, home, env);
   started.push(s);
   return s;
 }

@@ -7,8 +7,8 @@
  * process group and is killed by that id in afterAll, whatever happened.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { baseEnv, freePort, stopGroup, writeFiles, type Started } from '../helpers/procs';
-import { spawn, execFile } from 'node:child_process';
+import { baseEnv, freePort, startGroup, stopGroup, writeFiles, type Started } from '../helpers/procs';
+import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -34,12 +34,7 @@ afterAll(async () => {
 });
 
 function startDask(name: string, args: string[], env: Record<string, string>): Started {
-  const proc = spawn(pythonWithDask()!, ['-m', 'dask', ...args], { env: baseEnv(home, env), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  proc.stdout!.on('data', (d) => (out += d));
-  proc.stderr!.on('data', (d) => (out += d));
-  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
-  const s = { name, proc, output: () => out, exited };
+  const s = startGroup(name, pythonWithDask()!, ['-m', 'dask', ...args], home, env);
   started.push(s);
   return s;
 }

@@ -1,5 +1,5 @@
 /** Processes a test starts in their own process group (`detached: true`), and files laid out as a VM would have them. */
-import type { ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { DaskFile } from '../../src/dask/command';
@@ -44,4 +44,14 @@ export function writeFiles(files: DaskFile[]): void {
 /** Minimal environment: nothing of ours (no DASK_* from the test runner) leaks into Python. */
 export function baseEnv(home: string, extra: Record<string, string> = {}): Record<string, string> {
   return { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home, PYTHONWARNINGS: 'ignore', ...extra };
+}
+
+/** Starts `command` in a process group of its own (for stopGroup), with baseEnv(home, env), collecting its output. */
+export function startGroup(name: string, command: string, args: string[], home: string, env: Record<string, string> = {}): Started {
+  const proc = spawn(command, args, { env: baseEnv(home, env), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout!.on('data', (d) => (out += d));
+  proc.stderr!.on('data', (d) => (out += d));
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  return { name, proc, output: () => out, exited };
 }
