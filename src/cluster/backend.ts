@@ -95,6 +95,11 @@ export interface ClusterBackend {
    * left.
    */
   teardown(ctx: BackendContext): Promise<void>;
+  /**
+   * `teardown` deletes every member itself (a VM backend sweeps by label, in one call where the
+   * cloud can), so `close()` does not stop the members one by one first.
+   */
+  readonly teardownDeletesMembers?: boolean;
   /** The command that deletes what a failed teardown left behind (with the flags naming the location). */
   cleanupCommand?(clusterId: string): string;
   /**

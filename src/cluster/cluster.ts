@@ -1199,7 +1199,7 @@ export class Cluster implements AsyncDisposable {
       await this.#phase('close', async () => {
         const members = this.members;
         try {
-          if (members.length > 0) await this.backend.stopMembers(ctx, [...members]);
+          if (members.length > 0 && !this.backend.teardownDeletesMembers) await this.backend.stopMembers(ctx, [...members]);
         } catch (err) {
           // The backend's sweep below deletes them again (and says what is left if that fails too).
           this.log('stopping members failed, the teardown sweep retries: %s', errorMessage(err));

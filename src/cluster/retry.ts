@@ -4,6 +4,7 @@
  * error says what was being attempted and the last failure observed.
  */
 import { DaskCloudError } from '../errors';
+import { onAbort } from './abort';
 
 export interface RetryClock {
   now(): number;
@@ -15,15 +16,17 @@ export const realClock: RetryClock = {
   sleep: (ms, signal) =>
     new Promise((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason);
+      // One shared listener per signal: a thousand calls backing off together add no more.
+      const dispose = signal
+        ? onAbort(signal, () => {
+            clearTimeout(t);
+            reject(signal.reason);
+          })
+        : undefined;
       const t = setTimeout(() => {
-        signal?.removeEventListener('abort', onAbort);
+        dispose?.();
         resolve();
       }, ms);
-      const onAbort = () => {
-        clearTimeout(t);
-        reject(signal?.reason);
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
     }),
 };
 
@@ -39,6 +42,11 @@ export interface RetryOptions {
   maxDelayMs?: number;
   /** Server-suggested delay for an error (e.g. Retry-After), used instead of the backoff when given. */
   retryAfterMs?: (err: unknown) => number | undefined;
+  /**
+   * Ms of the time elapsed so far that do not count against `timeoutMs`: time spent queued
+   * behind the pipeline's own pacing is waiting the library chose, not the cloud failing.
+   */
+  notCountedMs?: () => number;
   signal?: AbortSignal;
   clock?: RetryClock;
   random?: () => number;
@@ -58,7 +66,7 @@ export async function retry<T>(fn: (attempt: number) => Promise<T>, options: Ret
       if (!options.retryable(err)) throw err;
       const suggested = options.retryAfterMs?.(err);
       const delay = suggested ?? Math.floor(random() * Math.min(max, base * 2 ** (attempt - 1)));
-      if (clock.now() + delay > deadline) {
+      if (clock.now() - (options.notCountedMs?.() ?? 0) + delay > deadline) {
         throw new DaskCloudError('E_TIMEOUT', `${options.what}: gave up after ${attempt} attempts in ${options.timeoutMs} ms; last error: ${err instanceof Error ? err.message : String(err)}`, {
           cause: err,
           details: { attempts: attempt },

@@ -154,6 +154,11 @@ export interface CloudAdapter {
   /** Wait until the instance has its private (and, if wanted, public) address. */
   waitForAddresses(ctx: AdapterContext, instance: Instance, wantPublic: boolean): Promise<Instance>;
   deleteInstances(ctx: AdapterContext, ids: string[]): Promise<void>;
+  /**
+   * Deletes every instance carrying the cluster label in one call, where the cloud has one
+   * (DigitalOcean's delete by tag). Teardown and cleanup then make no call per instance.
+   */
+  deleteLabelled?(ctx: AdapterContext): Promise<void>;
   /** Every instance carrying the cluster label (for the sweep on close). */
   listInstances(ctx: AdapterContext): Promise<Instance[]>;
   /**
@@ -278,6 +283,15 @@ export async function listVmClusters(adapter: CloudAdapter, options: { signal?: 
 }
 
 /**
+ * Deletes all of a cluster's instances: in one call by label where the adapter can (every
+ * instance is labelled when it is created), else one call per id.
+ */
+async function deleteMembers(adapter: CloudAdapter, ctx: AdapterContext, ids: string[]): Promise<void> {
+  if (adapter.deleteLabelled) await adapter.deleteLabelled(ctx);
+  else await adapter.deleteInstances(ctx, ids);
+}
+
+/**
  * Delete the resources of clusters left behind (a killed laptop, a crashed service): instances
  * by label, then the per-cluster network resources. Safe to run any time: "not found" is done.
  */
@@ -301,7 +315,7 @@ export async function cleanupClusters(adapter: CloudAdapter, options: CleanupOpt
     try {
       entry.instances = (await adapter.listInstances(ctx)).map((i) => i.id);
       if (options.dryRun) continue;
-      if (entry.instances.length > 0) await adapter.deleteInstances(ctx, entry.instances);
+      if (entry.instances.length > 0) await deleteMembers(adapter, ctx, entry.instances);
       await retry(() => adapter.deleteNetwork(ctx), {
         retryable: (err) => adapter.isDependencyError?.(err) ?? false,
         timeoutMs: 5 * 60_000,
@@ -425,6 +439,8 @@ const RENDER_OPTION_NAMES: Record<string, string> = {
 
 export class VMBackend implements ClusterBackend {
   readonly kind: string;
+  /** Teardown deletes every instance it created or finds by label: close() needs no round of its own. */
+  readonly teardownDeletesMembers = true;
   readonly #adapter: CloudAdapter;
   readonly #options: VMClusterOptions;
   /** Every instance id ever created, so rollback never depends on a create call having returned. */
@@ -818,28 +834,48 @@ export class VMBackend implements ClusterBackend {
     this.#watch = undefined;
     this.#watched.clear();
     const actx = this.#actx(ctx);
-    // Sweep by label as well: an instance whose create call timed out still carries it.
-    let listed: Instance[] = [];
-    try {
-      listed = await this.#adapter.listInstances(actx);
-    } catch (err) {
-      ctx.log('listing instances for the sweep failed: %s', (err as Error).message);
-    }
-    const ids = new Set([...this.#created, ...listed.map((i) => i.id)]);
     // Every deletion is tried even when one fails; what could not be deleted is named at the end.
     const leftovers: string[] = [];
     const errors: unknown[] = [];
     let instancesGone = true;
-    if (ids.size > 0) {
+    const failed = (err: unknown, what: string): void => {
+      instancesGone = false;
+      errors.push(err);
+      leftovers.push(what);
+      ctx.log('deleting instances failed: %s', (err as Error).message);
+    };
+    if (this.#adapter.deleteLabelled) {
+      // One call by label reaches every instance, also one whose create answer was lost.
       try {
-        await this.#adapter.deleteInstances(actx, [...ids]);
+        await this.#adapter.deleteLabelled(actx);
         this.#created.clear();
       } catch (err) {
-        instancesGone = false;
-        errors.push(err);
-        leftovers.push(`instances ${[...ids].join(', ')}`);
-        ctx.log('deleting instances failed: %s', (err as Error).message);
+        failed(err, this.#created.size > 0 ? `instances ${[...this.#created].join(', ')}` : `instances labelled ${ctx.clusterId}`);
       }
+    } else {
+      // What this process created goes at once; then a sweep by label finds what a lost create
+      // answer hid. What was just deleted is not asked for again; what failed is not retried here.
+      const tried = new Set<string>();
+      const remove = async (ids: string[]): Promise<void> => {
+        if (ids.length === 0) return;
+        for (const id of ids) tried.add(id);
+        try {
+          await this.#adapter.deleteInstances(actx, ids);
+          for (const id of ids) this.#created.delete(id);
+        } catch (err) {
+          failed(err, `instances ${ids.join(', ')}`);
+        }
+      };
+      await remove([...this.#created]);
+      let listed: Instance[] = [];
+      try {
+        listed = await this.#adapter.listInstances(actx);
+      } catch (err) {
+        ctx.log('listing instances for the sweep failed: %s', (err as Error).message);
+      }
+      // Also what a create call in flight reported meanwhile.
+      const rest = new Set([...this.#created, ...listed.map((i) => i.id)]);
+      await remove([...rest].filter((id) => !tried.has(id)));
     }
     if (this.#networkCreated) {
       try {

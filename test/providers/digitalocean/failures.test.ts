@@ -86,8 +86,8 @@ describe.runIf(enabled)('DropletCluster start failures roll back everything', ()
     expect(Date.now() - started).toBeLessThan(10_000);
     expect(err.details.phase).toBe('scheduler');
     expect(err.message).toMatch(/did not become active with their addresses within 600 ms .*-scheduler \(\d+\): new/);
-    // The scheduler never became a member: the rollback finds its Droplet by the create record and the sweep.
-    expect(sequenceSince(f, 0)).toEqual([...PREFLIGHT, 'tags_create', 'firewalls_create', 'droplets_create', 'droplets_get', 'droplets_list', 'droplets_destroy', ...NETWORK_TEARDOWN]);
+    // The scheduler never became a member: the rollback deletes its Droplet by the cluster tag.
+    expect(sequenceSince(f, 0)).toEqual([...PREFLIGHT, 'tags_create', 'firewalls_create', 'droplets_create', 'droplets_get', 'droplets_destroy_byTag', ...NETWORK_TEARDOWN]);
     await expectNothingLeft(f);
   });
 
@@ -126,7 +126,7 @@ describe.runIf(enabled)('DropletCluster start failures roll back everything', ()
     await expectNothingLeft(f);
   });
 
-  it('12 workers are created in 2 requests (10 + 2); a workers-phase failure deletes all 13 Droplets', async () => {
+  it('12 workers are created in 2 requests (10 + 2); a workers-phase failure deletes all 13 Droplets in one call by tag', async () => {
     const f = await startFake(SLOT, { booter: schedulerOnly });
     fakes.push(f);
     const cluster = track(newCluster(f, { nWorkers: 12, workersTimeoutMs: 1_000 }));
@@ -141,7 +141,8 @@ describe.runIf(enabled)('DropletCluster start failures roll back everything', ()
     expect(creates[0]).toEqual([`${cluster.id}-scheduler`]);
     expect(creates.slice(1).map((n) => n.length).sort()).toEqual([10, 2]);
     expect(creates.slice(1).flat().sort()).toEqual(Array.from({ length: 12 }, (_, i) => `${cluster.id}-worker-${i}`).sort());
-    expect(opsSince(f, 0).filter((o) => o === 'droplets_destroy')).toHaveLength(13);
+    // All 13 in one delete by the cluster tag.
+    expect(opsSince(f, 0).filter((o) => o.startsWith('droplets_destroy'))).toEqual(['droplets_destroy_byTag']);
     expect(f.leaked()).toEqual({});
     await f.settle();
     expect(schedulerOnly!.pids()).toEqual([]);
@@ -232,7 +233,7 @@ describe.runIf(enabled)('DropletCluster.cleanup: what a killed process left behi
     expect(report.clusters.map((c) => [c.clusterId, c.deleted, c.error])).toEqual([[left.id, true, undefined]]);
     // Found by the dask-cloud tag, firewall names and cluster tags; then the cluster's Droplets by
     // its tag, its firewall by name, and its own tags.
-    expect(sequenceSince(f, mark)).toEqual(['droplets_list', 'firewalls_list', 'tags_list', 'droplets_list', 'droplets_destroy', 'firewalls_list', ...NETWORK_TEARDOWN]);
+    expect(sequenceSince(f, mark)).toEqual(['droplets_list', 'firewalls_list', 'tags_list', 'droplets_list', 'droplets_destroy_byTag', 'firewalls_list', ...NETWORK_TEARDOWN]);
     await expectNothingLeft(f);
     await left.close(); // still fine: everything is "not found", which counts as done
   });

@@ -143,7 +143,7 @@ describe('item 8: a rollback that cannot delete everything', () => {
   it('item 8: a failing Droplet delete keeps the real cause, lists what is left, gives the cleanup command, still deletes the firewall; the cleanup empties the account', async () => {
     const f = await fake();
     f.faults.fail('droplets_get', { status: 422, code: 'unprocessable_entity', message: 'the real cause' }, { nth: 1 });
-    f.faults.fail('droplets_destroy', FORBIDDEN, { times: 100 });
+    f.faults.fail('droplets_destroy_byTag', FORBIDDEN, { times: 100 });
     const cluster = track(newCluster(f, { nWorkers: 1 }));
     const err = await cluster.start().then(
       () => undefined,
@@ -161,7 +161,7 @@ describe('item 8: a rollback that cannot delete everything', () => {
     expect(e.message).toContain(command);
     expect(cluster.state).toBe('failed');
     // Every deletion was tried: the Droplet (refused), and the firewall all the same.
-    expect(f.server.calls('droplets_destroy').length).toBeGreaterThan(0);
+    expect(f.server.calls('droplets_destroy_byTag').length).toBeGreaterThan(0);
     expect(f.server.calls('firewalls_delete').map((c) => c.status)).toEqual([204]);
     // The cluster tag stays while a Droplet carries it: the cleanup finds the Droplet by it.
     expect(f.tagNames()).toContain(clusterTag(cluster.id));
@@ -217,8 +217,7 @@ describe('the cluster tag in the whole call sequence', () => {
       'firewalls_create',
       'droplets_create',
       'droplets_get',
-      'droplets_list',
-      'droplets_destroy',
+      'droplets_destroy_byTag',
       'firewalls_delete',
       'tags_get',
       'tags_delete',
