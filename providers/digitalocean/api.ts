@@ -27,11 +27,12 @@ export type DotsClient = ReturnType<typeof DotsModule.createApiClient>;
 export const DEFAULT_ENDPOINT = 'https://api.digitalocean.com/v2';
 
 /**
- * DigitalOcean's documented request budget: 250 requests a minute, bursty (and 5,000 an hour,
- * which the `retry-after` of its 429 answers covers). Requests are started no faster, so a
- * thousand deletes are paced instead of answered 429.
+ * DigitalOcean's documented request budget is 250 requests a minute, bursty (and 5,000 an hour,
+ * which the `retry-after` of its 429 answers covers). Requests are started a little slower than
+ * that (240 at once, then 4 a second), so that our bucket and DigitalOcean's, whose clocks differ
+ * by each request's travel time, agree: a thousand requests are paced instead of answered 429.
  */
-export const DO_REQUEST_RATE: LimiterRate = Object.freeze({ burst: 250, perSecond: 250 / 60 });
+export const DO_REQUEST_RATE: LimiterRate = Object.freeze({ burst: 240, perSecond: 4 });
 
 type Log = (format: string, ...args: unknown[]) => void;
 

@@ -81,8 +81,9 @@ export class Limiter {
   hold(ms: number): void {
     this.#holdUntil = Math.max(this.#holdUntil, this.#now() + ms);
     if (this.#rate) {
-      this.#refill();
+      // The budget starts refilling when the hold ends: calls resume at the rate, not in a burst.
       this.#tokens = 0;
+      this.#refilledAt = Math.max(this.#refilledAt, this.#holdUntil);
     }
   }
 
@@ -149,6 +150,7 @@ export class Limiter {
   #refill(): void {
     const rate = this.#rate!;
     const now = this.#now();
+    if (now <= this.#refilledAt) return;
     this.#tokens = Math.min(rate.burst, this.#tokens + ((now - this.#refilledAt) / 1000) * rate.perSecond);
     this.#refilledAt = now;
   }

@@ -72,6 +72,29 @@ describe('DigitalOcean request pipeline', () => {
     expect(statuses.filter((s) => s === 200)).toHaveLength(62);
   });
 
+  it('requests are started no faster than the request budget: past the burst, none is answered 429', async () => {
+    const perMinute = 120;
+    // A little under the budget, as DO_REQUEST_RATE is: the two buckets' clocks differ by the request's travel time.
+    const rate = { burst: perMinute - 4, perSecond: (0.95 * perMinute) / 60 };
+    const { fake, api } = await setup({ rate });
+    fake.throttle({ perMinute });
+    const extra = 8;
+    const started = Date.now();
+    await Promise.all(Array.from({ length: perMinute + extra }, () => list(api)));
+    // The burst goes at once; the rest wait for the budget to refill.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(((perMinute + extra - rate.burst) / rate.perSecond) * 1000 - 50);
+    const statuses = fake.server.calls('droplets_list').map((c) => c.status);
+    expect(statuses).toHaveLength(perMinute + extra);
+    expect(statuses.filter((s) => s !== 200)).toEqual([]);
+  });
+
+  it('a 429 holds every queued request for as long as DigitalOcean asks, instead of each being refused in turn', async () => {
+    const { fake, api } = await setup({ maxConcurrentRequests: 1 });
+    fake.faults.fail('droplets_list', { status: 429, code: 'too_many_requests', message: 'API Rate limit exceeded.', headers: { 'retry-after': '1' } }, { times: 1 });
+    await Promise.all(Array.from({ length: 5 }, () => list(api)));
+    expect(fake.server.calls('droplets_list').map((c) => c.status)).toEqual([429, 200, 200, 200, 200, 200]);
+  });
+
   it('5xx is retried for reads, not for creates (no idempotency token: the caller reconciles)', async () => {
     const { fake, api } = await setup();
     fake.faults.fail('droplets_list', { status: 503, code: 'service_unavailable' }, { times: 2 });
