@@ -177,6 +177,8 @@ export class DropletAdapter implements CloudAdapter {
   #own: { clusterId: string; firewallId?: string; firewall: 'none' | 'created' | 'unknown' } | undefined;
   /** Expiry tags seen on each cluster's Droplets (they are shared by name, so only these are candidates for deletion). */
   readonly #expiryTags = new Map<string, Set<string>>();
+  /** The list the waiting worker batches share (see #pollTagged). */
+  #poll: { clusterId: string; at: number; pending: boolean; pages: number; result: Promise<Droplet[]> } | undefined;
   /** Private Droplets turned out not to be offered in this region: use public networking + firewall. */
   #privateDropletsUnavailable = false;
   readonly #names = new Map<string, string>();
@@ -209,7 +211,7 @@ export class DropletAdapter implements CloudAdapter {
   }
 
   #call<T>(ctx: AdapterContext, operation: string, fn: (client: DotsClient) => Promise<{ data: T }>, idempotent: boolean): Promise<T> {
-    return this.#api.call(operation, fn, { signal: ctx.signal, idempotent, log: ctx.log });
+    return this.#api.call(operation, fn, { signal: ctx.signal, idempotent, log: ctx.log, pacing: ctx.pacing });
   }
 
   /** Every page of a list operation. */
@@ -779,7 +781,7 @@ export class DropletAdapter implements CloudAdapter {
       throw ctx.signal.reason;
     }
     // Workers are returned with their private address: scale-down matches Dask workers by host.
-    if (request.role === 'worker') return this.#waitActive(ctx, instances, () => this.#listTagged(ctx), false);
+    if (request.role === 'worker') return this.#waitActive(ctx, instances, () => this.#pollTagged(ctx), false);
     return instances;
   }
 
@@ -791,6 +793,7 @@ export class DropletAdapter implements CloudAdapter {
           signal: ctx.signal,
           idempotent: false,
           log: ctx.log,
+          pacing: ctx.pacing,
         });
         return r.droplets;
       } catch (err) {
@@ -930,6 +933,31 @@ export class DropletAdapter implements CloudAdapter {
     const seen = this.#expiryTags.get(clusterId) ?? new Set<string>();
     for (const t of expiry) seen.add(t);
     this.#expiryTags.set(clusterId, seen);
+  }
+
+  /**
+   * The cluster's Droplets for a poll, shared by every batch waiting at the time: a hundred
+   * batches of ten share one list (a page per 200 Droplets) instead of listing a hundred times.
+   * A list is reused while it is in flight and for a poll interval after it started; with many
+   * pages the interval grows to a second per page, so polling takes at most a quarter of
+   * DigitalOcean's sustained request budget (4 a second).
+   */
+  #pollTagged(ctx: AdapterContext): Promise<Droplet[]> {
+    const last = this.#poll;
+    const now = Date.now();
+    if (last && last.clusterId === ctx.clusterId && (last.pending || now - last.at < Math.max(this.#o.pollIntervalMs, last.pages * 1_000))) return last.result;
+    const entry = { clusterId: ctx.clusterId, at: now, pending: true, pages: last?.pages ?? 1, result: this.#listTagged(ctx) };
+    this.#poll = entry;
+    entry.result.then(
+      (droplets) => {
+        entry.pending = false;
+        entry.pages = Math.max(1, Math.ceil(droplets.length / PER_PAGE));
+      },
+      () => {
+        if (this.#poll === entry) this.#poll = undefined;
+      },
+    );
+    return entry.result;
   }
 
   async #listTagged(ctx: AdapterContext, tag = clusterTag(ctx.clusterId)): Promise<Droplet[]> {

@@ -64,6 +64,8 @@ export interface CallOptions {
    */
   idempotent: boolean;
   log?: Log;
+  /** Told when requests wait for the request budget (the caller decides how often to say so). */
+  pacing?: (info: { operation: string; message: string; remaining: number; perSecond: number }) => void;
 }
 
 /** A non-2xx answer to a raw request, shaped like what we read from axios errors. */
@@ -310,6 +312,7 @@ export class DoApi {
     const clock = this.#clock ?? realClock;
     // Time queued behind our own pacing is not the cloud failing: it does not count against the deadline.
     let queuedMs = 0;
+    this.#notePacing(operation, options);
     try {
       return await retry(
         async (n) => {
@@ -344,7 +347,16 @@ export class DoApi {
           random: this.#random,
           onRetry: (err, n, delay) => {
             // Told to come back later: every queued request waits too, instead of being refused in turn.
-            if (statusOf(err) === 429) this.#limiter.hold(delay);
+            if (statusOf(err) === 429) {
+              this.#limiter.hold(delay);
+              const queued = this.#limiter.queued + 1;
+              options.pacing?.({
+                operation,
+                message: `DigitalOcean answered 429 (its 250 requests a minute are spent, also by other clients of the account): ${queued} requests wait ${Math.ceil(delay / 1000)} s as it asks`,
+                remaining: queued,
+                perSecond: this.#limiter.rate?.perSecond ?? 0,
+              });
+            }
             log?.('%s: retry %d in %d ms (%s)', operation, n, delay, (err as Error).message);
           },
         },
@@ -359,6 +371,19 @@ export class DoApi {
       }
       throw err;
     }
+  }
+
+  /** Tells the caller that this request waits for DigitalOcean's request budget. */
+  #notePacing(operation: string, options: CallOptions): void {
+    const rate = this.#limiter.rate;
+    if (!options.pacing || !rate || this.#limiter.waitMs() === 0) return;
+    const queued = this.#limiter.queued + 1;
+    options.pacing({
+      operation,
+      message: `DigitalOcean allows 250 requests a minute: ${queued} requests wait, sent at ${rate.perSecond}/s`,
+      remaining: queued,
+      perSecond: rate.perSecond,
+    });
   }
 
   /** Requests in flight now (for tests). */

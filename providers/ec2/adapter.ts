@@ -13,6 +13,7 @@
 import { createHash } from 'node:crypto';
 import type * as Ec2Sdk from '@aws-sdk/client-ec2';
 import { realClock, retry } from '../../src/cluster/retry';
+import { Budget } from '../../src/cluster/limiter';
 import { cloudDate, LABELS, type AdapterContext, type CloudAdapter, type ClusterListing, type Instance, type InstanceRequest, type NetworkPlan } from '../../src/cluster/vm';
 import type { MemberRole } from '../../src/cluster/backend';
 import { USER_DATA_LIMITS } from '../../src/cloud-init';
@@ -91,6 +92,10 @@ export class Ec2Adapter implements CloudAdapter {
 
   readonly api: Ec2Api;
   readonly #settings: Ec2Settings;
+  /** The account's RunInstances launch budget, as far as this cluster has spent it. */
+  readonly #launches: Budget;
+  /** Instances waiting to be launched, over every batch in flight (for pacing messages). */
+  #launchesLeft = 0;
   #images = new Map<string, ResolvedImage>();
   #network: ResolvedNetwork | undefined;
   /** The per-cluster security group, once created (or found after an ambiguous create). */
@@ -107,6 +112,10 @@ export class Ec2Adapter implements CloudAdapter {
   constructor(options: Ec2AdapterOptions) {
     this.#settings = options.settings;
     this.api = new Ec2Api({ ...options.api, region: options.settings.region });
+    // Refilled a little slower than AWS's bucket: ours counts from when a launch is sent, AWS's
+    // from when it arrives, so at the exact rate a paced launch can arrive a moment early.
+    const { burst, perSecond } = options.settings.launchRate;
+    this.#launches = new Budget({ burst, perSecond: perSecond * 0.95 });
   }
 
   /** The security group ids instances are launched into. */
@@ -671,11 +680,64 @@ export class Ec2Adapter implements CloudAdapter {
   // -------------------------------------------------------------------------------------------
   // Instances
 
+  /**
+   * Launches within the account's instance-launch budget (`launchRate`): a batch the budget
+   * covers goes in one RunInstances; beyond it, the rest goes in steps of `PACED_LAUNCH` as the
+   * budget refills, with a `pacing` event, instead of being refused. When EC2 still answers
+   * RequestLimitExceeded (another process or cluster spent the budget), the budget is taken as
+   * empty and the launch carries on paced.
+   */
   async createInstances(ctx: AdapterContext, request: InstanceRequest, onCreated: (ids: string[]) => void): Promise<Instance[]> {
+    const launched: Instance[] = [];
+    let next = 0;
+    let throttled = 0;
+    this.#launchesLeft += request.names.length;
+    try {
+      while (next < request.names.length) {
+        const left = request.names.length - next;
+        const available = Math.floor(this.#launches.available());
+        const n = left <= available ? left : Math.min(left, Math.max(PACED_LAUNCH, available));
+        const wait = this.#launches.waitMs(n);
+        if (wait > 0) {
+          const { perSecond } = this.#settings.launchRate;
+          ctx.pacing?.({
+            operation: 'RunInstances',
+            message: `EC2 is launching ${perSecond}/s: ${this.#launchesLeft} instances left (the account's RunInstances launch budget)`,
+            remaining: this.#launchesLeft,
+            perSecond,
+          });
+          await realClock.sleep(wait, ctx.signal);
+          // Other batches waited too: look at the budget again rather than take what they took.
+          continue;
+        }
+        // Taken in the same turn as the look: no other batch can take it meanwhile.
+        this.#launches.take(n);
+        const names = request.names.slice(next, next + n);
+        try {
+          launched.push(...(await this.#launch(ctx, { ...request, names }, onCreated, throttled)));
+        } catch (err) {
+          // RunInstances launches all of a request or none: nothing of this step exists.
+          if (ec2ErrorCode(err) !== 'RequestLimitExceeded' || ctx.signal.aborted || ++throttled > MAX_THROTTLED_LAUNCHES) throw err;
+          ctx.log('ec2: RunInstances of %d throttled after its retries: pacing launches from an empty budget', n);
+          this.#launches.empty();
+          continue;
+        }
+        next += n;
+        this.#launchesLeft -= n;
+        throttled = 0;
+      }
+    } finally {
+      this.#launchesLeft -= request.names.length - next;
+    }
+    return launched;
+  }
+
+  /** One RunInstances for `request.names`; `attempt` > 0 after throttling (a new ClientToken: nothing was launched). */
+  async #launch(ctx: AdapterContext, request: InstanceRequest, onCreated: (ids: string[]) => void, attempt: number): Promise<Instance[]> {
     let out: Ec2Sdk.RunInstancesCommandOutput;
     for (;;) {
       const net = this.#requireNetwork();
-      const input = this.#runInput(ctx.clusterId, request, net);
+      const input = this.#runInput(ctx.clusterId, request, net, { attempt });
       try {
         out = await this.api.call(ctx, 'RunInstances', input, { abortable: false });
         break;
@@ -725,7 +787,7 @@ export class Ec2Adapter implements CloudAdapter {
   }
 
   /** RunInstances input for a batch; `dryRun` (preflight) leaves out what does not exist yet: the group, the user-data, the token. */
-  #runInput(clusterId: string, request: InstanceRequest, net: ResolvedNetwork, opts: { dryRun?: boolean } = {}): Ec2Sdk.RunInstancesCommandInput {
+  #runInput(clusterId: string, request: InstanceRequest, net: ResolvedNetwork, opts: { dryRun?: boolean; attempt?: number } = {}): Ec2Sdk.RunInstancesCommandInput {
     const s = this.#settings;
     const type = request.role === 'scheduler' ? s.schedulerInstanceType : s.workerInstanceType;
     const image = this.#images.get(architectureOf(type));
@@ -746,7 +808,7 @@ export class Ec2Adapter implements CloudAdapter {
       MaxCount: count,
       // Same batch in the same subnet → same token: a create retried after a lost answer returns
       // the same instances; another subnet is another request.
-      ...(opts.dryRun ? {} : { ClientToken: clientToken(clusterId, request.role, request.names, net.subnetId) }),
+      ...(opts.dryRun ? {} : { ClientToken: clientToken(clusterId, request.role, request.names, net.subnetId, opts.attempt) }),
       // The SDK sends UserData as given; EC2 wants base64 (of the raw or gzipped body).
       ...(opts.dryRun ? {} : { UserData: request.userData.body.toString('base64') }),
       // The VM powers itself off when Dask exits (auto-shutdown): that must delete it, not stop it.
@@ -1020,10 +1082,17 @@ function toImage(i: Ec2Sdk.Image): ResolvedImage {
  * Deterministic per batch (cluster, role, member names, and the subnet when given) and at most
  * 64 ASCII characters, as EC2 requires.
  */
-export function clientToken(clusterId: string, role: MemberRole, names: string[], subnetId?: string): string {
-  const digest = createHash('sha256').update(`${clusterId}\n${role}\n${names.join('\n')}${subnetId !== undefined ? `\n${subnetId}` : ''}`).digest('hex');
+export function clientToken(clusterId: string, role: MemberRole, names: string[], subnetId?: string, attempt = 0): string {
+  const digest = createHash('sha256')
+    .update(`${clusterId}\n${role}\n${names.join('\n')}${subnetId !== undefined ? `\n${subnetId}` : ''}${attempt > 0 ? `\n${attempt}` : ''}`)
+    .digest('hex');
   return `${clusterId.slice(0, 40)}-${digest.slice(0, 20)}`;
 }
+
+/** Instances per RunInstances while launches are paced: one call every 5 s at AWS's 2/s. */
+const PACED_LAUNCH = 10;
+/** Throttled RunInstances in a row (each after the pipeline's own retries) before giving up. */
+const MAX_THROTTLED_LAUNCHES = 5;
 
 /** Security group rule descriptions allow only a few ASCII characters. */
 function sgDescription(why: string): string {

@@ -65,6 +65,12 @@ export interface EC2ClusterOptions extends VMClusterOptions {
   maxAttempts?: number;
   /** Deadline of one API request attempt; one with no answer by then is retried (default 60 s). */
   requestTimeoutMs?: number;
+  /**
+   * Your account's RunInstances launch budget in the region: instances launched at once, then
+   * per second. AWS's default is `{ burst: 1000, perSecond: 2 }`; give yours if AWS raised it.
+   * Launches beyond it are paced (a `pacing` event says so) instead of refused.
+   */
+  launchRate?: { burst: number; perSecond: number };
 }
 
 /** Defaults of EC2Cluster options that are not the core's. */
@@ -78,6 +84,11 @@ export const EC2_DEFAULTS = Object.freeze({
   debianOwner: '136693071363',
   /** RunInstances count per call. */
   maxBatch: 100,
+  /**
+   * RunInstances' resource token bucket (EC2 API reference, "Request throttling": 1,000
+   * instances, refilled at 2 a second, per account and region).
+   */
+  launchRate: Object.freeze({ burst: 1_000, perSecond: 2 }),
 });
 
 /** Resolved settings the adapter works with. */
@@ -97,6 +108,7 @@ export interface Ec2Settings {
   tags: Record<string, string>;
   monitoring: boolean;
   privateNetworking: boolean;
+  launchRate: { burst: number; perSecond: number };
 }
 
 const REGION = /^[a-z]{2}(-[a-z]+)+-\d+$/;
@@ -222,6 +234,11 @@ export function resolveEc2Settings(options: EC2ClusterOptions, env: NodeJS.Proce
       tags[k] = v;
     }
   }
+  const launchRate = options.launchRate ?? EC2_DEFAULTS.launchRate;
+  const positive = (v: unknown) => typeof v === 'number' && Number.isFinite(v) && v > 0;
+  if (typeof launchRate !== 'object' || launchRate === null || !positive(launchRate.burst) || !positive(launchRate.perSecond) || !Number.isInteger(launchRate.burst)) {
+    throw new ValidationError('launchRate must be { burst, perSecond }: a whole number of instances and a rate, both above 0', { option: 'launchRate' });
+  }
   return {
     region,
     availabilityZone: az,
@@ -238,5 +255,6 @@ export function resolveEc2Settings(options: EC2ClusterOptions, env: NodeJS.Proce
     tags,
     monitoring: options.monitoring ?? false,
     privateNetworking: options.privateNetworking ?? false,
+    launchRate: { burst: launchRate.burst, perSecond: launchRate.perSecond },
   };
 }

@@ -26,6 +26,11 @@ export type ClusterEvent =
   | { type: 'image'; clusterId: string; image: string; basis: 'explicit' | 'requested' | 'client' | 'pinned'; differences: string[]; at: number }
   /** Versions of client, scheduler and workers, compared right after start. */
   | { type: 'versions'; clusterId: string; report: VersionReport; at: number }
+  /**
+   * The library is holding requests back to stay within the cloud's documented rate limit
+   * (instead of being refused): `remaining` still to go at `perSecond`.
+   */
+  | { type: 'pacing'; clusterId: string; provider: string; operation: string; message: string; remaining: number; perSecond: number; at: number }
   | { type: 'rollback'; clusterId: string; reason: string; at: number }
   | { type: 'closed'; clusterId: string; at: number };
 

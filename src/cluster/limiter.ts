@@ -22,6 +22,55 @@ export interface LimiterOptions {
   now?: () => number;
 }
 
+/**
+ * A token bucket of a cloud's documented budget (requests, or instances launched): `burst` at
+ * once, refilled at `perSecond`. Taking more than is there leaves a debt the refill pays first.
+ */
+export class Budget {
+  readonly rate: LimiterRate;
+  readonly #now: () => number;
+  #tokens: number;
+  #refilledAt: number;
+
+  constructor(rate: LimiterRate, now: () => number = Date.now) {
+    this.rate = rate;
+    this.#now = now;
+    this.#tokens = rate.burst;
+    this.#refilledAt = now();
+  }
+
+  /** Tokens there now (may be negative: a debt). */
+  available(): number {
+    this.#refill();
+    return this.#tokens;
+  }
+
+  /** Ms until `n` tokens are there (0: now). */
+  waitMs(n = 1): number {
+    const short = n - this.available();
+    return short <= 0 ? 0 : Math.ceil((short / this.rate.perSecond) * 1000);
+  }
+
+  take(n = 1): void {
+    this.#refill();
+    this.#tokens -= n;
+  }
+
+  /** Nothing left, and no refill before `untilMs` (epoch ms; default now): the cloud said it is spent. */
+  empty(untilMs = this.#now()): void {
+    this.#refill();
+    this.#tokens = Math.min(this.#tokens, 0);
+    this.#refilledAt = Math.max(this.#refilledAt, untilMs);
+  }
+
+  #refill(): void {
+    const now = this.#now();
+    if (now <= this.#refilledAt) return;
+    this.#tokens = Math.min(this.rate.burst, this.#tokens + ((now - this.#refilledAt) / 1000) * this.rate.perSecond);
+    this.#refilledAt = now;
+  }
+}
+
 interface Waiter {
   grant: () => void;
   reject: (reason: unknown) => void;
@@ -31,10 +80,8 @@ interface Waiter {
 export class Limiter {
   #active = 0;
   readonly #waiting: Waiter[] = [];
-  readonly #rate: LimiterRate | undefined;
+  readonly #budget: Budget | undefined;
   readonly #now: () => number;
-  #tokens: number;
-  #refilledAt: number;
   /** No call starts before this time (a throttled answer said when to come back). */
   #holdUntil = 0;
   #timer: NodeJS.Timeout | undefined;
@@ -43,10 +90,8 @@ export class Limiter {
     readonly max: number,
     options: LimiterOptions = {},
   ) {
-    this.#rate = options.rate;
     this.#now = options.now ?? Date.now;
-    this.#tokens = options.rate?.burst ?? 0;
-    this.#refilledAt = this.#now();
+    this.#budget = options.rate ? new Budget(options.rate, this.#now) : undefined;
   }
 
   /** Calls in flight now. */
@@ -61,7 +106,12 @@ export class Limiter {
 
   /** The pacing, if any (for progress messages). */
   get rate(): LimiterRate | undefined {
-    return this.#rate;
+    return this.#budget?.rate;
+  }
+
+  /** Ms until the next call may start for the rate (or a hold); 0 when one may start now. */
+  waitMs(): number {
+    return this.#waitMs();
   }
 
   async run<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
@@ -80,11 +130,8 @@ export class Limiter {
    */
   hold(ms: number): void {
     this.#holdUntil = Math.max(this.#holdUntil, this.#now() + ms);
-    if (this.#rate) {
-      // The budget starts refilling when the hold ends: calls resume at the rate, not in a burst.
-      this.#tokens = 0;
-      this.#refilledAt = Math.max(this.#refilledAt, this.#holdUntil);
-    }
+    // The budget starts refilling when the hold ends: calls resume at the rate, not in a burst.
+    this.#budget?.empty(this.#holdUntil);
   }
 
   #acquire(signal: AbortSignal | undefined): Promise<void> {
@@ -136,22 +183,11 @@ export class Limiter {
   /** Ms until the next call may start (0: now). */
   #waitMs(): number {
     const held = Math.max(0, this.#holdUntil - this.#now());
-    if (!this.#rate) return held;
-    this.#refill();
-    const forToken = this.#tokens >= 1 ? 0 : Math.ceil(((1 - this.#tokens) / this.#rate.perSecond) * 1000);
-    return Math.max(held, forToken);
+    return Math.max(held, this.#budget?.waitMs(1) ?? 0);
   }
 
   #take(): void {
     this.#active++;
-    if (this.#rate) this.#tokens -= 1;
-  }
-
-  #refill(): void {
-    const rate = this.#rate!;
-    const now = this.#now();
-    if (now <= this.#refilledAt) return;
-    this.#tokens = Math.min(rate.burst, this.#tokens + ((now - this.#refilledAt) / 1000) * rate.perSecond);
-    this.#refilledAt = now;
+    this.#budget?.take(1);
   }
 }

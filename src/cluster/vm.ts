@@ -129,6 +129,8 @@ export interface AdapterContext {
    * error, a VM that died): a running start() stops waiting and rolls back. Absent in cleanup.
    */
   memberFailed?: (instance: Instance, error: Error) => void;
+  /** Reports that calls are being held back to the cloud's rate limit (a `pacing` event). Absent in cleanup. */
+  pacing?: (info: { operation: string; message: string; remaining: number; perSecond: number }) => void;
 }
 
 /** The cloud-specific part of a VM cluster. All methods honour `ctx.signal`; deletes treat "not found" as done. */
@@ -281,6 +283,9 @@ export async function listVmClusters(adapter: CloudAdapter, options: { signal?: 
   const signal = options.signal ?? new AbortController().signal;
   return summarizeClusters(adapter.kind, await adapter.listClusters({ clusterId: '', signal, log }));
 }
+
+/** Least time between two `pacing` events of one operation. */
+const PACING_EVENT_MS = 5_000;
 
 /**
  * Deletes all of a cluster's instances: in one call by label where the adapter can (every
@@ -439,6 +444,8 @@ const RENDER_OPTION_NAMES: Record<string, string> = {
 
 export class VMBackend implements ClusterBackend {
   readonly kind: string;
+  /** When a `pacing` event was last emitted, by operation. */
+  readonly #pacingNoted = new Map<string, number>();
   /** Teardown deletes every instance it created or finds by label: close() needs no round of its own. */
   readonly teardownDeletesMembers = true;
   readonly #adapter: CloudAdapter;
@@ -469,7 +476,20 @@ export class VMBackend implements ClusterBackend {
   }
 
   #actx(ctx: BackendContext): AdapterContext {
-    return { clusterId: ctx.clusterId, signal: ctx.signal, log: ctx.log, memberFailed: (i, err) => ctx.memberFailed(toMember(i), err) };
+    return {
+      clusterId: ctx.clusterId,
+      signal: ctx.signal,
+      log: ctx.log,
+      memberFailed: (i, err) => ctx.memberFailed(toMember(i), err),
+      pacing: (info) => {
+        // One event per operation every few seconds, however many calls wait.
+        const now = Date.now();
+        if (now - (this.#pacingNoted.get(info.operation) ?? -Infinity) < PACING_EVENT_MS) return;
+        this.#pacingNoted.set(info.operation, now);
+        ctx.log('pacing %s: %s', info.operation, info.message);
+        ctx.emit({ type: 'pacing', clusterId: ctx.clusterId, provider: this.kind, ...info, at: now });
+      },
+    };
   }
 
   /** The cluster's expiry (epoch seconds), fixed at its first resource: every resource carries the same one. */
