@@ -80,6 +80,8 @@ interface Remote {
 
 export class LocalBackend implements ClusterBackend {
   readonly kind = 'local';
+  /** Processes on this machine: check readiness every 50 ms (a refused local connect is free). */
+  readonly readinessPollMs = 50;
   readonly #options: LocalBackendOptions;
   readonly #procs = new Map<string, Proc>();
   /** TLS files already written to the cluster's directory. */

@@ -96,6 +96,12 @@ export interface ClusterBackend {
    */
   teardown(ctx: BackendContext): Promise<void>;
   /**
+   * Pause between readiness checks of the scheduler and the workers (default 500 ms). A local
+   * backend polls faster: a refused connect on this machine costs nothing, and every pause is
+   * time the user waits after the cluster is up.
+   */
+  readonly readinessPollMs?: number;
+  /**
    * `teardown` deletes every member itself (a VM backend sweeps by label, in one call where the
    * cloud can), so `close()` does not stop the members one by one first.
    */

@@ -703,6 +703,7 @@ export class Cluster implements AsyncDisposable {
           security: this.#security,
           timeoutMs: this.options.schedulerTimeoutMs ?? this.#defaults.schedulerTimeoutMs,
           signal: abort.signal,
+          intervalMs: this.backend.readinessPollMs,
         });
         this.emit({ type: 'scheduler-ready', clusterId: this.id, address: this.#clientAddress, at: Date.now() });
         phase = 'workers';
@@ -918,6 +919,7 @@ export class Cluster implements AsyncDisposable {
       const workers = await waitForWorkers(client, n, {
         timeoutMs: options.timeoutMs ?? this.#defaults.workersTimeoutMs,
         signal: options.signal,
+        intervalMs: this.backend.readinessPollMs,
         // A dropped connection is not a dead scheduler: a new one tells which it is.
         reconnect: () => this.connect({ signal: options.signal }),
       });
