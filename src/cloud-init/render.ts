@@ -115,6 +115,9 @@ export interface UserDataOptions {
   gzip?: GzipMode;
 }
 
+/** write_files' default `permissions` (cloud-init docs, module "Write Files": "Default: '0o644'"). */
+const CLOUD_INIT_DEFAULT_MODE = '0644';
+
 /** A file in write_files: Dask's own files, plus the bootstrap script (executable, root-only). */
 type ShippedFile = Omit<DaskFile, 'mode'> & { mode: DaskFile['mode'] | '0700' };
 
@@ -322,7 +325,8 @@ function render(t: CompiledTemplates, options: UserDataOptions): RenderedUserDat
   }
   const text = run(`${o.role}.yaml.hbs`, t.cloudConfig[o.role], {
     role: o.role,
-    files,
+    // cloud-init writes files 0644 unless told otherwise: only other modes are spelled out.
+    files: files.map((f) => ({ path: f.path, content: f.content, mode: f.mode === CLOUD_INIT_DEFAULT_MODE ? '' : f.mode })),
     installDocker: o.runtime === 'docker' && o.installDocker,
     installDockerScript: t.installDocker,
     bootstrapRunner,

@@ -91,7 +91,7 @@ describe.runIf(have(cloudInitSchema()))('the rendered runcmd, run by a real shel
     const script = runcmd.replaceAll(VM_PATHS.bootstrapScript, moved(VM_PATHS.bootstrapScript)).replaceAll(VM_PATHS.bootstrapLog, moved(VM_PATHS.bootstrapLog));
     for (const f of decode(text).files) {
       fs.mkdirSync(path.dirname(moved(f.path)), { recursive: true });
-      fs.writeFileSync(moved(f.path), f.content, { mode: parseInt(f.permissions as string, 8) });
+      fs.writeFileSync(moved(f.path), f.content, { mode: parseInt((f.permissions as string | undefined) ?? '0644', 8) });
     }
     fs.mkdirSync(path.dirname(moved(VM_PATHS.bootstrapLog)), { recursive: true });
     const bin = moved('stub-bin');

@@ -81,8 +81,8 @@ describe.runIf(have(python()))('launch.py (as shipped in user-data)', () => {
     const prepare = path.join(dir, 'prepare.sh');
     fs.writeFileSync(prepare, REPORTER, { mode: 0o755 });
     const source = fs.readFileSync(launcher, 'utf8');
-    expect(source).toContain('PREPARE = "/usr/bin/prepare.sh"');
-    fs.writeFileSync(launcher, source.replace('PREPARE = "/usr/bin/prepare.sh"', `PREPARE = ${JSON.stringify(prepare)}`));
+    expect(source).toContain("PREPARE = '/usr/bin/prepare.sh'");
+    fs.writeFileSync(launcher, source.replace("PREPARE = '/usr/bin/prepare.sh'", `PREPARE = ${JSON.stringify(prepare)}`));
     const r = launch(launcher, spec, { PATH: bin, LC_ALL: 'C.UTF-8' });
     expect(r.status).toBe(0);
     expect(r.out!.argv).toEqual([prepare, path.join(bin, 'dask'), ...parsed.args]);
@@ -90,7 +90,7 @@ describe.runIf(have(python()))('launch.py (as shipped in user-data)', () => {
 
     // Without those variables prepare.sh is left alone.
     const plain = unpack({ role: 'scheduler', security: false });
-    fs.writeFileSync(plain.launcher, fs.readFileSync(plain.launcher, 'utf8').replace('PREPARE = "/usr/bin/prepare.sh"', `PREPARE = ${JSON.stringify(prepare)}`));
+    fs.writeFileSync(plain.launcher, fs.readFileSync(plain.launcher, 'utf8').replace("PREPARE = '/usr/bin/prepare.sh'", `PREPARE = ${JSON.stringify(prepare)}`));
     expect(launch(plain.launcher, plain.spec, { PATH: plain.bin, LC_ALL: 'C.UTF-8' }).out!.argv[0]).toBe(path.join(plain.bin, 'dask'));
   });
 
@@ -113,6 +113,6 @@ describe.runIf(have(python()))('launch.py (as shipped in user-data)', () => {
     fs.symlinkSync(PYTHON, path.join(lonely, 'python3'));
     const r = spawnSync(path.join(lonely, 'python3'), [launcher, spec], { env: { PATH: path.join(dir, 'empty'), LC_ALL: 'C.UTF-8' }, encoding: 'utf8' });
     expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/no `dask` command on PATH/);
+    expect(r.stderr).toMatch(/no dask on PATH or beside /);
   });
 });

@@ -92,6 +92,8 @@ describe('renderUserData: what the VM receives', () => {
       ['/etc/dask/launch.py', '0644', undefined],
       ['/etc/systemd/system/dask-worker.service', '0644', undefined],
     ]);
+    // cloud-init's default mode is not spelled out: only the two 0600 files carry a permissions line.
+    expect(r.text.match(/^ {4}permissions: /gm)).toHaveLength(2);
     // TLS files are exactly what Security hands out for this role.
     const tls = sec.ec.tlsFiles('worker', VM_PATHS.tlsDir);
     expect(d.files.slice(0, 3).map((f) => ({ path: f.path, content: f.content, mode: f.permissions }))).toEqual(tls);

@@ -101,7 +101,8 @@ describe.runIf(have(cloudInitSchema()))('cloud-init user-data: schema and secret
     const worker = async () => {
       for (let v = queue.shift(); v; v = queue.shift()) {
         const rendered = renderUserData(v.options);
-        const expected = decode(rendered.text).files.map((f) => ({ path: f.path, content: f.content, mode: parseInt(f.permissions as string, 8) }));
+        // A file without a permissions line is meant to be 0644: cloud-init's own decode_perms, above, supplies its default.
+        const expected = decode(rendered.text).files.map((f) => ({ path: f.path, content: f.content, mode: parseInt((f.permissions as string | undefined) ?? '0644', 8) }));
         const child = execFile('/usr/bin/python3', ['-c', AS_CLOUD_INIT], { timeout: 30_000, maxBuffer: 1 << 24 });
         child.stdin!.end(rendered.text);
         const out = await new Promise<string>((resolve, reject) => {

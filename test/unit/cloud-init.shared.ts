@@ -20,14 +20,18 @@ export interface DecodedUserData {
   runcmd: unknown[];
 }
 
-/** Parses rendered cloud-config and decodes every write_files entry. */
+/**
+ * Parses rendered cloud-config and decodes every write_files entry. `permissions` is the mode the
+ * file gets: cloud-init's default, 0644, when the entry has no permissions line (the schema test
+ * checks that against cloud-init's own write_files module).
+ */
 export function decode(text: string): DecodedUserData {
   const doc = parse(text) as Record<string, unknown>;
   const entries = (doc.write_files ?? []) as Record<string, unknown>[];
   const files = entries.map((e) => ({
     path: e.path as string,
     content: e.encoding === 'b64' ? Buffer.from(e.content as string, 'base64').toString('utf8') : (e.content as string),
-    permissions: e.permissions,
+    permissions: e.permissions ?? '0644',
     encoding: e.encoding,
   }));
   return {
