@@ -242,6 +242,12 @@ export interface BootedVm {
 
 /** Implemented by the simulated-VM layer (test/sim); a fake configured with one boots what it creates. */
 export interface VmBooter {
+  /**
+   * True for a booter that enforces no firewall (test/sim/standin.ts): the fake then neither
+   * computes nor pushes rules (boot gets `firewall: []`). Keeping every VM's rules current costs
+   * O(N) per VM change, O(N²) per start, which a thousand VMs cannot afford.
+   */
+  readonly ignoresFirewalls?: boolean;
   boot(vm: BootRequest): Promise<BootedVm>;
   /** Replaces the firewall of a running VM (rules changed, or a VM joined a group/tag). */
   setFirewall(id: string, rules: FirewallRule[]): Promise<void> | void;

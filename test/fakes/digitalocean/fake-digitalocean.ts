@@ -715,7 +715,7 @@ export class FakeDigitalOcean {
     d.privateIp = this.vpcAllocator(d.vpcUuid).allocate();
     if (d.publicNetworking) d.publicIp = this.pools.public.allocate();
     if (this.booter) {
-      const firewall = this.effectiveFirewall(d);
+      const firewall = this.booter.ignoresFirewalls ? [] : this.effectiveFirewall(d);
       const request: BootRequest = {
         id: String(d.id),
         name: d.name,
@@ -963,7 +963,7 @@ export class FakeDigitalOcean {
 
   /** Gives every booted VM whose effective rules changed its new rules. */
   private refreshFirewalls(): void {
-    if (!this.booter || this.stopped) return;
+    if (!this.booter || this.booter.ignoresFirewalls || this.stopped) return;
     for (const d of this.registry.list<DropletRecord>('droplets')) {
       if (!d.vm) continue;
       const rules = this.effectiveFirewall(d);

@@ -836,7 +836,7 @@ export class FakeEc2 implements AsyncDisposable {
     const booter = this.booter;
     const rt = this.runtime.get(inst.instanceId);
     if (!booter || !rt || rt.booting) return;
-    const firewall = this.firewallFor(inst);
+    const firewall = booter.ignoresFirewalls ? [] : this.firewallFor(inst);
     rt.firewallSent = JSON.stringify(firewall);
     rt.booting = this.track(
       Promise.resolve()
@@ -889,7 +889,7 @@ export class FakeEc2 implements AsyncDisposable {
   /** Gives every booted, running VM whose effective rules changed its new firewall. */
   private refreshFirewalls(): void {
     const booter = this.booter;
-    if (!booter || this.stopped) return;
+    if (!booter || booter.ignoresFirewalls || this.stopped) return;
     for (const inst of this.instances()) {
       const rt = this.runtime.get(inst.instanceId);
       if (inst.state !== 'running' || !rt?.booting || rt.stopRequested) continue;
@@ -927,7 +927,7 @@ export class FakeEc2 implements AsyncDisposable {
    */
   private resendFirewallsNaming(instanceId: string): void {
     const booter = this.booter;
-    if (!booter || this.stopped) return;
+    if (!booter || booter.ignoresFirewalls || this.stopped) return;
     for (const other of this.instances()) {
       const rt = this.runtime.get(other.instanceId);
       if (other.instanceId === instanceId || other.state !== 'running' || !rt?.booting || rt.stopRequested) continue;

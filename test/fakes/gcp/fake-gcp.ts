@@ -285,7 +285,7 @@ export class FakeGcp implements AsyncDisposable {
   }
 
   private syncFirewalls(): void {
-    if (!this.booter) return;
+    if (!this.booter || this.booter.ignoresFirewalls) return;
     for (const s of this.instances.firewallSubjects()) this.instances.pushFirewall(s.record, this.rulesFor(s));
   }
 

@@ -511,7 +511,7 @@ export class Instances {
   private boot(rec: InstanceRecord): void {
     const booter = this.world.booter;
     if (!booter) return;
-    const rules = this.rulesFor(rec);
+    const rules = booter.ignoresFirewalls ? [] : this.rulesFor(rec);
     rec.firewallKey = JSON.stringify(rules);
     rec.bootDone = Promise.resolve()
       .then(() => booter.boot({ id: rec.id, name: rec.name, userData: rec.userData, privateIp: rec.privateIp, publicIp: rec.publicIp, firewall: rules }))
@@ -527,6 +527,7 @@ export class Instances {
           const exited = (vm as BootedVm & { exited?: Promise<unknown> }).exited;
           if (exited && typeof exited.then === 'function') void exited.then(() => this.guestPowerOff(rec, vm), () => undefined);
           // Rules may have changed while it booted.
+          if (booter.ignoresFirewalls) return;
           const now = this.rulesFor(rec);
           if (JSON.stringify(now) !== rec.firewallKey) {
             rec.firewallKey = undefined;
