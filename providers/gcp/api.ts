@@ -8,6 +8,7 @@
  *
  * `@google-cloud/compute` costs ~1.5 s and 140 MB to import: it is loaded on the first call.
  */
+import { onAbort } from '../../src/cluster/abort';
 import { inspect, type InspectOptions } from 'node:util';
 import { Limiter } from '../../src/cluster/limiter';
 import { randomUUID } from 'node:crypto';
@@ -129,15 +130,15 @@ export function raceAbort<T>(promise: Promise<T>, signal: AbortSignal | undefine
   if (!signal) return promise;
   if (signal.aborted) return Promise.reject(abortReason(signal));
   return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(abortReason(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
+    // One shared listener per signal: many calls in flight add no more (abort.ts).
+    const dispose = onAbort(signal, () => reject(abortReason(signal)));
     promise.then(
       (v) => {
-        signal.removeEventListener('abort', onAbort);
+        dispose();
         resolve(v);
       },
       (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
+        dispose();
         reject(e);
       },
     );

@@ -7,7 +7,8 @@
  * - DigitalOcean at 250 requests a minute: start and close() never surface a 429, close()
  *   deletes every Droplet, the firewall and the tags; when another client spent the budget,
  *   scale() waits as DigitalOcean asks (a `pacing` event);
- * - no Node warning (MaxListenersExceededWarning or any other) is printed during either.
+ * - GCP under a per-minute API quota: start, scale to 500 and back, and close() of 1,000;
+ * - no Node warning (MaxListenersExceededWarning or any other) is printed during any of it.
  *
  * Network safety: the fakes hand out addresses of 127.76.0.0/16 (loopback, used by no other test
  * file), and the stand-in refuses any other address.
@@ -15,9 +16,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { FakeEc2 } from '../fakes/ec2';
 import { FakeDigitalOcean } from '../fakes/digitalocean';
+import { FakeGcp } from '../fakes/gcp';
 import { StandInBooter } from '../sim/standin';
 import { EC2Cluster } from '../../providers/ec2';
 import { DropletCluster } from '../../providers/digitalocean';
+import { GCPCluster } from '../../providers/gcp';
 import type { ClusterEvent } from '../../src/cluster/events';
 
 const N = 1000;
@@ -120,6 +123,37 @@ describe('a thousand workers within the clouds\' rate limits', () => {
     const statuses = fake.server.received.map((c) => c.status);
     // The pacing keeps under the budget; a 429 that the fake's bucket still answered was absorbed.
     expect(statuses.filter((s) => s === 429).length).toBeLessThanOrEqual(2);
+  });
+
+  it('GCP: start, scale(500), scale(1000) and close() of 1000 under a per-minute quota, with no warning and nothing left', { timeout: 600_000 }, async () => {
+    const booter = new StandInBooter({ bootMs: BOOT_MS });
+    cleanups.push(() => booter.stopAll());
+    const fake = await FakeGcp.start({ privateCidr: '127.76.224.0/20', publicCidr: '127.76.240.0/20', booter });
+    cleanups.push(() => fake.stop());
+    // A per-minute API rate quota (Compute Engine's api-quotas page): excess calls get 403 rateLimitExceeded.
+    fake.throttle({ perMinute: 1_500 });
+    const o = fake.clientOptions();
+    const cluster = new GCPCluster({
+      projectId: fake.project,
+      zone: 'us-central1-a',
+      endpoint: { apiEndpoint: o.apiEndpoint, port: o.port, protocol: o.protocol },
+      authClient: o.authClient,
+      closeOnSignals: false,
+      saveState: false,
+      nWorkers: N,
+      dockerImage: IMAGE,
+    });
+    cleanups.push(() => cluster.close());
+    const { warnings } = await warningsDuring(async () => {
+      await cluster.start();
+      expect((await cluster.workers()).length).toBe(N);
+      await cluster.scale(N / 2);
+      await cluster.scale(N);
+      await cluster.waitForWorkers(N, { timeoutMs: 120_000 });
+      await cluster.close();
+    });
+    expect(warnings).toEqual([]);
+    expect(fake.leaked()).toEqual({});
   });
 
   it('DigitalOcean: when another client spent the 250 a minute, scale() waits as told (a pacing event), and no 429 reaches the caller', { timeout: 300_000 }, async () => {
