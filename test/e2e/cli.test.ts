@@ -234,7 +234,7 @@ describe('dask-cloud CLI', () => {
       await using fake = await startFake(DO_SLOT, { booter });
       const { cmd } = await startOn(fake);
       await cmd.until('Ctrl-C');
-      fake.faults.latency('droplets_destroy', 1_500); // a slow teardown, to interrupt
+      fake.faults.latency('droplets_destroy_byTag', 1_500); // a slow teardown, to interrupt
       cmd.child.kill('SIGINT');
       await cmd.until('SIGINT: deleting everything');
       expect(cmd.child.exitCode).toBeNull(); // still closing

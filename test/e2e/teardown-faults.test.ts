@@ -5,7 +5,7 @@
  * left and how to delete it, and a second close() deletes the rest: the fake then holds nothing.
  *
  * Operations: EC2 TerminateInstances, DeleteSecurityGroup; GCP instances.delete, firewalls.delete;
- * DigitalOcean droplets_destroy, firewalls_delete, tags_delete. Faults, each injected once:
+ * DigitalOcean droplets_destroy_byTag, firewalls_delete, tags_delete. Faults, each injected once:
  * - 500 on the first call: the request pipelines retry server errors, so the first teardown may
  *   well succeed; either way nothing may be left after the second close();
  * - a hang longer than the request timeout (REQUEST_TIMEOUT_MS) on the first call: the same;
@@ -137,7 +137,7 @@ const GCP: Cloud = {
 
 const DO: Cloud = {
   kind: 'digitalocean',
-  instanceDeletes: ['droplets_destroy'],
+  instanceDeletes: ['droplets_destroy_byTag'],
   networkDeletes: ['firewalls_delete', 'tags_delete'],
   // The cluster tag is how a sweep finds its Droplets: it is kept while any carries it.
   waitsForInstances: ['tags_delete'],
