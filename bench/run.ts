@@ -25,7 +25,6 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Security as SecurityClass } from '../src/security';
@@ -216,17 +215,6 @@ async function benchUserData(): Promise<void> {
   info('secure worker user-data (docker, RSA), raw', `${rsaWorker.rawBytes} B`);
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
-
 /** Bound for one cluster to come up, either way (FACTS: ~1.5 s on an idle machine). */
 const CLUSTER_TIMEOUT_MS = 60_000;
 
@@ -244,6 +232,7 @@ const CLUSTER_TIMEOUT_MS = 60_000;
  */
 async function byHand(python: string, security: SecurityClass): Promise<number> {
   const { daskProcessSpec } = await import('../src/dask/command');
+  const { freePort } = await import('../src/net');
   const dir = await mkdtemp(path.join(os.tmpdir(), 'dc-bench-'));
   const children: ChildProcess[] = [];
   try {

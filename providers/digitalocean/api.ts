@@ -349,13 +349,11 @@ export class DoApi {
             // Told to come back later: every queued request waits too, instead of being refused in turn.
             if (statusOf(err) === 429) {
               this.#limiter.hold(delay);
-              const queued = this.#limiter.queued + 1;
-              options.pacing?.({
+              this.#tellPacing(
                 operation,
-                message: `DigitalOcean answered 429 (its 250 requests a minute are spent, also by other clients of the account): ${queued} requests wait ${Math.ceil(delay / 1000)} s as it asks`,
-                remaining: queued,
-                perSecond: this.#limiter.rate?.perSecond ?? 0,
-              });
+                options,
+                (queued) => `DigitalOcean answered 429 (its 250 requests a minute are spent, also by other clients of the account): ${queued} requests wait ${Math.ceil(delay / 1000)} s as it asks`,
+              );
             }
             log?.('%s: retry %d in %d ms (%s)', operation, n, delay, (err as Error).message);
           },
@@ -376,14 +374,15 @@ export class DoApi {
   /** Tells the caller that this request waits for DigitalOcean's request budget. */
   #notePacing(operation: string, options: CallOptions): void {
     const rate = this.#limiter.rate;
-    if (!options.pacing || !rate || this.#limiter.waitMs() === 0) return;
+    if (!rate || this.#limiter.waitMs() === 0) return;
+    this.#tellPacing(operation, options, (queued) => `DigitalOcean allows 250 requests a minute: ${queued} requests wait, sent at ${rate.perSecond}/s`);
+  }
+
+  /** A `pacing` note for the caller: this request and those queued before it wait. */
+  #tellPacing(operation: string, options: CallOptions, message: (queued: number) => string): void {
+    if (!options.pacing) return;
     const queued = this.#limiter.queued + 1;
-    options.pacing({
-      operation,
-      message: `DigitalOcean allows 250 requests a minute: ${queued} requests wait, sent at ${rate.perSecond}/s`,
-      remaining: queued,
-      perSecond: rate.perSecond,
-    });
+    options.pacing({ operation, message: message(queued), remaining: queued, perSecond: this.#limiter.rate?.perSecond ?? 0 });
   }
 
   /** Requests in flight now (for tests). */

@@ -8,16 +8,11 @@
  */
 const waiters = new WeakMap<AbortSignal, Set<() => void>>();
 
-/**
- * Calls `fn` once when `signal` aborts. Returns the function that unregisters it; call it when
- * the wait ends another way. `fn` is not called for a signal that has already aborted: check
- * `signal.aborted` first.
- */
-export function onAbort(signal: AbortSignal, fn: () => void): () => void {
+/** The waiters of `signal`, with the one real listener added on first use. */
+function waitersOf(signal: AbortSignal): Set<() => void> {
   let set = waiters.get(signal);
   if (set === undefined) {
     const fresh = new Set<() => void>();
-    waiters.set(signal, fresh);
     signal.addEventListener(
       'abort',
       () => {
@@ -27,10 +22,21 @@ export function onAbort(signal: AbortSignal, fn: () => void): () => void {
       },
       { once: true },
     );
+    waiters.set(signal, fresh);
     set = fresh;
   }
+  return set;
+}
+
+/**
+ * Calls `fn` once when `signal` aborts. Returns the function that unregisters it; call it when
+ * the wait ends another way. `fn` is not called for a signal that has already aborted: check
+ * `signal.aborted` first.
+ */
+export function onAbort(signal: AbortSignal, fn: () => void): () => void {
+  const set = waitersOf(signal);
+  // A wrapper of its own, so that the same `fn` registered twice is two waiters.
   const entry = () => fn();
   set.add(entry);
-  const mine = set;
-  return () => void mine.delete(entry);
+  return () => void set.delete(entry);
 }

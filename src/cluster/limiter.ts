@@ -109,11 +109,6 @@ export class Limiter {
     return this.#budget?.rate;
   }
 
-  /** Ms until the next call may start for the rate (or a hold); 0 when one may start now. */
-  waitMs(): number {
-    return this.#waitMs();
-  }
-
   async run<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     await this.#acquire(signal);
     try {
@@ -136,7 +131,7 @@ export class Limiter {
 
   #acquire(signal: AbortSignal | undefined): Promise<void> {
     if (signal?.aborted) return Promise.reject(signal.reason);
-    if (this.#waiting.length === 0 && this.#active < this.max && this.#waitMs() === 0) {
+    if (this.#waiting.length === 0 && this.#active < this.max && this.waitMs() === 0) {
       this.#take();
       return Promise.resolve();
     }
@@ -159,7 +154,7 @@ export class Limiter {
   /** Hands slots to waiters while both a slot and a token are free; else sets the one timer. */
   #pump(): void {
     while (this.#waiting.length > 0 && this.#active < this.max) {
-      const wait = this.#waitMs();
+      const wait = this.waitMs();
       if (wait > 0) {
         if (this.#timer === undefined) {
           this.#timer = setTimeout(() => {
@@ -180,8 +175,8 @@ export class Limiter {
     }
   }
 
-  /** Ms until the next call may start (0: now). */
-  #waitMs(): number {
+  /** Ms until the next call may start for the rate (or a hold); 0 when one may start now. */
+  waitMs(): number {
     const held = Math.max(0, this.#holdUntil - this.#now());
     return Math.max(held, this.#budget?.waitMs(1) ?? 0);
   }
