@@ -10,7 +10,7 @@
  * - GCP under a per-minute API quota: start, scale to 500 and back, and close() of 1,000;
  * - no Node warning (MaxListenersExceededWarning or any other) is printed during any of it.
  *
- * Network safety: the fakes hand out addresses of 127.76.0.0/16 (loopback, used by no other test
+ * Network safety: the fakes hand out addresses of 127.220.0.0/16 (loopback, used by no other test
  * file), and the stand-in refuses any other address.
  */
 import { afterEach, describe, expect, it } from 'vitest';
@@ -60,7 +60,7 @@ describe('a thousand workers within the clouds\' rate limits', () => {
     const launchRate = { burst: N, perSecond: 100 };
     const booter = new StandInBooter({ bootMs: BOOT_MS });
     cleanups.push(() => booter.stopAll());
-    const fake = await FakeEc2.start({ privateCidr: '127.76.0.0/18', publicCidr: '127.76.64.0/18', booter, runInstancesRate: launchRate });
+    const fake = await FakeEc2.start({ privateCidr: '127.220.0.0/18', publicCidr: '127.220.64.0/18', booter, runInstancesRate: launchRate });
     cleanups.push(() => fake.stop());
     const cfg = fake.clientConfig();
     const events: ClusterEvent[] = [];
@@ -100,7 +100,7 @@ describe('a thousand workers within the clouds\' rate limits', () => {
   it('DigitalOcean at 250 requests a minute: start and close() of 1000 never surface a 429, and close() leaves nothing', { timeout: 600_000 }, async () => {
     const booter = new StandInBooter({ bootMs: BOOT_MS });
     cleanups.push(() => booter.stopAll());
-    const fake = await FakeDigitalOcean.start({ privateCidr: '127.76.128.0/19', publicCidr: '127.76.160.0/19', booter, lifecycleMs: 200, firewallApplyMs: 50, dropletLimit: 2 * N, rateLimit: { perMinute: 250, perHour: 5_000 } });
+    const fake = await FakeDigitalOcean.start({ privateCidr: '127.220.128.0/19', publicCidr: '127.220.160.0/19', booter, lifecycleMs: 200, firewallApplyMs: 50, dropletLimit: 2 * N, rateLimit: { perMinute: 250, perHour: 5_000 } });
     cleanups.push(() => fake.stop());
     const events: ClusterEvent[] = [];
     const cluster = new DropletCluster({
@@ -128,7 +128,7 @@ describe('a thousand workers within the clouds\' rate limits', () => {
   it('GCP: start, scale(500), scale(1000) and close() of 1000 under a per-minute quota, with no warning and nothing left', { timeout: 600_000 }, async () => {
     const booter = new StandInBooter({ bootMs: BOOT_MS });
     cleanups.push(() => booter.stopAll());
-    const fake = await FakeGcp.start({ privateCidr: '127.76.224.0/20', publicCidr: '127.76.240.0/20', booter });
+    const fake = await FakeGcp.start({ privateCidr: '127.220.224.0/20', publicCidr: '127.220.240.0/20', booter });
     cleanups.push(() => fake.stop());
     // A per-minute API rate quota (Compute Engine's api-quotas page): excess calls get 403 rateLimitExceeded.
     fake.throttle({ perMinute: 1_500 });
@@ -159,7 +159,7 @@ describe('a thousand workers within the clouds\' rate limits', () => {
   it('DigitalOcean: when another client spent the 250 a minute, scale() waits as told (a pacing event), and no 429 reaches the caller', { timeout: 300_000 }, async () => {
     const booter = new StandInBooter({ bootMs: BOOT_MS });
     cleanups.push(() => booter.stopAll());
-    const fake = await FakeDigitalOcean.start({ privateCidr: '127.76.192.0/20', publicCidr: '127.76.208.0/20', booter, lifecycleMs: 200, firewallApplyMs: 50, dropletLimit: 100, rateLimit: { perMinute: 250 } });
+    const fake = await FakeDigitalOcean.start({ privateCidr: '127.220.192.0/20', publicCidr: '127.220.208.0/20', booter, lifecycleMs: 200, firewallApplyMs: 50, dropletLimit: 100, rateLimit: { perMinute: 250 } });
     cleanups.push(() => fake.stop());
     const events: ClusterEvent[] = [];
     const cluster = new DropletCluster({ token: fake.token, endpoint: fake.endpoint, closeOnSignals: false, saveState: false, nWorkers: 20, dockerImage: IMAGE, onEvent: (e) => events.push(e) });
