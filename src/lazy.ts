@@ -8,6 +8,8 @@ import type * as YamlModule from 'yaml';
 import type HandlebarsModule from 'handlebars';
 import type * as MsgpackModule from '@msgpack/msgpack';
 import type * as TlsModule from 'node:tls';
+import type * as CryptoModule from 'node:crypto';
+import type * as ZlibModule from 'node:zlib';
 
 /**
  * `@peculiar/x509` (and the reflect-metadata polyfill it needs) through our generator module.
@@ -35,4 +37,14 @@ export function loadMsgpack(): typeof MsgpackModule {
 /** `node:tls` (with `node:net` beneath it), loaded on the first connection. */
 export function loadTls(): typeof TlsModule {
   return require('node:tls') as typeof TlsModule;
+}
+
+/** `node:crypto`: loading it is about a tenth of a bare `node` start, and importing the library needs none of it. */
+export function loadCrypto(): typeof CryptoModule {
+  return require('node:crypto') as typeof CryptoModule;
+}
+
+/** `node:zlib`, for measuring gzipped user-data. */
+export function loadZlib(): typeof ZlibModule {
+  return require('node:zlib') as typeof ZlibModule;
 }

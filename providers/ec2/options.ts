@@ -7,6 +7,7 @@ import { LABELS, type VMClusterOptions } from '../../src/cluster/vm';
 import { ValidationError } from '../../src/errors';
 import { checkTimerMs, describeValue } from '../../src/config/bounds';
 
+/** EC2Cluster's options; each is also declared in ./schema.ts (checked against this interface), which makes unknown keys an error. */
 export interface EC2ClusterOptions extends VMClusterOptions {
   /**
    * AWS region, e.g. `eu-west-1`. Default: `AWS_REGION`, then `AWS_DEFAULT_REGION`; required

@@ -74,6 +74,7 @@ export interface GcpGpu {
   count?: number;
 }
 
+/** GCPCluster's options; each is also declared in ./schema.ts (checked against this interface), which makes unknown keys an error. */
 export interface GCPClusterOptions extends Omit<VMClusterOptions, 'gpu'>, GcpConnectionOptions {
   /** VPC network (default `default`): a name, or `projects/P/global/networks/N`. */
   network?: string;

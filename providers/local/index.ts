@@ -11,6 +11,7 @@ export { cleanupLocalClusters, type LocalCleanupOptions, type LocalCleanupEntry,
 export { listLocalClusters, type LocalClusterSummary } from './list';
 export { startDetachedLocal, type DetachedLocalOptions, type DetachedLocalCluster } from './supervisor';
 
+/** LocalCluster's options; each is also declared in ./schema.ts (checked against this interface), which makes unknown keys an error. */
 export interface LocalClusterOptions extends ClusterOptions {
   /**
    * Interface every process binds to, its HTTP servers included (default `127.0.0.1`): an IPv4

@@ -3,9 +3,10 @@
  * scheduler (workers launched as soon as its address is known) → proven readiness → scale →
  * close. Any failure during start deletes everything created so far before the error is thrown.
  */
-import { randomBytes } from 'node:crypto';
 import { inspect, type InspectOptions } from 'node:util';
-import createDebug from 'debug';
+import { createLog } from '../log';
+import type { Log } from '../log';
+import { loadCrypto } from '../lazy';
 import { Security, validateTemporaryOptions } from '../security/security';
 import type { TemporaryOptions } from '../security/security';
 import { SchedulerClient, waitForScheduler, waitForWorkers } from '../dask';
@@ -34,7 +35,14 @@ import {
   MAX_WAIT_COUNT,
   MAX_WORKER_NTHREADS,
 } from '../config/bounds';
+import { parseDaskDuration, parseDaskMemoryLimit } from '../config/dask-format';
 
+/**
+ * Options of every cluster kind. Each is also declared in the option table
+ * (src/config/option-table.ts, checked against this interface by TypeScript), which makes them
+ * strict: an unknown key is a ValidationError with the option probably meant, and the same names
+ * work in the config file (`cluster:` section) and as `DASK_CLOUD_<OPTION>` variables.
+ */
 export interface ClusterOptions {
   /** Workers to start with (default 1; at most the kind's cap: local 1,000, GCP 5,000, EC2 2,000, DigitalOcean 1,000). */
   nWorkers?: number;
@@ -49,13 +57,21 @@ export interface ClusterOptions {
   name?: string;
   /** Threads per worker (`--nthreads`). */
   workerNthreads?: number;
-  /** Memory limit per worker (`--memory-limit`), e.g. `'4GB'`. */
+  /**
+   * Memory limit per worker (`dask worker --memory-limit`), checked at construction by Dask's own
+   * rules: a size such as `'4GiB'` or `'512 MB'`, `'auto'`, a fraction of the machine up to 1, a
+   * number of bytes, or 0 for no limit.
+   */
   workerMemoryLimit?: string | number;
   /** Extra `dask worker` arguments. */
   workerOptions?: string[];
   /** Extra `dask scheduler` arguments. */
   schedulerOptions?: string[];
-  /** Scheduler shuts itself down after this long idle (Dask duration, e.g. `'2 hours'`). */
+  /**
+   * The scheduler shuts itself down after this long without tasks: a Dask duration such as
+   * `'2 hours'`, `'90m'` or `'3600s'`, checked at construction by Dask's own rules
+   * (`dask.utils.parse_timedelta`) and handed to Dask as written.
+   */
   idleTimeout?: string;
   /** Environment variables for scheduler and workers. */
   env?: Record<string, string>;
@@ -165,8 +181,23 @@ export function validateClusterOptions(options: ClusterOptions, kind = 'cluster'
   const mem = options.workerMemoryLimit;
   // 0 is Dask's "no limit"; up to 1, a fraction of the machine's memory; above, bytes.
   if (typeof mem === 'number') checkPositive(mem, 'workerMemoryLimit', Number.MAX_SAFE_INTEGER, 'bytes', { allowZero: true });
-  else checkText(mem, 'workerMemoryLimit', '4GB');
+  else {
+    checkText(mem, 'workerMemoryLimit', '4GiB');
+    // Read as the worker will read it, so a typo fails here rather than when Dask starts on a VM.
+    if (mem !== undefined && parseDaskMemoryLimit(mem) === undefined) {
+      throw new ValidationError(
+        `workerMemoryLimit must be what dask worker --memory-limit reads: a size such as '4GiB' or '512 MB', 'auto', a fraction up to 1, or 0 for no limit, got ${describeValue(mem)}`,
+        { option: 'workerMemoryLimit' },
+      );
+    }
+  }
   checkText(options.idleTimeout, 'idleTimeout', '2 hours');
+  if (options.idleTimeout !== undefined && parseDaskDuration(options.idleTimeout) === undefined) {
+    throw new ValidationError(
+      `idleTimeout must be a Dask duration: a number and a unit such as '2 hours', '90 minutes', '30m' or '3600s' (s, m, h, d, w, ms and their long names), got ${describeValue(options.idleTimeout)}`,
+      { option: 'idleTimeout' },
+    );
+  }
   checkTimerMs(options.schedulerTimeoutMs, 'schedulerTimeoutMs');
   checkTimerMs(options.workersTimeoutMs, 'workersTimeoutMs');
   checkStringArray(options.workerOptions, 'workerOptions');
@@ -218,7 +249,7 @@ export class Cluster implements AsyncDisposable {
    */
   readonly #options: ClusterOptions;
   protected readonly backend: ClusterBackend;
-  protected readonly log: createDebug.Debugger;
+  protected readonly log: Log;
   readonly #defaults: ClusterDefaults;
   #state: ClusterState = 'new';
   /** Why the scheduler is gone, once the cluster is `broken`. */
@@ -264,9 +295,9 @@ export class Cluster implements AsyncDisposable {
     const attach = attaching;
     attaching = undefined;
     this.#attached = attach?.record;
-    this.id = attach?.record.id ?? `${options.name ?? 'dask'}-${randomBytes(4).toString('hex')}`;
+    this.id = attach?.record.id ?? `${options.name ?? 'dask'}-${loadCrypto().randomBytes(4).toString('hex')}`;
     if (attach) this.#security = attach.security;
-    this.log = createDebug(`dask-cloud:cluster:${backend.kind}`);
+    this.log = createLog(`dask-cloud:cluster:${backend.kind}`);
     if (options.security instanceof Security) this.#security = options.security;
     if (options.security === false) this.#security = false;
   }
