@@ -31,7 +31,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { GCPCluster, Security, DaskCloudError } from 'dask-cloud';
+import { Security, DaskCloudError } from 'dask-cloud';
+import { GCPCluster } from 'dask-cloud/gcp';
 
 async function main(): Promise<void> {
   const tlsDir = process.env.DASK_TLS_DIR ?? './tls';

@@ -12,7 +12,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline/promises';
-import { DaskCloudError, DropletCluster } from 'dask-cloud';
+import { DaskCloudError } from 'dask-cloud';
+import { DropletCluster } from 'dask-cloud/digitalocean';
 
 async function main(): Promise<void> {
   const cluster = new DropletCluster({

@@ -14,7 +14,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline/promises';
-import { EC2Cluster, DaskCloudError } from 'dask-cloud';
+import { DaskCloudError } from 'dask-cloud';
+import { EC2Cluster } from 'dask-cloud/ec2';
 
 async function main(): Promise<void> {
   const hold = process.argv.includes('--hold');

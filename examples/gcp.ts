@@ -21,7 +21,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline/promises';
-import { GCPCluster, DaskCloudError } from 'dask-cloud';
+import { DaskCloudError } from 'dask-cloud';
+import { GCPCluster } from 'dask-cloud/gcp';
 
 async function main(): Promise<void> {
   const hold = process.argv.includes('--hold');

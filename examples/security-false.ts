@@ -18,7 +18,8 @@
  *
  * Prefer the default (mutual TLS) for anything else: it costs nothing at runtime that you would notice.
  */
-import { EC2Cluster, DaskCloudError } from 'dask-cloud';
+import { DaskCloudError } from 'dask-cloud';
+import { EC2Cluster } from 'dask-cloud/ec2';
 
 async function main(): Promise<void> {
   await using cluster = new EC2Cluster({

@@ -107,7 +107,9 @@ export type ErrorCode =
   // read-only checks before anything is created
   | 'E_CREDENTIALS'
   | 'E_PREFLIGHT'
-  | 'E_VERSION_MISMATCH';
+  | 'E_VERSION_MISMATCH'
+  // packaging
+  | 'E_MISSING_DEPENDENCY';
 
 export interface DaskCloudErrorOptions {
   cause?: unknown;
@@ -232,5 +234,15 @@ export class TeardownError extends DaskCloudError {
   constructor(message: string, leftovers: string[], options: DaskCloudErrorOptions = {}) {
     super('E_TEARDOWN', message, { ...options, details: { ...options.details, leftovers } });
     this.leftovers = leftovers;
+  }
+}
+
+/**
+ * A cloud's SDK is an optional peer dependency and is not installed. `details.install` is the
+ * exact command that fixes it, e.g. `npm install @google-cloud/compute@^6.15.0`.
+ */
+export class MissingDependencyError extends DaskCloudError {
+  constructor(message: string, options: DaskCloudErrorOptions = {}) {
+    super('E_MISSING_DEPENDENCY', message, options);
   }
 }

@@ -1,3 +1,8 @@
+/**
+ * The core of dask-cloud: LocalCluster, Security, the cloud-init renderer, the Dask wire client,
+ * errors, and what every cluster kind shares. Each cloud has its own entry point, so its SDK is
+ * only needed by those who use it: `dask-cloud/gcp`, `dask-cloud/ec2`, `dask-cloud/digitalocean`.
+ */
 export * from './errors';
 export { Security, DEFAULT_TLS12_CIPHERS } from './security';
 export { MAX_TIMER_MS, MAX_WORKERS, MAX_VALIDITY_DAYS, MAX_EXPIRES_AFTER_HOURS } from './config/bounds';
@@ -24,12 +29,12 @@ export { openDashboardTunnel } from './dashboard';
 export type { DashboardTunnel, DashboardTunnelOptions } from './dashboard';
 export { VMCluster, cleanupClusters, LABELS } from './cluster/vm';
 export type { VMClusterOptions, CloudAdapter, CleanupOptions, CleanupReport, NetworkPlan, Instance, InstanceRequest } from './cluster/vm';
-export { DropletCluster, DROPLET_DEFAULTS } from '../providers/digitalocean';
-export type { DropletClusterOptions, DropletCleanupOptions, DropletListOptions } from '../providers/digitalocean';
-export { EC2Cluster } from '../providers/ec2';
-export type { EC2ClusterOptions, EC2ListOptions } from '../providers/ec2';
-export { GCPCluster, GCP_DEFAULTS } from '../providers/gcp';
-export type { GCPClusterOptions, GCPCleanupOptions, GCPListOptions } from '../providers/gcp';
 export { attachCluster, listClusters, type ListClustersOptions } from './cluster/list';
 export { clusterDir, clustersRoot, type ClusterRecord } from './cluster/state';
 export type { ClusterSummary } from './cluster/vm';
+export type { Log } from './log';
+export { CLOUD_SDKS, type Cloud } from './peer';
+export { optionSpecs, suggestOption, optionFromText, CLUSTER_KINDS } from './config/schema';
+export type { OptionSpec, OptionType } from './config/schema';
+export type { ClusterKind } from './config';
+export { parseDaskDuration, parseDaskBytes } from './config/dask-format';

@@ -4,7 +4,7 @@
  * (api.ts), never by importing this module.
  */
 import { resolveOptions } from '../../src/config';
-import createDebug from 'debug';
+import { createLog } from '../../src/log';
 import { cleanupClusters, listVmClusters, VMCluster, type CleanupOptions, type CleanupReport, type ClusterSummary, type VMClusterOptions } from '../../src/cluster/vm';
 import { CredentialsError, ValidationError } from '../../src/errors';
 import { savableOptions } from '../../src/cluster/state';
@@ -24,6 +24,10 @@ export {
   type ConsoleOutputFetcher,
   type TokenSource,
 } from './adapter';
+import { requireCloudSdk } from '../../src/peer';
+
+// Refuse to load without the SDK: one typed error naming the install line.
+requireCloudSdk('digitalocean');
 export type { DotsClient } from './api';
 
 /** Defaults of {@link DropletClusterOptions}. */
@@ -107,7 +111,7 @@ export interface DropletCleanupOptions extends CleanupOptions {
   requestTimeoutMs?: number;
 }
 
-const log = createDebug('dask-cloud:digitalocean');
+const log = createLog('dask-cloud:digitalocean');
 
 const SLUG = /^[a-z0-9][a-z0-9-]{0,63}$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

@@ -6,11 +6,15 @@
  * `@aws-sdk/client-ec2` is loaded on the first API call, never by importing this module.
  */
 import { resolveOptions } from '../../src/config';
-import createDebug from 'debug';
+import { createLog } from '../../src/log';
 import { VMCluster, cleanupClusters, listVmClusters, type CleanupOptions, type CleanupReport, type ClusterSummary } from '../../src/cluster/vm';
 import { ValidationError } from '../../src/errors';
 import { Ec2Adapter } from './adapter';
 import { EC2_DEFAULTS, resolveEc2Settings, type EC2ClusterOptions } from './options';
+import { requireCloudSdk } from '../../src/peer';
+
+// Refuse to load without the SDK: one typed error naming the install line.
+requireCloudSdk('ec2');
 
 export type { EC2ClusterOptions } from './options';
 export { EC2_DEFAULTS } from './options';
@@ -96,7 +100,7 @@ export class EC2Cluster extends VMCluster {
     if (options.clusterIds === undefined && !options.expired && !options.all) {
       throw new ValidationError('cleanup needs clusterIds, expired: true or all: true', { option: 'clusterIds' });
     }
-    return EC2Cluster.#sweep(options, (adapter) => cleanupClusters(adapter, options, createDebug('dask-cloud:cleanup:ec2')));
+    return EC2Cluster.#sweep(options, (adapter) => cleanupClusters(adapter, options, createLog('dask-cloud:cleanup:ec2')));
   }
 
   /**
@@ -105,7 +109,7 @@ export class EC2Cluster extends VMCluster {
    * credentials.
    */
   static async list(options: EC2ListOptions & { signal?: AbortSignal } = {}): Promise<ClusterSummary[]> {
-    return EC2Cluster.#sweep(options, (adapter) => listVmClusters(adapter, options, createDebug('dask-cloud:list:ec2')));
+    return EC2Cluster.#sweep(options, (adapter) => listVmClusters(adapter, options, createLog('dask-cloud:list:ec2')));
   }
 
   /** An adapter for sweeps: only the connection options matter. */

@@ -13,7 +13,7 @@ import { inspect, type InspectOptions } from 'node:util';
 import { Limiter } from '../../src/cluster/limiter';
 import { randomUUID } from 'node:crypto';
 import type * as Compute from '@google-cloud/compute';
-import type { Debugger } from 'debug';
+import type { Log } from '../../src/log';
 import { CloudApiError, CredentialsError, DaskCloudError } from '../../src/errors';
 import { CREDENTIALS_FIX, findCredentials, type CredentialSource } from './credentials';
 import { retry, type RetryClock } from '../../src/cluster/retry';
@@ -166,7 +166,7 @@ export interface CallOptions {
 }
 
 export interface GcpApiOptions extends Pick<ResolvedConnection, 'clientOptions' | 'clients' | 'maxConcurrentRequests' | 'requestTimeoutMs' | 'operationTimeoutMs'> {
-  log: Debugger;
+  log: Log;
   /** Where credentials are looked for (default `process.env`). */
   env?: NodeJS.ProcessEnv;
   /** How long one logical call keeps retrying (default 3 min: per-minute quotas refill within one). */

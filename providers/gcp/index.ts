@@ -3,19 +3,23 @@
  * default. The project README documents every option, the resources created and cleanup.
  */
 import { resolveOptions } from '../../src/config';
-import createDebug from 'debug';
+import { createLog } from '../../src/log';
 import { cleanupClusters, listVmClusters, VMCluster, type CleanupOptions, type CleanupReport, type ClusterSummary, type VMClusterOptions } from '../../src/cluster/vm';
 import { DaskCloudError, ValidationError } from '../../src/errors';
 import { savableOptions } from '../../src/cluster/state';
 import { GcpAdapter } from './adapter';
 import { GcpApi } from './api';
 import { resolveGcpOptions, type GCPClusterOptions, type GcpConnectionOptions, type ResolvedConnection } from './options';
+import { requireCloudSdk } from '../../src/peer';
+
+// Refuse to load without the SDK: one typed error naming the install line.
+requireCloudSdk('gcp');
 
 export type { GCPClusterOptions, GcpConnectionOptions, GcpClients, GcpClientOptions, GcpEndpoint, GcpGpu } from './options';
 export { GCP_DEFAULTS, resolveProjectId } from './options';
 export { clusterTag, roleTag } from './adapter';
 
-const log = createDebug('dask-cloud:gcp');
+const log = createLog('dask-cloud:gcp');
 
 /** Options of {@link GCPCluster.cleanup}: what to delete, and how to reach the project. */
 /** Where `GCPCluster.list` looks: the project and its connection, and `zone` to look in one zone only. */

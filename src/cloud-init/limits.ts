@@ -2,7 +2,7 @@
  * User-data size limits and the gzip fallback. cloud-init recognises gzip by its magic bytes and
  * inflates it before parsing, so compressing is transparent to the VM.
  */
-import { gzipSync } from 'node:zlib';
+import { loadZlib } from '../lazy';
 import { UserDataError, ValidationError } from '../errors';
 
 /**
@@ -49,7 +49,7 @@ export function fitUserData(
   const raw = Buffer.from(text, 'utf8');
   const fits = (b: Buffer) => limitBytes === undefined || b.length <= limitBytes;
   // Level 9: user-data is small and compressed once per VM, so time is no concern.
-  const compress = () => gzipSync(raw, { level: 9 });
+  const compress = () => loadZlib().gzipSync(raw, { level: 9 });
 
   let body: Buffer;
   if (mode === 'always') body = compress();

@@ -3,7 +3,7 @@
  * The core (`Cluster`) owns every bit of ordering, waiting, rollback and scaling; a backend only
  * knows how to create and delete its own kind of member.
  */
-import type { Debugger } from 'debug';
+import type { Log } from '../log';
 import type { DaskVersions } from '../dask/python';
 import type { Security } from '../security/security';
 import type { DaskProcessOptions } from '../dask/command';
@@ -61,7 +61,7 @@ export interface BackendContext {
   security: Security | false;
   /** Aborted when start is cancelled or fails; backends pass it to every wait. */
   signal: AbortSignal;
-  log: Debugger;
+  log: Log;
   emit(event: ClusterEvent): void;
   /** A backend calls this when a member dies on its own (process exit, VM terminated). */
   memberFailed(member: Member, error: Error): void;

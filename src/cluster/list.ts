@@ -8,14 +8,17 @@ import { describeValue } from '../config/bounds';
 import type { ClusterSummary } from './vm';
 import type { Cluster } from './cluster';
 import { readRecordOf } from './state';
-import type { GCPListOptions } from '../../providers/gcp';
-import type { EC2ListOptions } from '../../providers/ec2';
-import type { DropletListOptions } from '../../providers/digitalocean';
 
-export type ListClustersOptions =
-  | ({ provider: 'gcp' } & GCPListOptions)
-  | ({ provider: 'ec2'; signal?: AbortSignal } & EC2ListOptions)
-  | ({ provider: 'digitalocean' } & DropletListOptions);
+/**
+ * Which cloud to list, and that cloud's connection options: the same as `GCPCluster.list`,
+ * `EC2Cluster.list` or `DropletCluster.list` take (those are typed in full; this one stays loose
+ * so the core's types never pull in a cloud SDK's). The cloud's SDK must be installed.
+ */
+export interface ListClustersOptions {
+  provider: 'gcp' | 'ec2' | 'digitalocean';
+  signal?: AbortSignal;
+  [option: string]: unknown;
+}
 
 /** One summary per cluster (id, kind, location, state, instances by role, address, created, expires), newest first. */
 export async function listClusters(options: ListClustersOptions): Promise<ClusterSummary[]> {
@@ -23,15 +26,15 @@ export async function listClusters(options: ListClustersOptions): Promise<Cluste
   switch (provider) {
     case 'gcp': {
       const { GCPCluster } = await import('../../providers/gcp');
-      return GCPCluster.list(rest as GCPListOptions);
+      return GCPCluster.list(rest as Parameters<typeof GCPCluster.list>[0]);
     }
     case 'ec2': {
       const { EC2Cluster } = await import('../../providers/ec2');
-      return EC2Cluster.list(rest as EC2ListOptions);
+      return EC2Cluster.list(rest as Parameters<typeof EC2Cluster.list>[0]);
     }
     case 'digitalocean': {
       const { DropletCluster } = await import('../../providers/digitalocean');
-      return DropletCluster.list(rest as DropletListOptions);
+      return DropletCluster.list(rest as Parameters<typeof DropletCluster.list>[0]);
     }
     default:
       throw new ValidationError(`provider must be gcp, ec2 or digitalocean, got ${describeValue(provider)}`, { option: 'provider' });

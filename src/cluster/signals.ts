@@ -13,9 +13,9 @@
  * closing its clusters at interpreter exit. Cloud SDKs keep no handle that holds the process
  * open, so without this such a script would exit and leave its VMs running.
  */
-import createDebug from 'debug';
+import { createLog } from '../log';
 
-const log = createDebug('dask-cloud:signals');
+const log = createLog('dask-cloud:signals');
 const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 interface Closable {

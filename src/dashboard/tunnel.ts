@@ -13,14 +13,14 @@
  */
 import type * as net from 'node:net';
 import type * as tls from 'node:tls';
-import createDebug from 'debug';
+import { createLog } from '../log';
 import { ValidationError } from '../errors';
 import { Security } from '../security/security';
 import { checkInteger, checkSignal, checkTimerMs, describeValue, readOptions } from '../config/bounds';
 import { abortedError, DEFAULT_CONNECT_TIMEOUT_MS } from '../dask/comm';
 import { loadTls } from '../lazy';
 
-const log = createDebug('dask-cloud:dashboard');
+const log = createLog('dask-cloud:dashboard');
 
 import { DEFAULT_DASHBOARD_TLS_PORT } from '../dask/command';
 

@@ -11,7 +11,7 @@
  */
 import type * as net from 'node:net';
 import type * as tls from 'node:tls';
-import createDebug from 'debug';
+import { createLog } from '../log';
 import { DaskCommError, ValidationError, type ErrorCode } from '../errors';
 import { parseAddress, type DaskAddress } from './address';
 import { encodeFrames, FrameDecoder, type FrameLimits } from './frames';
@@ -20,7 +20,7 @@ import { loadTls } from '../lazy';
 import { DEFAULT_TLS12_CIPHERS } from '../security/ciphers';
 import { checkSignal, checkTimerMs } from '../config/bounds';
 
-const log = createDebug('dask-cloud:comm');
+const log = createLog('dask-cloud:comm');
 
 /** PEM material and TLS settings for connecting to a scheduler as a client. */
 export interface TlsClientOptions {

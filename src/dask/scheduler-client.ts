@@ -3,7 +3,7 @@
  * `identity`, `retire_workers`, `adaptive_target`, `versions`, `terminate`.
  */
 import { inspect, type InspectOptions } from 'node:util';
-import createDebug from 'debug';
+import { createLog } from '../log';
 import { DaskCommError, ValidationError } from '../errors';
 import {
   abortedError,
@@ -15,7 +15,7 @@ import {
 } from './comm';
 import { isRemoteError, remoteErrorInfo } from './protocol';
 
-const log = createDebug('dask-cloud:comm');
+const log = createLog('dask-cloud:comm');
 
 /** Options for connecting to a scheduler. */
 export interface ConnectOptions {

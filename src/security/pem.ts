@@ -7,7 +7,8 @@
  * a log through its error.
  */
 import * as fs from 'node:fs';
-import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
+import type { X509Certificate, KeyObject } from 'node:crypto';
+import { loadCrypto } from '../lazy';
 import { SecurityError } from '../errors';
 
 /** Where a piece of PEM text came from, for error messages: the option and, for files, the path. */
@@ -89,7 +90,7 @@ export function parseCertificates(src: PemSource): ParsedCert[] {
   }
   return found.map((b, i) => {
     try {
-      return { cert: new X509Certificate(b.pem), pem: b.pem };
+      return { cert: new (loadCrypto().X509Certificate)(b.pem), pem: b.pem };
     } catch (err) {
       throw new SecurityError('E_PEM_INVALID', `${describe(src)}: certificate #${i + 1} is not a valid X.509 certificate (${codeOf(err)})`, {
         details: details(src),
@@ -137,7 +138,7 @@ export function parsePrivateKey(src: PemSource): ParsedKey {
     );
   }
   try {
-    return { key: createPrivateKey({ key: block.pem, format: 'pem' }), pem: block.pem };
+    return { key: loadCrypto().createPrivateKey({ key: block.pem, format: 'pem' }), pem: block.pem };
   } catch (err) {
     // No `cause`: the original error object is deliberately not attached.
     throw new SecurityError('E_PEM_INVALID', `${describe(src)}: the private key cannot be parsed (${codeOf(err)})`, {

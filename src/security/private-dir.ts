@@ -13,7 +13,7 @@
  * - every failure (a path under /proc, a read-only file system, no permission) is a
  *   ValidationError naming the path and the errno, at once.
  */
-import { randomBytes } from 'node:crypto';
+import { loadCrypto } from '../lazy';
 import { constants as fsConstants, type Stats } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
@@ -165,7 +165,7 @@ export async function writePrivateFiles(dirInput: string, files: PrivateFile[]):
   const written: Array<{ tmp: string; target: string }> = [];
   try {
     for (const f of files) {
-      const tmp = path.join(dir, `.${f.name}.${randomBytes(6).toString('hex')}.tmp`);
+      const tmp = path.join(dir, `.${f.name}.${loadCrypto().randomBytes(6).toString('hex')}.tmp`);
       let handle: fs.FileHandle | undefined;
       try {
         handle = await fs.open(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | O_NOFOLLOW, f.mode);

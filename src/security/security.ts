@@ -5,12 +5,12 @@
  */
 import * as path from 'node:path';
 import * as util from 'node:util';
-import { X509Certificate } from 'node:crypto';
+import type { X509Certificate } from 'node:crypto';
 import { SecurityError, ValidationError } from '../errors';
 import { checkPositive, describeValue, MAX_BACKDATE_MINUTES, MAX_VALIDITY_DAYS, readOptions } from '../config/bounds';
 import type { DaskFile } from '../dask/command';
 import { validityWindow, ROLES } from './validity';
-import { loadGenerator, loadYaml } from '../lazy';
+import { loadCrypto, loadGenerator, loadYaml } from '../lazy';
 import {
   checkDates,
   checkKeySize,
@@ -229,7 +229,7 @@ export class Security {
     const keys = {} as Record<TlsRole, string>;
     for (const role of ROLES) {
       const leaf = minted.leaves[role];
-      certs[role] = { pem: leaf.certPem, leaf: new X509Certificate(leaf.certPem), source: role };
+      certs[role] = { pem: leaf.certPem, leaf: new (loadCrypto().X509Certificate)(leaf.certPem), source: role };
       keys[role] = leaf.keyPem;
     }
     return new Security(CONSTRUCT, { caCertPem: minted.caCertPem, certs, keys, settings, generated: true });

@@ -1,5 +1,5 @@
 /** Validation of the non-PEM TLS settings: versions, ciphers, require-encryption. */
-import * as tls from 'node:tls';
+import { loadTls } from '../lazy';
 import { SecurityError, ValidationError } from '../errors';
 import type { SecuritySettings, TlsVersion } from './types';
 import { DEFAULT_TLS12_CIPHERS } from './ciphers';
@@ -57,7 +57,7 @@ const FORBIDDEN_FAMILIES: ReadonlyArray<{ what: string; rest: string }> = [
 /** True when OpenSSL builds a non-empty TLS <= 1.2 suite list from `list`. */
 function opensslSelects(list: string): boolean {
   try {
-    tls.createSecureContext({ ciphers: list });
+    loadTls().createSecureContext({ ciphers: list });
     return true;
   } catch {
     return false;
@@ -89,7 +89,7 @@ export function parseCiphers(value: unknown, option = 'tlsCiphers'): string | un
   } else if (!opensslSelects(tls12)) {
     let why = 'unknown error';
     try {
-      tls.createSecureContext({ ciphers: tls12 });
+      loadTls().createSecureContext({ ciphers: tls12 });
     } catch (err) {
       why = (err as Error).message;
     }

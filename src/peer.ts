@@ -1,0 +1,40 @@
+/**
+ * Each cloud's SDK is an optional peer dependency: `npm install dask-cloud` brings the core
+ * (LocalCluster, Security, the renderer, the wire client) without 140 MB of cloud SDKs, and a
+ * cloud's entry point (`dask-cloud/gcp`, ...) checks on import that its SDK is there, so a missing
+ * one is one typed error with the line that installs it, not a module-resolution stack trace.
+ */
+import { MissingDependencyError } from './errors';
+
+export type Cloud = 'gcp' | 'ec2' | 'digitalocean';
+
+/** Which package each cloud needs, and the range this release is tested with (package.json's peerDependencies say the same). */
+export const CLOUD_SDKS: Readonly<Record<Cloud, { readonly pkg: string; readonly range: string; readonly entry: string; readonly cls: string }>> = {
+  gcp: { pkg: '@google-cloud/compute', range: '^6.15.0', entry: 'dask-cloud/gcp', cls: 'GCPCluster' },
+  ec2: { pkg: '@aws-sdk/client-ec2', range: '^3.1169.0', entry: 'dask-cloud/ec2', cls: 'EC2Cluster' },
+  digitalocean: { pkg: 'dots-wrapper', range: '^3.12.12', entry: 'dask-cloud/digitalocean', cls: 'DropletCluster' },
+};
+
+/** The command that installs `cloud`'s SDK. */
+export function installLine(cloud: Cloud): string {
+  const { pkg, range } = CLOUD_SDKS[cloud];
+  return `npm install ${pkg}@${range}`;
+}
+
+/**
+ * Throws MissingDependencyError unless `cloud`'s SDK resolves from where this package is
+ * installed. Only resolves the package (a few file lookups); the SDK itself is still loaded on
+ * first use.
+ */
+export function requireCloudSdk(cloud: Cloud, resolve: (id: string) => string = require.resolve): void {
+  const { pkg, entry, cls } = CLOUD_SDKS[cloud];
+  try {
+    resolve(pkg);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw err;
+    const install = installLine(cloud);
+    throw new MissingDependencyError(`${cls} (${entry}) needs ${pkg}, an optional peer dependency that is not installed: run \`${install}\``, {
+      details: { package: pkg, install },
+    });
+  }
+}
