@@ -256,6 +256,12 @@ export class LocalBackend implements ClusterBackend {
     });
     // Nothing is ever written; a pipe error after the launcher exits means nothing.
     child.stdin?.on('error', () => undefined);
+    // The cluster alone must not keep this process running: a script that forgets close() would
+    // hang for ever, and the close at exit (beforeExit, ../../src/cluster/signals.ts) would never
+    // come. Unref'd handles still deliver output and exit events while anything else keeps the
+    // loop alive; #stop refs the process again while it waits for it to end.
+    child.unref();
+    for (const stream of [child.stdin, child.stdout, child.stderr]) unrefStream(stream);
     const member: Member = { id: `pid-${child.pid ?? 'none'}`, role: spec.role, name: spec.name, privateHost: this.host };
     const tail: string[] = [];
     const procLog = ctx.log.extend(spec.name);
@@ -312,6 +318,8 @@ export class LocalBackend implements ClusterBackend {
     proc.stopping = true;
     const pid = proc.child.pid;
     if (pid !== undefined && proc.child.exitCode === null && proc.child.signalCode === null) {
+      // A close at beforeExit has nothing else keeping the loop alive: wait for the exit itself.
+      proc.child.ref();
       signalGroup(pid, 'SIGTERM');
       const timer = setTimeout(() => signalGroup(pid, 'SIGKILL'), STOP_GRACE_MS);
       await proc.exited;
@@ -534,6 +542,11 @@ function parseMembers(value: unknown): Member[] {
     }
     return { id, role, name, ...(typeof privateHost === 'string' ? { privateHost } : {}) };
   });
+}
+
+/** A child's stdio pipe (a net.Socket, though typed as a plain stream) stops holding the event loop. */
+function unrefStream(stream: unknown): void {
+  (stream as { unref?: () => void } | null)?.unref?.();
 }
 
 function signalGroup(pid: number, signal: NodeJS.Signals): void {
