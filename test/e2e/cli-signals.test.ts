@@ -28,6 +28,8 @@
  * 169.254.169.254, gcp-metadata 8's `getGCPResidency`), and its AWS credentials from the
  * environment (the instance metadata service is disabled).
  */
+import { execFileSync, spawn } from 'node:child_process';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -37,6 +39,7 @@ import { have, realDask } from '../helpers/prereq';
 import { spawnTsx, type SpawnedScript } from '../helpers/spawn';
 import { doTarget, ec2Target, gcpTarget, HOLD_MS, localTarget, stopTargets, tempDir, type Provider, type Target } from '../helpers/cli-targets';
 import { EC2Cluster } from '../../providers/ec2';
+import { SAME_PRESS_MS, SignalGate } from '../../src/cli/signals';
 
 const root = path.resolve(__dirname, '../..');
 const CLI = path.join(root, 'src/cli.ts');
@@ -251,3 +254,85 @@ describe.runIf(have(realDask()))(`EC2 instances that take ${SLOW_TERMINATION_MS 
     expect(t.fake.resources().securityGroups?.filter((g) => !(g.value as { isDefault: boolean }).isDefault) ?? []).toEqual([]);
   }, 180_000);
 });
+
+/** The gap between the two deliveries of one Ctrl-C under npx that the test reproduces (npx forwards within milliseconds). */
+const NPX_GAP_MS = 10;
+
+describe('one Ctrl-C delivered twice (npx forwards it, and the terminal sends it to the process group)', () => {
+  it('SignalGate: a repeat of the first signal within SAME_PRESS_MS is the same press; later, or another signal, is a second', () => {
+    let now = 1_000;
+    const gate = new SignalGate(() => now);
+    expect(gate.classify('SIGINT')).toBe('first');
+    now += NPX_GAP_MS;
+    expect(gate.classify('SIGINT')).toBe('same-press');
+    now += SAME_PRESS_MS;
+    expect(gate.classify('SIGINT')).toBe('second');
+    const other = new SignalGate(() => now);
+    expect(other.classify('SIGTERM')).toBe('first');
+    expect(other.classify('SIGINT')).toBe('second');
+    expect(NPX_GAP_MS).toBeLessThan(SAME_PRESS_MS / 4);
+  });
+
+  it.runIf(have(realDask()))(`the CLI: two SIGINTs ${NPX_GAP_MS} ms apart while it runs close the cluster normally, with no second-signal warning`, async () => {
+    const t = await localTarget();
+    const child = spawnCli(t, await tempDir('dc-sig-cfg-'));
+    const t0 = Date.now();
+    await child.until(RUNNING, 90_000);
+    const toRunning = Date.now() - t0;
+    const clusterId = /starting (\S+) \(/.exec(child.output())![1]!;
+    child.child.kill('SIGINT');
+    await new Promise((r) => setTimeout(r, NPX_GAP_MS));
+    child.child.kill('SIGINT');
+    const code = await child.exitWithin(3 * toRunning);
+    expect(code, child.output()).toBe(0);
+    expect(child.stdout()).toContain('closed');
+    expect(child.stderr()).not.toMatch(/second SIGINT/);
+    expect(child.stderr().match(/SIGINT: deleting everything/g) ?? []).toHaveLength(1);
+    expect(await t.leftovers(clusterId)).toEqual({});
+  }, 120_000);
+
+  const works = (cmd: string, args: string[]): boolean => {
+    try {
+      execFileSync(cmd, args, { stdio: 'ignore', timeout: 30_000 });
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const npxOnTty = { ok: works('script', ['--version']) && works('npx', ['--version']) && works('bash', ['--version']), reason: 'npx, bash and util-linux script (a pseudo-terminal to press Ctrl-C on)' };
+
+  it.runIf(have(realDask()) && have(npxOnTty))('under real npx on a terminal (bash as its script shell, which execs the CLI): one Ctrl-C closes normally, with no second-signal warning', async () => {
+    const t = await localTarget();
+    const dir = await tempDir('dc-sig-npx-');
+    // A package whose bin is this checkout's CLI, run by npx from its folder (no registry).
+    await mkdir(path.join(dir, 'pkg/bin'), { recursive: true });
+    await writeFile(path.join(dir, 'pkg/package.json'), JSON.stringify({ name: 'dask-cloud-npx-check', version: '0.0.0', bin: { 'dask-cloud': 'bin/dask-cloud' } }));
+    await writeFile(path.join(dir, 'pkg/bin/dask-cloud'), `#!/bin/sh\ncd '${root}' && exec '${process.execPath}' --import tsx '${CLI}' "$@"\n`);
+    await chmod(path.join(dir, 'pkg/bin/dask-cloud'), 0o755);
+    const inner = `stty cols 100 rows 40; exec npx --yes --offline --script-shell=/bin/bash '${path.join(dir, 'pkg')}' start --provider local --workers 1 --client-config '${path.join(dir, 'client')}'`;
+    const script = spawn('script', ['-qfec', inner, '/dev/null'], { cwd: dir, env: { ...t.env, HOME: process.env.HOME, PATH: process.env.PATH }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    script.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    script.stderr.on('data', (b: Buffer) => (out += b.toString()));
+    const exited = new Promise<void>((r) => script.on('exit', () => r()));
+    try {
+      const t0 = Date.now();
+      await eventually(() => out.includes('Ctrl-C stops the cluster'), 'the cluster to run under npx', 90_000);
+      const toRunning = Date.now() - t0;
+      const clusterId = /starting (\S+) \(/.exec(out)![1]!;
+      // Ctrl-C on the terminal: SIGINT to its foreground process group (npm, and the CLI), which npm also forwards.
+      script.stdin.write('\x03');
+      let timer: NodeJS.Timeout | undefined;
+      const ended = await Promise.race([exited.then(() => 'exited'), new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), 3 * toRunning)))]);
+      clearTimeout(timer);
+      expect(ended, out).toBe('exited');
+      expect(out).toContain('closed');
+      expect(out).not.toMatch(/second SIGINT/);
+      expect(out.match(/SIGINT: deleting everything/g) ?? []).toHaveLength(1);
+      expect(await t.leftovers(clusterId)).toEqual({});
+    } finally {
+      if (script.exitCode === null) script.kill('SIGKILL');
+    }
+  }, 120_000);
+});
+

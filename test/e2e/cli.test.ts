@@ -4,7 +4,8 @@
  * (fake) DigitalOcean account whose Droplets run their Dask processes locally.
  */
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -16,16 +17,18 @@ import { chooseDaskImage } from '../../src/dask/images';
 import { pythonWithConfig } from '../helpers/python';
 import { spawnTsx, type SpawnedScript } from '../helpers/spawn';
 import { LocalVmBooter, startFake } from '../providers/digitalocean/helpers';
+import { SAME_PRESS_MS } from '../../src/cli/signals';
 
 const root = path.resolve(__dirname, '../..');
+const { version } = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string };
 const tsx = path.join(root, 'node_modules/tsx/dist/cli.mjs');
 const cli = path.join(root, 'src/cli.ts');
 const dirs: string[] = [];
 afterAll(async () => Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true }))));
 
-function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+function run(args: string[], env: NodeJS.ProcessEnv = {}, entry: string[] = [tsx, cli]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [tsx, cli, ...args], { env: { ...process.env, ...env }, timeout: 60_000 }, (err, stdout, stderr) =>
+    execFile(process.execPath, [...entry, ...args], { env: { ...process.env, ...env }, timeout: 60_000 }, (err, stdout, stderr) =>
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
   });
@@ -234,9 +237,11 @@ describe('dask-cloud CLI', () => {
       await using fake = await startFake(DO_SLOT, { booter });
       const { cmd } = await startOn(fake);
       await cmd.until('Ctrl-C');
-      fake.faults.latency('droplets_destroy_byTag', 1_500); // a slow teardown, to interrupt
+      fake.faults.latency('droplets_destroy_byTag', 1_500 + 2 * SAME_PRESS_MS); // a slow teardown, to interrupt
       cmd.child.kill('SIGINT');
       await cmd.until('SIGINT: deleting everything');
+      // A repeat within SAME_PRESS_MS of the first is the same press (npx delivers one Ctrl-C twice): a person's second press comes later.
+      await new Promise((r) => setTimeout(r, 2 * SAME_PRESS_MS));
       expect(cmd.child.exitCode).toBeNull(); // still closing
       cmd.child.kill('SIGINT');
       expect(await cmd.exited).toBe(130);
@@ -280,8 +285,152 @@ describe('dask-cloud CLI', () => {
       expect(r.code).toBe(2);
       expect(r.stderr).toContain('--workers must be a whole number >= 0, got "two"');
       const p = await run(['start', '--provider', 'local', '--private'], {});
-      expect(p.stderr).toContain('--private and --endpoint are for cloud providers');
+      expect(p.stderr).toContain('--private is for cloud providers, not --provider local');
       expect(fake.server.received).toHaveLength(0);
     });
   });
+
+  describe('help, version and usage errors', () => {
+    it('--help of the program and of start and doctor, as committed snapshots; the layout ignores the terminal width', async () => {
+      const top = await run(['--help']);
+      expect(top.code, top.stderr).toBe(0);
+      await expect(top.stdout).toMatchFileSnapshot('./__snapshots__/cli-help.txt');
+      const start = await run(['start', '--help'], { COLUMNS: '40' });
+      expect(start.code, start.stderr).toBe(0);
+      await expect(start.stdout).toMatchFileSnapshot('./__snapshots__/cli-help-start.txt');
+      const doctor = await run(['doctor', '--help'], { COLUMNS: '250' });
+      expect(doctor.code, doctor.stderr).toBe(0);
+      await expect(doctor.stdout).toMatchFileSnapshot('./__snapshots__/cli-help-doctor.txt');
+      // On a terminal 40 columns wide (a pseudo-terminal from util-linux `script`), the same text.
+      if (have({ ok: hasScript(), reason: 'util-linux script (apt-get install util-linux) gives a pseudo-terminal' })) {
+        const onTty = execFileSync('script', ['-qec', `stty cols 40 rows 20; ${process.execPath} ${tsx} ${cli} start --help`, '/dev/null'], { encoding: 'utf8' });
+        expect(onTty.replace(/\r\n/g, '\n')).toBe(start.stdout);
+      }
+      // Every command has its own help.
+      for (const command of ['local', 'up', 'info', 'scale', 'logs', 'dashboard', 'env', 'down', 'user-data', 'ls', 'cleanup']) {
+        const r = await run([command, '--help']);
+        expect([r.code, r.stdout.split('\n')[0]], command).toEqual([0, expect.stringMatching(new RegExp(`^Usage: dask-cloud ${command} `))]);
+      }
+    });
+
+    it("--version is package.json's, from the source and from a bundle installed as the package lays it out (dist/cli.js)", async () => {
+      const fromSource = await run(['--version']);
+      expect([fromSource.code, fromSource.stdout.trim()]).toEqual([0, version]);
+      // The package as installed: package.json at its root, the bundle in dist/, dependencies in node_modules.
+      const pkg = await tempDir('dc-cli-pkg-');
+      await mkdir(path.join(pkg, 'dist'));
+      await writeFile(path.join(pkg, 'package.json'), readFileSync(path.join(root, 'package.json')));
+      await symlink(path.join(root, 'node_modules'), path.join(pkg, 'node_modules'));
+      const esbuild = (await import('esbuild')) as typeof import('esbuild');
+      await esbuild.build({ entryPoints: [cli], bundle: true, platform: 'node', format: 'cjs', target: 'node20', packages: 'external', outfile: path.join(pkg, 'dist/cli.js'), logLevel: 'warning' });
+      const bundled = await run(['--version'], {}, [path.join(pkg, 'dist/cli.js')]);
+      expect([bundled.code, bundled.stdout.trim()], bundled.stderr).toEqual([0, version]);
+    });
+
+    it('unknown commands and flags: exit 2, one line with a suggestion', async () => {
+      const cmd = await run(['strat']);
+      expect([cmd.code, cmd.stderr.trim()]).toEqual([2, "dask-cloud: unknown command 'strat' (Did you mean start?)"]);
+      const flag = await run(['start', '--wokers', '2']);
+      expect([flag.code, flag.stderr.trim()]).toEqual([2, "dask-cloud start: unknown option '--wokers' (Did you mean --workers?)"]);
+      const bare = await run([]);
+      expect(bare.code).toBe(2);
+      expect(bare.stderr).toContain('Usage: dask-cloud');
+    });
+
+    it("refuses --workers '' and other bad numbers or durations before anything starts (exit 2)", async () => {
+      for (const bad of ['', '-1', '1.5', '0x10']) {
+        const r = await run(['start', '--provider', 'local', '--workers', bad]);
+        expect([r.code, r.stderr.trim()], JSON.stringify(bad)).toEqual([2, `dask-cloud start: --workers must be a whole number >= 0, got ${JSON.stringify(bad)}`]);
+      }
+      const duration = await run(['up', '--provider', 'local', '--idle-timeout', 'two hours-ish']);
+      expect(duration.code, duration.stderr).toBe(2);
+      expect(duration.stderr).toMatch(/^dask-cloud up: .*--idle-timeout/);
+      expect(duration.stderr).not.toContain('starting');
+    });
+
+    it('library errors name flags, not code: a missing EC2 region says --region', async () => {
+      // Network safety: the endpoint is a closed loopback port, and the region check comes before any call.
+      const r = await run(['doctor', '--provider', 'ec2', '--endpoint', 'http://127.0.0.1:9'], {
+        HOME: '/nonexistent-home',
+        AWS_REGION: '',
+        AWS_DEFAULT_REGION: '',
+        AWS_EC2_METADATA_DISABLED: 'true',
+        AWS_CONFIG_FILE: '/nonexistent/aws-config',
+        AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/aws-credentials',
+        DASK_CLOUD_CONFIG: '',
+        XDG_CONFIG_HOME: '/nonexistent-config',
+      });
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toContain('pass --region eu-west-1');
+      expect(r.stderr).not.toContain('{ region');
+    });
+  });
+
+  describe.runIf(have(realDask()))('start on the local provider', () => {
+    it('takes nWorkers from the config file when no --workers is given, and prints a copy-paste line that works with the Python the library found', async () => {
+      const dir = await tempDir('dc-cli-cfg-');
+      const config = path.join(dir, 'config.yaml');
+      await writeFile(config, 'cluster:\n  nWorkers: 3\n');
+      const cmd = spawnTsx(cli, ['local', '--client-config', path.join(dir, 'client')], { DASK_CLOUD_CONFIG: config });
+      await cmd.until('Ctrl-C');
+      expect(cmd.output()).toMatch(/starting dask-[0-9a-f]{8} \(local, 3 workers\)/);
+      expect(cmd.output()).toMatch(/ready done \(\d+ ms\): 3 \/ 3 workers registered/);
+      expect(cmd.stdout()).toMatch(/^scheduler tls:\/\/127\.0\.0\.1:\d+, 3 workers$/m);
+      // The printed line, run as printed by a shell whose PATH is the user's (here `python3` may lack distributed).
+      const line = /^client config in .*?: (DASK_CONFIG=.*)$/m.exec(cmd.stdout())?.[1];
+      expect(line, cmd.stdout()).toBeDefined();
+      expect(line).not.toMatch(/ python3 -c/);
+      const env = { ...process.env };
+      for (const k of Object.keys(env)) if (k.startsWith('DASK_')) delete env[k];
+      const out = await new Promise<string>((resolve, reject) =>
+        execFile('sh', ['-c', line!], { env, timeout: 60_000 }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout))),
+      );
+      expect(out).toMatch(/<Client: 'tls:\/\/127\.0\.0\.1:\d+' processes=3/);
+      cmd.child.kill('SIGINT');
+      expect(await cmd.exited).toBe(0);
+    });
+
+    it("up: the idle timeout comes from DASK_CLOUD_IDLE_TIMEOUT when no flag gives it (up's own default of 1 hour does not mask it)", async () => {
+      const up = await run(['up', '--provider', 'local', '--workers', '0', '--json'], { DASK_CLOUD_IDLE_TIMEOUT: '2 hours' });
+      expect(up.code, up.stderr).toBe(0);
+      const started = JSON.parse(up.stdout) as { id: string; kind: string; idleTimeout: string; workers: number; python?: string };
+      try {
+        expect(started).toMatchObject({ kind: 'local', idleTimeout: '2 hours', workers: 0, python: expect.any(String) });
+      } finally {
+        const down = await run(['down', started.id, '--json']);
+        expect(down.code, down.stderr).toBe(0);
+        expect(JSON.parse(down.stdout)).toEqual({ clusters: [{ id: started.id, provider: 'local', deleted: true, message: expect.any(String) }] });
+      }
+    });
+
+    it('--json: one JSON document on stdout once it runs; progress and "closed" on stderr', async () => {
+      const dir = await tempDir('dc-cli-json-');
+      const cmd = spawnTsx(cli, ['start', '--provider', 'local', '--workers', '1', '--json', '--client-config', dir]);
+      await cmd.until('Ctrl-C');
+      const doc = JSON.parse(cmd.stdout()) as Record<string, unknown>;
+      expect(doc).toMatchObject({
+        id: expect.stringMatching(/^dask-[0-9a-f]{8}$/),
+        kind: 'local',
+        schedulerAddress: expect.stringMatching(/^tls:\/\/127\.0\.0\.1:\d+$/),
+        workers: 1,
+        clientConfig: dir,
+        env: `DASK_CONFIG=${dir}`,
+        python: expect.any(String),
+      });
+      expect(cmd.stderr()).toMatch(/^ {2}ready done \(\d+ ms\): 1 \/ 1 workers registered$/m);
+      cmd.child.kill('SIGINT');
+      expect(await cmd.exited).toBe(0);
+      expect(JSON.parse(cmd.stdout())).toEqual(doc);
+      expect(cmd.stderr()).toMatch(/^closed$/m);
+    });
+  });
 });
+
+function hasScript(): boolean {
+  try {
+    execFileSync('script', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
