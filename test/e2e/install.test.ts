@@ -1,6 +1,6 @@
 /**
  * The package as a user installs it: `npm pack`, then `npm install <tarball>` into a fresh
- * project.
+ * project. `attw` (are-the-types-wrong) checks the tarball's ESM/CommonJS type entries first.
  * - With the root package alone: the install stays within 30 MB and holds no cloud SDK; a
  *   LocalCluster script type-checks under strict settings (no `skipLibCheck`, only `@types/node`
  *   beside it) and runs; `dask-cloud/gcp` refuses to load with one typed error naming the
@@ -11,7 +11,7 @@
  * Network safety: the fake and its stand-in VMs are on loopback blocks (test/providers/gcp/helpers).
  * The installs reach the npm registry only for what npm's cache lacks.
  */
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -28,6 +28,11 @@ const MAX_INSTALL_BYTES = 30 * 1024 * 1024;
 const SDK_PATH = /node_modules\/(@google-cloud|@aws-sdk|@smithy|dots-wrapper|google-gax|googleapis)\//;
 
 let project: string;
+let tarball: string;
+let packDir: string;
+afterAll(async () => {
+  for (const d of [project, packDir]) if (d) await rm(d, { recursive: true, force: true });
+});
 const npm = (args: string[]) => run('npm', [...args, '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'], { cwd: project, timeout: 300_000 });
 const node = (args: string[]) => run(process.execPath, args, { cwd: project, timeout: 120_000, encoding: 'utf8' });
 
@@ -66,11 +71,18 @@ async function typeCheckLocal(): Promise<string[]> {
 
 describe('the packed package, installed into a fresh project', () => {
   beforeAll(async () => {
-    const { tarball } = await packPackage();
+    ({ tarball, dir: packDir } = await packPackage());
     project = await mkdtemp(path.join(os.tmpdir(), 'dc-install-'));
     await writeFile(path.join(project, 'package.json'), JSON.stringify({ name: 'fresh-project', private: true, version: '1.0.0' }));
     await npm(['install', tarball]);
   }, 600_000);
+
+  it('attw finds no problem in the tarball: ESM and CommonJS types match their entries, for every export', async () => {
+    const { stdout } = await run(path.join(root, 'node_modules/.bin/attw'), [tarball, '--format', 'json'], { cwd: project, timeout: 180_000, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' });
+    const report = JSON.parse(stdout) as { problems: Record<string, unknown>; analysis: { entrypoints: Record<string, unknown> } };
+    expect(Object.keys(report.analysis.entrypoints)).toEqual(expect.arrayContaining(['.', './gcp', './ec2', './digitalocean']));
+    expect(report.problems).toEqual({});
+  }, 240_000);
 
   it('the root package alone installs within 30 MB, with no cloud SDK', async () => {
     const bytes = await diskUsage(path.join(project, 'node_modules'));
@@ -120,6 +132,14 @@ describe('the packed package, installed into a fresh project', () => {
         typed: true,
       });
     }
+    // The installed command says the same, as its one line of error.
+    const cli = await run(path.join(project, 'node_modules/.bin/dask-cloud'), ['ls', '--provider', 'gcp', '--project', 'p'], { cwd: project, timeout: 60_000, encoding: 'utf8' }).then(
+      () => ({ code: 0, stderr: '' }),
+      (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }),
+    );
+    expect(cli.code).toBe(1);
+    expect(cli.stderr).toContain(`run \`npm install @google-cloud/compute@${pkg.peerDependencies['@google-cloud/compute']}\``);
+    expect(cli.stderr).toContain('[E_MISSING_DEPENDENCY]');
     for (const [entry, sdk] of [['ec2', '@aws-sdk/client-ec2'], ['digitalocean', 'dots-wrapper']] as const) {
       const out = JSON.parse((await node(['-e', probe(`import('dask-cloud/${entry}')`)])).stdout.trim()) as Record<string, unknown>;
       expect(out).toMatchObject({ code: 'E_MISSING_DEPENDENCY', details: { install: `npm install ${sdk}@${pkg.peerDependencies[sdk]}` } });
