@@ -410,7 +410,8 @@ describe.skipIf(!enabled)('dashboard over mutual TLS: real Dask, the terminator 
     expect(await within(mismatch.exited, 'the terminator to exit')).toBe(2);
     expect(mismatch.output()).toMatch(/cannot load them \(KEY_VALUES_MISMATCH\)/);
     expect(mismatch.output()).not.toMatch(/PRIVATE KEY|BEGIN/);
-  });
+    // Three terminator processes one after another, each bounded by WAIT_MS.
+  }, 3 * WAIT_MS + 10_000);
 });
 
 /**
