@@ -667,6 +667,14 @@ export class Cluster implements AsyncDisposable {
     let workersLaunched: Promise<Member[]> | undefined;
     /** Until the network phase nothing exists in the cloud: a failure is thrown as it is, with no rollback. */
     let creating = false;
+    // The local client's versions (one interpreter probe, a child process that imports
+    // distributed): they pick a VM cluster's image and are compared with the cluster after start.
+    // The options were checked in the constructor, and the probe only reads, so it runs while
+    // the credentials are made rather than after: most of each is waiting on the other core.
+    const probe = findPython(this.options.python).then(
+      (p) => p.versions,
+      () => undefined,
+    );
     try {
       await this.#phase('credentials', () => this.#credentials());
       // Made once the credentials exist: every backend call gets them through it.
@@ -676,12 +684,7 @@ export class Cluster implements AsyncDisposable {
       const { validate, preflight } = this.backend;
       if (validate) await this.#phase('validate', async () => validate.call(this.backend, ctx, { scheduler: schedulerSpec, worker: this.#workerSpecs(1, false)[0]! }));
       throwIfAborted(abort.signal);
-      // The local client's versions (one quick interpreter probe, after every check of the
-      // input): they pick a VM cluster's image and are compared with the cluster after start.
-      this.#local = await findPython(this.options.python).then(
-        (p) => p.versions,
-        () => undefined,
-      );
+      this.#local = await probe;
       if (this.options.strictVersions && this.#local === undefined) {
         throw new ValidationError(
           `strictVersions compares the cluster with the local client, but no Python that imports distributed was found${this.options.python ? ` at ${this.options.python}` : ''}: install Dask locally, set the python option or DASK_CLOUD_PYTHON, or drop strictVersions`,
@@ -735,6 +738,9 @@ export class Cluster implements AsyncDisposable {
           timeoutMs: this.options.schedulerTimeoutMs ?? this.#defaults.schedulerTimeoutMs,
           signal: abort.signal,
           intervalMs: this.backend.readinessPollMs,
+          // A backend that polls fast keeps its backoff within a few polls: a local scheduler is
+          // up in about a second, and a pause grown to 500 ms would cost half of that again.
+          maxIntervalMs: this.backend.readinessPollMs === undefined ? undefined : 4 * this.backend.readinessPollMs,
         });
         this.emit({ type: 'scheduler-ready', clusterId: this.id, address: this.#clientAddress, at: Date.now() });
         phase = 'workers';

@@ -310,8 +310,10 @@ export class SchedulerClient implements AsyncDisposable {
 export interface WaitForSchedulerOptions extends ConnectOptions {
   /** Overall deadline, in ms. */
   timeoutMs: number;
-  /** First pause between attempts, in ms; grows ×1.5 with jitter up to 5 s. Default 500. */
+  /** First pause between attempts, in ms; grows ×1.5 with jitter up to `maxIntervalMs`. Default 500. */
   intervalMs?: number;
+  /** Longest pause between attempts, in ms. Default 5 000. */
+  maxIntervalMs?: number;
   /** Budget of one connect attempt, in ms. Default min(10 000, what is left). */
   attemptTimeoutMs?: number;
   /** Keep retrying even failures that waiting cannot cure (untrusted certificate, refused TLS). */
@@ -341,9 +343,9 @@ function sleep(ms: number, signal: AbortSignal | undefined, address: string): Pr
 
 const MAX_INTERVAL_MS = 5_000;
 
-function nextInterval(current: number): number {
+function nextInterval(current: number, max = MAX_INTERVAL_MS): number {
   // Jitter keeps many waiters (one per cluster) from polling in lockstep.
-  return Math.min(MAX_INTERVAL_MS, current * 1.5) * (0.8 + 0.4 * Math.random());
+  return Math.min(max, current * 1.5) * (0.8 + 0.4 * Math.random());
 }
 
 /**
@@ -389,7 +391,7 @@ export async function waitForScheduler(address: string, options: WaitForSchedule
     const pause = Math.min(interval, deadline - Date.now());
     if (pause <= 0) break;
     await sleep(pause, signal, address);
-    interval = nextInterval(interval);
+    interval = nextInterval(interval, options.maxIntervalMs);
   }
   const lastText = last instanceof Error ? last.message : 'no attempt completed';
   throw new DaskCommError(
