@@ -10,6 +10,8 @@ import type * as MsgpackModule from '@msgpack/msgpack';
 import type * as TlsModule from 'node:tls';
 import type * as CryptoModule from 'node:crypto';
 import type * as ZlibModule from 'node:zlib';
+import type * as NetModule from 'node:net';
+import type * as ChildProcessModule from 'node:child_process';
 
 /**
  * `@peculiar/x509` (and the reflect-metadata polyfill it needs) through our generator module.
@@ -47,4 +49,14 @@ export function loadCrypto(): typeof CryptoModule {
 /** `node:zlib`, for measuring gzipped user-data. */
 export function loadZlib(): typeof ZlibModule {
   return require('node:zlib') as typeof ZlibModule;
+}
+
+/** `node:net`: sockets and servers only once a cluster starts. */
+export function loadNet(): typeof NetModule {
+  return require('node:net') as typeof NetModule;
+}
+
+/** `node:child_process`: processes only once a cluster starts or an interpreter is probed. */
+export function loadChildProcess(): typeof ChildProcessModule {
+  return require('node:child_process') as typeof ChildProcessModule;
 }

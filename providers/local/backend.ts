@@ -7,10 +7,9 @@
  * (./control.ts) through which other processes act on them. A backend made by `attach` (adopt)
  * owns nothing: it asks the owner to launch, stop, read and close.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { mkdtemp, rm, writeFile, chmod } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { AdoptedCluster, BackendContext, ClusterBackend, Member, MemberSpec, SchedulerLaunch } from '../../src/cluster/backend';
@@ -22,6 +21,7 @@ import { findPython } from '../../src/dask/python';
 import { freePort } from '../../src/net';
 import { CONTROL_SOCKET, ControlServer, MAX_SOCKET_PATH, controlRequest, controlWatch, isUnreachable, type ControlEvent, type ControlWatch } from './control';
 import { CLUSTER_ENV, KEY_DIR_PREFIX, OWNER_ENV, OWNER_FILE, STOP_GRACE_MS, identityAlive, launcherArgs, ownerIdentity } from './watchdog';
+import { loadChildProcess } from '../../src/lazy';
 
 export interface LocalBackendOptions {
   /** Python interpreter with `distributed`; default: DASK_CLOUD_PYTHON, then a search. */
@@ -249,7 +249,7 @@ export class LocalBackend implements ClusterBackend {
       this.#written.add(f.path);
     }
     // stdin is the watchdog's pipe: only this process holds its other end (see ./watchdog.ts).
-    const child = spawn(this.#python, launcherArgs(this.#clusterId, this.#dir, processSpec.args), {
+    const child = loadChildProcess().spawn(this.#python, launcherArgs(this.#clusterId, this.#dir, processSpec.args), {
       env: { ...baseEnv(), ...processSpec.env, [CLUSTER_ENV]: this.#clusterId, [OWNER_ENV]: ownerIdentity() },
       stdio: ['pipe', 'pipe', 'pipe'],
       detached: true,

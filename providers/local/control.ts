@@ -17,7 +17,8 @@
  * connection never keeps the owner's process alive. Every client request has a deadline.
  */
 import { chmod } from 'node:fs/promises';
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import type { Server, Socket } from 'node:net';
+import { loadNet } from '../../src/lazy';
 import { DaskCloudError, type ErrorCode } from '../../src/errors';
 
 /** File name of the socket inside the key directory. */
@@ -110,7 +111,7 @@ export class ControlServer {
    */
   static async listen(path: string, handlers: Record<string, ControlHandler>, log: (format: string, ...args: unknown[]) => void): Promise<ControlServer> {
     if (Buffer.byteLength(path) > MAX_SOCKET_PATH) throw new Error(`control socket path ${path} is longer than ${MAX_SOCKET_PATH} bytes`);
-    const server = createServer({ allowHalfOpen: false });
+    const server = loadNet().createServer({ allowHalfOpen: false });
     server.maxConnections = MAX_CONNECTIONS;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -283,7 +284,7 @@ class ControlConnection {
   /** Connects, at most `timeoutMs`. ENOENT / ECONNREFUSED become `E_CONNECT_REFUSED` (see `isUnreachable`). */
   static connect(path: string, timeoutMs: number, onEvent: (event: ControlEvent) => void = () => undefined, onEnd: () => void = () => undefined): Promise<ControlConnection> {
     return new Promise((resolve, reject) => {
-      const socket = createConnection({ path, allowHalfOpen: false });
+      const socket = loadNet().createConnection({ path, allowHalfOpen: false });
       const timer = setTimeout(() => {
         socket.destroy();
         reject(new DaskCloudError('E_TIMEOUT', `no connection to the cluster's owner at ${path} within ${timeoutMs} ms`));

@@ -18,7 +18,7 @@
  * Its stderr (warnings; `DEBUG=dask-cloud*` output) goes to `supervisor.log` in a private temporary
  * directory, removed when the supervisor ends normally.
  */
-import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import type { ChildProcessByStdio } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -40,6 +40,7 @@ import {
 } from '../../src/errors';
 import type { LocalCluster, LocalClusterOptions } from './index';
 import { STOP_GRACE_MS } from './watchdog';
+import { loadChildProcess } from '../../src/lazy';
 
 /** The hidden CLI command that runs the supervisor (routed by src/cli.ts). */
 export const SUPERVISOR_COMMAND = '__local-supervisor';
@@ -228,7 +229,7 @@ export async function startDetachedLocal(options: DetachedLocalOptions = {}): Pr
   try {
     // Its own session (no terminal: Ctrl-C and a closing terminal do not reach it); stdin carries
     // the options, stdout the one line of its outcome, stderr goes to its log only.
-    child = spawn(command!, args, { detached: true, stdio: ['pipe', 'pipe', fd], cwd: process.cwd(), env: process.env }) as Supervisor;
+    child = loadChildProcess().spawn(command!, args, { detached: true, stdio: ['pipe', 'pipe', fd], cwd: process.cwd(), env: process.env }) as Supervisor;
   } finally {
     closeSync(fd);
   }

@@ -1,4 +1,4 @@
-import { isIP } from 'node:net';
+import { loadNet } from '../lazy';
 import { ValidationError } from '../errors';
 
 /** A parsed Dask comm address. `host` carries no brackets, even for IPv6. */
@@ -30,7 +30,7 @@ export function parseAddress(address: string): DaskAddress {
     const close = rest.indexOf(']');
     if (close < 0) throw bad('unclosed [ in IPv6 host');
     host = rest.slice(1, close);
-    if (isIP(host) !== 6) throw bad(`${host} in brackets is not an IPv6 address`);
+    if (loadNet().isIP(host) !== 6) throw bad(`${host} in brackets is not an IPv6 address`);
     if (rest[close + 1] !== ':') throw bad('missing :PORT after the IPv6 host');
     portText = rest.slice(close + 2);
   } else {
@@ -50,6 +50,6 @@ export function parseAddress(address: string): DaskAddress {
 
 /** Inverse of {@link parseAddress}: brackets IPv6 hosts. */
 export function formatAddress(a: DaskAddress): string {
-  const host = isIP(a.host) === 6 ? `[${a.host}]` : a.host;
+  const host = loadNet().isIP(a.host) === 6 ? `[${a.host}]` : a.host;
   return `${a.protocol}://${host}:${a.port}`;
 }

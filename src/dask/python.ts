@@ -4,7 +4,7 @@
  * The first `python3` on PATH is often a virtualenv or pyenv shim without Dask, so each candidate
  * is actually asked to import it.
  */
-import { execFile } from 'node:child_process';
+import { loadChildProcess } from '../lazy';
 import { LocalRuntimeError } from '../errors';
 
 /** What a Python environment runs, as Dask's own version check sees it. */
@@ -49,7 +49,7 @@ const CHECK_TIMEOUT_MS = 30_000;
 
 function probe(python: string): Promise<PythonInfo | string> {
   return new Promise((resolve) => {
-    execFile(python, ['-c', CHECK], { timeout: CHECK_TIMEOUT_MS }, (err, stdout, stderr) => {
+    loadChildProcess().execFile(python, ['-c', CHECK], { timeout: CHECK_TIMEOUT_MS }, (err, stdout, stderr) => {
       if (err) {
         const why = (err as NodeJS.ErrnoException).code === 'ENOENT'
           ? 'not found'
