@@ -204,6 +204,10 @@ const ALIASES: Readonly<Record<string, Targets>> = {
   dashboard: { local: 'dashboardAddress', gcp: 'exposeDashboard', ec2: 'exposeDashboard', digitalocean: 'exposeDashboard' },
   preemptible: { ec2: 'spot' },
   serviceaccountcredentials: { gcp: 'authClient' },
+  instancescopes: { gcp: 'scopes' },
+  workerclass: { '*': 'workerOptions' },
+  workermodule: { '*': 'workerOptions' },
+  workercommand: { '*': 'workerOptions' },
 };
 
 /** Optimal string alignment distance: insertions, deletions, substitutions and swaps of neighbours cost 1. */

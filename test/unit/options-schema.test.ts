@@ -257,7 +257,9 @@ describe('suggestOption', () => {
     ['idleTimout', ['idleTimeout', 'idleTimeout', 'idleTimeout', 'idleTimeout']],
     ['workerMemoryLimt', ['workerMemoryLimit', 'workerMemoryLimit', 'workerMemoryLimit', 'workerMemoryLimit']],
     ['debug', [undefined, undefined, undefined, undefined]],
-    ['worker_class', [undefined, undefined, undefined, undefined]],
+    // A worker class is one of `dask worker`'s arguments here (--worker-class).
+    ['worker_class', ['workerOptions', 'workerOptions', 'workerOptions', 'workerOptions']],
+    ['instance_scopes', [undefined, 'scopes', undefined, undefined]],
     ['', [undefined, undefined, undefined, undefined]],
   ];
   for (const [name, expected] of cases) {
