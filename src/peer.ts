@@ -5,14 +5,16 @@
  * one is one typed error with the line that installs it, not a module-resolution stack trace.
  */
 import { MissingDependencyError } from './errors';
+import { CLUSTER_CLASSES } from './config/schema';
+import type { ClusterKind } from './config';
 
-export type Cloud = 'gcp' | 'ec2' | 'digitalocean';
+export type Cloud = Exclude<ClusterKind, 'local'>;
 
 /** Which package each cloud needs, and the range this release is tested with (package.json's peerDependencies say the same). */
-export const CLOUD_SDKS: Readonly<Record<Cloud, { readonly pkg: string; readonly range: string; readonly entry: string; readonly cls: string }>> = {
-  gcp: { pkg: '@google-cloud/compute', range: '^6.15.0', entry: 'dask-cloud/gcp', cls: 'GCPCluster' },
-  ec2: { pkg: '@aws-sdk/client-ec2', range: '^3.1169.0', entry: 'dask-cloud/ec2', cls: 'EC2Cluster' },
-  digitalocean: { pkg: 'dots-wrapper', range: '^3.12.12', entry: 'dask-cloud/digitalocean', cls: 'DropletCluster' },
+export const CLOUD_SDKS: Readonly<Record<Cloud, { readonly pkg: string; readonly range: string }>> = {
+  gcp: { pkg: '@google-cloud/compute', range: '^6.15.0' },
+  ec2: { pkg: '@aws-sdk/client-ec2', range: '^3.1169.0' },
+  digitalocean: { pkg: 'dots-wrapper', range: '^3.12.12' },
 };
 
 /** The command that installs `cloud`'s SDK. */
@@ -27,13 +29,13 @@ export function installLine(cloud: Cloud): string {
  * first use.
  */
 export function requireCloudSdk(cloud: Cloud, resolve: (id: string) => string = require.resolve): void {
-  const { pkg, entry, cls } = CLOUD_SDKS[cloud];
+  const { pkg } = CLOUD_SDKS[cloud];
   try {
     resolve(pkg);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw err;
     const install = installLine(cloud);
-    throw new MissingDependencyError(`${cls} (${entry}) needs ${pkg}, an optional peer dependency that is not installed: run \`${install}\``, {
+    throw new MissingDependencyError(`${CLUSTER_CLASSES[cloud]} (dask-cloud/${cloud}) needs ${pkg}, an optional peer dependency that is not installed: run \`${install}\``, {
       details: { package: pkg, install },
     });
   }
