@@ -32,7 +32,7 @@ export interface ChildConfig {
 }
 
 export type ChildMessage =
-  | { type: 'phase'; name: string; start: number; end: number; ok: boolean; error?: string; detail?: Record<string, unknown> }
+  | { type: 'phase'; name: string; start: number; end: number; ok: boolean; error?: string; detail?: Record<string, unknown>; peakRssKb?: number }
   | { type: 'events'; phases: { phase: string; start: number; end?: number }[]; warnings: string[]; pacing: string[] }
   | { type: 'done'; maxRssKb: number; rssAfterImportKb: number; rssAtStartKb: number; refused: string[] };
 
@@ -49,9 +49,27 @@ export function errorText(err: unknown): string {
   return text.length > 600 ? `${text.slice(0, 600)}…` : text;
 }
 
+/**
+ * The highest RSS sampled (every 50 ms) since the last `takePeak()`: which step needs the memory.
+ * The process's own maxRSS (reported at the end) is the exact peak; this one can miss a spike
+ * shorter than a sample.
+ */
+let peakKb = 0;
+const sampleRss = () => {
+  peakKb = Math.max(peakKb, Math.round(process.memoryUsage().rss / 1024));
+};
+setInterval(sampleRss, 50).unref();
+function takePeak(): number {
+  sampleRss();
+  const p = peakKb;
+  peakKb = 0;
+  return p;
+}
+
 /** Runs `fn` within `ms`, reporting it as phase `name`. Resolves with its result or undefined. */
 export async function step<T>(name: string, ms: number, fn: () => Promise<T>, detail?: (r: T) => Record<string, unknown>): Promise<{ ok: boolean; value?: T; error?: string }> {
   const start = Date.now();
+  takePeak();
   let timer: NodeJS.Timeout | undefined;
   try {
     const value = await Promise.race([
@@ -60,11 +78,11 @@ export async function step<T>(name: string, ms: number, fn: () => Promise<T>, de
         timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
       }),
     ]);
-    await send({ type: 'phase', name, start, end: Date.now(), ok: true, ...(detail ? { detail: detail(value) } : {}) });
+    await send({ type: 'phase', name, start, end: Date.now(), ok: true, peakRssKb: takePeak(), ...(detail ? { detail: detail(value) } : {}) });
     return { ok: true, value };
   } catch (err) {
     const error = errorText(err);
-    await send({ type: 'phase', name, start, end: Date.now(), ok: false, error });
+    await send({ type: 'phase', name, start, end: Date.now(), ok: false, error, peakRssKb: takePeak() });
     return { ok: false, error };
   } finally {
     if (timer) clearTimeout(timer);

@@ -81,6 +81,7 @@ interface Phase {
   ok: boolean;
   error?: string;
   detail?: Record<string, unknown>;
+  peakRssKb?: number;
 }
 
 interface Measurement {
@@ -307,6 +308,8 @@ function details(m: Measurement, b: Measurement | undefined, bootMs: number): st
     const errs = calls.filter((c) => c.status >= 400 && !isThrottle(m.cloud, c)).length;
     out.push(`${label}: ${sec(dur(p))} s, ${calls.length} calls${thr ? `, ${thr} throttled` : ''}${errs ? `, ${errs} other errors` : ''}: ${opsText(calls, mn)}`);
   }
+  const peaks = m.phases.filter((p) => p.peakRssKb !== undefined).map((p) => `${p.name} ${(p.peakRssKb! / 1024).toFixed(0)}`);
+  if (peaks.length) out.push(`peak RSS MB by step (sampled every 50 ms): ${peaks.join(', ')}`);
   if (m.pacing.length) out.push(`pacing (events): ${m.pacing.join(' | ')}`);
   const outside = m.calls.filter((c) => !m.phases.some((p) => c.at >= p.start && c.at < p.end)).length;
   if (outside) out.push(`calls outside the measured steps: ${outside}`);

@@ -22,10 +22,12 @@ import { credentialsRefused, isNotFound, gcpErrorInfo, operationOf, raceAbort, t
 import { CREDENTIALS_FIX } from './credentials';
 import type { GcpClients, ResolvedGcpConfig } from './options';
 import type * as Compute from '@google-cloud/compute';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 type IInstance = Compute.protos.google.cloud.compute.v1.IInstance;
 type IInstanceProperties = Compute.protos.google.cloud.compute.v1.IInstanceProperties;
 type IFirewall = Compute.protos.google.cloud.compute.v1.IFirewall;
+type IRegion = Compute.protos.google.cloud.compute.v1.IRegion;
 type IRouterNat = Compute.protos.google.cloud.compute.v1.IRouterNat;
 
 /** Network tag every member carries; the firewall rules target it. */
@@ -61,6 +63,8 @@ const NOT_READY = 'resourceNotReady';
 
 /** A state that an instance never leaves for RUNNING on its own. */
 const GONE_STATES = new Set(['STOPPING', 'STOPPED', 'SUSPENDING', 'SUSPENDED', 'TERMINATED']);
+/** Deletions beyond this many are waited for by listing the cluster rather than by their operations. */
+const LIST_WAIT_THRESHOLD = 8;
 
 export class GcpAdapter implements CloudAdapter {
   readonly kind = 'gcp';
@@ -86,6 +90,8 @@ export class GcpAdapter implements CloudAdapter {
   #subnetwork: { url: string; range: string } | undefined;
   /** Insert operations still being watched, by instance name (the scheduler's). */
   readonly #inserts = new Map<string, Promise<void>>();
+  /** The firewall rules' insert operations of this start, until they are done (ensureNetwork). */
+  #firewallsDone: Promise<void> | undefined;
   /** vCPUs of each machine type, from preflight (for the quota check). */
   readonly #vcpus = new Map<string, number>();
   /** From the plan: no access configs, so no public addresses. */
@@ -136,6 +142,10 @@ export class GcpAdapter implements CloudAdapter {
     this.#privateNetworking = plan.privateNetworking;
     let project: { name?: string | null } | undefined;
     let projectError: unknown;
+    // The zone is read while the credentials are checked: the two reads are independent, and a
+    // zone read with refused credentials is simply not looked at.
+    const zoneRead = this.#api.clients().then(() => this.#read(ctx, `reading zone ${c.zone}`, (api, gax) => api.zones.get({ project: c.projectId, zone: c.zone }, gax)));
+    zoneRead.catch(() => undefined);
     const credentialsOk = await report.check(
       'credentials',
       async () => {
@@ -161,7 +171,7 @@ export class GcpAdapter implements CloudAdapter {
       'location',
       async () => {
         if (projectError !== undefined) throw this.#projectProblem(projectError);
-        const zone = await this.#read(ctx, `reading zone ${c.zone}`, (api, gax) => api.zones.get({ project: c.projectId, zone: c.zone }, gax)).catch((err: unknown) => {
+        const zone = await zoneRead.catch((err: unknown) => {
           if (isNotFound(err)) {
             throw new ValidationError(`gcp: zone ${c.zone} does not exist in project ${c.projectId}`, {
               option: 'zone',
@@ -184,15 +194,20 @@ export class GcpAdapter implements CloudAdapter {
     // A missing project or zone makes every other check fail the same way: say it once.
     if (!locationOk) return;
 
-    await report.check('image', () => this.#resolveImage(ctx), undefined, signal);
+    // The rest are independent reads, made together; only the quota needs the machine types' vCPUs.
+    const imageChecked = report.check('image', () => this.#resolveImage(ctx), undefined, signal);
+    const regionRead = this.#read(ctx, `reading region ${c.region}`, (api, gax) => api.regions.get({ project: c.projectId, region: c.region }, gax));
+    regionRead.catch(() => undefined);
 
     let subnetName: string | undefined;
     const networkOk = await report.check(
       'network',
       async () => {
+        const types = this.#checkMachineTypes(ctx);
+        types.catch(() => undefined); // awaited below, after the network's own verdict
         const found = await this.#resolveNetwork(ctx);
         subnetName = found.subnet;
-        return `${found.text}; ${await this.#checkMachineTypes(ctx)}`;
+        return `${found.text}; ${await types}`;
       },
       undefined,
       signal,
@@ -207,7 +222,8 @@ export class GcpAdapter implements CloudAdapter {
       await report.check('nat', () => this.#checkNat(ctx, name), undefined, signal);
     }
 
-    await report.check('quota', () => this.#checkQuota(ctx, plan), undefined, signal);
+    await report.check('quota', () => this.#checkQuota(ctx, plan, regionRead), undefined, signal);
+    await imageChecked;
 
     // Compute has no project-level testIamPermissions (that is Resource Manager's API, which this
     // provider does not call): name the roles instead of guessing from a failed create.
@@ -346,8 +362,8 @@ export class GcpAdapter implements CloudAdapter {
       ['schedulerMachineType', c.schedulerMachineType],
       ['workerMachineType', c.workerMachineType],
     ];
-    for (const [option, type] of wanted) {
-      if (this.#vcpus.has(type)) continue;
+    const lookUp = async ([option, type]: [string, string]): Promise<void> => {
+      if (this.#vcpus.has(type)) return;
       const mt = await this.#read(ctx, `looking up machine type ${type} in ${c.zone}`, (api, gax) => api.machineTypes.get({ project: c.projectId, zone: c.zone, machineType: type }, gax)).catch(
         (err: unknown) => {
           if (!isNotFound(err)) throw err;
@@ -359,7 +375,9 @@ export class GcpAdapter implements CloudAdapter {
         },
       );
       this.#vcpus.set(type, Number(mt.guestCpus ?? 0));
-    }
+    };
+    const distinct = wanted.filter(([, t], i) => wanted.findIndex(([, u]) => u === t) === i);
+    settled(await Promise.allSettled(distinct.map(lookUp)));
     return `machine types ${[...new Set(wanted.map(([, t]) => t))].join(', ')} offered in ${c.zone}`;
   }
 
@@ -396,9 +414,9 @@ export class GcpAdapter implements CloudAdapter {
   }
 
   /** Regional quota headroom for the VMs, disks and external addresses the cluster creates. */
-  async #checkQuota(ctx: AdapterContext, plan: NetworkPlan): Promise<string> {
+  async #checkQuota(ctx: AdapterContext, plan: NetworkPlan, regionRead: Promise<IRegion>): Promise<string> {
     const c = this.#cfg;
-    const region = await this.#read(ctx, `reading region ${c.region}`, (api, gax) => api.regions.get({ project: c.projectId, region: c.region }, gax));
+    const region = await regionRead;
     const quotas = new Map((region.quotas ?? []).map((q) => [q.metric ?? '', { limit: Number(q.limit ?? 0), usage: Number(q.usage ?? 0) }]));
     const vms = 1 + plan.nWorkers;
     const need = new Map<string, number>();
@@ -492,7 +510,17 @@ export class GcpAdapter implements CloudAdapter {
         ),
       ),
     );
-    settled(await Promise.allSettled(ops.map((op, i) => this.#api.waitOperation(`creating firewall rule ${rules[i]!.name}`, op, { project, global: true }, ctx.signal))));
+    // The rules take effect while the VMs are created: an instance names its tags, not a rule,
+    // so nothing about a VM depends on them until it is dialled (networkReady).
+    const done = Promise.allSettled(ops.map((op, i) => this.#api.waitOperation(`creating firewall rule ${rules[i]!.name}`, op, { project, global: true }, ctx.signal))).then((r) => {
+      settled(r);
+    });
+    done.catch(() => undefined); // awaited by networkReady and deleteNetwork
+    this.#firewallsDone = done;
+  }
+
+  networkReady(): Promise<void> {
+    return this.#firewallsDone ?? Promise.resolve();
   }
 
   #userDataItems(request: InstanceRequest): { key: string; value: string }[] {
@@ -660,7 +688,7 @@ export class GcpAdapter implements CloudAdapter {
         `listing instances in every zone (${filter})`,
         async (c, _id, gax) => {
           const found: IInstance[] = [];
-          for await (const [scope, list] of c.instances.aggregatedListAsync({ project, filter }, { ...gax, autoPaginate: false })) {
+          for await (const [scope, list] of c.instances.aggregatedListAsync({ project, filter }, { ...gax, autoPaginate: false, otherArgs: { headers: { [FIELD_MASK]: AGGREGATED_LIST_FIELDS } } })) {
             for (const inst of list.instances ?? []) {
               this.#zoneOf.set(inst.name ?? '', scope.replace(/^zones\//, ''));
               found.push(inst);
@@ -674,7 +702,7 @@ export class GcpAdapter implements CloudAdapter {
     return this.#api.call(
       `listing instances (${filter})`,
       async (c, _id, gax) => {
-        const [items] = await c.instances.list({ project, zone, filter }, { ...gax, autoPaginate: true });
+        const [items] = await c.instances.list({ project, zone, filter }, { ...gax, autoPaginate: true, otherArgs: { headers: { [FIELD_MASK]: LIST_FIELDS } } });
         return items;
       },
       { signal: ctx.signal },
@@ -714,31 +742,86 @@ export class GcpAdapter implements CloudAdapter {
             // Already being deleted (e.g. by maxRunDuration): ask again until it is gone.
             retryAlso: (err) => gcpErrorInfo(err).reason === NOT_READY,
           });
-          return { name, op: operationOf(res) };
+          return { name, zone, op: operationOf(res) };
         } catch (err) {
-          if (isNotFound(err)) return { name, op: undefined };
+          if (isNotFound(err)) return { name, zone, op: undefined };
           throw err;
         }
       }),
     );
-    const waited = await Promise.allSettled(
-      started.map(async (s) => {
-        if (s.status === 'rejected') throw s.reason;
-        if (!s.value.op) return;
-        try {
-          await this.#api.waitOperation(`deleting instance ${s.value.name}`, s.value.op, { project, zone: this.#zoneFor(s.value.name) }, ctx.signal);
-        } catch (err) {
-          const codes = ((err as CloudApiError).details?.errors as { code?: string }[] | undefined) ?? [];
-          if (codes.some((e) => e.code === 'RESOURCE_NOT_FOUND')) return;
-          throw err;
-        }
-      }),
-    );
+    const pending = new Map<string, { zone: string; op: ComputeOperation }>();
+    const failures: Error[] = [];
+    for (const s of started) {
+      if (s.status === 'rejected') failures.push(s.reason as Error);
+      else if (s.value.op && s.value.op.status !== 'DONE') pending.set(s.value.name, { zone: s.value.zone, op: s.value.op });
+      else if (s.value.op) await this.#deleteOutcome(s.value.name, s.value.zone, s.value.op, ctx.signal).catch((err: Error) => failures.push(err));
+    }
+    // One list per poll sees every VM of the cluster (a few at a time, the operations are cheaper).
+    const byList = ctx.clusterId !== '' && pending.size > LIST_WAIT_THRESHOLD && (this.#allZones || [...pending.values()].every((p) => p.zone === this.#cfg.zone));
+    if (byList) await this.#waitGoneByList(ctx, pending, failures);
+    else {
+      const waited = await Promise.allSettled([...pending].map(([name, p]) => this.#deleteOutcome(name, p.zone, p.op, ctx.signal)));
+      for (const w of waited) if (w.status === 'rejected') failures.push(w.reason as Error);
+    }
     for (const id of ids) this.#inserts.delete(id);
-    const failures = waited.filter((w): w is PromiseRejectedResult => w.status === 'rejected').map((w) => w.reason as Error);
     if (failures.length === 1) throw failures[0];
     if (failures.length > 1) {
       throw new CloudApiError(`gcp: deleting ${failures.length} instances failed: ${failures.map((f) => f.message).join('; ')}`, { cause: failures[0] });
+    }
+  }
+
+  /** Waits for one delete operation; an instance that was already gone counts as deleted. */
+  async #deleteOutcome(name: string, zone: string, op: ComputeOperation, signal: AbortSignal): Promise<void> {
+    try {
+      await this.#api.waitOperation(`deleting instance ${name}`, op, { project: this.#cfg.projectId, zone }, signal);
+    } catch (err) {
+      const codes = ((err as CloudApiError).details?.errors as { code?: string }[] | undefined) ?? [];
+      if (codes.some((e) => e.code === 'RESOURCE_NOT_FOUND')) return;
+      throw err;
+    }
+  }
+
+  /**
+   * Waits until none of `pending` is listed any more, with one list of the cluster per poll
+   * instead of one operation wait per VM. A VM still listed and not STOPPING after the first poll
+   * is checked through its own operation: a delete that failed leaves it running, and its
+   * operation says why.
+   */
+  async #waitGoneByList(ctx: AdapterContext, pending: Map<string, { zone: string; op: ComputeOperation }>, failures: Error[]): Promise<void> {
+    const deadline = Date.now() + this.#api.operationTimeoutMs;
+    let pause = 500;
+    let polls = 0;
+    const checked = new Set<string>();
+    while (pending.size > 0) {
+      await sleep(pause, undefined, { signal: ctx.signal }).catch(() => undefined);
+      if (ctx.signal.aborted) throw ctx.signal.reason;
+      pause = Math.min(2_000, pause * 1.5);
+      polls++;
+      const listed = new Map((await this.#list(ctx, `labels.${LABELS.cluster} = "${ctx.clusterId}"`)).map((i) => [i.name ?? '', i]));
+      const odd: [string, { zone: string; op: ComputeOperation }][] = [];
+      for (const [name, p] of [...pending]) {
+        const inst = listed.get(name);
+        if (!inst) pending.delete(name);
+        else if (polls > 1 && inst.status !== 'STOPPING' && !checked.has(name)) odd.push([name, p]);
+      }
+      const outcomes = await Promise.allSettled(odd.map(([name, p]) => this.#deleteOutcome(name, p.zone, p.op, ctx.signal)));
+      for (const [k, o] of outcomes.entries()) {
+        const name = odd[k]![0];
+        checked.add(name);
+        if (o.status === 'rejected') {
+          failures.push(o.reason as Error);
+          pending.delete(name);
+        }
+      }
+      if (pending.size > 0 && Date.now() >= deadline) {
+        const left = [...pending.keys()];
+        failures.push(
+          new CloudApiError(`gcp: ${left.length} instance(s) still exist ${this.#api.operationTimeoutMs} ms after their deletion was accepted: ${left.slice(0, 10).join(', ')}${left.length > 10 ? ', …' : ''}`, {
+            details: { instances: left },
+          }),
+        );
+        return;
+      }
     }
   }
 
@@ -763,6 +846,8 @@ export class GcpAdapter implements CloudAdapter {
   }
 
   async deleteNetwork(ctx: AdapterContext): Promise<void> {
+    // A rule whose insert is still running is listed only once it exists.
+    await this.#firewallsDone?.catch(() => undefined);
     const project = this.#cfg.networkProjectId;
     const id = ctx.clusterId;
     const rules = (await this.#clusterFirewalls(ctx, `name eq "${id}-.*"`)).filter((f) => parseFirewallDescription(f.description)?.clusterId === id);
@@ -831,6 +916,16 @@ export class GcpAdapter implements CloudAdapter {
     return [...found.values()];
   }
 }
+
+/**
+ * Lists ask only for the fields the library reads (Compute's partial response, "Improve
+ * performance" in its docs): a full instance carries its metadata, user-data included, so a list
+ * of a thousand workers would otherwise be megabytes to fetch, parse and hold.
+ */
+const FIELD_MASK = 'X-Goog-FieldMask';
+const INSTANCE_FIELDS = 'name,zone,status,labels,creationTimestamp,networkInterfaces(networkIP,accessConfigs(natIP))';
+const LIST_FIELDS = `items(${INSTANCE_FIELDS}),nextPageToken`;
+const AGGREGATED_LIST_FIELDS = `items/*/instances(${INSTANCE_FIELDS}),nextPageToken`;
 
 function toInstance(inst: IInstance, role: MemberRole): Instance {
   const nic = inst.networkInterfaces?.[0];

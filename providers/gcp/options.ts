@@ -58,7 +58,7 @@ export interface GcpConnectionOptions {
   clientOptions?: GcpClientOptions;
   /** Ready-made SDK clients; any missing one is created from the options above. Not closed by dask-cloud. */
   clients?: Partial<GcpClients>;
-  /** API requests in flight at once (default 8). */
+  /** API requests in flight at once (default 32): deleting a thousand VMs is a thousand calls, one per VM. */
   maxConcurrentRequests?: number;
   /** Deadline of one API request (default 60 s). */
   requestTimeoutMs?: number;
@@ -140,7 +140,7 @@ export const GCP_DEFAULTS = Object.freeze({
   diskSizeGb: 50,
   diskType: 'pd-balanced',
   scopes: Object.freeze(['https://www.googleapis.com/auth/cloud-platform']) as readonly string[],
-  maxConcurrentRequests: 8,
+  maxConcurrentRequests: 32,
   requestTimeoutMs: 60_000,
   operationTimeoutMs: 10 * 60_000,
 });

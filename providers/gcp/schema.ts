@@ -20,7 +20,7 @@ export const GCP_OPTIONS = optionTable<GCPClusterOptions>()({
   authClient: { type: 'json', fileAndEnv: false, secret: true, description: 'Credentials, e.g. a google-auth-library client (code only; default: Application Default Credentials).' },
   clientOptions: { type: 'json', fileAndEnv: false, description: 'Extra options for every @google-cloud/compute client (code only).' },
   clients: { type: 'json', fileAndEnv: false, description: 'Ready-made @google-cloud/compute clients (code only).' },
-  maxConcurrentRequests: { type: 'integer', description: 'API requests in flight at once (default 8).' },
+  maxConcurrentRequests: { type: 'integer', description: 'API requests in flight at once (default 32).' },
   requestTimeoutMs: { type: 'integer', description: 'Milliseconds for one API request (default 60000).' },
   operationTimeoutMs: { type: 'integer', description: 'Milliseconds for one operation (insert, delete, firewall) to finish (default 600000).' },
   network: { type: 'string', flag: 'network', description: 'VPC network (default default): a name, or projects/P/global/networks/N.' },

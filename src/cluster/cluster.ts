@@ -738,9 +738,11 @@ export class Cluster implements AsyncDisposable {
           timeoutMs: this.options.schedulerTimeoutMs ?? this.#defaults.schedulerTimeoutMs,
           signal: abort.signal,
           intervalMs: this.backend.readinessPollMs,
-          // A backend that polls fast keeps its backoff within a few polls: a local scheduler is
-          // up in about a second, and a pause grown to 500 ms would cost half of that again.
-          maxIntervalMs: this.backend.readinessPollMs === undefined ? undefined : 4 * this.backend.readinessPollMs,
+          // The backoff stays within a few polls: every pause is time the user waits once the
+          // scheduler is up. A local scheduler is up in about a second, where a pause grown to
+          // 500 ms would cost half of that again; a VM's comes up with its workers, which are
+          // counted only after it answers. One attempt a second costs the scheduler nothing.
+          maxIntervalMs: 4 * (this.backend.readinessPollMs ?? 250),
         });
         this.emit({ type: 'scheduler-ready', clusterId: this.id, address: this.#clientAddress, at: Date.now() });
         phase = 'workers';

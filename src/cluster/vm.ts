@@ -149,8 +149,17 @@ export interface CloudAdapter {
    * failed credentials check ends it: the rest cannot be checked.
    */
   preflight(ctx: AdapterContext, plan: NetworkPlan, report: PreflightReport): Promise<void>;
-  /** Create the per-cluster firewall / security group. */
+  /**
+   * Create the per-cluster firewall / security group. It may resolve once the cloud accepted the
+   * requests, before they took effect, when VMs can be created meanwhile; `networkReady` then
+   * waits for them.
+   */
   ensureNetwork(ctx: AdapterContext, plan: NetworkPlan): Promise<void>;
+  /**
+   * Resolves once what `ensureNetwork` asked for is in effect (rejects with why not). The core
+   * awaits it before it dials the scheduler; the VMs are created meanwhile.
+   */
+  networkReady?(): Promise<void>;
   /** Create instances; resolve once ids exist. `onCreated` is called as soon as ids are known, before any wait. */
   createInstances(ctx: AdapterContext, request: InstanceRequest, onCreated: (ids: string[]) => void): Promise<Instance[]>;
   /** Wait until the instance has its private (and, if wanted, public) address. */
@@ -745,6 +754,8 @@ export class VMBackend implements ClusterBackend {
     Object.assign(member, toMember(withPrivate));
     const wantPublic = !(this.#options.privateNetworking ?? false);
     const clientAddress = (async () => {
+      // Nothing can reach the scheduler before its firewall rules are in effect.
+      await this.#adapter.networkReady?.();
       const full = wantPublic && !withPrivate.publicIp ? await this.#adapter.waitForAddresses(this.#actx(ctx), withPrivate, true) : withPrivate;
       member.publicHost = full.publicIp;
       const host = wantPublic ? full.publicIp : full.privateIp;

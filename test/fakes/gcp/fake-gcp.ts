@@ -76,6 +76,8 @@ export class FakeGcp implements AsyncDisposable {
   readonly pools: AddressPools;
   /** Errors a booter threw (boot, stop, setFirewall), by instance id: a test should assert it is empty. */
   readonly bootErrors: { id: string; error: unknown }[] = [];
+  /** Every partial-response field selection an instances get/list was answered with (`fields` or `X-Goog-FieldMask`), by operation. */
+  readonly fieldSelections: { operation: string; fields: string }[] = [];
 
   private readonly registry = new ResourceRegistry();
   private readonly ids = new IdAllocator();
@@ -267,6 +269,7 @@ export class FakeGcp implements AsyncDisposable {
       machineTypeIn: (zone, name) => this.machineTypeIn(zone, name),
       syncFirewalls: () => this.syncFirewalls(),
       recordBootError: (id, error) => this.bootErrors.push({ id, error }),
+      recordFieldSelection: (operation, fields) => this.fieldSelections.push({ operation, fields }),
     };
   }
 

@@ -172,3 +172,94 @@ function decodeToken(s: string): PageToken | undefined {
     return undefined;
   }
 }
+
+/** A parsed field selection: each selected name, with the selection inside it (`true`: all of it). */
+type Selection = Map<string, Selection | true>;
+
+/**
+ * Parses a partial-response field selection, as sent in the `fields` parameter or the
+ * `X-Goog-FieldMask` header: names separated by `,`; `a/b` or `a.b` selects `b` inside `a`;
+ * `a(b,c)` selects several fields inside `a`. Throws Compute's 400 for what it cannot read.
+ */
+export function parseFieldSelection(text: string): Selection {
+  const bad = () => invalidField('fields', text, 'Invalid field selection.');
+  let i = 0;
+  const list = (): Selection => {
+    const out: Selection = new Map();
+    for (;;) {
+      const m = /^[A-Za-z_*][A-Za-z0-9_]*/.exec(text.slice(i));
+      if (!m) throw bad();
+      const path = [m[0]];
+      i += m[0].length;
+      while (text[i] === '/' || text[i] === '.') {
+        i++;
+        const next = /^[A-Za-z_*][A-Za-z0-9_]*/.exec(text.slice(i));
+        if (!next) throw bad();
+        path.push(next[0]);
+        i += next[0].length;
+      }
+      let inner: Selection | true = true;
+      if (text[i] === '(') {
+        i++;
+        inner = list();
+        if (text[i] !== ')') throw bad();
+        i++;
+      }
+      // a/b/c(d) is a(b(c(d))); selections of the same name merge.
+      let into = out;
+      for (const [k, name] of path.entries()) {
+        const last = k === path.length - 1;
+        const prev = into.get(name);
+        if (last) into.set(name, prev === true || inner === true ? true : merge(prev ?? new Map(), inner));
+        else {
+          if (prev === true) break;
+          const sub: Selection = prev ?? new Map();
+          into.set(name, sub);
+          into = sub;
+        }
+      }
+      if (text[i] !== ',') return out;
+      i++;
+    }
+  };
+  const merge = (a: Selection, b: Selection): Selection => {
+    for (const [k, v] of b) {
+      const prev = a.get(k);
+      a.set(k, prev === true || v === true ? true : merge(prev ?? new Map(), v));
+    }
+    return a;
+  };
+  const sel = list();
+  if (i !== text.length) throw bad();
+  return sel;
+}
+
+/** Keeps only the selected fields of a JSON value (arrays: of each element; `*`: every key of a map). */
+export function applyFieldSelection(value: unknown, sel: Selection | true): unknown {
+  if (sel === true || value === null || typeof value !== 'object') return value;
+  if (Array.isArray(value)) return value.map((v) => applyFieldSelection(v, sel));
+  const obj = value as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  const any = sel.get('*');
+  for (const key of Object.keys(obj)) {
+    const s = sel.get(key) ?? any;
+    if (s !== undefined) out[key] = applyFieldSelection(obj[key], s);
+  }
+  return out;
+}
+
+/**
+ * The partial response a request asked for with `fields` or `X-Goog-FieldMask` (the Compute
+ * API's "partial response"), else the body unchanged.
+ */
+export function partialResponse(
+  body: Record<string, unknown>,
+  req: { query: Record<string, string | string[]>; headers: Record<string, string | string[] | undefined> },
+  seen?: (fields: string) => void,
+): Record<string, unknown> {
+  const first = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v);
+  const text = first(req.query.fields) ?? first(req.headers['x-goog-fieldmask']);
+  if (text === undefined || text.trim() === '') return body;
+  seen?.(text);
+  return applyFieldSelection(body, parseFieldSelection(text.replace(/\s+/g, ''))) as Record<string, unknown>;
+}

@@ -1,7 +1,7 @@
 /** Pure parts of the GCP fake: firewall translation and the list filter. */
 import { describe, expect, it } from 'vitest';
 import { FakeApiError } from '../core';
-import { matches, parseFilter } from './filter';
+import { applyFieldSelection, matches, parseFieldSelection, parseFilter, partialResponse } from './filter';
 import { parsePortRange, translateFirewalls, type FirewallWire } from './firewalls';
 
 const NET = 'https://www.googleapis.com/compute/v1/projects/p/global/networks/default';
@@ -74,5 +74,38 @@ describe('list filter', () => {
     expect(code('labels.a = b labels.c = d')).toBe('400 invalid'); // several expressions need parentheses
     expect(code('(labels.a = b')).toBe('400 invalid');
     expect(code('(labels.a = b) OR (labels.c = d)')).toBe('400 badRequest');
+  });
+});
+
+describe('partial responses (fields / X-Goog-FieldMask)', () => {
+  const list = {
+    kind: 'compute#instanceList',
+    items: [
+      { name: 'a', status: 'RUNNING', metadata: { items: [{ key: 'user-data', value: 'x'.repeat(100) }] }, networkInterfaces: [{ networkIP: '10.0.0.2', network: 'n', accessConfigs: [{ natIP: '1.2.3.4', type: 'ONE_TO_ONE_NAT' }] }] },
+      { name: 'b', status: 'STOPPING' },
+    ],
+    nextPageToken: 't',
+  };
+
+  it('keeps only the selected fields, inside arrays and nested selections; a/b and a.b select inside a', () => {
+    const sel = parseFieldSelection('items(name,networkInterfaces(networkIP,accessConfigs/natIP)),nextPageToken');
+    expect(applyFieldSelection(list, sel)).toEqual({
+      items: [{ name: 'a', networkInterfaces: [{ networkIP: '10.0.0.2', accessConfigs: [{ natIP: '1.2.3.4' }] }] }, { name: 'b' }],
+      nextPageToken: 't',
+    });
+    expect(applyFieldSelection(list, parseFieldSelection('items.status'))).toEqual({ items: [{ status: 'RUNNING' }, { status: 'STOPPING' }] });
+  });
+
+  it('* selects every key of a map (aggregated lists); no selection answers everything', () => {
+    const agg = { items: { 'zones/a': { instances: [{ name: 'x', status: 'RUNNING' }] }, 'zones/b': { warning: { code: 'NO_RESULTS_ON_PAGE' } } } };
+    expect(applyFieldSelection(agg, parseFieldSelection('items/*/instances(name)'))).toEqual({ items: { 'zones/a': { instances: [{ name: 'x' }] }, 'zones/b': {} } });
+    expect(partialResponse(list, { query: {}, headers: {} })).toBe(list);
+    const seen: string[] = [];
+    expect(partialResponse(list, { query: {}, headers: { 'x-goog-fieldmask': 'nextPageToken' } }, (f) => seen.push(f))).toEqual({ nextPageToken: 't' });
+    expect(seen).toEqual(['nextPageToken']);
+  });
+
+  it('an unreadable selection is a 400', () => {
+    for (const bad of ['items(', 'items()', ',', 'a//b', 'a)']) expect(() => parseFieldSelection(bad), bad).toThrow(FakeApiError);
   });
 });

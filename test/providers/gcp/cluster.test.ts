@@ -523,6 +523,48 @@ describe('a rollback that cannot delete everything', () => {
   });
 });
 
+describe('many VMs (issue 12): lists carry a field mask, deletions are awaited by listing', () => {
+  const listsMasked = (fake: FakeGcp) => {
+    const lists = fake.server.calls('compute.instances.list');
+    const masked = fake.fieldSelections.filter((f) => f.operation === 'compute.instances.list');
+    expect(lists.length).toBeGreaterThan(0);
+    expect(masked).toHaveLength(lists.length);
+    // Only what the library reads; the metadata (user-data) and disks never come back.
+    for (const m of masked) {
+      expect(m.fields).toMatch(/^items\(name,zone,status,labels,creationTimestamp,networkInterfaces\(networkIP,accessConfigs\(natIP\)\)\),nextPageToken$/);
+    }
+  };
+
+  it('a rollback of 12 workers deletes each VM once and waits for them with lists, not one operation wait per VM', async () => {
+    const fake = await fakeGcp();
+    const { cluster } = await startUntilWorkers(fake, { nWorkers: 12 });
+    const deletes = fake.server.calls('compute.instances.delete');
+    expect(new Set(deletes.map((c) => c.params.instance)).size).toBe(13);
+    expect(deletes).toHaveLength(13);
+    // At most the creates' own operations (scheduler insert, workers' bulkInsert) were waited on.
+    expect(fake.server.calls('compute.zoneOperations.wait').length).toBeLessThanOrEqual(2);
+    const lastDelete = Math.max(...deletes.map((c) => c.at));
+    expect(fake.server.calls('compute.instances.list').filter((c) => c.at > lastDelete).length).toBeGreaterThanOrEqual(1);
+    listsMasked(fake);
+    expect(fake.leaked()).toEqual({});
+    expect(cluster.state).toBe('failed');
+  });
+
+  it('a delete whose operation fails among 12 is named, through its own operation; the rest are gone', async () => {
+    const fake = await fakeGcp();
+    fake.failOperations({ operationType: 'delete', times: 1, error: { code: 'RESOURCE_OPERATION_RATE_EXCEEDED', message: 'Operation rate exceeded for resource.', httpStatus: 403 } });
+    const { cluster, error } = await startUntilWorkers(fake, { nWorkers: 12 });
+    expect(error.message).toMatch(/the rollback could not delete everything \(.*deleting instance \S+ failed: operation \S+ \(delete\) ended with RESOURCE_OPERATION_RATE_EXCEEDED: Operation rate exceeded for resource/);
+    const left = fake.leaked().instances ?? [];
+    expect(left).toHaveLength(1);
+    expect(error.details.leftovers).toEqual([expect.stringMatching(/^instances /)]);
+    // Only that VM's operation was waited on by name.
+    expect(fake.server.calls('compute.zoneOperations.wait').length).toBeLessThanOrEqual(3);
+    await cluster.close().catch(() => undefined);
+    expect(fake.leaked()).toEqual({});
+  });
+});
+
 describe('item 11: bad input is refused with a typed error before any API call', () => {
   it('invalid GCP labels: key and value characters and lengths, at most 64 labels with ours', async () => {
     const fake = await fakeGcp();

@@ -100,27 +100,25 @@ describe.runIf(enabled)('GCPCluster with real Dask on simulated instances', () =
 
     // --- start ---------------------------------------------------------------------------------
     const start = operations(fake);
-    expect(start.slice(0, 15)).toEqual([
-      // preflight: reads only
-      'projects.get',
-      'zones.get',
-      'images.getFromFamily',
-      'networks.get',
-      'subnetworks.get',
-      'machineTypes.get',
-      'machineTypes.get',
-      'regions.get',
-      'firewalls.insert',
-      'firewalls.insert',
-      'firewalls.insert',
+    // preflight: reads only, made together (the credentials' projects.get beside the zone's get)
+    expect([...start.slice(0, 8)].sort()).toEqual(['images.getFromFamily', 'machineTypes.get', 'machineTypes.get', 'networks.get', 'projects.get', 'regions.get', 'subnetworks.get', 'zones.get']);
+    expect(start.slice(8, 11)).toEqual(['firewalls.insert', 'firewalls.insert', 'firewalls.insert']);
+    // Then, concurrently: the rules' operations (awaited only before the scheduler is dialled),
+    // the scheduler's insert, its private address (get), its operation (wait) and, once RUNNING,
+    // its external address (get); the workers' bulkInsert, its operation, their addresses.
+    expect(start[11] === 'instances.insert' || start[11] === 'globalOperations.wait').toBe(true);
+    expect([...start.slice(11)].sort()).toEqual([
       'globalOperations.wait',
       'globalOperations.wait',
       'globalOperations.wait',
+      'instances.bulkInsert',
+      'instances.get',
+      'instances.get',
       'instances.insert',
+      'instances.list',
+      'zoneOperations.wait',
+      'zoneOperations.wait',
     ]);
-    // Then, concurrently: the scheduler's private address (get), its operation (wait) and, once
-    // RUNNING, its external address (get); the workers' bulkInsert, its operation, their addresses.
-    expect([...start.slice(15)].sort()).toEqual(['instances.bulkInsert', 'instances.get', 'instances.get', 'instances.list', 'zoneOperations.wait', 'zoneOperations.wait']);
     expect(start.indexOf('instances.bulkInsert')).toBeGreaterThan(start.indexOf('instances.get'));
     const received = fake.server.received;
     const insertAt = received.find((r) => r.operation === 'compute.instances.insert')!.at;
