@@ -17,7 +17,7 @@ export type CloudName = (typeof CLOUDS)[number];
 /** Time from the create call until the cloud says "running" (before the simulated boot starts). */
 export const TIME_TO_RUNNING_MS = 4_500;
 /** Time a deletion takes (GCP STOPPING, EC2 shutting-down). */
-const DELETE_MS = 3_000;
+export const DELETE_MS = 3_000;
 
 /**
  * Loopback blocks per cloud, away from the ones the test suite uses (127.77, 127.78, 127.80-207,

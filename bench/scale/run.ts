@@ -20,7 +20,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { StandInBooter, versionsLike } from '../../test/sim/standin';
 import type { ReceivedCall } from '../../test/fakes/core/server';
-import { CLOUDS, LATENCY_TEXT, LIMITS_TEXT, TIME_TO_RUNNING_MS, isThrottle, minimumCalls, startCloud, type CloudName, type SimulatedCloud } from './clouds';
+import { CLOUDS, DELETE_MS, LATENCY_TEXT, LIMITS_TEXT, TIME_TO_RUNNING_MS, isThrottle, minimumCalls, startCloud, type CloudName, type SimulatedCloud } from './clouds';
 import type { ChildConfig, ChildMessage } from './child';
 import { librarySource, loadLibrary, REPO_ROOT, type LibrarySource } from './lib';
 
@@ -403,11 +403,53 @@ async function runAll(args: Args, lib: LibrarySource): Promise<void> {
   }
   console.log('Minimum calls (what "min" means):');
   for (const c of args.clouds) console.log(`- ${minimumCalls(c, 1).notes}`);
+  console.log('');
+  const missed = goals(results, args.bootMs);
   const refused = [...results, ...baselines.values()].flatMap((m) => m.refused);
   if (refused.length) {
     console.log(`NETWORK GUARD: ${refused.length} non-loopback dial(s) refused`);
     process.exitCode = 1;
   }
+  if (missed > 0) process.exitCode = 1;
+}
+
+/** Issue 12's goals. */
+export const GOALS = {
+  /** start() until N workers registered, ÷ one VM's create-to-Dask-up. */
+  readyRatio: 1.1,
+  /** close() ÷ the cloud's time to delete one VM: every VM's deletion requested at once, then one wait. */
+  closeRatio: 2,
+  peakRssMb: 200,
+};
+
+/**
+ * One `ok` / `MISS` row per goal and measurement; returns the number of misses. A step that
+ * failed is a miss of its goal.
+ */
+function goals(results: Measurement[], bootMs: number): number {
+  const rows: string[][] = [['', 'cloud', 'N', 'goal', 'measured']];
+  let missed = 0;
+  const row = (ok: boolean, m: Measurement, goal: string, measured: string) => {
+    if (!ok) missed++;
+    rows.push([ok ? 'ok' : 'MISS', m.cloud, String(m.n), goal, measured]);
+  };
+  for (const m of results) {
+    const start = phase(m, 'start');
+    const ready = dur(start);
+    const ratio = start?.ok && ready !== undefined ? ready / (bootMs + TIME_TO_RUNNING_MS) : undefined;
+    row(ratio !== undefined && ratio <= GOALS.readyRatio, m, `ready ≤ ${GOALS.readyRatio} × one VM's create-to-Dask-up`, ratio === undefined ? 'start failed' : `${ratio.toFixed(2)} ×`);
+    const close = phase(m, 'close');
+    const closeMs = dur(close);
+    const closeOk = close?.ok === true && closeMs !== undefined && closeMs <= GOALS.closeRatio * DELETE_MS && m.leftovers.length === 0;
+    row(closeOk, m, `close() ≤ ${GOALS.closeRatio} × one VM's deletion (${sec(DELETE_MS)} s), nothing left`, close?.ok ? `${sec(closeMs)} s${m.leftovers.length ? `, left: ${m.leftovers.join(', ')}` : ''}` : 'close failed');
+    const thr = m.phases.some((p) => !p.ok && p.error !== undefined && THROTTLE_TEXT.test(p.error));
+    row(!thr && m.phases.every((p) => p.ok), m, 'no throttling error reaches the caller; every step succeeds', thr ? 'a step failed with a throttling error' : m.phases.every((p) => p.ok) ? `${m.calls.filter((c) => isThrottle(m.cloud, c)).length} throttle answers absorbed` : 'a step failed');
+    const rss = m.maxRssKb === undefined ? undefined : m.maxRssKb / 1024;
+    row(rss !== undefined && rss <= GOALS.peakRssMb, m, `peak RSS ≤ ${GOALS.peakRssMb} MB (the child runs under tsx: ${((m.rssAtStartKb ?? 0) / 1024).toFixed(0)} MB before any import)`, rss === undefined ? '-' : `${rss.toFixed(0)} MB`);
+  }
+  console.log(`Goals (${missed} missed):`);
+  console.log(pad(rows));
+  return missed;
 }
 
 main().catch((err) => {

@@ -166,7 +166,8 @@ export class Ec2Adapter implements CloudAdapter {
     if (!credentialsOk) return;
     const region = await this.api.region();
 
-    const locationOk = await report.check(
+    // The location and the image are independent reads: made together.
+    const locationChecked = report.check(
       'location',
       async () => {
         if (regionsError !== undefined) throw this.#readError(regionsError, 'DescribeRegions', 'region');
@@ -194,7 +195,7 @@ export class Ec2Adapter implements CloudAdapter {
 
     const archs = [...new Set([architectureOf(s.schedulerInstanceType), architectureOf(s.workerInstanceType)])];
     this.#images.clear();
-    await report.check(
+    const imageChecked = report.check(
       'image',
       async () => {
         if (s.ami !== undefined) {
@@ -210,6 +211,7 @@ export class Ec2Adapter implements CloudAdapter {
       ctx.signal,
     );
 
+    const [locationOk] = await Promise.all([locationChecked, imageChecked]);
     this.#network = undefined;
     // Subnets are looked up in the region and zone: a failed location says it all.
     if (!locationOk) report.skip('network', 'not checked: the location check failed');
@@ -225,8 +227,7 @@ export class Ec2Adapter implements CloudAdapter {
       ctx.signal,
     );
 
-    await this.#checkNat(ctx, plan, report);
-    await report.check('quota', () => this.#checkQuota(ctx, plan, report), undefined, ctx.signal);
+    await Promise.all([this.#checkNat(ctx, plan, report), report.check('quota', () => this.#checkQuota(ctx, plan, report), undefined, ctx.signal)]);
     if (this.#network === undefined && this.#deniedReads.size === 0) report.skip('permissions', 'creates not tried: the network check did not pass');
     else await report.check('permissions', () => this.#checkPermissions(ctx, plan), undefined, ctx.signal);
     // Assigned inside the check above: TypeScript cannot see that through the closure.
