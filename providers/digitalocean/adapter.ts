@@ -23,6 +23,7 @@
  *   untags its Droplets, and a Droplet without its cluster tag is invisible to every sweep.
  * - `preflight` makes only GET requests; see its TSDoc for the checks.
  */
+import { randomBytes } from 'node:crypto';
 import { inspect, type InspectOptions } from 'node:util';
 import type { modules } from 'dots-wrapper';
 import { cloudDate, LABELS, type AdapterContext, type CloudAdapter, type ClusterListing, type Instance, type InstanceRequest, type NetworkPlan } from '../../src/cluster/vm';
@@ -52,6 +53,24 @@ export function labelTag(key: string, value: string): string {
 export function clusterTag(clusterId: string): string {
   return labelTag(LABELS.cluster, clusterId);
 }
+
+/** The key of the one-off tag a many-Droplet delete goes by (see `DropletAdapter.deleteInstances`). */
+export const RETIRE_TAG_KEY = 'dask-cloud-retire';
+
+/** A fresh one-off tag for deleting some of a cluster's Droplets at once: `dask-cloud-retire:<clusterId>-<8 hex>`. */
+export function retireTag(clusterId: string): string {
+  const nonce = randomBytes(4).toString('hex');
+  return `${labelTag(RETIRE_TAG_KEY, clusterId).slice(0, 255 - nonce.length - 1)}-${nonce}`;
+}
+
+/** Deleting more Droplets than this at once goes by a one-off tag (a handful is cheaper one by one). */
+export const BULK_DELETE_THRESHOLD = 3;
+
+/**
+ * Droplets tagged per `tags_assign_resources` call. DigitalOcean documents no maximum for the
+ * `resources` array; 100 is our own conservative choice (a 500-Droplet scale-down: 5 calls).
+ */
+export const TAG_CHUNK = 100;
 
 /** The name of a cluster's firewall (DigitalOcean firewalls carry no tags of their own). */
 export function firewallName(clusterId: string): string {
@@ -887,7 +906,27 @@ export class DropletAdapter implements CloudAdapter {
     }
   }
 
+  /**
+   * Deletes exactly the Droplets `ids`; not found is done. A few go one `droplets_destroy` each.
+   * More than {@link BULK_DELETE_THRESHOLD} go by a one-off tag (at DigitalOcean's 250 requests a
+   * minute, one call per Droplet paces a 500-Droplet scale-down over 65 s): a fresh tag is made
+   * (`tags_create`), given to exactly these Droplets ({@link TAG_CHUNK} per
+   * `tags_assign_resources`), all of them deleted in one `droplets_destroy_byTag`, and the tag is
+   * deleted again (best effort: a failure there is logged, never thrown). No other Droplet can
+   * carry a tag that did not exist before, so none other is deleted. When any of that fails
+   * (e.g. a token without `droplet:update`, which tagging needs), the tag is deleted first (so a
+   * process stopped during a long fallback leaves none behind) and every id is then deleted one
+   * by one as before, which treats the ones already gone as done. Like before, the deletes are
+   * requested, not waited for.
+   */
   async deleteInstances(ctx: AdapterContext, ids: string[]): Promise<void> {
+    const unique = [...new Set(ids)];
+    if (unique.length > BULK_DELETE_THRESHOLD && (await this.#deleteByRetireTag(ctx, unique))) return;
+    await this.#deleteEach(ctx, unique);
+  }
+
+  /** One `droplets_destroy` per id, all attempted; the failures are thrown together. */
+  async #deleteEach(ctx: AdapterContext, ids: string[]): Promise<void> {
     const results = await Promise.allSettled(
       ids.map(async (id) => {
         try {
@@ -902,6 +941,70 @@ export class DropletAdapter implements CloudAdapter {
       throw new CloudApiError(`DigitalOcean: deleting ${failed.length} of ${ids.length} droplets failed: ${failed.join('; ')}`, {
         details: { provider: 'digitalocean', operation: 'droplets_destroy', failed: failed.length },
       });
+    }
+  }
+
+  /**
+   * The many-Droplet delete of {@link DropletAdapter.deleteInstances}: true when the delete by
+   * the one-off tag was accepted, false when the caller should delete one by one instead (any
+   * failure, also a cancelled `ctx.signal`, whose per-id deletes then fail as they always did).
+   * The tag is deleted before this returns, either way.
+   */
+  async #deleteByRetireTag(ctx: AdapterContext, ids: string[]): Promise<boolean> {
+    const tag = retireTag(ctx.clusterId);
+    /** Whether the tag may exist and is ours: delete it at the end. */
+    let ours = false;
+    try {
+      let made: modules.tag.ITag;
+      try {
+        made = (await this.#call(ctx, 'tags_create', (c) => c.tag.createTag({ name: tag }), true)).tag;
+      } catch (err) {
+        // The create may have happened with its answer lost: delete the tag all the same.
+        ours = isAmbiguous(err);
+        ctx.log('creating retire tag %s failed (%s): deleting %d droplets one by one', tag, (err as Error).message, ids.length);
+        return false;
+      }
+      // A create of an existing tag answers that tag: only one nothing carries is ours alone.
+      if (made.name !== tag || Number(made.resources?.count ?? 0) > 0) {
+        ctx.log('retire tag %s existed already (%s resources): deleting %d droplets one by one', tag, String(made.resources?.count ?? 0), ids.length);
+        return false;
+      }
+      ours = true;
+      const chunks: string[][] = [];
+      for (let i = 0; i < ids.length; i += TAG_CHUNK) chunks.push(ids.slice(i, i + TAG_CHUNK));
+      // allSettled: no tagging call is still in flight when the fallback or the tag deletion starts.
+      const tagged = await Promise.allSettled(
+        chunks.map((chunk) =>
+          this.#call(ctx, 'tags_assign_resources', (c) => c.tag.tagResources({ tag_name: tag, resources: chunk.map((id) => ({ resource_id: id, resource_type: 'droplet' })) }), true),
+        ),
+      );
+      const failed = tagged.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) {
+        ctx.log('tagging %d droplets with %s failed (%s): deleting them one by one', ids.length, tag, (failed.reason as Error).message);
+        return false;
+      }
+      try {
+        await this.#call(ctx, 'droplets_destroy_byTag', (c) => c.droplet.deleteDropletsByTag({ tag_name: tag }), true);
+      } catch (err) {
+        // Also a 404: with the tag gone (someone deleted it, untagging the Droplets) nothing says
+        // these Droplets were deleted; one by one, those already gone answer 404 and are done.
+        ctx.log('deleting %d droplets by tag %s failed (%s): deleting them one by one', ids.length, tag, (err as Error).message);
+        return false;
+      }
+      return true;
+    } finally {
+      if (ours) await this.#deleteRetireTag(ctx, tag);
+    }
+  }
+
+  /** Deletes a one-off retire tag; never throws (a tag left behind costs nothing and is logged). */
+  async #deleteRetireTag(ctx: AdapterContext, tag: string): Promise<void> {
+    // Also after a cancel: the tag is deleted with a signal of its own.
+    const own = ctx.signal.aborted ? { ...ctx, signal: new AbortController().signal } : ctx;
+    try {
+      await this.#call(own, 'tags_delete', (c) => c.tag.deleteTag({ tag_name: tag }), true);
+    } catch (err) {
+      if (statusOf(err) !== 404) ctx.log('deleting retire tag %s failed (it is left behind, carrying nothing that lives on): %s', tag, (err as Error).message);
     }
   }
 

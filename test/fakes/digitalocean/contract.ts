@@ -6,7 +6,8 @@
  * `x-added` with the spec file it comes from:
  *
  * - `firewalls_update`, `firewalls_delete_rules`, `vpcs_delete` (derived from generated schemas)
- * - `tags_list`, `tags_create`, `tags_get`, `tags_delete`   (resources/tags/*.yml)
+ * - `tags_list`, `tags_create`, `tags_get`, `tags_delete`,
+ *   `tags_assign_resources`                                (resources/tags/*.yml)
  * - `images_get`                                           (resources/images/images_get.yml)
  * - `vpcnatgateways_list`, `vpcnatgateways_get`            (resources/vpc_nat_gateways/*.yml)
  *
@@ -100,6 +101,34 @@ export function withSupplement(base: ContractFile = loadContract('digitalocean')
     params: { tag_id: { in: 'path', required: true, schema: TAG_NAME } },
     body: null,
     'x-added': added('specification/resources/tags/tags_delete.yml'),
+  };
+  supplement.tags_assign_resources = {
+    method: 'POST',
+    path: '/v2/tags/{tag_id}/resources',
+    params: { tag_id: { in: 'path', required: true, schema: TAG_NAME } },
+    // The request body of tags_assign_resources.yml: `resources`, each a `resource_id` (the
+    // resource's id as a string) and a `resource_type`; no maximum number of resources is stated.
+    body: {
+      required: true,
+      schema: {
+        type: 'object',
+        properties: {
+          resources: {
+            type: 'array',
+            items: {
+              type: 'object',
+              properties: {
+                resource_id: { type: 'string' },
+                resource_type: { type: 'string', enum: ['droplet', 'database', 'image', 'volume', 'volume_snapshot'] },
+              },
+              required: ['resource_id', 'resource_type'],
+            },
+          },
+        },
+        required: ['resources'],
+      },
+    },
+    'x-added': added('specification/resources/tags/tags_assign_resources.yml'),
   };
   supplement.images_get = {
     method: 'GET',

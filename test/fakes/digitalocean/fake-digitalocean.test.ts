@@ -610,6 +610,52 @@ describe('tags, images, NAT gateways, scopes (rules with their sources in test/f
     expect(fake.tagNames()).toEqual(['PROD']); // a tag outlives its resources
   });
 
+  it('tags_assign_resources: 404 for a missing tag, 422 for an unknown Droplet (nothing tagged), 204 tags exactly the given Droplets; destroy by tag deletes exactly them', async () => {
+    const { fake, dots, api } = await start();
+    const made = (await dots.droplet.createDroplets({ ...base, names: ['a', 'b', 'c'], tags: ['keep'] })).data.droplets;
+    const [a, b, c] = made.map((d) => String(d.id));
+    const resources = (ids: string[]) => ids.map((id) => ({ resource_id: id, resource_type: 'droplet' }));
+
+    const missing = await failure(dots.tag.tagResources({ tag_name: 'dask-cloud-retire:nope', resources: resources([a!]) }));
+    expect(missing).toMatchObject({ status: 404, data: { id: 'not_found' } });
+
+    const tag = 'dask-cloud-retire:dask-1a2b3c4d-0badcafe';
+    await dots.tag.createTag({ name: tag });
+    const unknown = await failure(dots.tag.tagResources({ tag_name: tag, resources: resources([a!, '999999999']) }));
+    expect(unknown).toMatchObject({ status: 422, data: { id: 'unprocessable_entity', message: 'droplet 999999999 does not exist' } });
+    expect((await dots.tag.getTag({ tag_name: tag })).data.tag.resources.count).toBe(0); // all or nothing
+
+    // The contract: resource_id is a string, resource_type one of the documented ones.
+    expect((await api(`/tags/${tag}/resources`, { body: { resources: [{ resource_id: Number(a), resource_type: 'droplet' }] } })).status).toBe(400);
+    expect((await api(`/tags/${tag}/resources`, { body: { resources: [{ resource_id: a, resource_type: 'server' }] } })).status).toBe(400);
+    expect(fake.contractViolations.map((v) => v.kind)).toEqual(['wrong-type', 'wrong-type']);
+    expect(() => assertNoContractViolations(fake)).toThrow(/resource_id/); // and clears them
+
+    const ok = await dots.tag.tagResources({ tag_name: tag, resources: resources([a!, b!]) });
+    expect(ok.status).toBe(204);
+    expect(fake.droplet(a!)!.tags).toEqual(['keep', tag]);
+    expect(fake.droplet(c!)!.tags).toEqual(['keep']);
+    expect((await dots.tag.tagResources({ tag_name: tag, resources: resources([a!]) })).status).toBe(204); // again: no duplicate
+    expect(fake.droplet(a!)!.tags).toEqual(['keep', tag]);
+    expect((await dots.tag.getTag({ tag_name: tag })).data.tag.resources.droplets.count).toBe(2);
+
+    expect((await dots.droplet.deleteDropletsByTag({ tag_name: tag })).status).toBe(204);
+    expect((fake.droplets() as { id: number }[]).map((d) => String(d.id))).toEqual([c]);
+    expect(fake.leaked().tags?.map((t) => t.id)).toEqual([tag]); // a retire tag counts as left behind
+    await dots.tag.deleteTag({ tag_name: tag });
+    await dots.droplet.deleteDroplet({ droplet_id: Number(c) });
+    expect(fake.leaked()).toEqual({});
+  });
+
+  it('tags_assign_resources with a custom-scoped token needs tag:create and, for Droplets, droplet:update', async () => {
+    const { fake, dots } = await start({ scopes: ['droplet:create', 'droplet:read', 'tag:create', 'tag:read'] });
+    const d = (await dots.droplet.createDroplet({ ...base, name: 'one' })).data.droplet;
+    await dots.tag.createTag({ name: 'x' });
+    const refused = await failure(dots.tag.tagResources({ tag_name: 'x', resources: [{ resource_id: String(d.id), resource_type: 'droplet' }] }));
+    expect(refused).toMatchObject({ status: 403, data: { id: 'forbidden' } });
+    expect(fake.droplet(d.id)!.tags).toEqual([]);
+  });
+
   it('images by id or slug; unknown → 404', async () => {
     const { dots, api } = await start();
     expect((await dots.image.getImage({ slug: 'ubuntu-24-04-x64' })).data.image).toMatchObject({ slug: 'ubuntu-24-04-x64', status: 'available' });

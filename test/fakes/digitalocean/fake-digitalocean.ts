@@ -87,7 +87,7 @@ export interface FakeDigitalOceanOptions {
   /**
    * Which tags count as left behind in `leaked()` (tags are not billed, but a library that
    * creates them should delete them). Default: a dask-cloud cluster's own tags,
-   * `dask-cloud-cluster:*` and `dask-cloud-expires:*`; the shared `dask-cloud` and
+   * `dask-cloud-cluster:*`, `dask-cloud-expires:*` and `dask-cloud-retire:*`; the shared `dask-cloud` and
    * `dask-cloud-role:*` tags and users' tags are kept on purpose.
    */
   leakingTag?: (name: string) => boolean;
@@ -160,8 +160,8 @@ export interface DropletRecord {
 const UNAUTHORIZED = { id: 'unauthorized', message: 'Unable to authenticate you' } as const;
 /** shared/responses/forbidden.yml (a token without the scope an endpoint needs). */
 const FORBIDDEN = { id: 'forbidden', message: 'You do not have permission to perform this action.' } as const;
-/** The tags of one dask-cloud cluster (see `FakeDigitalOceanOptions.leakingTag`). */
-const CLUSTER_TAG = /^dask-cloud-(cluster|expires):/;
+/** The tags of one dask-cloud cluster, also its one-off retire tags (see `FakeDigitalOceanOptions.leakingTag`). */
+const CLUSTER_TAG = /^dask-cloud-(cluster|expires|retire):/;
 /** resources/tags/models/tags.yml: letters, numbers, colons, dashes and underscores; at most 255. */
 const TAG_NAME = /^[a-zA-Z0-9_\-:]{1,255}$/;
 /** resources/droplets/models/droplet_single_create.yml (and multi): `name` pattern, maxLength 255. */
@@ -203,6 +203,8 @@ const SCOPES: Record<string, string[]> = {
   tags_create: ['tag:create'],
   tags_get: ['tag:read'],
   tags_delete: ['tag:delete'],
+  // Tagging a resource also needs that resource type's update scope (see requiredScopes).
+  tags_assign_resources: ['tag:create'],
   vpcnatgateways_list: ['nat_gateway:read'],
   vpcnatgateways_get: ['nat_gateway:read'],
 };
@@ -491,6 +493,7 @@ export class FakeDigitalOcean {
     r('POST', '/v2/tags', 'tags_create', (req) => this.createTag(req));
     r('GET', '/v2/tags/:tag_id', 'tags_get', (req) => ({ body: { tag: this.tagView(this.mustTag(req.params.tag_id)) } }));
     r('DELETE', '/v2/tags/:tag_id', 'tags_delete', (req) => this.deleteTag(req));
+    r('POST', '/v2/tags/:tag_id/resources', 'tags_assign_resources', (req) => this.tagResources(req));
 
     r('GET', '/v2/images/:image_id', 'images_get', (req) => ({ body: { image: this.mustImage(req.params.image_id) } }));
 
@@ -508,6 +511,10 @@ export class FakeDigitalOcean {
     const b = (req.json ?? {}) as Record<string, unknown>;
     // tags_array.yml: "Requires tag:create scope"; existing_tags_array.yml: "Requires tag:create and tag:read scopes".
     if (op === 'droplets_create' && Array.isArray(b.tags) && b.tags.length > 0) needed.push('tag:create');
+    // Tagging Droplets changes them: `droplet:update` as well as the operation's `tag:create`.
+    if (op === 'tags_assign_resources' && Array.isArray(b.resources) && b.resources.some((r) => (r as { resource_type?: unknown }).resource_type === 'droplet')) {
+      needed.push('droplet:update');
+    }
     if ((op === 'firewalls_create' || op === 'firewalls_update' || op === 'firewalls_add_tags' || op === 'firewalls_add_rules') && firewallTagRefs(b).length > 0) {
       needed.push('tag:create', 'tag:read');
     }
@@ -1025,6 +1032,28 @@ export class FakeDigitalOcean {
     const name = String((req.json as { name?: unknown }).name);
     if (!TAG_NAME.test(name)) throw new FakeApiError(400, 'bad_request', `Error validating resource tag: "tag-name \"${name}\" contains invalid characters"`);
     return { status: 201, body: { tag: this.tagView(this.ensureTag(name)) } };
+  }
+
+  /**
+   * POST /v2/tags/{name}/resources (tags_assign_resources.yml): the tag must exist (its canonical
+   * spelling, as for GET; else 404 `not_found`); each resource is `{ resource_id, resource_type }`.
+   * Only Droplets are modelled: an unknown Droplet id, or another resource type, is a 422 (the
+   * fake's own wording; the published spec documents only the 404 for the tag). Nothing is tagged
+   * unless every resource can be. 204, no body.
+   */
+  private tagResources(req: FakeRequest): FakeResponse {
+    const tag = this.mustTag(req.params.tag_id);
+    const resources = (req.json as { resources: { resource_id: string; resource_type: string }[] }).resources;
+    const droplets = resources.map((r) => {
+      if (r.resource_type !== 'droplet') throw unprocessable(`resource_type ${r.resource_type}: the fake models tagging Droplets only`);
+      const d = /^\d+$/.test(r.resource_id) ? this.droplet(r.resource_id) : undefined;
+      if (!d) throw unprocessable(`droplet ${r.resource_id} does not exist`);
+      return d;
+    });
+    for (const d of droplets) if (!d.tags.includes(tag.name)) d.tags = [...d.tags, tag.name];
+    // A firewall scoped by this tag now applies to these Droplets.
+    this.refreshFirewalls();
+    return { status: 204 };
   }
 
   /** tags_delete.yml: "Deleting a tag also untags all the resources that have previously been tagged by the Tag". */

@@ -186,6 +186,29 @@ describe.runIf(enabled)('DropletCluster with real Dask on the DigitalOcean fake'
     expect(f.leaked()).toEqual({});
   });
 
+  it('scale(5) → scale(1) deletes the 4 retired workers by a one-off tag: tags_create, tags_assign_resources, droplets_destroy_byTag, tags_delete', async () => {
+    const f = await fake();
+    const cluster = track(newCluster(f, { nWorkers: 1 }));
+    await cluster.start();
+    await cluster.scale(5);
+    await cluster.waitForWorkers(5, { timeoutMs: 30_000 });
+    const names = () => (f.droplets() as { name: string }[]).map((d) => d.name).sort();
+    expect(names()).toHaveLength(6);
+
+    const mark = f.server.received.length;
+    await cluster.scale(1);
+    expect(opsSince(f, mark)).toEqual(['tags_create', 'tags_assign_resources', 'droplets_destroy_byTag', 'tags_delete']);
+    const tag = (f.server.calls('tags_create').pop()!.json as { name: string }).name;
+    expect(tag).toMatch(new RegExp(`^dask-cloud-retire:${cluster.id}-[0-9a-f]{8}$`));
+    expect((f.server.calls('tags_assign_resources').pop()!.json as { resources: unknown[] }).resources).toHaveLength(4);
+    expect(names()).toEqual([`${cluster.id}-scheduler`, `${cluster.id}-worker-0`]);
+    expect(f.tagNames()).not.toContain(tag);
+    expect(await cluster.workers()).toHaveLength(1);
+
+    await cluster.close();
+    expect(f.leaked()).toEqual({});
+  });
+
   it('security: false works over plain tcp, with a warning, and the same firewall', async () => {
     const f = await fake();
     const events: ClusterEvent[] = [];
