@@ -47,7 +47,7 @@ export interface DoApiOptions {
   requestTimeoutMs?: number;
   /** Deadline for one operation including its retries (default 2 min). */
   operationTimeoutMs?: number;
-  /** Requests in flight at most (default 8). */
+  /** Requests in flight at most (default 16: a thousand workers are a hundred creates, ten names each). */
   maxConcurrentRequests?: number;
   /** Requests started at most (default {@link DO_REQUEST_RATE}); `false` for no pacing. */
   rate?: LimiterRate | false;
@@ -209,7 +209,7 @@ export class DoApi {
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.#operationTimeoutMs = options.operationTimeoutMs ?? 120_000;
     const rate = options.rate === undefined ? DO_REQUEST_RATE : options.rate;
-    this.#limiter = new Limiter(options.maxConcurrentRequests ?? 8, rate === false ? {} : { rate });
+    this.#limiter = new Limiter(options.maxConcurrentRequests ?? 16, rate === false ? {} : { rate });
     this.#clock = options.clock;
     this.#random = options.random;
   }
