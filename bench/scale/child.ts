@@ -29,6 +29,8 @@ export interface ChildConfig {
   noScale?: boolean;
   /** Root of the library version measured (see lib.ts). */
   libRoot: string;
+  /** Load the built package (`dist/<cloud>.js` under libRoot), as users get it, instead of the sources. */
+  built?: boolean;
 }
 
 export type ChildMessage =
@@ -98,22 +100,23 @@ interface LibraryCluster {
 
 type EventSink = (event: { type: string; phase?: string; at?: number; durationMs?: number; message?: string; code?: string }) => void;
 
-async function makeCluster(t: ChildTarget, n: number, timeoutMs: number, onEvent: EventSink, root: string): Promise<LibraryCluster> {
+async function makeCluster(t: ChildTarget, n: number, timeoutMs: number, onEvent: EventSink, root: string, built: boolean): Promise<LibraryCluster> {
+  const load = <T>(rel: string, entry: string): T => (built ? loadLibrary<T>(root, `dist/${entry}.js`) : loadLibrary<T>(root, rel));
   const common = { nWorkers: n, onEvent: onEvent as never, schedulerTimeoutMs: timeoutMs, workersTimeoutMs: timeoutMs };
   switch (t.cloud) {
     case 'gcp': {
-      const { GCPCluster } = loadLibrary<typeof import('../../providers/gcp')>(root, 'providers/gcp');
+      const { GCPCluster } = load<typeof import('../../providers/gcp')>('providers/gcp', 'gcp');
       const { OAuth2Client } = await import('google-auth-library');
       const authClient = new OAuth2Client();
       authClient.setCredentials({ access_token: 'fake-gcp-token', expiry_date: Date.now() + 365 * 24 * 3_600_000 });
       return new GCPCluster({ ...common, projectId: t.project, zone: t.zone, endpoint: { apiEndpoint: '127.0.0.1', port: t.port, protocol: 'http' }, authClient: authClient as never });
     }
     case 'ec2': {
-      const { EC2Cluster } = loadLibrary<typeof import('../../providers/ec2')>(root, 'providers/ec2');
+      const { EC2Cluster } = load<typeof import('../../providers/ec2')>('providers/ec2', 'ec2');
       return new EC2Cluster({ ...common, region: t.region, endpoint: t.endpoint, credentials: t.credentials });
     }
     case 'digitalocean': {
-      const { DropletCluster } = loadLibrary<typeof import('../../providers/digitalocean')>(root, 'providers/digitalocean');
+      const { DropletCluster } = load<typeof import('../../providers/digitalocean')>('providers/digitalocean', 'digitalocean');
       return new DropletCluster({ ...common, token: t.token, endpoint: t.endpoint });
     }
   }
@@ -135,7 +138,7 @@ async function runLibrary(cfg: ChildConfig): Promise<number> {
   let rssAfterImportKb = 0;
   let cluster: LibraryCluster | undefined;
   const made = await step('construct', 60_000, async () => {
-    cluster = await makeCluster(cfg.target, cfg.n, waitMs, onEvent, cfg.libRoot);
+    cluster = await makeCluster(cfg.target, cfg.n, waitMs, onEvent, cfg.libRoot, cfg.built === true);
     rssAfterImportKb = Math.round(process.memoryUsage().rss / 1024);
   });
   if (made.ok && cluster) {

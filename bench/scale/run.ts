@@ -5,16 +5,18 @@
  * Dask (test/sim/standin.ts), all on loopback.
  *
  *   npm run bench:scale -- [--cloud gcp,ec2,digitalocean] [--n 1,10,100,1000] [--boot-ms 30000]
- *                          [--quick] [--baseline] [--no-scale] [--step-timeout-ms MS] [--lib GIT-REV]
+ *                          [--quick] [--baseline] [--no-scale] [--step-timeout-ms MS] [--lib GIT-REV] [--built]
  *
  * `--lib` measures the library of a commit (extracted with `git archive`) instead of the working tree.
+ * `--built` measures the built package (`npm run build`, then `dist/<cloud>.js`) in a child that
+ * runs under plain `node`, as users run it: tsx's loader adds tens of MB to a process's RSS.
  *
  * This process runs the fakes and the stand-in; each (cloud, N) measurement runs the library in
  * a child process (bench/scale/child.ts) that reaches the fake over loopback HTTP, so the child's
  * peak RSS is the library's own. Every measurement is bounded and torn down (child killed, fake
  * and stand-in stopped), also on failure.
  */
-import { fork, type ChildProcess } from 'node:child_process';
+import { execFileSync, fork, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -32,6 +34,7 @@ interface Args {
   scale: boolean;
   stepTimeoutMs?: number;
   lib?: string;
+  built: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -43,6 +46,7 @@ function parseArgs(argv: string[]): Args {
   let scale = true;
   let stepTimeoutMs: number | undefined;
   let lib: string | undefined;
+  let built = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string => {
@@ -65,13 +69,15 @@ function parseArgs(argv: string[]): Args {
     else if (flag === '--quick') quick = true;
     else if (flag === '--baseline') baseline = true;
     else if (flag === '--no-scale') scale = false;
+    else if (flag === '--built') built = true;
     else throw new Error(`unknown argument ${a}`);
   }
   if (quick) {
     bootMs ??= 3_000;
     ns = (ns ?? [1, 10, 100]).filter((n) => n <= 100);
   }
-  return { clouds, ns: ns ?? [1, 10, 100, 1000], bootMs: bootMs ?? 30_000, baseline, scale, stepTimeoutMs, lib };
+  if (built && lib !== undefined) throw new Error('--built measures the working tree\'s build: leave out --lib');
+  return { clouds, ns: ns ?? [1, 10, 100, 1000], bootMs: bootMs ?? 30_000, baseline, scale, stepTimeoutMs, lib, built };
 }
 
 interface Phase {
@@ -104,6 +110,20 @@ interface Measurement {
 }
 
 const CHILD = path.join(__dirname, 'child.ts');
+/** `--built`: child.ts bundled to plain JavaScript (its packages stay external), run under plain node. */
+let builtChild: string | undefined;
+
+/** Builds the package (dist/) and a plain-JavaScript child that loads it. */
+async function prepareBuilt(): Promise<() => Promise<void>> {
+  execFileSync(process.execPath, [path.join(REPO_ROOT, 'scripts/build.mjs')], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 300_000 });
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'dask-cloud-bench-child-'));
+  const out = path.join(dir, 'child.cjs');
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const esbuild = require('esbuild') as typeof import('esbuild');
+  await esbuild.build({ entryPoints: [CHILD], outfile: out, bundle: true, platform: 'node', format: 'cjs', packages: 'external', target: 'node20', logLevel: 'error' });
+  builtChild = out;
+  return () => rm(dir, { recursive: true, force: true });
+}
 
 /** Tears down the measurement under way (child, fake, stand-in) when this process is interrupted. */
 let abortCurrent: (() => Promise<void>) | undefined;
@@ -136,8 +156,11 @@ async function measure(cloudName: CloudName, n: number, mode: 'library' | 'basel
   };
   try {
     cloud = await startCloud(cloudName, booter);
-    const cfg: ChildConfig = { mode, target: cloud.target, n, bootMs: args.bootMs, stepTimeoutMs, noScale: !args.scale, libRoot: lib.root };
-    child = fork(CHILD, [], {
+    const plainNode = args.built && mode === 'library' && builtChild !== undefined;
+    const cfg: ChildConfig = { mode, target: cloud.target, n, bootMs: args.bootMs, stepTimeoutMs, noScale: !args.scale, libRoot: lib.root, built: plainNode };
+    child = fork(plainNode ? builtChild! : CHILD, [], {
+      // The built package runs under plain node; the sources (and the baseline) under tsx, as this process.
+      ...(plainNode ? { execArgv: [] } : {}),
       // NODE_PATH: a library extracted outside the repository still finds its dependencies here.
       env: { ...process.env, DASK_CLOUD_HOME: home, NODE_NO_WARNINGS: undefined, NODE_PATH: path.join(REPO_ROOT, 'node_modules') },
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
@@ -333,11 +356,15 @@ function details(m: Measurement, b: Measurement | undefined, bootMs: number): st
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const lib = await librarySource(args.lib);
-  disposeLibrary = () => lib.dispose();
+  const disposeBuilt = args.built ? await prepareBuilt() : async () => undefined;
+  disposeLibrary = async () => {
+    await lib.dispose();
+    await disposeBuilt();
+  };
   try {
     await runAll(args, lib);
   } finally {
-    await lib.dispose();
+    await disposeLibrary();
   }
 }
 
@@ -346,7 +373,7 @@ async function runAll(args: Args, lib: LibrarySource): Promise<void> {
   const local = await findPython().catch(() => undefined);
   const versions = local ? versionsLike(local.versions as never) : undefined;
   const lines = [
-    `Scale benchmark (issue 12). Library measured: ${lib.description}.`,
+    `Scale benchmark (issue 12). Library measured: ${lib.description}${args.built ? ', built (dist/), in a child under plain node' : ', from its sources, in a child under tsx'}.`,
     'What is stood in for:',
     '- the clouds: the in-repo API fakes (test/fakes), real SDKs talking to them over loopback HTTP;',
     `- VM boot: simulated, ${sec(args.bootMs)} s from the cloud's "running" until the VM's Dask is up ("one boot" below);`,
@@ -360,7 +387,7 @@ async function runAll(args: Args, lib: LibrarySource): Promise<void> {
     '- the library runs in a child process (its peak RSS is reported); fakes and stand-in run in this one.',
     'Columns: ready = start() until N workers registered; ÷boot = ready / one boot; overhead = ready − boot;',
     `  ÷(run+boot) = ready / one VM's create-to-Dask-up (the cloud's ${sec(TIME_TO_RUNNING_MS)} s to "running" + the boot): 1.00 is the floor;`,
-    `  beyond cloud = overhead − the cloud's ${sec(TIME_TO_RUNNING_MS)} s to "running"; peak RSS = the child's maxRSS (bare = node+tsx before any import, constructed = after the cluster object was made);`,
+    `  beyond cloud = overhead − the cloud's ${sec(TIME_TO_RUNNING_MS)} s to "running"; peak RSS = the child's maxRSS (bare = the child before any import, constructed = after the cluster object was made);`,
     '  throttled = throttling answers the fakes gave during the whole run ("REACHED CALLER" when a step failed with one);',
     '  back to N = scale(N) + waitForWorkers(N) after scale(N/2); min = fewest calls the cloud needs (see the notes at the end).',
     `Run: ${new Date().toISOString()}, node ${process.version}, ${os.cpus().length} CPUs, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}; args: ${process.argv.slice(2).join(' ') || '(none)'}`,
@@ -404,7 +431,7 @@ async function runAll(args: Args, lib: LibrarySource): Promise<void> {
   console.log('Minimum calls (what "min" means):');
   for (const c of args.clouds) console.log(`- ${minimumCalls(c, 1).notes}`);
   console.log('');
-  const missed = goals(results, args.bootMs);
+  const missed = goals(results, args.bootMs, args.built);
   const refused = [...results, ...baselines.values()].flatMap((m) => m.refused);
   if (refused.length) {
     console.log(`NETWORK GUARD: ${refused.length} non-loopback dial(s) refused`);
@@ -426,7 +453,7 @@ export const GOALS = {
  * One `ok` / `MISS` row per goal and measurement; returns the number of misses. A step that
  * failed is a miss of its goal.
  */
-function goals(results: Measurement[], bootMs: number): number {
+function goals(results: Measurement[], bootMs: number, built: boolean): number {
   const rows: string[][] = [['', 'cloud', 'N', 'goal', 'measured']];
   let missed = 0;
   const row = (ok: boolean, m: Measurement, goal: string, measured: string) => {
@@ -445,7 +472,7 @@ function goals(results: Measurement[], bootMs: number): number {
     const thr = m.phases.some((p) => !p.ok && p.error !== undefined && THROTTLE_TEXT.test(p.error));
     row(!thr && m.phases.every((p) => p.ok), m, 'no throttling error reaches the caller; every step succeeds', thr ? 'a step failed with a throttling error' : m.phases.every((p) => p.ok) ? `${m.calls.filter((c) => isThrottle(m.cloud, c)).length} throttle answers absorbed` : 'a step failed');
     const rss = m.maxRssKb === undefined ? undefined : m.maxRssKb / 1024;
-    row(rss !== undefined && rss <= GOALS.peakRssMb, m, `peak RSS ≤ ${GOALS.peakRssMb} MB (the child runs under tsx: ${((m.rssAtStartKb ?? 0) / 1024).toFixed(0)} MB before any import)`, rss === undefined ? '-' : `${rss.toFixed(0)} MB`);
+    row(rss !== undefined && rss <= GOALS.peakRssMb, m, `peak RSS ≤ ${GOALS.peakRssMb} MB (the child under ${built ? 'plain node' : 'tsx'}: ${((m.rssAtStartKb ?? 0) / 1024).toFixed(0)} MB before any import)`, rss === undefined ? '-' : `${rss.toFixed(0)} MB`);
   }
   console.log(`Goals (${missed} missed):`);
   console.log(pad(rows));

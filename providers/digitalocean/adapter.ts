@@ -887,8 +887,11 @@ export class DropletAdapter implements CloudAdapter {
         {
           retryable: (err) => err instanceof NotReady,
           timeoutMs: this.#o.activeTimeoutMs,
-          baseDelayMs: this.#o.pollIntervalMs,
-          maxDelayMs: this.#o.pollIntervalMs * 4,
+          // One Droplet is the scheduler, whose private address every worker waits for (it
+          // exists only once the Droplet is active): a steady poll of at most a second costs a
+          // few requests, where a backoff grown to 8 s made every worker boot that much later.
+          baseDelayMs: instances.length === 1 ? Math.min(1_000, this.#o.pollIntervalMs) : this.#o.pollIntervalMs,
+          maxDelayMs: instances.length === 1 ? Math.min(1_000, this.#o.pollIntervalMs) : this.#o.pollIntervalMs * 4,
           // Half to full backoff: polls keep a steady pace without falling into step.
           random: () => 0.5 + Math.random() / 2,
           what: 'DigitalOcean: waiting for droplets to become active',
