@@ -17,7 +17,7 @@
  * and stand-in stopped), also on failure.
  */
 import { execFileSync, fork, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { StandInBooter, versionsLike } from '../../test/sim/standin';
@@ -116,7 +116,10 @@ let builtChild: string | undefined;
 /** Builds the package (dist/) and a plain-JavaScript child that loads it. */
 async function prepareBuilt(): Promise<() => Promise<void>> {
   execFileSync(process.execPath, [path.join(REPO_ROOT, 'scripts/build.mjs')], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 300_000 });
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'dask-cloud-bench-child-'));
+  // Inside node_modules: its imports of packages (also dynamic ones) resolve from there.
+  const cache = path.join(REPO_ROOT, 'node_modules', '.cache');
+  await mkdir(cache, { recursive: true });
+  const dir = await mkdtemp(path.join(cache, 'dask-cloud-bench-child-'));
   const out = path.join(dir, 'child.cjs');
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const esbuild = require('esbuild') as typeof import('esbuild');

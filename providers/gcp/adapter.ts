@@ -68,6 +68,8 @@ const LIST_WAIT_THRESHOLD = 8;
 
 export class GcpAdapter implements CloudAdapter {
   readonly kind = 'gcp';
+  /** A firewall rule names tags, not VMs: it can be deleted while its VMs still stop. */
+  readonly networkIndependentOfInstances = true;
   /**
    * What the core checks rendered user-data against, before any call. Metadata values are at most
    * 256 KiB of text; a gzipped body travels base64-encoded, 4/3 its size, so a gzipped body must

@@ -185,6 +185,11 @@ export interface CloudAdapter {
    * Read calls only; runs after `preflight` has resolved image and network.
    */
   adoptNetwork?(ctx: AdapterContext, plan: NetworkPlan): Promise<void>;
+  /**
+   * Whether `deleteNetwork` may run while the instances are still being deleted (nothing the
+   * cloud has refuses it, as GCP firewall rules): teardown then runs both at once.
+   */
+  readonly networkIndependentOfInstances?: boolean;
   /** Delete the per-cluster network resources; retried by the core while instances are still going away. */
   deleteNetwork(ctx: AdapterContext): Promise<void>;
   /** Whether an error from deleteNetwork means "still in use, try again". */
@@ -875,53 +880,64 @@ export class VMBackend implements ClusterBackend {
       leftovers.push(what);
       ctx.log('deleting instances failed: %s', (err as Error).message);
     };
-    if (this.#adapter.deleteLabelled) {
-      // One call by label reaches every instance, also one whose create answer was lost.
-      try {
-        await this.#adapter.deleteLabelled(actx);
-        this.#created.clear();
-      } catch (err) {
-        failed(err, this.#created.size > 0 ? `instances ${[...this.#created].join(', ')}` : `instances labelled ${ctx.clusterId}`);
-      }
-    } else {
-      // What this process created goes at once; then a sweep by label finds what a lost create
-      // answer hid. What was just deleted is not asked for again; what failed is not retried here.
-      const tried = new Set<string>();
-      const remove = async (ids: string[]): Promise<void> => {
-        if (ids.length === 0) return;
-        for (const id of ids) tried.add(id);
+    const deleteInstances = async (): Promise<void> => {
+      if (this.#adapter.deleteLabelled) {
+        // One call by label reaches every instance, also one whose create answer was lost.
         try {
-          await this.#adapter.deleteInstances(actx, ids);
-          for (const id of ids) this.#created.delete(id);
+          await this.#adapter.deleteLabelled(actx);
+          this.#created.clear();
         } catch (err) {
-          failed(err, `instances ${ids.join(', ')}`);
+          failed(err, this.#created.size > 0 ? `instances ${[...this.#created].join(', ')}` : `instances labelled ${ctx.clusterId}`);
         }
-      };
-      await remove([...this.#created]);
-      let listed: Instance[] = [];
-      try {
-        listed = await this.#adapter.listInstances(actx);
-      } catch (err) {
-        ctx.log('listing instances for the sweep failed: %s', (err as Error).message);
+      } else {
+        // What this process created goes at once; then a sweep by label finds what a lost create
+        // answer hid. What was just deleted is not asked for again; what failed is not retried here.
+        const tried = new Set<string>();
+        const remove = async (ids: string[]): Promise<void> => {
+          if (ids.length === 0) return;
+          for (const id of ids) tried.add(id);
+          try {
+            await this.#adapter.deleteInstances(actx, ids);
+            for (const id of ids) this.#created.delete(id);
+          } catch (err) {
+            failed(err, `instances ${ids.join(', ')}`);
+          }
+        };
+        await remove([...this.#created]);
+        let listed: Instance[] = [];
+        try {
+          listed = await this.#adapter.listInstances(actx);
+        } catch (err) {
+          ctx.log('listing instances for the sweep failed: %s', (err as Error).message);
+        }
+        // Also what a create call in flight reported meanwhile.
+        const rest = new Set([...this.#created, ...listed.map((i) => i.id)]);
+        await remove([...rest].filter((id) => !tried.has(id)));
       }
-      // Also what a create call in flight reported meanwhile.
-      const rest = new Set([...this.#created, ...listed.map((i) => i.id)]);
-      await remove([...rest].filter((id) => !tried.has(id)));
-    }
-    if (this.#networkCreated) {
-      try {
-        await retry(() => this.#adapter.deleteNetwork(actx), {
-          retryable: (err) => this.#adapter.isDependencyError?.(err) ?? false,
-          // Instances that could not be deleted keep the network in use: one attempt, no waiting.
-          timeoutMs: instancesGone ? 5 * 60_000 : 0,
-          what: `${this.kind}: deleting the cluster network resources`,
-        });
-        this.#networkCreated = false;
-      } catch (err) {
-        errors.push(err);
-        leftovers.push('the cluster firewall / security group (and tags)');
-        ctx.log('deleting network resources failed: %s', (err as Error).message);
+    };
+    const deleteNetwork = async (): Promise<void> => {
+      if (this.#networkCreated) {
+        try {
+          await retry(() => this.#adapter.deleteNetwork(actx), {
+            retryable: (err) => this.#adapter.isDependencyError?.(err) ?? false,
+            // Instances that could not be deleted keep the network in use: one attempt, no waiting.
+            timeoutMs: instancesGone ? 5 * 60_000 : 0,
+            what: `${this.kind}: deleting the cluster network resources`,
+          });
+          this.#networkCreated = false;
+        } catch (err) {
+          errors.push(err);
+          leftovers.push('the cluster firewall / security group (and tags)');
+          ctx.log('deleting network resources failed: %s', (err as Error).message);
+        }
       }
+    };
+    // Where the cloud lets firewall rules go while their VMs still stop, both deletions run at
+    // once: close() then takes one deletion, not two in a row.
+    if (this.#adapter.networkIndependentOfInstances) await Promise.all([deleteInstances(), deleteNetwork()]);
+    else {
+      await deleteInstances();
+      await deleteNetwork();
     }
     if (errors.length > 0) {
       const reasons = [...new Set(errors.map((e) => (e instanceof Error ? e.message : String(e))))].join('; ');
