@@ -131,6 +131,11 @@ export interface FakeServerOptions {
   faults?: Faults;
   /** Path prefix every route pattern is relative to, e.g. '/compute/v1' or '/v2'. Default ''. */
   basePath?: string;
+  /**
+   * Applied to every handler's answer before it is sent, for what the cloud's API does on every
+   * method alike (GCP's `fields` system parameter). May throw a FakeApiError, answered as a handler's.
+   */
+  shapeResponse?: (req: FakeRequest, operation: string, response: FakeResponse) => FakeResponse;
 }
 
 interface Route {
@@ -160,6 +165,7 @@ export class FakeServer {
   private readonly contractMode: 'reject' | 'record';
   private readonly dispatch?: Dispatcher;
   private readonly basePath: string;
+  private readonly shapeResponse?: FakeServerOptions['shapeResponse'];
   private server?: Server;
   private port?: number;
   private readonly sockets = new Set<import('node:net').Socket>();
@@ -173,6 +179,7 @@ export class FakeServer {
     this.clock = opts.clock ?? realClock;
     this.faults = opts.faults ?? new Faults();
     this.basePath = (opts.basePath ?? '').replace(/\/$/, '');
+    this.shapeResponse = opts.shapeResponse;
   }
 
   /**
@@ -390,6 +397,7 @@ export class FakeServer {
     let response: FakeResponse;
     try {
       response = await handler(fakeReq);
+      if (this.shapeResponse) response = this.shapeResponse(fakeReq, operation, response);
     } catch (error) {
       if (error instanceof FakeApiError) {
         return this.sendError(

@@ -26,6 +26,7 @@ import { Instances } from './instances';
 import { Operations, WAIT_MAX_MS, type OperationError, type OperationScope } from './operations';
 import { Routers, type NatSpec, type RouterSpec } from './routers';
 import { DEFAULT_TIMINGS, type GcpQuotas, type GcpTimings, type GcpWorld } from './world';
+import { partialResponse } from './filter';
 
 export interface FakeGcpOptions {
   /**
@@ -76,7 +77,7 @@ export class FakeGcp implements AsyncDisposable {
   readonly pools: AddressPools;
   /** Errors a booter threw (boot, stop, setFirewall), by instance id: a test should assert it is empty. */
   readonly bootErrors: { id: string; error: unknown }[] = [];
-  /** Every partial-response field selection an instances get/list was answered with (`fields` or `X-Goog-FieldMask`), by operation. */
+  /** Every partial-response field selection a request was answered with (`fields` or `X-Goog-FieldMask`), by operation. */
   readonly fieldSelections: { operation: string; fields: string }[] = [];
 
   private readonly registry = new ResourceRegistry();
@@ -104,6 +105,12 @@ export class FakeGcp implements AsyncDisposable {
       contractMode: opts.contractMode ?? 'reject',
       errorShape: gcpErrorShape,
       clock: this.clock,
+      // `fields` / X-Goog-FieldMask is a system parameter: every method honours it.
+      shapeResponse: (req, operation, response) => {
+        const body = response.body;
+        if (body === undefined || body === null || typeof body !== 'object' || Buffer.isBuffer(body)) return response;
+        return { ...response, body: partialResponse(body as Record<string, unknown>, req, (fields) => this.fieldSelections.push({ operation, fields })) };
+      },
     });
     this.operations = new Operations(this.project, this.clock, this.ids);
     const ms = opts.lifecycleMs;
@@ -269,7 +276,6 @@ export class FakeGcp implements AsyncDisposable {
       machineTypeIn: (zone, name) => this.machineTypeIn(zone, name),
       syncFirewalls: () => this.syncFirewalls(),
       recordBootError: (id, error) => this.bootErrors.push({ id, error }),
-      recordFieldSelection: (operation, fields) => this.fieldSelections.push({ operation, fields }),
     };
   }
 

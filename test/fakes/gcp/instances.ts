@@ -9,7 +9,7 @@ import {
   ACCELERATOR_TYPES, API, NAME_RE, ZONES, fingerprint, parseZonal, regionOf, resolveImage, stripApi, timestamp, type ImageInfo,
 } from './catalog';
 import { alreadyExists, badRequest, conditionNotMet, invalidField, notFound, notModelled, requiredField } from './errors';
-import { listResponse, partialResponse } from './filter';
+import { listResponse } from './filter';
 import type { Operation, OperationError } from './operations';
 import type { GcpWorld } from './world';
 
@@ -124,7 +124,7 @@ export class Instances {
     server.route('POST', `${base}/bulkInsert`, 'compute.instances.bulkInsert', (req) => this.bulkInsert(req));
     server.route('GET', base, 'compute.instances.list', (req) => this.list(req));
     server.route('GET', '/projects/:project/aggregated/instances', 'compute.instances.aggregatedList', (req) => this.aggregatedList(req));
-    server.route('GET', `${base}/:instance`, 'compute.instances.get', (req) => ({ body: partialResponse(this.find(req).wire, req, (f) => this.world.recordFieldSelection('compute.instances.get', f)) }));
+    server.route('GET', `${base}/:instance`, 'compute.instances.get', (req) => ({ body: this.find(req).wire }));
     server.route('DELETE', `${base}/:instance`, 'compute.instances.delete', (req) => this.delete(req));
     server.route('POST', `${base}/:instance/setLabels`, 'compute.instances.setLabels', (req) => this.setLabels(req));
     server.route('GET', `${base}/:instance/serialPort`, 'compute.instances.getSerialPortOutput', (req) => this.serialPort(req));
@@ -273,9 +273,7 @@ export class Instances {
     this.world.checkZone(zone);
     const items = [...this.records.values()].filter((r) => r.zone === zone).map((r) => r.wire);
     return {
-      body: partialResponse(listResponse(items, req.query, { kind: 'compute#instanceList', id: `projects/${project}/zones/${zone}/instances`, selfLink: `${this.zoneUrl(zone)}/instances` }), req, (f) =>
-        this.world.recordFieldSelection('compute.instances.list', f),
-      ),
+      body: listResponse(items, req.query, { kind: 'compute#instanceList', id: `projects/${project}/zones/${zone}/instances`, selfLink: `${this.zoneUrl(zone)}/instances` }),
     };
   }
 
@@ -302,7 +300,7 @@ export class Instances {
       const scope = `zones/${String(wire.zone).split('/').pop()}`;
       scopes[scope] = { instances: [...((scopes[scope]!.instances as Json[] | undefined) ?? []), wire] };
     }
-    return { body: partialResponse({ ...page, items: scopes }, req, (f) => this.world.recordFieldSelection('compute.instances.aggregatedList', f)) };
+    return { body: { ...page, items: scopes } };
   }
 
   private delete(req: FakeRequest): FakeResponse {

@@ -43,8 +43,6 @@ export interface GcpWorld {
   readonly quotas: GcpQuotas;
   readonly operations: Operations;
   readonly booter?: VmBooter;
-  /** Notes a partial response (see FakeGcp.fieldSelections). */
-  recordFieldSelection(operation: string, fields: string): void;
   /** 404 `projects/X` unless X is the fake's project. */
   checkProject(project: string): void;
   /** 400 `Unknown zone.` unless the zone exists. */
