@@ -253,10 +253,25 @@ function opsText(calls: ReceivedCall[], min: Record<string, number> | undefined)
 
 const THROTTLE_TEXT = /RequestLimitExceeded|rateLimitExceeded|too_many_requests|Rate limit|\b429\b|Throttl/i;
 
+/** Throttling answers the fake gave during the whole measurement. */
+function throttled(m: Measurement): number {
+  return m.calls.filter((c) => isThrottle(m.cloud, c)).length;
+}
+
+/** Whether a step failed with a throttling error. */
+function throttleReachedCaller(m: Measurement): boolean {
+  return m.phases.some((p) => !p.ok && p.error !== undefined && THROTTLE_TEXT.test(p.error));
+}
+
 function throttleCell(m: Measurement): string {
-  const throttled = m.calls.filter((c) => isThrottle(m.cloud, c)).length;
-  const reached = m.phases.some((p) => !p.ok && p.error !== undefined && THROTTLE_TEXT.test(p.error));
-  return `${throttled}${reached ? ' REACHED CALLER' : throttled > 0 ? ' absorbed' : ''}`;
+  const n = throttled(m);
+  return `${n}${throttleReachedCaller(m) ? ' REACHED CALLER' : n > 0 ? ' absorbed' : ''}`;
+}
+
+/** start() until N workers ready, in ms, when start succeeded. */
+function readyMs(m: Measurement): number | undefined {
+  const start = phase(m, 'start');
+  return start?.ok ? dur(start) : undefined;
 }
 
 function sumMin(min: Record<string, number>): number {
@@ -279,7 +294,7 @@ function table(results: Measurement[], baselines: Map<string, Measurement>, boot
   ];
   for (const m of results) {
     const start = phase(m, 'start');
-    const ready = dur(start);
+    const ready = readyMs(m);
     const min = minimumCalls(m.cloud, m.n);
     const up = dur(phase(m, 'scale-up'));
     const upReady = dur(phase(m, 'up-ready'));
@@ -290,10 +305,10 @@ function table(results: Measurement[], baselines: Map<string, Measurement>, boot
       m.cloud,
       String(m.n),
       okOr(start, sec(ready)),
-      start?.ok && ready !== undefined ? (ready / bootMs).toFixed(2) : '-',
-      start?.ok && ready !== undefined ? (ready / (bootMs + TIME_TO_RUNNING_MS)).toFixed(2) : '-',
-      start?.ok && ready !== undefined ? sec(ready - bootMs) : '-',
-      start?.ok && ready !== undefined ? sec(ready - bootMs - TIME_TO_RUNNING_MS) : '-',
+      ready !== undefined ? (ready / bootMs).toFixed(2) : '-',
+      ready !== undefined ? (ready / (bootMs + TIME_TO_RUNNING_MS)).toFixed(2) : '-',
+      ready !== undefined ? sec(ready - bootMs) : '-',
+      ready !== undefined ? sec(ready - bootMs - TIME_TO_RUNNING_MS) : '-',
       b ? (bStart?.ok ? (dur(bStart)! / bootMs).toFixed(2) : 'FAIL') : '',
       `${callsIn(m, start).length} (${sumMin(min.start)})`,
       throttleCell(m),
@@ -345,7 +360,7 @@ function details(m: Measurement, b: Measurement | undefined, bootMs: number): st
     const bc = phase(b, 'close');
     out.push(
       `baseline (dask-cloudprovider strategy): start ${okOr(bs, `${sec(dur(bs))} s (${bs && dur(bs) !== undefined ? (dur(bs)! / bootMs).toFixed(2) : '-'}×boot)`)}, ` +
-        `${callsIn(b, bs).length} calls, ${b.calls.filter((c) => isThrottle(b.cloud, c)).length} throttled; close ${okOr(bc, `${sec(dur(bc))} s`)}, ${callsIn(b, bc).length} calls; ` +
+        `${callsIn(b, bs).length} calls, ${throttled(b)} throttled; close ${okOr(bc, `${sec(dur(bc))} s`)}, ${callsIn(b, bc).length} calls; ` +
         `left: ${b.leftovers.length ? b.leftovers.join(', ') : 'none'}`,
     );
     for (const p of b.phases) if (!p.ok) out.push(`  baseline ${p.name} FAILED: ${p.error}`);
@@ -464,16 +479,16 @@ function goals(results: Measurement[], bootMs: number, built: boolean): number {
     rows.push([ok ? 'ok' : 'MISS', m.cloud, String(m.n), goal, measured]);
   };
   for (const m of results) {
-    const start = phase(m, 'start');
-    const ready = dur(start);
-    const ratio = start?.ok && ready !== undefined ? ready / (bootMs + TIME_TO_RUNNING_MS) : undefined;
+    const ready = readyMs(m);
+    const ratio = ready === undefined ? undefined : ready / (bootMs + TIME_TO_RUNNING_MS);
     row(ratio !== undefined && ratio <= GOALS.readyRatio, m, `ready ≤ ${GOALS.readyRatio} × one VM's create-to-Dask-up`, ratio === undefined ? 'start failed' : `${ratio.toFixed(2)} ×`);
     const close = phase(m, 'close');
     const closeMs = dur(close);
     const closeOk = close?.ok === true && closeMs !== undefined && closeMs <= GOALS.closeRatio * DELETE_MS && m.leftovers.length === 0;
     row(closeOk, m, `close() ≤ ${GOALS.closeRatio} × one VM's deletion (${sec(DELETE_MS)} s), nothing left`, close?.ok ? `${sec(closeMs)} s${m.leftovers.length ? `, left: ${m.leftovers.join(', ')}` : ''}` : 'close failed');
-    const thr = m.phases.some((p) => !p.ok && p.error !== undefined && THROTTLE_TEXT.test(p.error));
-    row(!thr && m.phases.every((p) => p.ok), m, 'no throttling error reaches the caller; every step succeeds', thr ? 'a step failed with a throttling error' : m.phases.every((p) => p.ok) ? `${m.calls.filter((c) => isThrottle(m.cloud, c)).length} throttle answers absorbed` : 'a step failed');
+    const reached = throttleReachedCaller(m);
+    const allOk = m.phases.every((p) => p.ok);
+    row(!reached && allOk, m, 'no throttling error reaches the caller; every step succeeds', reached ? 'a step failed with a throttling error' : allOk ? `${throttled(m)} throttle answers absorbed` : 'a step failed');
     const rss = m.maxRssKb === undefined ? undefined : m.maxRssKb / 1024;
     row(rss !== undefined && rss <= GOALS.peakRssMb, m, `peak RSS ≤ ${GOALS.peakRssMb} MB (the child under ${built ? 'plain node' : 'tsx'}: ${((m.rssAtStartKb ?? 0) / 1024).toFixed(0)} MB before any import)`, rss === undefined ? '-' : `${rss.toFixed(0)} MB`);
   }
