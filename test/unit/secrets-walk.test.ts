@@ -45,7 +45,7 @@ import { have, realDask } from '../helpers/prereq';
 import { spawnTsx } from '../helpers/spawn';
 import { userSecurity } from '../helpers/tls';
 import { eventually } from '../helpers/eventually';
-import { LocalVmBooter, startFake as startDoFake } from '../providers/digitalocean/helpers';
+import { LocalVmBooter, adapterOptions as doAdapterOptions, startFake as startDoFake } from '../providers/digitalocean/helpers';
 import { fakeOptions as ec2FakeOptions, startFake as startEc2Fake } from '../providers/ec2/helpers';
 import { fakeOptions as gcpFakeOptions, startFake as startGcpFake } from '../providers/gcp/helpers';
 
@@ -260,21 +260,7 @@ describe('no rendering of any public object shows a secret (issue 8)', () => {
     );
     walk(
       'DropletAdapter',
-      new DropletAdapter({
-        api: new DoApi({ token: S('digitalocean token') }),
-        region: 'nyc3',
-        regionExplicit: true,
-        schedulerSize: 's-2vcpu-4gb',
-        workerSize: 's-2vcpu-4gb',
-        image: 'ubuntu-24-04-x64',
-        sshKeys: [],
-        monitoring: false,
-        tags: [],
-        privateNetworking: false,
-        ingressCidrs: ['0.0.0.0/0'],
-        activeTimeoutMs: 1000,
-        pollIntervalMs: 100,
-      }),
+      new DropletAdapter(doAdapterOptions(new DoApi({ token: S('digitalocean token') }), { activeTimeoutMs: 1000, pollIntervalMs: 100 })),
     );
 
     const clusters = [

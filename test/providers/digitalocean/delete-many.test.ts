@@ -16,7 +16,7 @@ import { BULK_DELETE_THRESHOLD, clusterTag, DropletAdapter, MARKER_TAG, REQUIRED
 import { DoApi } from '../../../providers/digitalocean/api';
 import type { AdapterContext } from '../../../src/cluster/vm';
 import type { Log } from '../../../src/log';
-import { startFake } from './helpers';
+import { adapterOptions, startFake } from './helpers';
 
 const SLOT = 5;
 const CLUSTER = 'dask-1a2b3c4d';
@@ -41,21 +41,7 @@ async function setup(options: FakeDigitalOceanOptions = {}): Promise<Setup> {
   const fake = await startFake(SLOT, { dropletLimit: 1_000, ...options });
   fakes.push(fake);
   const api = new DoApi({ token: fake.token, endpoint: fake.endpoint, random: () => 0 });
-  const adapter = new DropletAdapter({
-    api,
-    region: 'nyc3',
-    regionExplicit: true,
-    schedulerSize: 's-2vcpu-4gb',
-    workerSize: 's-2vcpu-4gb',
-    image: 'ubuntu-24-04-x64',
-    sshKeys: [],
-    monitoring: false,
-    tags: [],
-    privateNetworking: false,
-    ingressCidrs: ['0.0.0.0/0'],
-    activeTimeoutMs: 5_000,
-    pollIntervalMs: 50,
-  });
+  const adapter = new DropletAdapter(adapterOptions(api, { activeTimeoutMs: 5_000, pollIntervalMs: 50 }));
   const logs: string[] = [];
   const log = Object.assign((format: unknown, ...args: unknown[]) => void logs.push(formatWithOptions({ colors: false }, format, ...args)), {
     extend: () => log,

@@ -14,12 +14,31 @@ import { FakeDigitalOcean, type FakeDigitalOceanOptions } from '../../fakes/digi
 import type { BootRequest, BootedVm, FirewallRule, VmBooter } from '../../fakes/core';
 import { ProcessBooter } from '../../sim/process-booter';
 import { DropletCluster, type DropletClusterOptions } from '../../../providers/digitalocean';
+import type { DropletAdapterOptions } from '../../../providers/digitalocean/adapter';
 import { pythonWithDask } from '../../helpers/prereq';
 
 /** Loopback blocks of one test file: private 127.78.(16k).0/20, public 127.78.(128+16k).0/20. */
 export function loopbackPools(slot: number): { privateCidr: string; publicCidr: string } {
   if (!Number.isInteger(slot) || slot < 0 || slot > 7) throw new Error('slot must be 0..7');
   return { privateCidr: `127.78.${16 * slot}.0/20`, publicCidr: `127.78.${128 + 16 * slot}.0/20` };
+}
+
+/** Options of a `DropletAdapter` made directly (no DropletCluster): public mode in nyc3, the defaults' sizes and image. */
+export function adapterOptions(api: DropletAdapterOptions['api'], timing: Pick<DropletAdapterOptions, 'activeTimeoutMs' | 'pollIntervalMs'>): DropletAdapterOptions {
+  return {
+    api,
+    region: 'nyc3',
+    regionExplicit: true,
+    schedulerSize: 's-2vcpu-4gb',
+    workerSize: 's-2vcpu-4gb',
+    image: 'ubuntu-24-04-x64',
+    sshKeys: [],
+    monitoring: false,
+    tags: [],
+    privateNetworking: false,
+    ingressCidrs: ['0.0.0.0/0'],
+    ...timing,
+  };
 }
 
 /** A fake on loopback blocks (never the 10.77 defaults: tests may dial what it hands out). */
