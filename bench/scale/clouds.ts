@@ -79,7 +79,7 @@ const READ_RE: Record<CloudName, RegExp> = {
   digitalocean: /_(get|list)$/,
 };
 const WRITE_RE: Record<CloudName, RegExp> = {
-  gcp: /^(?!.*\.(get|list|aggregatedList|getFromFamily|wait)$)/,
+  gcp: /^(?!.*\.(get|list|aggregatedList|getFromFamily|wait)$|compute\.batch$)/,
   ec2: /^(?!Describe|Get)/,
   digitalocean: /^(?!.*_(get|list)$)/,
 };
@@ -202,7 +202,8 @@ export function minimumCalls(cloud: CloudName, n: number): { start: Record<strin
         notes:
           'GCP: image family look-up; two firewall rules (members to each other by tag, 8786/8788 from ingressCidrs: different sources); insert for the ' +
           'scheduler and one bulkInsert for up to 5,000 workers; two instances.get for the scheduler (internal IP after insert, external IP when RUNNING). ' +
-          'Compute has no bulk delete: one instances.delete per VM on scale-down and close, plus the two firewall deletes. Operation waits are not counted as needed.',
+          'Compute has no bulk delete: one instances.delete per VM on scale-down and close (each counts against the quotas; more than 8 travel in ' +
+          'batches of up to 1,000 calls per HTTP request, shown as compute.batch), plus the two firewall deletes. Operation waits are not counted as needed.',
       };
     case 'digitalocean':
       return {

@@ -23,6 +23,8 @@ import { CREDENTIALS_FIX } from './credentials';
 import type { GcpClients, ResolvedGcpConfig } from './options';
 import type * as Compute from '@google-cloud/compute';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { randomUUID } from 'node:crypto';
+import { BATCH_MAX, type BatchCall } from './batch';
 
 type IInstance = Compute.protos.google.cloud.compute.v1.IInstance;
 type IInstanceProperties = Compute.protos.google.cloud.compute.v1.IInstanceProperties;
@@ -65,6 +67,23 @@ const NOT_READY = 'resourceNotReady';
 const GONE_STATES = new Set(['STOPPING', 'STOPPED', 'SUSPENDING', 'SUSPENDED', 'TERMINATED']);
 /** Deletions beyond this many are waited for by listing the cluster rather than by their operations. */
 const LIST_WAIT_THRESHOLD = 8;
+
+/** The operation a batch answer carries, if its body is one. */
+function operationIn(body: string): ComputeOperation | undefined {
+  try {
+    const op = JSON.parse(body) as ComputeOperation | null;
+    return typeof op?.name === 'string' ? op : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A deletion asked for: its operation, none when the VM was already gone. */
+interface StartedDelete {
+  name: string;
+  zone: string;
+  op: ComputeOperation | undefined;
+}
 
 export class GcpAdapter implements CloudAdapter {
   readonly kind = 'gcp';
@@ -732,25 +751,8 @@ export class GcpAdapter implements CloudAdapter {
   }
 
   async deleteInstances(ctx: AdapterContext, ids: string[]): Promise<void> {
-    const { projectId: project } = this.#cfg;
     // Deletes first, then the waits, so every VM starts stopping at once.
-    const started = await Promise.allSettled(
-      ids.map(async (name) => {
-        const zone = this.#zoneFor(name);
-        try {
-          const res = await this.#api.call(`deleting instance ${name}`, (c, requestId, gax) => c.instances.delete({ project, zone, instance: name, requestId }, gax), {
-            signal: ctx.signal,
-            mutating: true,
-            // Already being deleted (e.g. by maxRunDuration): ask again until it is gone.
-            retryAlso: (err) => gcpErrorInfo(err).reason === NOT_READY,
-          });
-          return { name, zone, op: operationOf(res) };
-        } catch (err) {
-          if (isNotFound(err)) return { name, zone, op: undefined };
-          throw err;
-        }
-      }),
-    );
+    const started = ids.length > LIST_WAIT_THRESHOLD ? await this.#startDeletesInBatches(ctx, ids) : await Promise.allSettled(ids.map((name) => this.#startDelete(ctx, name)));
     const pending = new Map<string, { zone: string; op: ComputeOperation }>();
     const failures: Error[] = [];
     for (const s of started) {
@@ -770,6 +772,56 @@ export class GcpAdapter implements CloudAdapter {
     if (failures.length > 1) {
       throw new CloudApiError(`gcp: deleting ${failures.length} instances failed: ${failures.map((f) => f.message).join('; ')}`, { cause: failures[0] });
     }
+  }
+
+  /** Asks for one VM's deletion; its operation, or none when the VM was already gone. */
+  async #startDelete(ctx: AdapterContext, name: string): Promise<StartedDelete> {
+    const zone = this.#zoneFor(name);
+    try {
+      const res = await this.#api.call(`deleting instance ${name}`, (c, requestId, gax) => c.instances.delete({ project: this.#cfg.projectId, zone, instance: name, requestId }, gax), {
+        signal: ctx.signal,
+        mutating: true,
+        // Already being deleted (e.g. by maxRunDuration): ask again until it is gone.
+        retryAlso: (err) => gcpErrorInfo(err).reason === NOT_READY,
+      });
+      return { name, zone, op: operationOf(res) };
+    } catch (err) {
+      if (isNotFound(err)) return { name, zone, op: undefined };
+      throw err;
+    }
+  }
+
+  /**
+   * Many deletions go out in Compute's batches, a thousand calls per HTTP request. A call the
+   * batch did not accept (throttled, not ready, any error), or every call of a batch that failed
+   * as a whole, is asked again on its own, where the pipeline's retries and error messages apply.
+   */
+  async #startDeletesInBatches(ctx: AdapterContext, ids: string[]): Promise<PromiseSettledResult<StartedDelete>[]> {
+    const project = encodeURIComponent(this.#cfg.projectId);
+    const chunks = Array.from({ length: Math.ceil(ids.length / BATCH_MAX) }, (_, k) => ids.slice(k * BATCH_MAX, (k + 1) * BATCH_MAX));
+    const settled = await Promise.all(
+      chunks.map(async (names) => {
+        const zones = names.map((name) => this.#zoneFor(name));
+        const calls = names.map((name, i): BatchCall => ({
+          method: 'DELETE',
+          path: `/compute/v1/projects/${project}/zones/${encodeURIComponent(zones[i]!)}/instances/${encodeURIComponent(name)}?requestId=${randomUUID()}`,
+        }));
+        const answers = await this.#api.batch(`deleting ${names.length} instances`, calls, { signal: ctx.signal, mutating: true }).catch((err: unknown) => {
+          if (ctx.signal.aborted) throw err;
+          ctx.log('a batch of %d deletions failed (%s); asking one by one', names.length, gcpErrorInfo(err).message);
+          return undefined;
+        });
+        return Promise.allSettled(
+          names.map(async (name, i): Promise<StartedDelete> => {
+            const answer = answers?.[i];
+            if (answer?.status === 404) return { name, zone: zones[i]!, op: undefined };
+            const op = answer?.status === 200 ? operationIn(answer.body) : undefined;
+            return op ? { name, zone: zones[i]!, op } : this.#startDelete(ctx, name);
+          }),
+        );
+      }),
+    );
+    return settled.flat();
   }
 
   /** Waits for one delete operation; an instance that was already gone counts as deleted. */

@@ -109,6 +109,39 @@ export interface ReceivedCall {
   rejectedBy?: 'contract' | 'fault' | 'throttle' | 'no-route';
   at: number;
   requestId: string;
+  /** For a call that came inside a batch request: that request's `requestId`. */
+  batch?: string;
+}
+
+/** One HTTP request as the pipeline takes it: read off the socket, or unwrapped from a batch. */
+export interface RawHttpRequest {
+  method: string;
+  /** Path and query (`/compute/v1/projects/p?fields=name`); no scheme or host. */
+  url: string;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+}
+
+/** The answer the pipeline produced, as it goes on the wire. */
+export interface RawHttpResponse {
+  status: number;
+  headers: Record<string, string>;
+  payload: Buffer;
+}
+
+/**
+ * An endpoint that answers one HTTP request by running several inner requests (GCP's
+ * `/batch/compute/v1`). The outer request is recorded under `operation` but skips the contract
+ * and faults: it is no API call. `runInner` sends one inner request through the whole per-request
+ * pipeline (routing, contract, faults, handler, shapeResponse, recording with `batch` set) and
+ * resolves with its answer; start them together so their latencies overlap. Throw a FakeApiError
+ * for a malformed batch.
+ */
+export interface BatchEndpoint {
+  /** Absolute path, not under basePath. Only POST reaches it. */
+  path: string;
+  operation: string;
+  handle(req: FakeRequest, runInner: (inner: RawHttpRequest) => Promise<RawHttpResponse>): FakeResponse | Promise<FakeResponse>;
 }
 
 /** Chooses an operation for a request when routing is not by path (EC2: the `Action` field). */
@@ -136,6 +169,8 @@ export interface FakeServerOptions {
    * method alike (GCP's `fields` system parameter). May throw a FakeApiError, answered as a handler's.
    */
   shapeResponse?: (req: FakeRequest, operation: string, response: FakeResponse) => FakeResponse;
+  /** A batch endpoint (see BatchEndpoint). */
+  batch?: BatchEndpoint;
 }
 
 interface Route {
@@ -166,6 +201,7 @@ export class FakeServer {
   private readonly dispatch?: Dispatcher;
   private readonly basePath: string;
   private readonly shapeResponse?: FakeServerOptions['shapeResponse'];
+  private readonly batch?: BatchEndpoint;
   private server?: Server;
   private port?: number;
   private readonly sockets = new Set<import('node:net').Socket>();
@@ -180,6 +216,7 @@ export class FakeServer {
     this.faults = opts.faults ?? new Faults();
     this.basePath = (opts.basePath ?? '').replace(/\/$/, '');
     this.shapeResponse = opts.shapeResponse;
+    this.batch = opts.batch;
   }
 
   /**
@@ -289,42 +326,23 @@ export class FakeServer {
 
   private async onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const body = await readBody(req);
-    const url = new URL(req.url ?? '/', 'http://127.0.0.1');
-    const query: Record<string, string | string[]> = {};
-    for (const [k, v] of url.searchParams) {
-      const prev = query[k];
-      query[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
-    }
-    const text = body.toString('utf8');
-    const ctype = String(req.headers['content-type'] ?? '');
-    let json: unknown;
-    let form: Record<string, string> | undefined;
-    if (body.length > 0 && ctype.includes('application/x-www-form-urlencoded')) {
-      form = Object.fromEntries(new URLSearchParams(text));
-    } else if (body.length > 0 && (ctype.includes('json') || /^\s*[[{]/.test(text))) {
-      try {
-        json = JSON.parse(text);
-      } catch {
-        json = undefined;
-      }
-    }
-    const base = {
-      id: randomUUID(),
-      method: (req.method ?? 'GET').toUpperCase(),
-      path: url.pathname,
-      url,
-      query,
-      headers: req.headers,
-      body,
-      text,
-      json,
-      form,
-    };
+    const answer = await this.process({ method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, body });
+    res.writeHead(answer.status, answer.headers);
+    res.end(answer.payload);
+  }
 
-    // Route: dispatcher first (EC2), then the table.
+  /**
+   * The per-request pipeline: parse, route, record, contract, faults, handler, shapeResponse.
+   * `batchId` is set for the inner requests of a batch (the outer request's id).
+   */
+  private async process(raw: RawHttpRequest, batchId?: string): Promise<RawHttpResponse> {
+    const base = parseRequest(raw);
+    const batch = batchId === undefined && base.method === 'POST' && base.path === this.batch?.path ? this.batch : undefined;
+
+    // Route: the batch endpoint, the dispatcher (EC2), then the table.
     let operation: string | undefined;
     let params: Record<string, string> = {};
-    const d = this.dispatch?.(base);
+    const d = batch ? { operation: batch.operation } : this.dispatch?.(base);
     if (d) {
       operation = d.operation;
       params = d.params ?? {};
@@ -338,6 +356,7 @@ export class FakeServer {
         break;
       }
     }
+    const { query, form, json } = base;
     const fakeReq: FakeRequest = { ...base, params, operation: operation ?? '' };
     const call: ReceivedCall = {
       operation,
@@ -348,13 +367,22 @@ export class FakeServer {
       status: 0,
       at: this.clock.now(),
       requestId: base.id,
+      ...(batchId === undefined ? {} : { batch: batchId }),
     };
     this.received.push(call);
+
+    // The batch request itself is no API call: no contract (its inner calls get it). Fault rules
+    // that name its operation apply, so a test can fail a whole batch.
+    if (batch) {
+      const faulted = await this.applyFaults(call, fakeReq);
+      if ('failure' in faulted) return faulted.failure;
+      return this.answer(call, fakeReq, () => batch.handle(fakeReq, (inner) => this.process(inner, base.id)), faulted.headers);
+    }
 
     // Contract.
     let violations: ContractViolation[] = [];
     if (this.contract) {
-      const result = this.contract.validate({ method: base.method, path: base.path, query, json, form, bodyLength: body.length });
+      const result = this.contract.validate({ method: base.method, path: base.path, query, json, form, bodyLength: base.body.length });
       violations = result.violations;
       if (result.normalized) fakeReq.normalized = call.normalized = result.normalized;
       this.contractViolations.push(...violations);
@@ -362,7 +390,7 @@ export class FakeServer {
     if (violations.length && this.contractMode === 'reject') {
       call.rejectedBy = 'contract';
       const unknown = violations.every((v) => v.kind === 'unknown-operation');
-      return this.sendError(res, call, {
+      return this.renderError(call, {
         status: 400,
         code: unknown ? 'UnknownOperation' : 'ContractViolation',
         message: violations.map((v) => `${v.location}: ${v.message}`).join('; '),
@@ -376,7 +404,7 @@ export class FakeServer {
     const handler = operation === undefined ? undefined : this.handlers.get(operation);
     if (!operation || !handler) {
       call.rejectedBy = 'no-route';
-      return this.sendError(res, call, {
+      return this.renderError(call, {
         status: operation ? 501 : 404,
         code: 'UnknownOperation',
         message: operation ? `the ${this.name} fake does not implement ${operation}` : `no route for ${base.method} ${base.path}`,
@@ -386,73 +414,112 @@ export class FakeServer {
       });
     }
 
-    // Faults.
-    const decision = this.faults.decide(operation);
-    if (decision.delayMs > 0) await this.clock.sleep(decision.delayMs);
-    if (decision.failure) {
-      call.rejectedBy = decision.reason === 'throttle' ? 'throttle' : 'fault';
-      return this.sendFailure(res, call, decision.failure, decision.headers, fakeReq);
-    }
+    const faulted = await this.applyFaults(call, fakeReq);
+    if ('failure' in faulted) return faulted.failure;
 
-    let response: FakeResponse;
+    return this.answer(
+      call,
+      fakeReq,
+      async () => {
+        const response = await handler(fakeReq);
+        return this.shapeResponse ? this.shapeResponse(fakeReq, operation, response) : response;
+      },
+      faulted.headers,
+    );
+  }
+
+  /** The fault rules of the call's operation: its delay, then the failure to answer with, or the headers to add. */
+  private async applyFaults(call: ReceivedCall, req: FakeRequest): Promise<{ failure: RawHttpResponse } | { headers: Record<string, string> }> {
+    const decision = this.faults.decide(req.operation);
+    if (decision.delayMs > 0) await this.clock.sleep(decision.delayMs);
+    if (!decision.failure) return { headers: decision.headers };
+    call.rejectedBy = decision.reason === 'throttle' ? 'throttle' : 'fault';
+    return { failure: this.renderFailure(call, decision.failure, decision.headers, req) };
+  }
+
+  /** Runs a handler: its answer, or its FakeApiError shaped by the cloud, or a 500 for a crash. */
+  private async answer(call: ReceivedCall, req: FakeRequest, run: () => FakeResponse | Promise<FakeResponse>, headers: Record<string, string>): Promise<RawHttpResponse> {
+    const operation = req.operation;
     try {
-      response = await handler(fakeReq);
-      if (this.shapeResponse) response = this.shapeResponse(fakeReq, operation, response);
+      return this.render(call, await run(), headers);
     } catch (error) {
       if (error instanceof FakeApiError) {
-        return this.sendError(
-          res,
+        return this.renderError(
           call,
-          { status: error.status, code: error.code, message: error.message, source: 'handler', operation, request: fakeReq, details: error.details },
-          { ...decision.headers, ...(error.headers ?? {}) },
+          { status: error.status, code: error.code, message: error.message, source: 'handler', operation, request: req, details: error.details },
+          { ...headers, ...(error.headers ?? {}) },
         );
       }
       this.handlerErrors.push({ operation, error });
-      return this.sendError(res, call, {
+      return this.renderError(call, {
         status: 500,
         code: 'InternalError',
         message: `the ${this.name} fake failed in ${operation}: ${error instanceof Error ? error.message : String(error)}`,
         source: 'internal',
         operation,
-        request: fakeReq,
+        request: req,
       });
     }
-    this.send(res, call, response, decision.headers);
   }
 
-  private sendFailure(res: ServerResponse, call: ReceivedCall, spec: FailureSpec, headers: Record<string, string>, req: FakeRequest): void {
-    if ('response' in spec) return this.send(res, call, spec.response, headers);
-    this.sendError(
-      res,
+  private renderFailure(call: ReceivedCall, spec: FailureSpec, headers: Record<string, string>, req: FakeRequest): RawHttpResponse {
+    if ('response' in spec) return this.render(call, spec.response, headers);
+    return this.renderError(
       call,
       { status: spec.status, code: spec.code, message: spec.message ?? spec.code, source: 'fault', operation: req.operation, request: req },
       { ...headers, ...(spec.headers ?? {}) },
     );
   }
 
-  private sendError(res: ServerResponse, call: ReceivedCall, info: ApiErrorInfo, headers: Record<string, string> = {}): void {
+  private renderError(call: ReceivedCall, info: ApiErrorInfo, headers: Record<string, string> = {}): RawHttpResponse {
     const shaped = this.errorShape(info);
-    this.send(res, call, { status: info.status, ...shaped }, headers);
+    return this.render(call, { status: info.status, ...shaped }, headers);
   }
 
-  private send(res: ServerResponse, call: ReceivedCall, r: FakeResponse, extraHeaders: Record<string, string>): void {
+  /** The wire form of an answer (JSON-encodes objects, sets content-type / content-length); records its status. */
+  private render(call: ReceivedCall, r: FakeResponse, extraHeaders: Record<string, string>): RawHttpResponse {
     const status = r.status ?? 200;
     const headers: Record<string, string> = { ...extraHeaders, ...(r.headers ?? {}) };
     const lower = new Set(Object.keys(headers).map((h) => h.toLowerCase()));
     let payload: Buffer;
+    let defaultType = 'text/plain; charset=utf-8';
     if (r.body === undefined) payload = Buffer.alloc(0);
     else if (Buffer.isBuffer(r.body)) payload = r.body;
     else if (typeof r.body === 'string') payload = Buffer.from(r.body, 'utf8');
     else {
       payload = Buffer.from(JSON.stringify(r.body), 'utf8');
-      if (!lower.has('content-type')) headers['content-type'] = 'application/json; charset=utf-8';
+      defaultType = 'application/json; charset=utf-8';
     }
-    if (!lower.has('content-type') && payload.length > 0) headers['content-type'] = 'text/plain; charset=utf-8';
+    if (!lower.has('content-type') && payload.length > 0) headers['content-type'] = defaultType;
     headers['content-length'] = String(payload.length);
     call.status = status;
-    res.writeHead(status, headers);
-    res.end(payload);
+    return { status, headers, payload };
   }
+}
+
+/** Parses what every request shares: url, query, and a JSON or form body. */
+function parseRequest(raw: RawHttpRequest): Omit<FakeRequest, 'operation' | 'params'> {
+  const { body, headers } = raw;
+  const url = new URL(raw.url, 'http://127.0.0.1');
+  const query: Record<string, string | string[]> = {};
+  for (const [k, v] of url.searchParams) {
+    const prev = query[k];
+    query[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
+  }
+  const text = body.toString('utf8');
+  const ctype = String(headers['content-type'] ?? '');
+  let json: unknown;
+  let form: Record<string, string> | undefined;
+  if (body.length > 0 && ctype.includes('application/x-www-form-urlencoded')) {
+    form = Object.fromEntries(new URLSearchParams(text));
+  } else if (body.length > 0 && (ctype.includes('json') || /^\s*[[{]/.test(text))) {
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = undefined;
+    }
+  }
+  return { id: randomUUID(), method: raw.method.toUpperCase(), path: url.pathname, url, query, headers, body, text, json, form };
 }
 
 /** Fallback error shape (each cloud fake supplies its real one). */

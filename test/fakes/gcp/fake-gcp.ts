@@ -19,6 +19,7 @@ import {
   type Clock, type ContractViolation, type FakeRequest, type FakeResponse, type FaultHandle, type Faults,
   type OperationMatcher, type ResourceSnapshot, type VmBooter,
 } from '../core';
+import { BATCH_PATH, computeBatch } from './batch';
 import { API, IMAGES, REGIONS, ZONES, imageWire, machineType, regionOf, type MachineType } from './catalog';
 import { gcpErrorShape, invalidField, notFound } from './errors';
 import { Firewalls, translateFirewalls } from './firewalls';
@@ -69,6 +70,14 @@ export type GcpClientOptions = {
 /** The limit `regions.get` reports for a quota the test did not set (nothing reaches it). */
 export const UNLIMITED_QUOTA = 100_000;
 
+/** `match` without the batch request's own operation. */
+function notBatch(match: OperationMatcher): OperationMatcher {
+  const not = `^(?!${computeBatch.operation.replace(/\./g, '\\.')}$)`;
+  if (match === '*') return new RegExp(not);
+  if (match instanceof RegExp) return new RegExp(`${not}(?:${match.source})`, match.flags);
+  return typeof match === 'string' ? (match === computeBatch.operation ? [] : match) : match.filter((m) => m !== computeBatch.operation);
+}
+
 export class FakeGcp implements AsyncDisposable {
   readonly project: string;
   readonly projectNumber = '123456789012';
@@ -111,6 +120,8 @@ export class FakeGcp implements AsyncDisposable {
         if (body === undefined || body === null || typeof body !== 'object' || Buffer.isBuffer(body)) return response;
         return { ...response, body: partialResponse(body as Record<string, unknown>, req, (fields) => this.fieldSelections.push({ operation, fields })) };
       },
+      // POST /batch/compute/v1: multipart/mixed, each inner call through the pipeline above.
+      batch: computeBatch,
     });
     this.operations = new Operations(this.project, this.clock, this.ids);
     const ms = opts.lifecycleMs;
@@ -141,6 +152,11 @@ export class FakeGcp implements AsyncDisposable {
   /** `http://127.0.0.1:PORT/compute/v1`. */
   get endpoint(): string {
     return this.server.endpoint;
+  }
+
+  /** `http://127.0.0.1:PORT/batch/compute/v1`, Compute's batch endpoint (outside the endpoint's basePath). */
+  get batchEndpoint(): string {
+    return this.server.origin + BATCH_PATH;
   }
 
   get port(): number {
@@ -181,11 +197,12 @@ export class FakeGcp implements AsyncDisposable {
 
   /**
    * Per-minute API rate quota: more than `perMinute` calls (of `match`, default all) within a minute
-   * of the fake's clock answer 403 `rateLimitExceeded` (domain usageLimits), like Compute.
+   * of the fake's clock answer 403 `rateLimitExceeded` (domain usageLimits), like Compute. A batch
+   * request is not counted, only the calls it carries ("n requests count as n").
    */
   throttle(opts: { perMinute: number; match?: OperationMatcher }): FaultHandle {
     const bucket = new TokenBucket({ capacity: opts.perMinute, refill: opts.perMinute, intervalMs: 60_000, clock: this.clock });
-    return this.faults.throttle(opts.match ?? '*', {
+    return this.faults.throttle(notBatch(opts.match ?? '*'), {
       bucket,
       reject: () => ({
         status: 403,

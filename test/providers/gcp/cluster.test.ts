@@ -541,11 +541,46 @@ describe('many VMs (issue 12): lists carry a field mask, deletions are awaited b
     const deletes = fake.server.calls('compute.instances.delete');
     expect(new Set(deletes.map((c) => c.params.instance)).size).toBe(13);
     expect(deletes).toHaveLength(13);
+    // One HTTP request carried them all.
+    const batches = fake.server.calls('compute.batch');
+    expect(batches).toHaveLength(1);
+    expect(deletes.every((c) => c.batch === batches[0]!.requestId)).toBe(true);
     // At most the creates' own operations (scheduler insert, workers' bulkInsert) were waited on.
     expect(fake.server.calls('compute.zoneOperations.wait').length).toBeLessThanOrEqual(2);
     const lastDelete = Math.max(...deletes.map((c) => c.at));
     expect(fake.server.calls('compute.instances.list').filter((c) => c.at > lastDelete).length).toBeGreaterThanOrEqual(1);
     listsMasked(fake);
+    expect(fake.leaked()).toEqual({});
+    expect(cluster.state).toBe('failed');
+  });
+
+  it('a deletion the batch did not take is asked for again on its own, where the retries apply', async () => {
+    const fake = await fakeGcp();
+    // Two inner calls answered 503, one throttled: all three worth another attempt.
+    fake.faults.fail('compute.instances.delete', { status: 503, code: 'backendError', message: 'Backend Error' }, { times: 2 });
+    const { cluster } = await startUntilWorkers(fake, { nWorkers: 12 });
+    const deletes = fake.server.calls('compute.instances.delete');
+    const batched = deletes.filter((c) => c.batch !== undefined);
+    const alone = deletes.filter((c) => c.batch === undefined);
+    expect(batched).toHaveLength(13);
+    expect(batched.filter((c) => c.status === 503)).toHaveLength(2);
+    // The two refused ones, and only they, were sent again outside the batch.
+    expect(new Set(alone.map((c) => c.params.instance))).toEqual(new Set(batched.filter((c) => c.status === 503).map((c) => c.params.instance)));
+    expect(alone.every((c) => c.status === 200)).toBe(true);
+    expect(fake.leaked()).toEqual({});
+    expect(cluster.state).toBe('failed');
+  });
+
+  it('a batch that fails as a whole: each deletion is asked for on its own', async () => {
+    const fake = await fakeGcp();
+    fake.faults.fail('compute.batch', { status: 502, code: 'badGateway', message: 'Bad Gateway' }, { times: 1 });
+    // The 502 is retried like any call's; the 400 after it is not.
+    fake.faults.fail('compute.batch', { status: 400, code: 'badRequest', message: 'Malformed batch' }, { times: 1 });
+    const { cluster } = await startUntilWorkers(fake, { nWorkers: 12 });
+    expect(fake.server.calls('compute.batch').map((c) => c.status)).toEqual([502, 400]);
+    const deletes = fake.server.calls('compute.instances.delete');
+    expect(deletes).toHaveLength(13);
+    expect(deletes.every((c) => c.batch === undefined && c.status === 200)).toBe(true);
     expect(fake.leaked()).toEqual({});
     expect(cluster.state).toBe('failed');
   });
