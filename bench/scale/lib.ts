@@ -30,8 +30,9 @@ export async function librarySource(rev: string | undefined): Promise<LibrarySou
     let description = 'working tree';
     try {
       const head = git(['rev-parse', '--short', 'HEAD']);
-      const dirty = git(['status', '--short', '--', 'src', 'providers', 'cloud-init']).split('\n').filter(Boolean);
-      description = `working tree at ${head}${dirty.length ? ` with uncommitted changes in ${dirty.map((l) => l.slice(3)).join(', ')}` : ' (no uncommitted library changes)'}`;
+      // Each line is a status column ("M", " M", "??") and a path; git() trims the first line.
+      const dirty = git(['status', '--short', '--', 'src', 'providers', 'cloud-init']).split('\n').filter(Boolean).map((l) => l.trim().replace(/^\S+\s+/, ''));
+      description = `working tree at ${head}${dirty.length ? ` with uncommitted changes in ${dirty.join(', ')}` : ' (no uncommitted library changes)'}`;
     } catch {
       // not a git checkout: the description stays generic
     }

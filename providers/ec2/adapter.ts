@@ -71,6 +71,52 @@ interface ResolvedNetwork {
 /** Raised while polling: the instance exists but lacks the address we wait for. */
 class NotYet extends Error {}
 
+/**
+ * Preflight work started before its outcome is needed, so that it runs beside other reads. The
+ * outcome counts as if the work were done when it is taken: the reads it was refused join the
+ * taker's `denied` set only then. Work whose outcome is never taken (its check is skipped, or an
+ * earlier step failed) leaves every check, the permissions included, as it would be had the work
+ * never started; it never rejects unobserved.
+ */
+interface Ahead<T> {
+  take(denied: Set<string>): Promise<T>;
+  /** Resolves once the work is over, however it ended. */
+  readonly settled: Promise<void>;
+}
+
+function ahead<T>(work: (denied: Set<string>) => Promise<T>): Ahead<T> {
+  const own = new Set<string>();
+  const outcome = work(own).then(
+    (value) => ({ ok: true as const, value }),
+    (error: unknown) => ({ ok: false as const, error }),
+  );
+  return {
+    settled: outcome.then(() => undefined),
+    async take(denied) {
+      const o = await outcome;
+      for (const action of own) denied.add(action);
+      if (!o.ok) throw o.error;
+      return o.value;
+    },
+  };
+}
+
+/** The network reads `#resolveNetwork` sends before it needs them. */
+interface EarlyNetworkReads {
+  offerings: Ahead<Map<string, Set<string>>>;
+  /** Unless the VPC must come from the subnet. */
+  vpcs: Ahead<Ec2Sdk.DescribeVpcsCommandOutput> | undefined;
+}
+
+/** The given security groups exist and are in the VPC the instances go into. */
+function checkGroups(ids: string[], out: Ec2Sdk.DescribeSecurityGroupsCommandOutput, vpcId: string): void {
+  for (const id of ids) {
+    const g = out.SecurityGroups?.find((x) => x.GroupId === id);
+    if (!g) throw new ValidationError(`securityGroups: InvalidGroup.NotFound: ${id} does not exist`, { option: 'securityGroups' });
+    if (g.VpcId !== vpcId) throw new ValidationError(`securityGroups: ${id} is in ${g.VpcId ?? '?'}, but the instances go into ${vpcId}`, { option: 'securityGroups' });
+  }
+}
+
 export interface Ec2AdapterOptions {
   settings: Ec2Settings;
   api: Omit<Ec2ApiConfig, 'region'>;
@@ -165,22 +211,15 @@ export class Ec2Adapter implements CloudAdapter {
     );
     if (!credentialsOk) return;
     const region = await this.api.region();
+    // What DescribeRegions said of the region is known now: a region it rules out fails the
+    // location check, and nothing in it is looked up.
+    const regionFailure = this.#regionFailure(region, regions, regionsError);
 
-    // The location and the image are independent reads: made together.
+    // The location, the image and the network are independent reads: made together.
     const locationChecked = report.check(
       'location',
       async () => {
-        if (regionsError !== undefined) throw this.#readError(regionsError, 'DescribeRegions', 'region');
-        const found = regions?.find((r) => r.RegionName === region);
-        if (!found) {
-          throw new ValidationError(`region ${region} does not exist (EC2 lists ${(regions ?? []).map((r) => r.RegionName).join(', ')})`, { option: 'region' });
-        }
-        if (found.OptInStatus === 'not-opted-in') {
-          throw new ValidationError(`region ${region} is an opt-in region that this account has not enabled`, {
-            option: 'region',
-            details: { fix: `enable ${region} (AWS console → Account → AWS Regions, or \`aws account enable-region --region-name ${region}\`), or choose another region` },
-          });
-        }
+        if (regionFailure !== undefined) throw regionFailure;
         const zones = (await this.#read(ctx, 'DescribeAvailabilityZones', {})).AvailabilityZones ?? [];
         if (s.availabilityZone !== undefined) {
           const zone = zones.find((z) => z.ZoneName === s.availabilityZone);
@@ -211,15 +250,20 @@ export class Ec2Adapter implements CloudAdapter {
       ctx.signal,
     );
 
-    const [locationOk] = await Promise.all([locationChecked, imageChecked]);
     this.#network = undefined;
-    // Subnets are looked up in the region and zone: a failed location says it all.
-    if (!locationOk) report.skip('network', 'not checked: the location check failed');
-    else await report.check(
+    const network = regionFailure === undefined ? ahead((denied) => this.#resolveNetwork(ctx, denied)) : undefined;
+
+    const [locationOk] = await Promise.all([locationChecked, imageChecked]);
+    // Subnets are looked up in the region and zone: a failed location says it all. The network's
+    // outcome is then not used (nor the reads it was refused), but it is waited for: preflight
+    // leaves no read in flight.
+    if (!locationOk || network === undefined) {
+      await network?.settled;
+      report.skip('network', 'not checked: the location check failed');
+    } else await report.check(
       'network',
       async () => {
-        const net = await this.#resolveNetwork(ctx);
-        if (s.securityGroups) await this.#checkGroups(ctx, s.securityGroups, net.vpcId);
+        const net = await network.take(this.#deniedReads);
         this.#network = net;
         return `subnet ${net.subnetId} in ${net.availabilityZone} of ${net.vpcId}, which offers ${this.#types().join(' and ')}`;
       },
@@ -227,9 +271,12 @@ export class Ec2Adapter implements CloudAdapter {
       ctx.signal,
     );
 
+    // The DryRuns need the network and the image, not the NAT or the quota: made beside those,
+    // and judged after them (their refused reads count too).
+    const dryRuns = ahead((denied) => this.#dryRuns(ctx, plan, denied));
     await Promise.all([this.#checkNat(ctx, plan, report), report.check('quota', () => this.#checkQuota(ctx, plan, report), undefined, ctx.signal)]);
     if (this.#network === undefined && this.#deniedReads.size === 0) report.skip('permissions', 'creates not tried: the network check did not pass');
-    else await report.check('permissions', () => this.#checkPermissions(ctx, plan), undefined, ctx.signal);
+    else await report.check('permissions', () => this.#checkPermissions(dryRuns), undefined, ctx.signal);
     // Assigned inside the check above: TypeScript cannot see that through the closure.
     const net = this.#network as ResolvedNetwork | undefined;
     if (net) {
@@ -237,19 +284,22 @@ export class Ec2Adapter implements CloudAdapter {
     }
   }
 
-  /** A read for preflight: a denied one becomes a PreflightError naming the IAM action (and is remembered for the permissions check). */
-  async #read<K extends Ec2Operation>(ctx: AdapterContext, operation: K, input: Ec2Operations[K][0]): Promise<Ec2Operations[K][1]> {
+  /**
+   * A read for preflight: a denied one becomes a PreflightError naming the IAM action (and is
+   * remembered in `denied` for the permissions check).
+   */
+  async #read<K extends Ec2Operation>(ctx: AdapterContext, operation: K, input: Ec2Operations[K][0], denied = this.#deniedReads): Promise<Ec2Operations[K][1]> {
     try {
       return await this.api.call(ctx, operation, input);
     } catch (err) {
-      throw this.#readError(err, operation);
+      throw this.#readError(err, operation, undefined, denied);
     }
   }
 
-  #readError(err: unknown, operation: Ec2Operation, option?: string): unknown {
+  #readError(err: unknown, operation: Ec2Operation, option?: string, denied = this.#deniedReads): unknown {
     const code = ec2ErrorCode(err);
     if (code === 'UnauthorizedOperation') {
-      this.#deniedReads.add(`ec2:${operation}`);
+      denied.add(`ec2:${operation}`);
       return new PreflightError(`ec2: the credentials may not call ${operation} (UnauthorizedOperation)`, {
         cause: err,
         details: { provider: 'ec2', ec2Code: code, fix: `allow ec2:${operation} in the IAM policy of these credentials (the README lists every action dask-cloud needs)` },
@@ -260,6 +310,22 @@ export class Ec2Adapter implements CloudAdapter {
       return new ValidationError(`region: the EC2 endpoint of ${this.#settings.region ?? 'the region'} does not resolve (${netCode}): no such region`, { option: 'region', cause: err });
     }
     return err;
+  }
+
+  /** Why the region itself fails the location check, from DescribeRegions' answer; undefined when it does not. */
+  #regionFailure(region: string, regions: Ec2Sdk.Region[] | undefined, regionsError: unknown): unknown {
+    if (regionsError !== undefined) return this.#readError(regionsError, 'DescribeRegions', 'region');
+    const found = regions?.find((r) => r.RegionName === region);
+    if (!found) {
+      return new ValidationError(`region ${region} does not exist (EC2 lists ${(regions ?? []).map((r) => r.RegionName).join(', ')})`, { option: 'region' });
+    }
+    if (found.OptInStatus === 'not-opted-in') {
+      return new ValidationError(`region ${region} is an opt-in region that this account has not enabled`, {
+        option: 'region',
+        details: { fix: `enable ${region} (AWS console → Account → AWS Regions, or \`aws account enable-region --region-name ${region}\`), or choose another region` },
+      });
+    }
+    return undefined;
   }
 
   /** Both instance types, once each. */
@@ -322,7 +388,7 @@ export class Ec2Adapter implements CloudAdapter {
   }
 
   /** Zone → the cluster's instance types it offers (DescribeInstanceTypeOfferings, per availability zone). */
-  async #offerings(ctx: AdapterContext): Promise<Map<string, Set<string>>> {
+  async #offerings(ctx: AdapterContext, denied: Set<string>): Promise<Map<string, Set<string>>> {
     const byZone = new Map<string, Set<string>>();
     let token: string | undefined;
     do {
@@ -330,7 +396,7 @@ export class Ec2Adapter implements CloudAdapter {
         LocationType: 'availability-zone',
         Filters: [{ Name: 'instance-type', Values: this.#types() }],
         ...(token !== undefined ? { NextToken: token } : {}),
-      });
+      }, denied);
       for (const o of out.InstanceTypeOfferings ?? []) {
         if (!o.Location || !o.InstanceType) continue;
         const set = byZone.get(o.Location) ?? new Set<string>();
@@ -342,13 +408,39 @@ export class Ec2Adapter implements CloudAdapter {
     return byZone;
   }
 
-  async #resolveNetwork(ctx: AdapterContext): Promise<ResolvedNetwork> {
+  /**
+   * The VPC and subnet to launch into, checked against the options, the zones' offerings and the
+   * given security groups. Reads that need nothing from another go out at once (the offerings,
+   * the groups, the VPC unless it must come from the subnet); their outcomes are taken in the
+   * order the checks use them, so a failure and the reads refused are those of one read after
+   * the other. Reads refused go to `denied`.
+   */
+  async #resolveNetwork(ctx: AdapterContext, denied: Set<string>): Promise<ResolvedNetwork> {
+    const s = this.#settings;
+    const ids = s.securityGroups;
+    // With subnetId and vpc both given, the VPC to read is vpc (or the subnet check fails first).
+    const vpcKnown = s.subnetId === undefined || s.vpc !== undefined;
+    const early: EarlyNetworkReads = {
+      offerings: ahead((d) => this.#offerings(ctx, d)),
+      vpcs: vpcKnown ? ahead((d) => this.#describeVpcs(ctx, s.vpc, d)) : undefined,
+    };
+    const groups = ids ? ahead((d) => this.#describeGroups(ctx, ids, d)) : undefined;
+    try {
+      const net = await this.#findNetwork(ctx, denied, early);
+      if (ids && groups) checkGroups(ids, await groups.take(denied), net.vpcId);
+      return net;
+    } finally {
+      await Promise.all([early.offerings.settled, early.vpcs?.settled, groups?.settled]);
+    }
+  }
+
+  async #findNetwork(ctx: AdapterContext, denied: Set<string>, early: EarlyNetworkReads): Promise<ResolvedNetwork> {
     const s = this.#settings;
     const region = await this.api.region();
     let subnet: Ec2Sdk.Subnet | undefined;
     if (s.subnetId !== undefined) {
       try {
-        subnet = (await this.#read(ctx, 'DescribeSubnets', { SubnetIds: [s.subnetId] })).Subnets?.[0];
+        subnet = (await this.#read(ctx, 'DescribeSubnets', { SubnetIds: [s.subnetId] }, denied)).Subnets?.[0];
       } catch (err) {
         const code = ec2ErrorCode(err);
         if (code === 'InvalidSubnetID.NotFound' || code === 'InvalidSubnetID.Malformed') throw new ValidationError(`subnetId ${s.subnetId}: ${code}: no such subnet in ${region}`, { option: 'subnetId', cause: err });
@@ -361,14 +453,7 @@ export class Ec2Adapter implements CloudAdapter {
       }
     }
     const vpcId = subnet?.VpcId ?? s.vpc;
-    let vpcs: Ec2Sdk.DescribeVpcsCommandOutput;
-    try {
-      vpcs = await this.#read(ctx, 'DescribeVpcs', vpcId !== undefined ? { VpcIds: [vpcId] } : { Filters: [{ Name: 'is-default', Values: ['true'] }] });
-    } catch (err) {
-      const code = ec2ErrorCode(err);
-      if (code === 'InvalidVpcID.NotFound' || code === 'InvalidVpcID.Malformed') throw new ValidationError(`vpc ${vpcId ?? ''}: ${code}: no such VPC in ${region}`, { option: 'vpc', cause: err });
-      throw err;
-    }
+    const vpcs = early.vpcs ? await early.vpcs.take(denied) : await this.#describeVpcs(ctx, vpcId, denied);
     const vpc = vpcs.Vpcs?.[0];
     if (!vpc?.VpcId) {
       if (vpcId !== undefined) throw new ValidationError(`vpc ${vpcId}: InvalidVpcID.NotFound: no such VPC in ${region}`, { option: 'vpc' });
@@ -382,7 +467,7 @@ export class Ec2Adapter implements CloudAdapter {
     ];
 
     // Zones do not all offer every type (us-east-1e lacks t3 and m6i): RunInstances there answers Unsupported.
-    const offered = await this.#offerings(ctx);
+    const offered = await early.offerings.take(denied);
     const types = this.#types();
     for (const t of types) {
       if (![...offered.values()].some((set) => set.has(t))) {
@@ -405,7 +490,7 @@ export class Ec2Adapter implements CloudAdapter {
     }
     const filters: Ec2Sdk.Filter[] = [{ Name: 'vpc-id', Values: [vpc.VpcId] }, { Name: 'state', Values: ['available'] }];
     if (s.availabilityZone !== undefined) filters.push({ Name: 'availability-zone', Values: [s.availabilityZone] });
-    const subnets = (await this.#read(ctx, 'DescribeSubnets', { Filters: filters })).Subnets ?? [];
+    const subnets = (await this.#read(ctx, 'DescribeSubnets', { Filters: filters }, denied)).Subnets ?? [];
     // Only zones offering both types; then default subnets first (they route to the internet
     // gateway), the roomiest, ties by id so the choice is stable.
     const candidates = [...subnets]
@@ -429,19 +514,24 @@ export class Ec2Adapter implements CloudAdapter {
     return { vpcId: vpc.VpcId, vpcCidrs, subnetId: chosen.SubnetId as string, availabilityZone: chosen.AvailabilityZone, freeAddresses: chosen.AvailableIpAddressCount, alternatives };
   }
 
-  async #checkGroups(ctx: AdapterContext, ids: string[], vpcId: string): Promise<void> {
-    let out: Ec2Sdk.DescribeSecurityGroupsCommandOutput;
+  /** DescribeVpcs of `vpcId`, else of the default VPC; a VPC that does not exist is a ValidationError. */
+  async #describeVpcs(ctx: AdapterContext, vpcId: string | undefined, denied: Set<string>): Promise<Ec2Sdk.DescribeVpcsCommandOutput> {
     try {
-      out = await this.#read(ctx, 'DescribeSecurityGroups', { GroupIds: ids });
+      return await this.#read(ctx, 'DescribeVpcs', vpcId !== undefined ? { VpcIds: [vpcId] } : { Filters: [{ Name: 'is-default', Values: ['true'] }] }, denied);
+    } catch (err) {
+      const code = ec2ErrorCode(err);
+      if (code === 'InvalidVpcID.NotFound' || code === 'InvalidVpcID.Malformed') throw new ValidationError(`vpc ${vpcId ?? ''}: ${code}: no such VPC in ${await this.api.region()}`, { option: 'vpc', cause: err });
+      throw err;
+    }
+  }
+
+  async #describeGroups(ctx: AdapterContext, ids: string[], denied: Set<string>): Promise<Ec2Sdk.DescribeSecurityGroupsCommandOutput> {
+    try {
+      return await this.#read(ctx, 'DescribeSecurityGroups', { GroupIds: ids }, denied);
     } catch (err) {
       const code = ec2ErrorCode(err);
       if (code === 'InvalidGroup.NotFound' || code === 'InvalidGroupId.Malformed') throw new ValidationError(`securityGroups: ${code}: ${(err as Error).message}`, { option: 'securityGroups', cause: err });
       throw err;
-    }
-    for (const id of ids) {
-      const g = out.SecurityGroups?.find((x) => x.GroupId === id);
-      if (!g) throw new ValidationError(`securityGroups: InvalidGroup.NotFound: ${id} does not exist`, { option: 'securityGroups' });
-      if (g.VpcId !== vpcId) throw new ValidationError(`securityGroups: ${id} is in ${g.VpcId ?? '?'}, but the instances go into ${vpcId}`, { option: 'securityGroups' });
     }
   }
 
@@ -530,10 +620,11 @@ export class Ec2Adapter implements CloudAdapter {
    * not, and creates nothing): RunInstances for each role with its tags (tagging on create needs
    * ec2:CreateTags; an instance profile needs iam:PassRole), CreateSecurityGroup with its tags.
    * TerminateInstances, AuthorizeSecurityGroupIngress and DeleteSecurityGroup act on resources
-   * that exist only later, so they cannot be tried ahead: the README lists them.
+   * that exist only later, so they cannot be tried ahead: the README lists them. The actions
+   * refused go to `denied`. One after the other, not together: an endpoint that ignores DryRun
+   * carries out the first, and the rest are then not sent.
    */
-  async #checkPermissions(ctx: AdapterContext, plan: NetworkPlan): Promise<string> {
-    const denied = new Set(this.#deniedReads);
+  async #dryRuns(ctx: AdapterContext, plan: NetworkPlan, denied: Set<string>): Promise<string[]> {
     const tried: string[] = [];
     const dryRun = async <K extends Ec2Operation>(operation: K, input: Ec2Operations[K][0], what: string): Promise<void> => {
       try {
@@ -568,6 +659,13 @@ export class Ec2Adapter implements CloudAdapter {
         );
       }
     }
+    return tried;
+  }
+
+  /** The DryRuns' verdict, with the reads refused before it (NAT and quota included). */
+  async #checkPermissions(dryRuns: Ahead<string[]>): Promise<string> {
+    const denied = new Set(this.#deniedReads);
+    const tried = await dryRuns.take(denied);
     if (denied.size > 0) {
       const actions = [...denied].sort();
       throw new PreflightError(`ec2: these credentials may not call ${actions.join(', ')}`, {

@@ -18,7 +18,7 @@ import type { ClusterEvent } from '../../../src/cluster/events';
 import { CloudApiError, DaskCloudError, ValidationError } from '../../../src/errors';
 import { checkFakesAndClose, failedStart } from '../../helpers/fakes';
 import { imageIdFor, OWNERS, type FakeEc2 } from '../../fakes/ec2';
-import { collapsed, fakeOptions, nonDryRun, PREFLIGHT_OPS, startFake, tagMap } from './helpers';
+import { collapsed, fakeOptions, nonDryRun, PREFLIGHT_OPS, startFake, tagMap, takePreflight } from './helpers';
 
 /** Loopback slot of this file (ec2-dask.test.ts uses another): see helpers.ts. */
 const SLOT = 1;
@@ -126,8 +126,7 @@ describe('EC2Cluster requests (FakeEc2, nothing booted)', () => {
     expect(err.details.phase).toBe('scheduler'); // nothing listens: the scheduler never answers
 
     const ops = collapsed(f.server.operations());
-    expect(ops.slice(0, PREFLIGHT_OPS.length)).toEqual([...PREFLIGHT_OPS]);
-    ops.splice(0, PREFLIGHT_OPS.length);
+    expect(takePreflight(ops)).toEqual([...PREFLIGHT_OPS]);
     expect(f.mutatingCalls()[0]?.operation).toBe('CreateSecurityGroup'); // nothing before preflight ended
     const diag = ops.indexOf('GetConsoleOutput');
     expect(ops.slice(0, 3)).toEqual([
@@ -275,7 +274,10 @@ describe('EC2Cluster requests (FakeEc2, nothing booted)', () => {
       monitoring: true,
     });
     await failedStart(c);
-    expect(collapsed(f.server.operations()).slice(0, 6)).toEqual(['DescribeRegions', 'DescribeAvailabilityZones', 'DescribeImages', 'DescribeSubnets', 'DescribeVpcs', 'DescribeInstanceTypeOfferings']);
+    const ops = collapsed(f.server.operations());
+    // The given subnet beside the zones, the image and the offerings; its VPC once it is known.
+    expect(takePreflight(ops.slice(0, 6))).toEqual(['DescribeRegions', 'DescribeAvailabilityZones', 'DescribeImages', 'DescribeInstanceTypeOfferings', 'DescribeSubnets', 'DescribeVpcs']);
+    expect(ops.indexOf('DescribeVpcs')).toBeGreaterThan(ops.indexOf('DescribeSubnets'));
     expect((f.server.calls('DescribeImages')[0]!.normalized as any).ImageId).toEqual([ami]);
     const [sched, workers] = f.server.calls('RunInstances').filter((r) => r.params.DryRun === undefined).map((r) => r.normalized as Record<string, any>);
     for (const r of [sched!, workers!]) {

@@ -53,19 +53,28 @@ export function fakeOptions(fake: FakeEc2): Pick<EC2ClusterOptions, 'region' | '
  * The read-only calls start() makes first (preflight) with default options and a cluster
  * security group: DescribeRegions is the first read that proves the credentials; the three
  * DryRun creates (scheduler, workers, security group) check permissions and create nothing.
+ * After DescribeRegions the independent reads are made together (test/providers/ec2/
+ * preflight.test.ts proves the overlap), so their order is not fixed: the rest is sorted, as
+ * `takePreflight` returns it.
  */
 export const PREFLIGHT_OPS = [
   'DescribeRegions',
+  'CreateSecurityGroup', // DryRun
   'DescribeAvailabilityZones',
   'DescribeImages',
-  'DescribeVpcs',
   'DescribeInstanceTypeOfferings',
-  'DescribeSubnets',
   'DescribeInstanceTypes',
+  'DescribeSubnets',
+  'DescribeVpcs',
   'RunInstances', // DryRun
   'RunInstances', // DryRun
-  'CreateSecurityGroup', // DryRun
 ] as const;
+
+/** Removes the preflight's calls from the front of `ops`: the first, then the rest sorted (see PREFLIGHT_OPS). */
+export function takePreflight(ops: string[]): string[] {
+  const [first, ...rest] = ops.splice(0, PREFLIGHT_OPS.length);
+  return first === undefined ? [] : [first, ...rest.sort()];
+}
 
 /** Operation names of the requests that were not DryRun, in order. */
 export function nonDryRun(f: FakeEc2): (string | undefined)[] {

@@ -151,3 +151,90 @@ describe('EC2 preflight', () => {
     expect(JSON.stringify(report.toJSON())).not.toContain('AKIDFROMENV');
   });
 });
+
+describe('EC2 preflight: independent reads are made together', () => {
+  /** The fake's delay before it answers each of these: a request received within it of another overlapped it. */
+  const DELAY_MS = 300;
+
+  it('zones, image, VPC and offerings in one round; the subnets after the VPC; the DryRuns beside the quota', async () => {
+    const f = await fake();
+    f.faults.latency(/^(DescribeAvailabilityZones|DescribeImages|DescribeVpcs|DescribeInstanceTypeOfferings|DescribeInstanceTypes|RunInstances)$/, DELAY_MS);
+    const report = await cluster(f, { nWorkers: 1 }).preflight();
+    expect(report.failures, report.format()).toEqual([]);
+    const at = (op: string) => f.server.calls(op)[0]!.at;
+    /** Received within DELAY_MS of each other: each came before the answer to any other could have. */
+    const overlap = (...ops: string[]) => Math.max(...ops.map(at)) - Math.min(...ops.map(at));
+    expect(overlap('DescribeAvailabilityZones', 'DescribeImages', 'DescribeVpcs', 'DescribeInstanceTypeOfferings')).toBeLessThan(DELAY_MS);
+    // The subnets are filtered by the VPC: asked once its answer is in.
+    expect(at('DescribeSubnets')).toBeGreaterThan(Math.max(at('DescribeVpcs'), at('DescribeInstanceTypeOfferings')));
+    // The DryRuns need the network and the image, not the quota: the first went out beside it.
+    expect(overlap('DescribeInstanceTypes', 'RunInstances')).toBeLessThan(DELAY_MS);
+    // One after the other among themselves (an endpoint that ignored DryRun stops them at the first).
+    const dryRuns = f.server.received.filter((r) => r.params.DryRun === 'true');
+    expect(dryRuns.map((r) => r.operation)).toEqual(['RunInstances', 'RunInstances', 'CreateSecurityGroup']);
+    // Each follows a delayed RunInstances' answer (1 ms: the clock's rounding).
+    for (let i = 1; i < dryRuns.length; i++) expect(dryRuns[i]!.at - dryRuns[i - 1]!.at).toBeGreaterThanOrEqual(DELAY_MS - 1);
+    expect(f.mutatingCalls()).toEqual([]);
+  });
+
+  it('a subnetId: its VPC is read after it, the offerings beside it', async () => {
+    const f = await fake();
+    f.faults.latency(/^(DescribeSubnets|DescribeVpcs|DescribeInstanceTypeOfferings)$/, DELAY_MS);
+    const subnet = f.subnets()[0]!;
+    const report = await cluster(f, { nWorkers: 1, subnetId: subnet.subnetId }).preflight();
+    expect(report.failures, report.format()).toEqual([]);
+    const at = (op: string) => f.server.calls(op)[0]!.at;
+    expect(Math.abs(at('DescribeSubnets') - at('DescribeInstanceTypeOfferings'))).toBeLessThan(DELAY_MS);
+    expect(at('DescribeVpcs')).toBeGreaterThan(at('DescribeSubnets'));
+    expect(f.server.calls('DescribeSubnets')).toHaveLength(1);
+  });
+
+  // The network's reads go out together but count in the order they are used: the failure is
+  // the first a read after the other would meet, and a read whose answer is not used (denied
+  // here) is missing from no check, the permissions included.
+  const first: { name: string; options: EC2ClusterOptions; deny: string[]; option: string; message: RegExp }[] = [
+    { name: 'a subnet that does not exist, the offerings denied', options: { subnetId: 'subnet-0123456789abcdef0' }, deny: ['DescribeInstanceTypeOfferings', 'DescribeVpcs'], option: 'subnetId', message: /InvalidSubnetID\.NotFound/ },
+    { name: 'a VPC that does not exist, the offerings and groups denied', options: { vpc: 'vpc-0123456789abcdef0', securityGroups: ['sg-0123456789abcdef0'] }, deny: ['DescribeInstanceTypeOfferings', 'DescribeSecurityGroups'], option: 'vpc', message: /InvalidVpcID\.NotFound/ },
+    { name: 'a security group that does not exist', options: { securityGroups: ['sg-0123456789abcdef0'] }, deny: [], option: 'securityGroups', message: /InvalidGroup\.NotFound/ },
+  ];
+  for (const t of first) {
+    it(`the network's first failure as before (${t.name})`, async () => {
+      const f = await fake();
+      f.deny(...t.deny);
+      const report = await cluster(f, { nWorkers: 1, ...t.options }).preflight();
+      const network = report.checks.find((x) => x.id === 'network')!;
+      expect(network.status, report.format()).toBe('fail');
+      expect(network.error!.details.option).toBe(t.option);
+      expect(network.message).toMatch(t.message);
+      expect(report.checks.find((x) => x.id === 'permissions')).toMatchObject({ status: 'skip', message: 'creates not tried: the network check did not pass' });
+      expect(f.server.received.filter((r) => r.status === 0)).toEqual([]);
+    });
+  }
+
+  // A failed location skips the network as it always has: whatever the network's reads answered
+  // (they may have been made beside the location's) changes no check, the permissions included.
+  const skipped: { name: string; options?: EC2ClusterOptions; deny?: string[]; permissions: string | RegExp; networkRead: boolean }[] = [
+    { name: 'a region EC2 does not list', options: { region: 'eu-west-9' }, permissions: 'creates not tried: the network check did not pass', networkRead: false },
+    { name: 'an opt-in region not enabled, the VPCs denied', options: { region: 'af-south-1' }, deny: ['DescribeVpcs'], permissions: 'creates not tried: the network check did not pass', networkRead: false },
+    { name: 'a zone the region does not have, the VPCs and offerings denied', options: { availabilityZone: 'eu-west-1z' }, deny: ['DescribeVpcs', 'DescribeInstanceTypeOfferings'], permissions: 'creates not tried: the network check did not pass', networkRead: true },
+    { name: 'the zones denied, the subnets denied too', options: { subnetId: 'subnet-0123456789abcdef0' }, deny: ['DescribeAvailabilityZones', 'DescribeSubnets'], permissions: /^ec2: these credentials may not call ec2:DescribeAvailabilityZones$/, networkRead: true },
+  ];
+  for (const t of skipped) {
+    it(`a failed location (${t.name}): the network is reported skipped, and the permissions as before`, async () => {
+      const f = await fake();
+      if (t.deny) f.deny(...t.deny);
+      f.faults.latency(/^(DescribeVpcs|DescribeSubnets|DescribeInstanceTypeOfferings)$/, DELAY_MS);
+      const report = await cluster(f, { nWorkers: 1, ...t.options }).preflight();
+      expect(report.status('location'), report.format()).toBe('fail');
+      expect(report.checks.find((x) => x.id === 'network')).toMatchObject({ status: 'skip', message: 'not checked: the location check failed' });
+      expect(report.checks.find((x) => x.id === 'nat')).toMatchObject({ status: 'pass' });
+      expect(report.checks.find((x) => x.id === 'quota')!.message).toMatch(/^addresses not checked \(the network check failed\)/);
+      expect(report.checks.find((x) => x.id === 'permissions')!.message).toMatch(t.permissions);
+      // Nothing the region alone rules out is asked; no read is left in flight (the network's are delayed).
+      const networkOps = f.server.operations().filter((op) => op === 'DescribeVpcs' || op === 'DescribeSubnets' || op === 'DescribeInstanceTypeOfferings');
+      if (!t.networkRead) expect(networkOps).toEqual([]);
+      expect(f.server.received.filter((r) => r.status === 0)).toEqual([]);
+      expect(f.mutatingCalls()).toEqual([]);
+    });
+  }
+});
