@@ -700,9 +700,10 @@ export class DropletAdapter implements CloudAdapter {
     if (!stillTagged) {
       const known = this.#expiryTags.get(ctx.clusterId);
       // A sweep that came after the Droplets were gone (a process stopped mid-close) never saw
-      // their expiry tag: delete every expiry tag nothing carries any more (none can be in use).
+      // their expiry tag: delete every expiry tag nothing carries any more (none can be in use),
+      // and the cluster's retire tags a process stopped mid-scale-down left behind.
       if (known !== undefined) expiryTags = known;
-      else await attempt(async () => void (expiryTags = await this.#unusedExpiryTags(ctx)));
+      else await attempt(async () => void (expiryTags = await this.#unusedTags(ctx)));
     }
     const expiryErrors = errors.length;
     for (const expiry of expiryTags) {
@@ -717,11 +718,11 @@ export class DropletAdapter implements CloudAdapter {
     if (first !== undefined) throw first;
   }
 
-  /** Expiry tags no resource carries (left by clusters whose Droplets are gone). */
-  async #unusedExpiryTags(ctx: AdapterContext): Promise<string[]> {
-    const prefix = `${LABELS.expires}:`;
+  /** Tags no resource carries: expiry tags (left by clusters whose Droplets are gone) and this cluster's retire tags. */
+  async #unusedTags(ctx: AdapterContext): Promise<string[]> {
+    const prefixes = [`${LABELS.expires}:`, `${labelTag(RETIRE_TAG_KEY, ctx.clusterId)}-`];
     const tags = await this.#all<modules.tag.ITag>(ctx, 'tags_list', 'tags', (c, page) => c.tag.listTags({ page, per_page: PER_PAGE }));
-    return tags.filter((t) => t.name.startsWith(prefix) && Number(t.resources?.count ?? 0) === 0).map((t) => t.name);
+    return tags.filter((t) => prefixes.some((p) => t.name.startsWith(p)) && Number(t.resources?.count ?? 0) === 0).map((t) => t.name);
   }
 
   /** Deletes `tag` unless resources carry it; returns how many do (0: deleted, or it did not exist). */

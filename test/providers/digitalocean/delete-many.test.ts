@@ -198,7 +198,7 @@ describe('DropletAdapter.deleteInstances: many Droplets by a one-off tag', () =>
     expect(retireTags(fake)).toEqual([]);
   });
 
-  it('a failing tags_delete is logged, never thrown: the Droplets are gone, the tag (carrying nothing) is left', async () => {
+  it('a failing tags_delete is logged, never thrown: the Droplets are gone, the tag (carrying nothing) is left until a sweep', async () => {
     const { fake, adapter, ctx, logs, droplets, left } = await setup();
     const ids = await droplets(5);
     fake.faults.fail('tags_delete', FORBIDDEN, { times: 1 });
@@ -207,9 +207,17 @@ describe('DropletAdapter.deleteInstances: many Droplets by a one-off tag', () =>
     const [tag] = retireTags(fake);
     expect(tag).toMatch(RETIRE);
     expect(logs.some((l) => l.includes(`deleting retire tag ${tag} failed`))).toBe(true);
-    // The fake counts it as left behind; tidy up for the next test.
     expect(fake.leaked().tags?.map((t) => t.id).sort()).toEqual([clusterTag(CLUSTER), tag].sort());
-    await createApiClient(fake.clientOptions()).tag.deleteTag({ tag_name: tag! });
+
+    // A later sweep of the cluster (another process: it knows nothing of this one's tags) deletes
+    // it with the cluster tag; another cluster's retire tag stays.
+    const other = 'dask-cloud-retire:dask-99999999-0123abcd';
+    await createApiClient(fake.clientOptions()).tag.createTag({ name: other });
+    const sweeper = new DropletAdapter(adapterOptions(new DoApi({ token: fake.token, endpoint: fake.endpoint, random: () => 0 }), { activeTimeoutMs: 5_000, pollIntervalMs: 50 }));
+    await sweeper.deleteNetwork(ctx);
+    expect(retireTags(fake)).toEqual([other]);
+    expect(fake.tagNames()).not.toContain(clusterTag(CLUSTER));
+    await createApiClient(fake.clientOptions()).tag.deleteTag({ tag_name: other });
   });
 
   it('per-Droplet failures of the fallback are thrown together, as before', async () => {
