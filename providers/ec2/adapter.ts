@@ -621,19 +621,21 @@ export class Ec2Adapter implements CloudAdapter {
    * ec2:CreateTags; an instance profile needs iam:PassRole), CreateSecurityGroup with its tags.
    * TerminateInstances, AuthorizeSecurityGroupIngress and DeleteSecurityGroup act on resources
    * that exist only later, so they cannot be tried ahead: the README lists them. The actions
-   * refused go to `denied`. One after the other, not together: an endpoint that ignores DryRun
-   * carries out the first, and the rest are then not sent.
+   * refused go to `denied`. All at once: each is one round trip, and none needs another's answer.
+   * (An endpoint that ignored DryRun would carry them out; what it made carries the cluster's
+   * tags, so `dask-cloud cleanup` finds it.)
    */
   async #dryRuns(ctx: AdapterContext, plan: NetworkPlan, denied: Set<string>): Promise<string[]> {
-    const tried: string[] = [];
+    const tried = new Map<string, boolean>();
     const dryRun = async <K extends Ec2Operation>(operation: K, input: Ec2Operations[K][0], what: string): Promise<void> => {
+      tried.set(what, false);
       try {
         await this.api.call(ctx, operation, { ...input, DryRun: true } as Ec2Operations[K][0]);
         throw new PreflightError(`ec2: a DryRun ${operation} was carried out: the endpoint ignores DryRun`);
       } catch (err) {
         const code = ec2ErrorCode(err);
         if (code === 'DryRunOperation') {
-          tried.push(what);
+          tried.set(what, true);
           return;
         }
         if (code !== 'UnauthorizedOperation') throw err;
@@ -644,22 +646,30 @@ export class Ec2Adapter implements CloudAdapter {
     };
     const net = this.#network;
     if (net) {
+      const runs: Promise<void>[] = [];
       for (const role of ['scheduler', 'worker'] as const) {
         const type = role === 'scheduler' ? this.#settings.schedulerInstanceType : this.#settings.workerInstanceType;
         if (!this.#images.has(architectureOf(type))) continue;
         const names = role === 'scheduler' ? [`${plan.clusterId}-scheduler`] : [`${plan.clusterId}-worker`];
         const input = this.#runInput(plan.clusterId, { role, names, userData: { body: Buffer.alloc(0) } as unknown as InstanceRequest['userData'], labels: { ...plan.labels, [LABELS.role]: role } }, net, { dryRun: true });
-        await dryRun('RunInstances', input, `RunInstances (${role}, tagged)`);
+        runs.push(dryRun('RunInstances', input, `RunInstances (${role}, tagged)`));
       }
       if (!this.#settings.securityGroups) {
-        await dryRun(
-          'CreateSecurityGroup',
-          { GroupName: plan.clusterId, Description: `dask-cloud cluster ${plan.clusterId}`, VpcId: net.vpcId, TagSpecifications: [{ ResourceType: 'security-group', Tags: this.#tags(plan.labels, plan.clusterId) }] },
-          'CreateSecurityGroup (tagged)',
+        runs.push(
+          dryRun(
+            'CreateSecurityGroup',
+            { GroupName: plan.clusterId, Description: `dask-cloud cluster ${plan.clusterId}`, VpcId: net.vpcId, TagSpecifications: [{ ResourceType: 'security-group', Tags: this.#tags(plan.labels, plan.clusterId) }] },
+            'CreateSecurityGroup (tagged)',
+          ),
         );
       }
+      // Every one settles before the first failure is thrown: none is left in flight.
+      const settled = await Promise.allSettled(runs);
+      const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
     }
-    return tried;
+    // In the order they were asked for, whatever order they were answered in.
+    return [...tried].filter(([, allowed]) => allowed).map(([what]) => what);
   }
 
   /** The DryRuns' verdict, with the reads refused before it (NAT and quota included). */
