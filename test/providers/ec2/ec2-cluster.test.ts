@@ -18,7 +18,7 @@ import type { ClusterEvent } from '../../../src/cluster/events';
 import { CloudApiError, DaskCloudError, ValidationError } from '../../../src/errors';
 import { checkFakesAndClose, failedStart } from '../../helpers/fakes';
 import { imageIdFor, OWNERS, type FakeEc2 } from '../../fakes/ec2';
-import { collapsed, fakeOptions, nonDryRun, PREFLIGHT_OPS, startFake, tagMap, takePreflight } from './helpers';
+import { authorizeFirst, collapsed, fakeOptions, nonDryRun, PREFLIGHT_OPS, startFake, tagMap, takePreflight } from './helpers';
 
 /** Loopback slot of this file (ec2-dask.test.ts uses another): see helpers.ts. */
 const SLOT = 1;
@@ -125,13 +125,13 @@ describe('EC2Cluster requests (FakeEc2, nothing booted)', () => {
     const err = await failedStart(c);
     expect(err.details.phase).toBe('scheduler'); // nothing listens: the scheduler never answers
 
-    const ops = collapsed(f.server.operations());
+    const ops = authorizeFirst(collapsed(f.server.operations()));
     expect(takePreflight(ops)).toEqual([...PREFLIGHT_OPS]);
     expect(f.mutatingCalls()[0]?.operation).toBe('CreateSecurityGroup'); // nothing before preflight ended
     const diag = ops.indexOf('GetConsoleOutput');
     expect(ops.slice(0, 3)).toEqual([
       'CreateSecurityGroup',
-      'AuthorizeSecurityGroupIngress',
+      'AuthorizeSecurityGroupIngress', // sent while the scheduler launches (authorizeFirst)
       'RunInstances', // scheduler
     ]);
     // Then, concurrently: all 3 workers in one RunInstances, and polling for the scheduler's public address.
@@ -222,7 +222,8 @@ describe('EC2Cluster requests (FakeEc2, nothing booted)', () => {
     const cidrs = auth.IpPermissions.flatMap((p) => (p.IpRanges ?? []).map((r) => r.CidrIp));
     expect(new Set(cidrs)).toEqual(new Set([f.defaultVpc.cidrBlock]));
     // The private address comes from RunInstances: no DescribeInstances before the readiness wait.
-    expect(collapsed(nonDryRun(f)).slice(f.server.operations().indexOf('AuthorizeSecurityGroupIngress') - 2)).toEqual(['RunInstances', 'RunInstances', 'GetConsoleOutput', 'TerminateInstances', 'DescribeInstances', 'DeleteSecurityGroup']);
+    const real = authorizeFirst(collapsed(nonDryRun(f)));
+    expect(real.slice(real.indexOf('AuthorizeSecurityGroupIngress') + 1)).toEqual(['RunInstances', 'RunInstances', 'GetConsoleOutput', 'TerminateInstances', 'DescribeInstances', 'DeleteSecurityGroup']);
     expect(f.server.operations()).toContain('DescribeRouteTables');
     expect(leakedCount(f)).toBe(0);
   });
@@ -333,7 +334,8 @@ describe('EC2Cluster start() failing at each step leaves nothing behind', () => 
   // nth counts DryRun requests too: preflight makes one CreateSecurityGroup and two RunInstances DryRuns.
   const steps: { op: string; nth?: number; phase: string; created: string[]; console: boolean }[] = [
     { op: 'CreateSecurityGroup', nth: 2, phase: 'network', created: [], console: false },
-    { op: 'AuthorizeSecurityGroupIngress', phase: 'network', created: ['sg'], console: false },
+    // Authorised while the scheduler launches: its failure is seen before the scheduler is dialled.
+    { op: 'AuthorizeSecurityGroupIngress', phase: 'scheduler', created: ['sg', 'instances'], console: false },
     { op: 'RunInstances', nth: 3, phase: 'scheduler', created: ['sg'], console: false },
     { op: 'DescribeInstances', nth: 1, phase: 'scheduler', created: ['sg', 'instances'], console: true },
   ];
@@ -368,6 +370,47 @@ describe('EC2Cluster start() failing at each step leaves nothing behind', () => 
       await c.close(); // a no-op now
     });
   }
+
+  it('the instances launch while the rules are authorised; a refused authorisation still rolls everything back, the group last', async () => {
+    const f = await fake();
+    const DELAY_MS = 3_000;
+    f.faults.latency('AuthorizeSecurityGroupIngress', DELAY_MS);
+    f.faults.fail('AuthorizeSecurityGroupIngress', UNAUTHORIZED);
+    const c = cluster(f, { nWorkers: 2, schedulerTimeoutMs: 60_000 });
+    const err = await failedStart(c);
+    expect(err.details.phase).toBe('scheduler');
+    expect(err.message).toContain('ec2 AuthorizeSecurityGroupIngress failed: UnauthorizedOperation');
+    const real = f.server.received.filter((r) => String(r.params.DryRun) !== 'true');
+    const at = (op: string) => real.filter((r) => r.operation === op).map((r) => r.at);
+    const [authorizeAt] = at('AuthorizeSecurityGroupIngress');
+    const answeredAt = authorizeAt! + DELAY_MS;
+    // Both RunInstances (scheduler, then the workers) went out before the authorisation was answered ...
+    expect(at('RunInstances')).toHaveLength(2);
+    for (const t of at('RunInstances')) expect(t).toBeLessThan(answeredAt);
+    // ... and the group was deleted only after it was.
+    expect(at('DeleteSecurityGroup').length).toBeGreaterThan(0);
+    for (const t of at('DeleteSecurityGroup')) expect(t).toBeGreaterThanOrEqual(answeredAt);
+    expect(c.state).toBe('failed');
+    expect(leakedCount(f)).toBe(0);
+  });
+
+  it('a launch refused while the rules are being authorised: the group is deleted only once the authorisation is answered', async () => {
+    const f = await fake();
+    const DELAY_MS = 3_000;
+    f.faults.latency('AuthorizeSecurityGroupIngress', DELAY_MS);
+    f.faults.fail('RunInstances', UNAUTHORIZED, { nth: 3 }); // after the two DryRuns: the scheduler's
+    const c = cluster(f, { nWorkers: 2 });
+    const err = await failedStart(c);
+    expect(err.message).toContain('ec2 RunInstances failed: UnauthorizedOperation');
+    const real = f.server.received.filter((r) => String(r.params.DryRun) !== 'true');
+    const at = (op: string) => real.filter((r) => r.operation === op).map((r) => r.at);
+    const [authorizeAt] = at('AuthorizeSecurityGroupIngress');
+    // The refusal came while the authorisation was held; the rollback waited for its answer.
+    expect(at('RunInstances')[0]).toBeLessThan(authorizeAt! + DELAY_MS);
+    expect(at('DeleteSecurityGroup').length).toBeGreaterThan(0);
+    for (const t of at('DeleteSecurityGroup')) expect(t).toBeGreaterThanOrEqual(authorizeAt! + DELAY_MS);
+    expect(leakedCount(f)).toBe(0);
+  });
 
   it('a scheduler that never answers → timeout error with its console output; everything deleted', async () => {
     const f = await fake({ lifecycleMs: { pendingMs: 0, shuttingDownMs: 100 } });

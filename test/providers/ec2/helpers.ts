@@ -91,6 +91,19 @@ export function collapsed(operations: (string | undefined)[]): string[] {
 }
 
 
+/**
+ * The security group's rules are authorised while the scheduler launches: the two requests may
+ * arrive in either order. This puts an AuthorizeSecurityGroupIngress that came right after a
+ * RunInstances before it, so call sequences compare as one.
+ */
+export function authorizeFirst<T extends string | undefined>(operations: T[]): T[] {
+  const ops = [...operations];
+  for (let i = 1; i < ops.length; i++) {
+    if (ops[i] === 'AuthorizeSecurityGroupIngress' && ops[i - 1] === 'RunInstances') [ops[i - 1], ops[i]] = [ops[i]!, ops[i - 1]!];
+  }
+  return ops;
+}
+
 /** Tags of a stored resource as an object. */
 export function tagMap(tags: { key: string; value: string }[]): Record<string, string> {
   return Object.fromEntries(tags.map((t) => [t.key, t.value]));
