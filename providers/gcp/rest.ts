@@ -9,7 +9,7 @@
  * calls) as a query parameter and the resource as the JSON body, follows `nextPageToken`, and
  * turns a non-2xx answer into an {@link HttpError} that `gcpErrorInfo` reads.
  */
-import { packageVersion } from '../../src/cli/version';
+import { packageVersion } from '../../src/version';
 import { BATCH_PATH, decodeBatch, encodeBatch, type BatchAnswer, type BatchCall } from './batch';
 import type {
   BulkInsertInstanceResource,
