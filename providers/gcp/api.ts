@@ -82,7 +82,7 @@ export function gcpErrorInfo(err: unknown): GcpErrorInfo {
       message = body.error.message ?? message;
     }
   } catch {
-    // not a JSON body: a network error or a message of the SDK itself
+    // not a JSON body: a network error, or an auth library's own message
   }
   if (reason === undefined && typeof e.reason === 'string') reason = e.reason;
   if (reason === undefined && typeof e.code === 'string') reason = e.code;
@@ -98,7 +98,7 @@ export function isRetryable(err: unknown): boolean {
   return status === undefined && reason !== undefined && RETRY_NETWORK.has(reason);
 }
 
-/** HTTP 404, read from an SDK error or from a CloudApiError wrapping one. */
+/** HTTP 404, read from an HttpError or from a CloudApiError wrapping one. */
 export function isNotFound(err: unknown): boolean {
   if (gcpErrorInfo(err).status === 404) return true;
   const e = err as { details?: { status?: unknown }; cause?: unknown } | null;
