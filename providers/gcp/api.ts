@@ -181,8 +181,11 @@ export interface GcpApiOptions extends Pick<ResolvedConnection, 'clientOptions' 
   onRetry?: (what: string, err: unknown, attempt: number, delayMs: number) => void;
 }
 
-/** What each call's requests get: the deadline, which aborts a request that outlives it. */
-export type GaxCallOptions = { timeout: number };
+/**
+ * What each call's requests get: the deadline, which aborts a request that outlives it, and for
+ * reads the caller's signal (a mutating request is never cut off: see `CallOptions.mutating`).
+ */
+export type GaxCallOptions = { timeout: number; signal?: AbortSignal };
 
 export class GcpApi {
   readonly #options: GcpApiOptions;
@@ -264,7 +267,7 @@ export class GcpApi {
     });
     const requestId = randomUUID();
     const timeoutMs = options.timeoutMs ?? this.#options.requestTimeoutMs;
-    const gax: GaxCallOptions = { timeout: timeoutMs };
+    const gax: GaxCallOptions = { timeout: timeoutMs, ...(signal !== undefined && !options.mutating ? { signal } : {}) };
     const attempt = async () => {
       if (signal?.aborted) throw abortReason(signal);
       const request = this.#limiter.run(() => withDeadline(fn(clients, requestId, gax), timeoutMs, what));
