@@ -145,8 +145,8 @@ export class ComputeRest {
     this.#client = `dask-cloud/${packageVersion()}`;
   }
 
-  /** One HTTP request: signed, with our client headers, bounded by `timeout`; JSON back, or an HttpError. */
-  async #send(method: string, url: string, init: { body?: string; contentType?: string; options?: RestCallOptions }): Promise<Response> {
+  /** One HTTP request: signed, with our client headers, bounded by `timeout` (the body's reading too); its body, or an HttpError. */
+  async #send(method: string, url: string, init: { body?: string; contentType?: string; options?: RestCallOptions }): Promise<{ text: string; headers: Headers }> {
     const o = init.options ?? {};
     const headers = new Headers(await this.#auth.getRequestHeaders(url));
     headers.set('user-agent', this.#client);
@@ -158,16 +158,15 @@ export class ComputeRest {
     // AbortSignal.any arrived in Node 20.3; before it, the deadline alone bounds the request.
     const signal = signals.length > 1 && typeof AbortSignal.any === 'function' ? AbortSignal.any(signals) : signals[0];
     let res: Response;
+    let text: string;
     try {
       res = await this.#fetch(url, { method, headers, body: init.body, signal });
+      text = await res.text();
     } catch (err) {
       throw this.#fetchFailure(err, method, url, o, timeout);
     }
-    if (!res.ok) {
-      const text = await res.text().catch(() => '');
-      throw new HttpError(res.status, text, res.headers);
-    }
-    return res;
+    if (!res.ok) throw new HttpError(res.status, text, res.headers);
+    return { text, headers: res.headers };
   }
 
   #fetchFailure(err: unknown, method: string, url: string, o: RestCallOptions, timeout: AbortSignal | undefined): unknown {
@@ -185,8 +184,7 @@ export class ComputeRest {
   async #json<T>(method: string, path: string, query: Query, body: unknown, options: RestCallOptions | undefined): Promise<T> {
     const url = this.#url(path, query);
     const json = body === undefined ? undefined : JSON.stringify(body);
-    const res = await this.#send(method, url, { body: json, contentType: json === undefined ? undefined : 'application/json', options });
-    const text = await res.text();
+    const { text } = await this.#send(method, url, { body: json, contentType: json === undefined ? undefined : 'application/json', options });
     return (text === '' ? {} : JSON.parse(text)) as T;
   }
 
@@ -249,7 +247,7 @@ export class ComputeRest {
   async batch(calls: readonly BatchCall[], options?: RestCallOptions): Promise<BatchAnswer[]> {
     const { contentType, body } = encodeBatch(calls);
     const res = await this.#send('POST', `${this.#origin}${BATCH_PATH}`, { body, contentType, options });
-    return decodeBatch(res.headers.get('content-type') ?? '', await res.text(), calls.length);
+    return decodeBatch(res.headers.get('content-type') ?? '', res.text, calls.length);
   }
 
   readonly instances = {

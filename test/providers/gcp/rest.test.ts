@@ -5,6 +5,8 @@
  * the auth client's), requestId, deadlines, and errors read the way the pipeline reads them.
  */
 import createDebug from 'debug';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { GcpApi, gcpErrorInfo, operationOf } from '../../../providers/gcp/api';
 import { resolveConnection } from '../../../providers/gcp/options';
@@ -172,6 +174,27 @@ describe('Compute REST client', () => {
     expect(err).toBeInstanceOf(RequestTimeoutError);
     expect(Date.now() - started).toBeLessThan(2_000);
     expect((err as Error).message).toMatch(/GET \/compute\/v1\/projects\/.* no answer within 200 ms/);
+  });
+
+  it('a body that stalls after the headers is bounded by the same deadline', async () => {
+    // Compute's answer starts, then stops: the deadline covers reading the body too.
+    const server = http.createServer((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"name":');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (server.address() as AddressInfo).port;
+      const rest = new ComputeRest({ apiEndpoint: '127.0.0.1', port, protocol: 'http', auth: { getRequestHeaders: async () => ({ authorization: 'Bearer t' }) } });
+      const started = Date.now();
+      const err = await rest.zones.get({ project: 'p-123456', zone: ZONE }, { timeout: 200 }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(RequestTimeoutError);
+      expect(Date.now() - started).toBeLessThan(2_000);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 
   it('a refused connection is a NetworkError with the system code, and no URL query or token in the message', async () => {
