@@ -239,7 +239,7 @@ export class TeardownError extends DaskCloudError {
 
 /**
  * A cloud's SDK is an optional peer dependency and is not installed. `details.install` is the
- * exact command that fixes it, e.g. `npm install @google-cloud/compute@^6.15.0`.
+ * exact command that fixes it, e.g. `npm install google-auth-library@^10.5.0`.
  */
 export class MissingDependencyError extends DaskCloudError {
   constructor(message: string, options: DaskCloudErrorOptions = {}) {

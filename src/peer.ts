@@ -1,8 +1,9 @@
 /**
- * Each cloud's SDK is an optional peer dependency: `npm install dask-cloud` brings the core
- * (LocalCluster, Security, the renderer, the wire client) without 140 MB of cloud SDKs, and a
- * cloud's entry point (`dask-cloud/gcp`, ...) checks on import that its SDK is there, so a missing
- * one is one typed error with the line that installs it, not a module-resolution stack trace.
+ * Each cloud's SDK (for GCP: google-auth-library) is an optional peer dependency: `npm install
+ * dask-cloud` brings the core (LocalCluster, Security, the renderer, the wire client) without the
+ * cloud SDKs, and a cloud's entry point (`dask-cloud/gcp`, ...) checks on import that its package
+ * is there, so a missing one is one typed error with the line that installs it, not a
+ * module-resolution stack trace.
  */
 import { MissingDependencyError } from './errors';
 import { CLUSTER_CLASSES } from './config/schema';
@@ -12,7 +13,8 @@ export type Cloud = Exclude<ClusterKind, 'local'>;
 
 /** Which package each cloud needs, and the range this release is tested with (package.json's peerDependencies say the same). */
 export const CLOUD_SDKS: Readonly<Record<Cloud, { readonly pkg: string; readonly range: string }>> = {
-  gcp: { pkg: '@google-cloud/compute', range: '^6.15.0' },
+  // GCP talks REST itself (providers/gcp/rest.ts); only the credentials need Google's library.
+  gcp: { pkg: 'google-auth-library', range: '^10.5.0' },
   ec2: { pkg: '@aws-sdk/client-ec2', range: '^3.1169.0' },
   digitalocean: { pkg: 'dots-wrapper', range: '^3.12.12' },
 };

@@ -169,14 +169,14 @@ async function ec2Strategy(t: Extract<ChildTarget, { cloud: 'ec2' }>, clusterId:
 }
 
 async function gcpStrategy(t: Extract<ChildTarget, { cloud: 'gcp' }>, clusterId: string): Promise<Strategy> {
-  const compute = await import('@google-cloud/compute');
+  // googleapiclient stands in as a plain REST client without retries: the library's own REST
+  // client, outside its pipeline (no retries, no limiter), is the same thing.
+  const { ComputeRest } = await import('../../providers/gcp/rest');
   const { OAuth2Client } = await import('google-auth-library');
   const authClient = new OAuth2Client();
   authClient.setCredentials({ access_token: 'fake-gcp-token', expiry_date: Date.now() + 365 * 24 * 3_600_000 });
-  const instances = new compute.InstancesClient({ apiEndpoint: '127.0.0.1', port: t.port, protocol: 'http', authClient: authClient as never, fallback: true } as never);
+  const { instances } = new ComputeRest({ apiEndpoint: '127.0.0.1', port: t.port, protocol: 'http', auth: authClient });
   const pool = new Pool(PY_THREADS);
-  // googleapiclient's execute() retries nothing; the SDK's defaults retry neither a non-idempotent
-  // insert nor a 403, so its defaults are kept.
   const list = (name: string) => pool.run(async () => (await instances.list({ project: t.project, zone: t.zone, filter: `name=${name}`, maxResults: 500 }, { autoPaginate: false }))[0]);
   return {
     async createVm(role, name, userData) {

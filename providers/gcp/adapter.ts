@@ -18,19 +18,13 @@ import { cloudDate, LABELS, type AdapterContext, type CloudAdapter, type Cluster
 import { USER_DATA_LIMITS } from '../../src/cloud-init';
 import type { MemberRole } from '../../src/cluster/backend';
 import { retry } from '../../src/cluster/retry';
-import { credentialsRefused, isNotFound, gcpErrorInfo, operationOf, raceAbort, type ComputeOperation, type GcpApi, type OperationScope } from './api';
+import { credentialsRefused, isNotFound, gcpErrorInfo, operationOf, raceAbort, type GaxCallOptions, type GcpApi, type GcpClients, type OperationScope } from './api';
 import { CREDENTIALS_FIX } from './credentials';
-import type { GcpClients, ResolvedGcpConfig } from './options';
-import type * as Compute from '@google-cloud/compute';
+import type { ResolvedGcpConfig } from './options';
+import type { ComputeOperation, Firewall as IFirewall, Instance as IInstance, InstanceProperties as IInstanceProperties, Region as IRegion, RouterNat as IRouterNat } from './types';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { randomUUID } from 'node:crypto';
 import { BATCH_MAX, type BatchCall } from './batch';
-
-type IInstance = Compute.protos.google.cloud.compute.v1.IInstance;
-type IInstanceProperties = Compute.protos.google.cloud.compute.v1.IInstanceProperties;
-type IFirewall = Compute.protos.google.cloud.compute.v1.IFirewall;
-type IRegion = Compute.protos.google.cloud.compute.v1.IRegion;
-type IRouterNat = Compute.protos.google.cloud.compute.v1.IRouterNat;
 
 /** Network tag every member carries; the firewall rules target it. */
 export function clusterTag(clusterId: string): string {
@@ -259,7 +253,7 @@ export class GcpAdapter implements CloudAdapter {
   }
 
   /** One read-only call, its first result. */
-  #read<T>(ctx: AdapterContext, what: string, fn: (api: GcpClients, gax: { timeout: number; maxRetries: 0 }) => Promise<[T, ...unknown[]]>): Promise<T> {
+  #read<T>(ctx: AdapterContext, what: string, fn: (api: GcpClients, gax: GaxCallOptions) => Promise<[T, ...unknown[]]>): Promise<T> {
     return this.#api.call(
       what,
       async (api, _id, gax) => {
@@ -575,7 +569,8 @@ export class GcpAdapter implements CloudAdapter {
       // `preemptible` is sent as Spot too: legacy preemptible VMs refuse time limits ("Limit the
       // run time of a VM") and would be stopped, not deleted, when preempted.
       ...(c.spot ? { provisioningModel: 'SPOT' } : {}),
-      ...(c.maxRunDurationSeconds !== undefined ? { maxRunDuration: { seconds: c.maxRunDurationSeconds } } : {}),
+      // int64 fields travel as strings in Compute's REST JSON.
+      ...(c.maxRunDurationSeconds !== undefined ? { maxRunDuration: { seconds: String(c.maxRunDurationSeconds) } } : {}),
       // Delete, never just stop: a stopped VM still bills for its disk and is easily forgotten.
       ...(c.maxRunDurationSeconds !== undefined || c.spot ? { instanceTerminationAction: 'DELETE' } : {}),
     };
@@ -593,7 +588,7 @@ export class GcpAdapter implements CloudAdapter {
           autoDelete: true,
           initializeParams: {
             sourceImage: this.#image,
-            diskSizeGb: c.diskSizeGb,
+            diskSizeGb: String(c.diskSizeGb),
             diskType: bulk ? c.diskType : `zones/${zone}/diskTypes/${c.diskType}`,
             labels,
           },
@@ -662,9 +657,9 @@ export class GcpAdapter implements CloudAdapter {
             zone,
             requestId,
             bulkInsertInstanceResourceResource: {
-              count: names.length,
+              count: String(names.length),
               // All or nothing: a partial cluster is rolled back anyway.
-              minCount: names.length,
+              minCount: String(names.length),
               perInstanceProperties: Object.fromEntries(names.map((n) => [n, {}])),
               instanceProperties,
             },

@@ -6,21 +6,30 @@
  * `waitOperation` waits on zonal and global operations, bounded and abortable, and turns an
  * operation's `error.errors[]` into a `CloudApiError` naming the operation.
  *
- * `@google-cloud/compute` costs ~1.5 s and 140 MB to import: it is loaded on the first call.
+ * Requests go through our own REST client (./rest.ts) over `fetch`; google-auth-library, which
+ * finds and refreshes the credentials, is imported on the first call only.
  */
 import { onAbort } from '../../src/cluster/abort';
 import { inspect, type InspectOptions } from 'node:util';
 import { Limiter } from '../../src/cluster/limiter';
 import { randomUUID } from 'node:crypto';
-import type * as Compute from '@google-cloud/compute';
 import type { Log } from '../../src/log';
 import { CloudApiError, CredentialsError, DaskCloudError } from '../../src/errors';
 import { CREDENTIALS_FIX, findCredentials, type CredentialSource } from './credentials';
 import { retry, type RetryClock } from '../../src/cluster/retry';
-import type { GcpClients, ResolvedConnection } from './options';
-import { BATCH_PATH, decodeBatch, encodeBatch, type BatchAnswer, type BatchCall } from './batch';
+import type { GcpClientOptions, ResolvedConnection } from './options';
+import type { BatchAnswer, BatchCall } from './batch';
+import { ComputeRest, computeOrigin, RequestTimeoutError, type RequestAuth } from './rest';
+import type { ComputeOperation } from './types';
 
-export type ComputeOperation = Compute.protos.google.cloud.compute.v1.IOperation;
+export type { ComputeOperation };
+export { HttpError, RequestTimeoutError } from './rest';
+
+/** The REST client every call gets. */
+export type GcpClients = ComputeRest;
+
+/** What google-auth-library asks for: Compute's own scopes, as Google's client libraries request them. */
+export const COMPUTE_SCOPES: readonly string[] = Object.freeze(['https://www.googleapis.com/auth/compute', 'https://www.googleapis.com/auth/cloud-platform']);
 
 /** Where an operation lives. */
 export type OperationScope = { project: string; zone: string } | { project: string; global: true };
@@ -55,8 +64,9 @@ function retryAfterMs(value: string | undefined): number | undefined {
 }
 
 /**
- * Reads a Compute error. With the REST transport the SDK throws a GaxiosError whose `status` /
- * `code` is the HTTP status and whose `message` is the raw JSON body (`error.errors[0].reason`).
+ * Reads a Compute error: an {@link HttpError} (its `status` is the HTTP status and its `message`
+ * the raw JSON body, `error.errors[0].reason`), a network failure (its `code`), or a gaxios
+ * error of google-auth-library, which has the same shape.
  */
 export function gcpErrorInfo(err: unknown): GcpErrorInfo {
   if (typeof err !== 'object' || err === null) return { message: String(err) };
@@ -72,20 +82,11 @@ export function gcpErrorInfo(err: unknown): GcpErrorInfo {
       message = body.error.message ?? message;
     }
   } catch {
-    // not a JSON body: a network error or a message of the SDK itself
+    // not a JSON body: a network error, or an auth library's own message
   }
   if (reason === undefined && typeof e.reason === 'string') reason = e.reason;
   if (reason === undefined && typeof e.code === 'string') reason = e.code;
   return { status, reason, message, retryAfterMs: retryAfterMs(headerValue(e.response?.headers, 'retry-after')) };
-}
-
-/**
- * A request that got no answer within its deadline. The SDK's REST transport ignores gax's
- * `timeout`, so the pipeline keeps its own; the request may still have been processed, which is
- * why every mutating call carries a requestId and the retry reuses it.
- */
-export class RequestTimeoutError extends Error {
-  readonly reason = 'DEADLINE_EXCEEDED';
 }
 
 /** Throttling (403 rateLimitExceeded, 429), server errors (5xx), deadlines and connection resets. */
@@ -97,7 +98,7 @@ export function isRetryable(err: unknown): boolean {
   return status === undefined && reason !== undefined && RETRY_NETWORK.has(reason);
 }
 
-/** HTTP 404, read from an SDK error or from a CloudApiError wrapping one. */
+/** HTTP 404, read from an HttpError or from a CloudApiError wrapping one. */
 export function isNotFound(err: unknown): boolean {
   if (gcpErrorInfo(err).status === 404) return true;
   const e = err as { details?: { status?: unknown }; cause?: unknown } | null;
@@ -166,7 +167,7 @@ export interface CallOptions {
   retryTimeoutMs?: number;
 }
 
-export interface GcpApiOptions extends Pick<ResolvedConnection, 'clientOptions' | 'clients' | 'maxConcurrentRequests' | 'requestTimeoutMs' | 'operationTimeoutMs'> {
+export interface GcpApiOptions extends Pick<ResolvedConnection, 'clientOptions' | 'maxConcurrentRequests' | 'requestTimeoutMs' | 'operationTimeoutMs'> {
   log: Log;
   /** Where credentials are looked for (default `process.env`). */
   env?: NodeJS.ProcessEnv;
@@ -180,19 +181,18 @@ export interface GcpApiOptions extends Pick<ResolvedConnection, 'clientOptions' 
   onRetry?: (what: string, err: unknown, attempt: number, delayMs: number) => void;
 }
 
-/** google-gax call options: no retries of its own (ours are the only ones), and the deadline for the record. */
-type GaxCallOptions = { timeout: number; maxRetries: 0 };
+/**
+ * What each call's requests get: the deadline, which aborts a request that outlives it, and for
+ * reads the caller's signal (a mutating request is never cut off: see `CallOptions.mutating`).
+ */
+export type GaxCallOptions = { timeout: number; signal?: AbortSignal };
 
 export class GcpApi {
   readonly #options: GcpApiOptions;
   readonly #limiter: Limiter;
   #clients: Promise<GcpClients> | undefined;
-  /** Clients this object created (and so closes); ready-made ones belong to the caller. */
-  readonly #owned: { close(): Promise<void> }[] = [];
   #closed = false;
   #credentials: CredentialSource | undefined;
-  /** What signs requests the SDK does not make (batches). */
-  #auth: RequestAuth | undefined;
 
   constructor(options: GcpApiOptions) {
     this.#options = options;
@@ -205,8 +205,8 @@ export class GcpApi {
 
   /** A safe summary: where requests go, never the auth client, key or token. */
   toJSON(): { endpoint?: string; closed: boolean } {
-    const o = this.#options.clientOptions as { apiEndpoint?: unknown; port?: unknown; protocol?: unknown };
-    const endpoint = typeof o.apiEndpoint === 'string' ? `${typeof o.protocol === 'string' ? o.protocol : 'https'}://${o.apiEndpoint}${o.port === undefined ? '' : `:${String(o.port)}`}` : undefined;
+    const o = this.#options.clientOptions;
+    const endpoint = o.apiEndpoint === undefined ? undefined : computeOrigin(o);
     return { ...(endpoint === undefined ? {} : { endpoint }), closed: this.#closed };
   }
 
@@ -224,7 +224,7 @@ export class GcpApi {
     return this.#credentials;
   }
 
-  /** The SDK clients, importing `@google-cloud/compute` on first use. */
+  /** The REST client, with credentials resolved on first use. */
   clients(): Promise<GcpClients> {
     if (this.#closed) return Promise.reject(new CloudApiError('gcp: the API clients are closed'));
     this.#clients ??= this.#load();
@@ -232,64 +232,25 @@ export class GcpApi {
   }
 
   /**
-   * Creates the clients, all with one auth client resolved here first, and initialises them.
-   * google-gax resolves credentials inside each client's `initialize()` and, when that fails,
-   * every method call rejects a promise nobody awaits (`initialize().catch(err => { throw err })`):
-   * an unhandled rejection that ends the host process. So credentials are found locally first, the
-   * auth client is made inside this try, and a client whose initialisation failed is never called.
+   * The client, signed by `clientOptions.authClient`, else by the client google-auth-library
+   * makes from the key options or Application Default Credentials. Credentials are found locally
+   * first (credentialSource()): with none, nothing is imported and nothing is dialled.
    */
   async #load(): Promise<GcpClients> {
-    const given = this.#options.clients;
-    const names: (keyof GcpClients)[] = ['instances', 'zoneOperations', 'globalOperations', 'firewalls', 'networks', 'subnetworks', 'images', 'projects', 'regions', 'zones', 'machineTypes', 'routers'];
-    if (names.every((n) => given[n] !== undefined)) {
-      this.#auth = this.#options.clientOptions.authClient ?? (given.instances as { auth?: RequestAuth }).auth;
-      return given as GcpClients;
-    }
     const source = this.credentialSource();
-    const started = Date.now();
-    const compute = await loadCompute();
-    this.#options.log('loaded @google-cloud/compute in %d ms; credentials from %s', Date.now() - started, source.description);
-    let o = this.#options.clientOptions;
-    if (o.authClient === undefined) {
-      // The auth client the SDK would make (its GoogleAuth, with Compute's scopes), made here so
-      // that a failure is this call's error.
-      const probe = new compute.ProjectsClient(o);
+    const o = this.#options.clientOptions;
+    let auth: RequestAuth | undefined = o.authClient;
+    if (auth === undefined) {
+      const started = Date.now();
       try {
-        o = { ...o, authClient: await probe.auth.getClient() };
+        auth = await googleAuthClient(o);
       } catch (err) {
         throw credentialsRefused(source, err);
-      } finally {
-        await probe.close().catch(() => undefined);
       }
+      this.#options.log('made a google-auth-library client in %d ms', Date.now() - started);
     }
-    const owned: { close(): Promise<void>; initialize(): Promise<unknown> }[] = [];
-    const make = <K extends keyof GcpClients>(name: K, create: () => GcpClients[K]): GcpClients[K] => {
-      if (given[name] !== undefined) return given[name] as GcpClients[K];
-      const client = create();
-      owned.push(client as unknown as (typeof owned)[number]);
-      return client;
-    };
-    const clients: GcpClients = {
-      instances: make('instances', () => new compute.InstancesClient(o)),
-      zoneOperations: make('zoneOperations', () => new compute.ZoneOperationsClient(o)),
-      globalOperations: make('globalOperations', () => new compute.GlobalOperationsClient(o)),
-      firewalls: make('firewalls', () => new compute.FirewallsClient(o)),
-      networks: make('networks', () => new compute.NetworksClient(o)),
-      subnetworks: make('subnetworks', () => new compute.SubnetworksClient(o)),
-      images: make('images', () => new compute.ImagesClient(o)),
-      projects: make('projects', () => new compute.ProjectsClient(o)),
-      regions: make('regions', () => new compute.RegionsClient(o)),
-      zones: make('zones', () => new compute.ZonesClient(o)),
-      machineTypes: make('machineTypes', () => new compute.MachineTypesClient(o)),
-      routers: make('routers', () => new compute.RoutersClient(o)),
-    };
-    this.#auth = o.authClient;
-    this.#owned.push(...owned);
-    // Every stub is made now, inside this try: a failure here is one error, never a later crash.
-    const init = await Promise.allSettled(owned.map((c) => c.initialize()));
-    const failed = init.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw credentialsRefused(source, failed.reason);
-    return clients;
+    this.#options.log('credentials from %s', source.description);
+    return new ComputeRest({ apiEndpoint: o.apiEndpoint, port: o.port, protocol: o.protocol, auth });
   }
 
   /**
@@ -306,7 +267,7 @@ export class GcpApi {
     });
     const requestId = randomUUID();
     const timeoutMs = options.timeoutMs ?? this.#options.requestTimeoutMs;
-    const gax: GaxCallOptions = { timeout: timeoutMs, maxRetries: 0 };
+    const gax: GaxCallOptions = { timeout: timeoutMs, ...(signal !== undefined && !options.mutating ? { signal } : {}) };
     const attempt = async () => {
       if (signal?.aborted) throw abortReason(signal);
       const request = this.#limiter.run(() => withDeadline(fn(clients, requestId, gax), timeoutMs, what));
@@ -348,29 +309,10 @@ export class GcpApi {
    * Sends up to {@link BATCH_MAX} calls in one HTTP request to Compute's batch endpoint, through
    * the pipeline (one slot of the limiter, the deadline, retries of the whole batch: its mutating
    * calls carry their requestIds). Answers in the order of the calls; a failed call is an answer
-   * with its status, for the caller to redo on its own. `undefined` when there is nothing to sign
-   * a batch with (ready-made clients without an auth client).
+   * with its status, for the caller to redo on its own.
    */
-  async batch(what: string, calls: readonly BatchCall[], options: CallOptions = {}): Promise<BatchAnswer[] | undefined> {
-    await raceAbort(this.clients(), options.signal);
-    const auth = this.#auth;
-    if (auth === undefined || typeof auth.getRequestHeaders !== 'function') return undefined;
-    const o = this.#options.clientOptions as { apiEndpoint?: unknown; port?: unknown; protocol?: unknown };
-    const host = typeof o.apiEndpoint === 'string' ? o.apiEndpoint : 'compute.googleapis.com';
-    const url = `${typeof o.protocol === 'string' ? o.protocol : 'https'}://${host}${o.port === undefined ? '' : `:${String(o.port)}`}${BATCH_PATH}`;
-    const { contentType, body } = encodeBatch(calls);
-    return this.call(
-      what,
-      async () => {
-        const headers = new Headers((await auth.getRequestHeaders(url)) as ConstructorParameters<typeof Headers>[0]);
-        headers.set('content-type', contentType);
-        const res = await fetch(url, { method: 'POST', headers, body });
-        const text = await res.text();
-        if (!res.ok) throw new HttpError(res.status, text, res.headers);
-        return decodeBatch(res.headers.get('content-type') ?? '', text, calls.length);
-      },
-      options,
-    );
+  async batch(what: string, calls: readonly BatchCall[], options: CallOptions = {}): Promise<BatchAnswer[]> {
+    return this.call(what, (c, _id, gax) => c.batch(calls, gax), options);
   }
 
   /**
@@ -419,75 +361,27 @@ export class GcpApi {
     return current;
   }
 
-  /** Closes the clients this object created. Idempotent. */
+  /** Refuses further calls. Idempotent. Requests use fetch's shared pool: there is no connection of ours to end. */
   async close(): Promise<void> {
-    if (this.#closed) return;
     this.#closed = true;
-    const owned = this.#owned.splice(0);
-    await Promise.allSettled(owned.map((c) => c.close()));
   }
-}
-
-/** The SDK's client classes the provider uses. */
-type ComputeClasses = Pick<typeof Compute, 'InstancesClient' | 'ZoneOperationsClient' | 'GlobalOperationsClient' | 'FirewallsClient' | 'NetworksClient' | 'SubnetworksClient' | 'ImagesClient' | 'ProjectsClient' | 'RegionsClient' | 'ZonesClient' | 'MachineTypesClient' | 'RoutersClient'>;
-
-/** Each class's module inside `@google-cloud/compute` (build/src/v1/<file>.js). */
-const CLIENT_MODULES: Record<keyof ComputeClasses, string> = {
-  InstancesClient: 'instances_client',
-  ZoneOperationsClient: 'zone_operations_client',
-  GlobalOperationsClient: 'global_operations_client',
-  FirewallsClient: 'firewalls_client',
-  NetworksClient: 'networks_client',
-  SubnetworksClient: 'subnetworks_client',
-  ImagesClient: 'images_client',
-  ProjectsClient: 'projects_client',
-  RegionsClient: 'regions_client',
-  ZonesClient: 'zones_client',
-  MachineTypesClient: 'machine_types_client',
-  RoutersClient: 'routers_client',
-};
-
-/** Named exports when Node detects them in a CommonJS module, else under `default`. */
-function namedExports<T extends object>(mod: T, name: string): T {
-  return name in mod ? mod : (mod as unknown as { default: T }).default;
 }
 
 /**
- * The twelve client classes. The package's index loads all of its hundred-odd clients and 30 MB
- * of generated protobuf code (2.4 s and ~80 MB more, measured); the classes' own modules need
- * only the shared descriptor file. Should a release move them, the index is the fallback.
+ * google-auth-library's client for the key options or Application Default Credentials, with
+ * Compute's scopes. Imported here, on the first call: it costs ~130 ms and ~50 MB (measured),
+ * which nobody should pay for constructing a cluster or validating its options.
  */
-async function loadCompute(): Promise<ComputeClasses> {
-  try {
-    const entries = await Promise.all(
-      Object.entries(CLIENT_MODULES).map(async ([name, file]) => {
-        const mod = namedExports(await import(`@google-cloud/compute/build/src/v1/${file}.js`) as Record<string, unknown>, name);
-        if (typeof mod[name] !== 'function') throw new Error(`${file} has no ${name}`);
-        return [name, mod[name]] as const;
-      }),
-    );
-    return Object.fromEntries(entries) as unknown as ComputeClasses;
-  } catch {
-    return namedExports(await import('@google-cloud/compute'), 'InstancesClient');
-  }
-}
-
-/** What can sign a request: a google-auth-library client, or the SDK's GoogleAuth. */
-interface RequestAuth {
-  getRequestHeaders(url?: string): Promise<unknown>;
-}
-
-/** An HTTP error of a request the provider made itself, shaped as the SDK's (read by {@link gcpErrorInfo}). */
-class HttpError extends Error {
-  readonly response: { status: number; headers: Headers };
-  constructor(
-    readonly status: number,
-    body: string,
-    headers: Headers,
-  ) {
-    super(body || `HTTP ${status}`);
-    this.response = { status, headers };
-  }
+async function googleAuthClient(o: GcpClientOptions): Promise<RequestAuth> {
+  const { GoogleAuth } = await import('google-auth-library');
+  const auth = new GoogleAuth({
+    scopes: o.scopes === undefined ? [...COMPUTE_SCOPES] : o.scopes,
+    ...(o.keyFilename !== undefined ? { keyFilename: o.keyFilename } : {}),
+    ...(o.keyFile !== undefined ? { keyFile: o.keyFile } : {}),
+    ...(o.credentials !== undefined ? { credentials: o.credentials } : {}),
+    ...(o.projectId !== undefined ? { projectId: o.projectId } : {}),
+  });
+  return (await auth.getClient()) as RequestAuth;
 }
 
 /** Credentials that were found but could not be used (a bad key file, a refused refresh). */

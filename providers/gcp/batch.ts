@@ -3,7 +3,7 @@
  * 1,000 calls in one `POST /batch/compute/v1`, a `multipart/mixed` body whose parts are whole HTTP
  * requests (path only), answered by a `multipart/mixed` body of whole HTTP responses. Each inner
  * call still counts against the quotas as one request; what a batch saves is the round trips.
- * The SDK has no batch method, so the provider sends these itself (`GcpApi.batch`).
+ * The REST client sends them (`ComputeRest.batch`, through `GcpApi.batch`).
  */
 import { randomUUID } from 'node:crypto';
 

@@ -4,9 +4,9 @@
  * Application Default Credentials (google-auth-library) look, in order, at
  * `GOOGLE_APPLICATION_CREDENTIALS`, gcloud's ADC file, and then the GCE metadata server, which
  * it finds by dialling 169.254.169.254. Anywhere but on Google Cloud that dial goes off the
- * machine and fails after a timeout, and `@google-cloud/compute` then rejects a promise nobody
- * awaits (google-gax's `initialize().catch(err => { throw err })`): the host process dies. So the
- * metadata server counts only where the machine itself says it runs on Google Cloud (its BIOS, or
+ * machine and fails after a timeout (and with Google's Compute SDK, which this provider no longer
+ * uses, it even ended the host process through a rejection nobody awaited). So the metadata
+ * server counts only where the machine itself says it runs on Google Cloud (its BIOS, or
  * the serverless environment variables), exactly as gcp-metadata's `bios-only` detection does;
  * everywhere else missing credentials are a `CredentialsError` before anything is dialled.
  */
@@ -76,7 +76,7 @@ export function gcloudAdcFile(env: NodeJS.ProcessEnv): string | undefined {
 }
 
 /**
- * Finds the credentials the SDK would use, in its order, reading only local files and the
+ * Finds the credentials google-auth-library would use, in its order, reading only local files and the
  * environment. Throws a `CredentialsError` naming every place looked at when there are none.
  */
 export function findCredentials(

@@ -12,10 +12,10 @@ import { GcpApi } from './api';
 import { resolveGcpOptions, type GCPClusterOptions, type GcpConnectionOptions, type ResolvedConnection } from './options';
 import { requireCloudSdk } from '../../src/peer';
 
-// Refuse to load without the SDK: one typed error naming the install line.
+// Refuse to load without google-auth-library: one typed error naming the install line.
 requireCloudSdk('gcp');
 
-export type { GCPClusterOptions, GcpConnectionOptions, GcpClients, GcpClientOptions, GcpEndpoint, GcpGpu } from './options';
+export type { GCPClusterOptions, GcpAuthClient, GcpConnectionOptions, GcpClientOptions, GcpEndpoint, GcpGpu } from './options';
 export { GCP_DEFAULTS, resolveProjectId } from './options';
 export { clusterTag, roleTag } from './adapter';
 
@@ -44,10 +44,10 @@ function apiFor(conn: ResolvedConnection): GcpApi {
 
 /**
  * The core's options, with the GCP `gpu` object turned into the Docker runtime's `--gpus all`.
- * Credentials and SDK clients stay with the request pipeline: the core never holds them.
+ * Credentials and the API client stay with the request pipeline: the core never holds them.
  */
 function coreOptions(options: GCPClusterOptions): VMClusterOptions {
-  const { gpu, authClient: _authClient, clientOptions: _clientOptions, clients: _clients, ...rest } = options;
+  const { gpu, authClient: _authClient, clientOptions: _clientOptions, ...rest } = options;
   return { ...rest, gpu: gpu !== undefined && (options.runtime ?? 'docker') === 'docker' };
 }
 
@@ -145,7 +145,7 @@ export class GCPCluster extends VMCluster {
     try {
       return await super.start();
     } catch (err) {
-      // The rollback deleted everything: the SDK clients go too (a failed cluster never restarts).
+      // The rollback deleted everything: the API client goes too (a failed cluster never restarts).
       // A rollback that left something keeps them, for the close() that retries it.
       const leftovers = DaskCloudError.isInstance(err) && err.details.leftovers !== undefined;
       if (this.state === 'failed' && !leftovers) await this.#api.close();

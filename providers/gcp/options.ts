@@ -5,29 +5,47 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type * as Compute from '@google-cloud/compute';
 import { ValidationError } from '../../src/errors';
+import { closestName } from '../../src/config/schema';
 import { LABELS, type VMClusterOptions } from '../../src/cluster/vm';
 import { checkInteger, checkTimerMs } from '../../src/config/bounds';
 
-/** Options every `@google-cloud/compute` client takes (google-gax `ClientOptions`). */
-export type GcpClientOptions = NonNullable<ConstructorParameters<typeof Compute.InstancesClient>[0]>;
-
-/** The SDK clients the provider uses. Pass ready-made ones through `clients` (tests, custom transports). */
-export interface GcpClients {
-  instances: Compute.InstancesClient;
-  zoneOperations: Compute.ZoneOperationsClient;
-  globalOperations: Compute.GlobalOperationsClient;
-  firewalls: Compute.FirewallsClient;
-  networks: Compute.NetworksClient;
-  subnetworks: Compute.SubnetworksClient;
-  images: Compute.ImagesClient;
-  projects: Compute.ProjectsClient;
-  regions: Compute.RegionsClient;
-  zones: Compute.ZonesClient;
-  machineTypes: Compute.MachineTypesClient;
-  routers: Compute.RoutersClient;
+/**
+ * What signs Compute requests: any google-auth-library client (`OAuth2Client`, `JWT`,
+ * `GoogleAuth`, `Impersonated`, ...), or anything else that makes the headers of a request.
+ */
+export interface GcpAuthClient {
+  /** The headers (`Authorization`, and a quota project's) for a request to `url`. */
+  getRequestHeaders(url?: string): Promise<Headers | Record<string, string>>;
 }
+
+/**
+ * How requests reach Compute and how they are signed. `endpoint` and `authClient` (the
+ * connection options) set the same fields and take precedence. Unknown keys are refused.
+ */
+export interface GcpClientOptions {
+  /** Host of the Compute API (default `compute.googleapis.com`). */
+  apiEndpoint?: string;
+  /** Its port (default that of `protocol`). */
+  port?: number;
+  /** `https` (default) or `http` (local emulators only). */
+  protocol?: 'http' | 'https';
+  /** Signs every request. Default: a google-auth-library client from the options below, else Application Default Credentials. */
+  authClient?: GcpAuthClient;
+  /** A service account key file (`.json`, or `.p12` / `.pem`) for google-auth-library. */
+  keyFilename?: string;
+  /** Same as `keyFilename` (google-auth-library's older name). */
+  keyFile?: string;
+  /** A key file's contents, e.g. `{ client_email, private_key }`, for google-auth-library. */
+  credentials?: Record<string, unknown>;
+  /** OAuth scopes of the token google-auth-library gets (default Compute's: `compute` and `cloud-platform`). Not those of the VMs (see `scopes`). */
+  scopes?: string | string[];
+  /** The project google-auth-library reports; set from `projectId`. */
+  projectId?: string;
+}
+
+/** The keys `clientOptions` may have. */
+const CLIENT_OPTION_KEYS: readonly (keyof GcpClientOptions)[] = ['apiEndpoint', 'port', 'protocol', 'authClient', 'keyFilename', 'keyFile', 'credentials', 'scopes', 'projectId'];
 
 /** Where the Compute API lives, when not Google's own endpoint (emulators, Private Service Connect, tests). */
 export interface GcpEndpoint {
@@ -53,11 +71,9 @@ export interface GcpConnectionOptions {
   /** The Compute endpoint: a URL such as `http://127.0.0.1:8080`, or its parts. Default: Google's. */
   endpoint?: string | GcpEndpoint;
   /** Credentials, e.g. a google-auth-library client. Default: Application Default Credentials. */
-  authClient?: GcpClientOptions['authClient'];
-  /** Extra options for every SDK client (`endpoint` and `authClient` take precedence). */
+  authClient?: GcpAuthClient;
+  /** How requests reach Compute and are signed: key options for google-auth-library, the endpoint's parts (`endpoint` and `authClient` take precedence). */
   clientOptions?: GcpClientOptions;
-  /** Ready-made SDK clients; any missing one is created from the options above. Not closed by dask-cloud. */
-  clients?: Partial<GcpClients>;
   /** API requests in flight at once (default 32): deleting a thousand VMs is a thousand calls, one per VM. */
   maxConcurrentRequests?: number;
   /** Deadline of one API request (default 60 s). */
@@ -152,7 +168,6 @@ export interface ResolvedConnection {
   region: string;
   networkProjectId: string;
   clientOptions: GcpClientOptions;
-  clients: Partial<GcpClients>;
   maxConcurrentRequests: number;
   requestTimeoutMs: number;
   operationTimeoutMs: number;
@@ -342,6 +357,38 @@ function resolveEndpoint(endpoint: GcpConnectionOptions['endpoint']): Partial<Gc
   };
 }
 
+function checkAuthClient(value: unknown, option: string): void {
+  if (value === undefined) return;
+  if (typeof value !== 'object' || value === null || typeof (value as GcpAuthClient).getRequestHeaders !== 'function') {
+    fail(option, `${option} must be a google-auth-library client (an object with getRequestHeaders(url))`);
+  }
+}
+
+/** `clientOptions` checked key by key: an unknown key is refused (a typo would otherwise be ignored), naming the closest known one. */
+function checkClientOptions(value: unknown): GcpClientOptions {
+  if (value === undefined) return {};
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail('clientOptions', 'clientOptions must be an object');
+  const o = value as Record<string, unknown>;
+  const unknown = Object.keys(o).filter((k) => o[k] !== undefined && !(CLIENT_OPTION_KEYS as readonly string[]).includes(k));
+  if (unknown.length > 0) {
+    const hints = unknown.map((k) => {
+      const near = closestName(CLIENT_OPTION_KEYS, k);
+      return near === undefined ? JSON.stringify(k) : `${JSON.stringify(k)} (did you mean ${JSON.stringify(near)}?)`;
+    });
+    fail('clientOptions', `clientOptions: unknown key${unknown.length > 1 ? 's' : ''} ${hints.join(', ')}; known: ${CLIENT_OPTION_KEYS.join(', ')}`);
+  }
+  for (const k of ['apiEndpoint', 'keyFilename', 'keyFile', 'projectId'] as const) optionalString(o[k], `clientOptions.${k}`);
+  if (o.port !== undefined) checkInteger(o.port, 'clientOptions.port', 1, 65_535);
+  if (o.protocol !== undefined && o.protocol !== 'http' && o.protocol !== 'https') fail('clientOptions', `clientOptions.protocol must be 'http' or 'https', got ${String(o.protocol)}`);
+  checkAuthClient(o.authClient, 'clientOptions.authClient');
+  if (o.credentials !== undefined && (typeof o.credentials !== 'object' || o.credentials === null)) fail('clientOptions', 'clientOptions.credentials must be an object (a key file\'s contents)');
+  const sc = o.scopes;
+  if (sc !== undefined && typeof sc !== 'string' && !(Array.isArray(sc) && sc.every((x) => typeof x === 'string' && x !== ''))) {
+    fail('clientOptions', 'clientOptions.scopes must be an OAuth scope or an array of them');
+  }
+  return { ...(o as GcpClientOptions) };
+}
+
 /** Validates and resolves the connection options (also used by `GCPCluster.cleanup`). */
 export function resolveConnection(options: GcpConnectionOptions, env: NodeJS.ProcessEnv = process.env): ResolvedConnection {
   if (typeof options !== 'object' || options === null) throw new ValidationError('options must be an object');
@@ -353,14 +400,9 @@ export function resolveConnection(options: GcpConnectionOptions, env: NodeJS.Pro
   if (!PROJECT_RE.test(projectId)) fail('projectId', `${JSON.stringify(projectId)} (from ${source}) is not a GCP project id`);
   const networkProjectId = optionalString(options.networkProjectId, 'networkProjectId') ?? projectId;
   if (!PROJECT_RE.test(networkProjectId)) fail('networkProjectId', `${JSON.stringify(networkProjectId)} is not a GCP project id`);
-  if (options.clientOptions !== undefined && (typeof options.clientOptions !== 'object' || options.clientOptions === null)) {
-    fail('clientOptions', 'clientOptions must be an object');
-  }
-  if (options.clients !== undefined && (typeof options.clients !== 'object' || options.clients === null)) {
-    fail('clients', 'clients must be an object of @google-cloud/compute clients');
-  }
+  checkAuthClient(options.authClient, 'authClient');
   const clientOptions: GcpClientOptions = {
-    ...(options.clientOptions ?? {}),
+    ...checkClientOptions(options.clientOptions),
     ...resolveEndpoint(options.endpoint),
     ...(options.authClient !== undefined ? { authClient: options.authClient } : {}),
     projectId,
@@ -371,7 +413,6 @@ export function resolveConnection(options: GcpConnectionOptions, env: NodeJS.Pro
     region: zm[1]!,
     networkProjectId,
     clientOptions,
-    clients: { ...(options.clients ?? {}) },
     maxConcurrentRequests: positiveInt(options.maxConcurrentRequests, 'maxConcurrentRequests', GCP_DEFAULTS.maxConcurrentRequests, MAX_CONCURRENT_REQUESTS),
     requestTimeoutMs: timerMs(options.requestTimeoutMs, 'requestTimeoutMs', GCP_DEFAULTS.requestTimeoutMs),
     operationTimeoutMs: timerMs(options.operationTimeoutMs, 'operationTimeoutMs', GCP_DEFAULTS.operationTimeoutMs),

@@ -1,6 +1,6 @@
 /**
  * GCPCluster's options, declared once (see src/config/schema.ts). TypeScript checks that this
- * table and `GCPClusterOptions` have the same keys. No SDK is imported here: the types are erased.
+ * table and `GCPClusterOptions` have the same keys. Nothing is imported at run time: the types are erased.
  */
 import { CLUSTER_OPTIONS, optionTable, VM_OPTIONS, withoutKeys } from '../../src/config/option-table';
 import type { GCPClusterOptions } from './options';
@@ -18,8 +18,11 @@ export const GCP_OPTIONS = optionTable<GCPClusterOptions>()({
   networkProjectId: { type: 'string', flag: 'network-project', description: 'Project that owns the network, for a Shared VPC (default projectId).' },
   endpoint: { type: 'string', flag: 'endpoint', description: "The Compute endpoint URL, e.g. http://127.0.0.1:8080 (default: Google's)." },
   authClient: { type: 'json', fileAndEnv: false, secret: true, description: 'Credentials, e.g. a google-auth-library client (code only; default: Application Default Credentials).' },
-  clientOptions: { type: 'json', fileAndEnv: false, description: 'Extra options for every @google-cloud/compute client (code only).' },
-  clients: { type: 'json', fileAndEnv: false, description: 'Ready-made @google-cloud/compute clients (code only).' },
+  clientOptions: {
+    type: 'json',
+    fileAndEnv: false,
+    description: 'How requests reach Compute and are signed: apiEndpoint, port, protocol, authClient, keyFilename, keyFile, credentials, scopes, projectId (code only).',
+  },
   maxConcurrentRequests: { type: 'integer', description: 'API requests in flight at once (default 32).' },
   requestTimeoutMs: { type: 'integer', description: 'Milliseconds for one API request (default 60000).' },
   operationTimeoutMs: { type: 'integer', description: 'Milliseconds for one operation (insert, delete, firewall) to finish (default 600000).' },

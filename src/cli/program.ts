@@ -9,7 +9,7 @@ import { addClusterFlags, CLOUDS, clusterFlags, KINDS, optionsFromFlags, phraseF
 import * as manage from './manage';
 import { doctor, start, UP_IDLE_TIMEOUT } from './start';
 import { EXIT, EXIT_CODES_HELP, isBadInput, UsageError } from './usage';
-import { packageVersion } from './version';
+import { packageVersion } from '../version';
 
 /** Help is laid out for this width whatever the terminal's, so it reads the same everywhere (and its snapshot holds). */
 export const HELP_WIDTH = 100;

@@ -5,8 +5,10 @@
  *   LocalCluster script type-checks under strict settings (no `skipLibCheck`, only `@types/node`
  *   beside it) and runs; `dask-cloud/gcp` refuses to load with one typed error naming the
  *   install line.
- * - With `@google-cloud/compute` installed too: a GCP script runs against the GCP fake, and the
- *   LocalCluster script still type-checks without loading a single cloud SDK declaration.
+ * - With google-auth-library installed too (GCP's only peer: the provider speaks Compute's REST
+ *   API itself): a GCP script runs against the GCP fake, the package's GCP declarations name no
+ *   Google SDK, and the LocalCluster script still type-checks without loading a single cloud SDK
+ *   declaration.
  *
  * Network safety: the fake and its stand-in VMs are on loopback blocks (test/providers/gcp/helpers).
  * The installs reach the npm registry only for what npm's cache lacks.
@@ -25,7 +27,7 @@ const tsc = path.join(root, 'node_modules/typescript/bin/tsc');
 const pkg = require('../../package.json') as { devDependencies: Record<string, string>; peerDependencies: Record<string, string> };
 /** The issue's goal for a LocalCluster-only install. */
 const MAX_INSTALL_BYTES = 30 * 1024 * 1024;
-const SDK_PATH = /node_modules\/(@google-cloud|@aws-sdk|@smithy|dots-wrapper|google-gax|googleapis)\//;
+const SDK_PATH = /node_modules\/(@google-cloud|@aws-sdk|@smithy|dots-wrapper|google-gax|googleapis|google-auth-library)\//;
 
 let project: string;
 let tarball: string;
@@ -115,7 +117,7 @@ describe('the packed package, installed into a fresh project', () => {
     expect(lines[3]).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/status$/);
   }, 180_000);
 
-  it('dask-cloud/gcp without @google-cloud/compute is one typed error naming the install line, from import and require', async () => {
+  it('dask-cloud/gcp without google-auth-library is one typed error naming the install line, from import and require', async () => {
     const probe = (load: string) => `
       const { DaskCloudError, MissingDependencyError } = require('dask-cloud');
       ${load}.then(() => console.log('{"loaded":true}'), (e) => console.log(JSON.stringify({
@@ -127,8 +129,8 @@ describe('the packed package, installed into a fresh project', () => {
       expect(out, load).toEqual({
         name: 'MissingDependencyError',
         code: 'E_MISSING_DEPENDENCY',
-        message: `GCPCluster (dask-cloud/gcp) needs @google-cloud/compute, an optional peer dependency that is not installed: run \`npm install @google-cloud/compute@${pkg.peerDependencies['@google-cloud/compute']}\``,
-        details: { package: '@google-cloud/compute', install: `npm install @google-cloud/compute@${pkg.peerDependencies['@google-cloud/compute']}` },
+        message: `GCPCluster (dask-cloud/gcp) needs google-auth-library, an optional peer dependency that is not installed: run \`npm install google-auth-library@${pkg.peerDependencies['google-auth-library']}\``,
+        details: { package: 'google-auth-library', install: `npm install google-auth-library@${pkg.peerDependencies['google-auth-library']}` },
         typed: true,
       });
     }
@@ -138,7 +140,7 @@ describe('the packed package, installed into a fresh project', () => {
       (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }),
     );
     expect(cli.code).toBe(1);
-    expect(cli.stderr).toContain(`run \`npm install @google-cloud/compute@${pkg.peerDependencies['@google-cloud/compute']}\``);
+    expect(cli.stderr).toContain(`run \`npm install google-auth-library@${pkg.peerDependencies['google-auth-library']}\``);
     expect(cli.stderr).toContain('[E_MISSING_DEPENDENCY]');
     for (const [entry, sdk] of [['ec2', '@aws-sdk/client-ec2'], ['digitalocean', 'dots-wrapper']] as const) {
       const out = JSON.parse((await node(['-e', probe(`import('dask-cloud/${entry}')`)])).stdout.trim()) as Record<string, unknown>;
@@ -146,7 +148,7 @@ describe('the packed package, installed into a fresh project', () => {
     }
   });
 
-  describe('with @google-cloud/compute installed', () => {
+  describe('with google-auth-library installed', () => {
     let fake: FakeGcp | undefined;
     const booter = new StandInBooter({ bootMs: 200 });
     afterAll(async () => {
@@ -155,7 +157,7 @@ describe('the packed package, installed into a fresh project', () => {
     });
 
     it('a GCP script starts and closes a cluster on the fake, and the LocalCluster script still loads no SDK types', async () => {
-      await npm(['install', `@google-cloud/compute@${pkg.devDependencies['@google-cloud/compute']}`]);
+      await npm(['install', `google-auth-library@${pkg.devDependencies['google-auth-library']}`]);
       fake = await FakeGcp.start({ ...loopbackBlocks(), booter });
       const o = fake.clientOptions();
       await writeFile(
@@ -184,7 +186,11 @@ try {
       expect(booter.errors).toEqual([]);
       const declarations = await typeCheckLocal();
       expect(declarations.filter((f) => SDK_PATH.test(f))).toEqual([]);
-      console.log(`[install] with @google-cloud/compute: ${((await diskUsage(path.join(project, 'node_modules'))) / 1024 / 1024).toFixed(1)} MB in node_modules`);
+      // The GCP entry's declarations are self-contained: no Google SDK types for a user to install.
+      const gcpTypes = await readFile(path.join(project, 'node_modules/dask-cloud/dist/types/providers/gcp/options.d.ts'), 'utf8');
+      expect(gcpTypes).not.toMatch(/@google-cloud|google-gax/);
+      expect(gcpTypes).toMatch(/getRequestHeaders\(url\?: string\)/);
+      console.log(`[install] with google-auth-library: ${((await diskUsage(path.join(project, 'node_modules'))) / 1024 / 1024).toFixed(1)} MB in node_modules`);
     }, 300_000);
   });
 });

@@ -251,7 +251,6 @@ describe('no rendering of any public object shows a secret (issue 8)', () => {
       'GcpApi',
       new GcpApi({
         clientOptions: { credentials: serviceAccount, authClient: authClient() } as never,
-        clients: {},
         maxConcurrentRequests: 1,
         requestTimeoutMs: 1000,
         operationTimeoutMs: 1000,

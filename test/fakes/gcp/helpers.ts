@@ -2,6 +2,7 @@
 import * as compute from '@google-cloud/compute';
 import type { BootRequest, BootedVm, FirewallRule, VmBooter } from '../core';
 import type { FakeGcp } from './fake-gcp';
+import type { Instance } from '../../../providers/gcp/types';
 
 export type Clients = ReturnType<typeof sdkClients>;
 
@@ -29,7 +30,7 @@ export async function closeClients(c: Clients): Promise<void> {
 }
 
 /** A minimal instance body as a provider would send it. */
-export function instanceBody(name: string, over: Partial<compute.protos.google.cloud.compute.v1.IInstance> = {}): compute.protos.google.cloud.compute.v1.IInstance {
+export function instanceBody(name: string, over: Partial<Instance> = {}): Instance {
   return {
     name,
     machineType: 'zones/us-central1-a/machineTypes/e2-standard-2',

@@ -1,11 +1,11 @@
-/** The package's version, read at run time from its package.json. */
+/** The package's version, read at run time from its package.json (the CLI's --version, the GCP client's User-Agent). */
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 /**
  * The version in the package.json of the package this code belongs to. Found by walking up from
- * this file's directory: the bundle (dist/cli.js) is one level below it, the source
- * (src/cli/version.ts, run with tsx) two; the first package.json named dask-cloud is ours.
+ * this file's directory: the bundles (dist/*.js) are one level below it, the source
+ * (src/version.ts, run with tsx) one too; the first package.json named dask-cloud is ours.
  */
 export function packageVersion(from: string = __dirname): string {
   for (let dir = from; ; dir = path.dirname(dir)) {
