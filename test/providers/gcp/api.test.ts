@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { GcpApi, gcpErrorInfo, isRetryable, operationOf } from '../../../providers/gcp/api';
 import { resolveConnection } from '../../../providers/gcp/options';
 import { CloudApiError, DaskCloudError } from '../../../src/errors';
-import { assertNoContractViolations } from '../../fakes/core';
+import { checkFakesAndClose } from '../../helpers/fakes';
 import type { FakeGcp } from '../../fakes/gcp';
 import { instanceBody } from '../../fakes/gcp/helpers';
 import { fakeOptions, startFake, ZONE } from './helpers';
@@ -17,17 +17,9 @@ let fake: FakeGcp | undefined;
 let api: GcpApi | undefined;
 
 afterEach(async () => {
-  try {
-    if (fake) {
-      assertNoContractViolations(fake);
-      expect(fake.server.handlerErrors).toEqual([]);
-    }
-  } finally {
-    await api?.close();
-    await fake?.stop();
-    fake = undefined;
-    api = undefined;
-  }
+  const [f, a] = [fake, api];
+  [fake, api] = [undefined, undefined];
+  await checkFakesAndClose(f ? [f] : [], a ? [a] : []);
 });
 
 interface Retry {

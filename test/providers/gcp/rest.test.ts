@@ -13,7 +13,7 @@ import { resolveConnection } from '../../../providers/gcp/options';
 import { ComputeRest, computeOrigin, HttpError, NetworkError, RequestTimeoutError } from '../../../providers/gcp/rest';
 import type { Instance } from '../../../providers/gcp/types';
 import { CloudApiError, ValidationError } from '../../../src/errors';
-import { assertNoContractViolations } from '../../fakes/core';
+import { checkFakesAndClose } from '../../helpers/fakes';
 import type { FakeGcp } from '../../fakes/gcp';
 import { instanceBody } from '../../fakes/gcp/helpers';
 import { fakeOptions, startFake, ZONE } from './helpers';
@@ -21,15 +21,9 @@ import { fakeOptions, startFake, ZONE } from './helpers';
 let fake: FakeGcp | undefined;
 
 afterEach(async () => {
-  try {
-    if (fake) {
-      assertNoContractViolations(fake);
-      expect(fake.server.handlerErrors).toEqual([]);
-    }
-  } finally {
-    await fake?.stop();
-    fake = undefined;
-  }
+  const f = fake;
+  fake = undefined;
+  await checkFakesAndClose(f ? [f] : [], []);
 });
 
 /** Headers of every request the client sent, by path (what reached the wire, not what was meant). */
