@@ -409,6 +409,9 @@ describe.skipIf(!enabled)('simulated cloud: host access and leftovers', () => {
     expect(pidAlive(info.initPid)).toBe(true);
     // SIGKILL: no exit handler runs. The launcher's parent-death signal takes the VM down anyway.
     child.kill('SIGKILL');
+    // Until this process reaps it, the killed owner is a zombie whose /proc entry (pid and start
+    // time) still reads as alive, and cleanupStale rightly leaves its network alone.
+    await waitFor('the killed owner to be reaped', () => (child.exitCode !== null || child.signalCode !== null ? true : undefined), { timeoutMs: 15_000 });
     await waitFor('the orphaned VM to die', () => (!pidAlive(info.launcherPid) && !pidAlive(info.initPid) ? true : undefined), {
       timeoutMs: 15_000,
     });
