@@ -28,7 +28,7 @@ export type { LocalClusterOptions, PythonInfo, LocalCleanupOptions, LocalCleanup
 export { openDashboardTunnel } from './dashboard';
 export type { DashboardTunnel, DashboardTunnelOptions } from './dashboard';
 export { VMCluster, cleanupClusters, LABELS } from './cluster/vm';
-export type { VMClusterOptions, CloudAdapter, CleanupOptions, CleanupReport, NetworkPlan, Instance, InstanceRequest } from './cluster/vm';
+export type { VMClusterOptions, CloudAdapter, CleanupOptions, CleanupReport, NetworkPlan, NetworkSetup, Instance, InstanceRequest } from './cluster/vm';
 export { attachCluster, listClusters, type ListClustersOptions } from './cluster/list';
 export { clusterDir, clustersRoot, type ClusterRecord } from './cluster/state';
 export type { ClusterSummary } from './cluster/vm';

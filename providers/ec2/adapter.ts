@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto';
 import type * as Ec2Sdk from '@aws-sdk/client-ec2';
 import { realClock, retry } from '../../src/cluster/retry';
 import { Budget } from '../../src/cluster/limiter';
-import { cloudDate, LABELS, type AdapterContext, type CloudAdapter, type ClusterListing, type Instance, type InstanceRequest, type NetworkPlan } from '../../src/cluster/vm';
+import { cloudDate, LABELS, type AdapterContext, type CloudAdapter, type ClusterListing, type Instance, type InstanceRequest, type NetworkPlan, type NetworkSetup } from '../../src/cluster/vm';
 import type { MemberRole } from '../../src/cluster/backend';
 import { USER_DATA_LIMITS } from '../../src/cloud-init';
 import type { PreflightReport } from '../../src/cluster/preflight';
@@ -146,8 +146,6 @@ export class Ec2Adapter implements CloudAdapter {
   #network: ResolvedNetwork | undefined;
   /** The per-cluster security group, once created (or found after an ambiguous create). */
   #groupId: string | undefined;
-  /** The cluster group's ingress rules, being authorised while the instances launch (networkReady). */
-  #authorized: Promise<void> | undefined;
   /** When we created each instance: NotFound for a young id means "not visible yet", not "gone". */
   readonly #createdAt = new Map<string, number>();
   /** Reads preflight was refused (UnauthorizedOperation), for the permissions check. */
@@ -690,7 +688,7 @@ export class Ec2Adapter implements CloudAdapter {
   // -------------------------------------------------------------------------------------------
   // Security group
 
-  async ensureNetwork(ctx: AdapterContext, plan: NetworkPlan): Promise<void> {
+  async ensureNetwork(ctx: AdapterContext, plan: NetworkPlan): Promise<NetworkSetup | void> {
     if (this.#settings.securityGroups) {
       ctx.log('ec2: using the given security groups %s as they are', this.#settings.securityGroups.join(', '));
       return;
@@ -723,22 +721,17 @@ export class Ec2Adapter implements CloudAdapter {
     this.#groupId = groupId;
     ctx.log('ec2: security group %s (%s) in %s', groupId, name, net.vpcId);
     // Rules added to a group apply to the instances already in it, so the instances are launched
-    // while the rules are authorised: the core waits for them (networkReady) only before it
-    // dials the scheduler, and a failure then still rolls everything back.
+    // while the rules are authorised: the core waits for them only before it dials the
+    // scheduler, and a failure then still rolls everything back.
     // Not abandoned on abort either: the rollback deletes the group once it was answered.
-    const authorized = this.api.call(ctx, 'AuthorizeSecurityGroupIngress', { GroupId: groupId, IpPermissions: this.#permissions(groupId, plan, net) }, { abortable: false }).then(
+    const inEffect = this.api.call(ctx, 'AuthorizeSecurityGroupIngress', { GroupId: groupId, IpPermissions: this.#permissions(groupId, plan, net) }, { abortable: false }).then(
       () => undefined,
       (err: unknown) => {
         // Only a retry of a call whose first answer was lost can see its own rules as duplicates.
         if (ec2ErrorCode(err) !== 'InvalidPermission.Duplicate') throw err;
       },
     );
-    authorized.catch(() => undefined); // awaited by networkReady and deleteNetwork
-    this.#authorized = authorized;
-  }
-
-  networkReady(): Promise<void> {
-    return this.#authorized ?? Promise.resolve();
+    return { inEffect };
   }
 
   /** Members reach each other on every TCP port (workers and nannies listen on random ports); plan rules by CIDR. */
@@ -781,8 +774,6 @@ export class Ec2Adapter implements CloudAdapter {
 
   async deleteNetwork(ctx: AdapterContext): Promise<void> {
     if (this.#settings.securityGroups) return; // the user's groups: never ours to delete
-    // An authorisation still on its way would otherwise land on a group being deleted.
-    await this.#authorized?.catch(() => undefined);
     // Without a known id (a create that failed ambiguously), find the group by its tag.
     const ids = this.#groupId !== undefined ? [this.#groupId] : await this.#findGroups(ctx);
     for (const id of ids) {
@@ -794,7 +785,6 @@ export class Ec2Adapter implements CloudAdapter {
       }
     }
     this.#groupId = undefined;
-    this.#authorized = undefined;
   }
 
   /** DependencyViolation: instances still hold the group while they terminate; the core retries. */

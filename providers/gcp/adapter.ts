@@ -14,7 +14,7 @@
  */
 import { CloudApiError, DaskCloudError, PreflightError, UserDataError, ValidationError } from '../../src/errors';
 import type { PreflightReport } from '../../src/cluster/preflight';
-import { cloudDate, LABELS, type AdapterContext, type CloudAdapter, type ClusterListing, type Instance, type InstanceRequest, type NetworkPlan } from '../../src/cluster/vm';
+import { cloudDate, LABELS, type AdapterContext, type CloudAdapter, type ClusterListing, type Instance, type InstanceRequest, type NetworkPlan, type NetworkSetup } from '../../src/cluster/vm';
 import { USER_DATA_LIMITS } from '../../src/cloud-init';
 import type { MemberRole } from '../../src/cluster/backend';
 import { retry } from '../../src/cluster/retry';
@@ -105,8 +105,6 @@ export class GcpAdapter implements CloudAdapter {
   #subnetwork: { url: string; range: string } | undefined;
   /** Insert operations still being watched, by instance name (the scheduler's). */
   readonly #inserts = new Map<string, Promise<void>>();
-  /** The firewall rules' insert operations of this start, until they are done (ensureNetwork). */
-  #firewallsDone: Promise<void> | undefined;
   /** vCPUs of each machine type, from preflight (for the quota check). */
   readonly #vcpus = new Map<string, number>();
   /** From the plan: no access configs, so no public addresses. */
@@ -508,7 +506,7 @@ export class GcpAdapter implements CloudAdapter {
     return rules;
   }
 
-  async ensureNetwork(ctx: AdapterContext, plan: NetworkPlan): Promise<void> {
+  async ensureNetwork(ctx: AdapterContext, plan: NetworkPlan): Promise<NetworkSetup> {
     const project = this.#cfg.networkProjectId;
     const rules = this.#firewallRules(plan);
     // All inserts first, then all waits: the rules are created in parallel. Every insert settles
@@ -526,16 +524,11 @@ export class GcpAdapter implements CloudAdapter {
       ),
     );
     // The rules take effect while the VMs are created: an instance names its tags, not a rule,
-    // so nothing about a VM depends on them until it is dialled (networkReady).
-    const done = Promise.allSettled(ops.map((op, i) => this.#api.waitOperation(`creating firewall rule ${rules[i]!.name}`, op, { project, global: true }, ctx.signal))).then((r) => {
+    // so nothing about a VM depends on them until it is dialled.
+    const inEffect = Promise.allSettled(ops.map((op, i) => this.#api.waitOperation(`creating firewall rule ${rules[i]!.name}`, op, { project, global: true }, ctx.signal))).then((r) => {
       settled(r);
     });
-    done.catch(() => undefined); // awaited by networkReady and deleteNetwork
-    this.#firewallsDone = done;
-  }
-
-  networkReady(): Promise<void> {
-    return this.#firewallsDone ?? Promise.resolve();
+    return { inEffect };
   }
 
   #userDataItems(request: InstanceRequest): { key: string; value: string }[] {
@@ -895,8 +888,6 @@ export class GcpAdapter implements CloudAdapter {
   }
 
   async deleteNetwork(ctx: AdapterContext): Promise<void> {
-    // A rule whose insert is still running is listed only once it exists.
-    await this.#firewallsDone?.catch(() => undefined);
     const project = this.#cfg.networkProjectId;
     const id = ctx.clusterId;
     const rules = (await this.#clusterFirewalls(ctx, `name eq "${id}-.*"`)).filter((f) => parseFirewallDescription(f.description)?.clusterId === id);

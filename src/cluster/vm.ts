@@ -99,6 +99,15 @@ export interface NetworkPlan {
   needsEgress: boolean;
 }
 
+/** Network work `ensureNetwork` started and did not wait for. */
+export interface NetworkSetup {
+  /**
+   * Resolves once the firewall rules / security group rules are in effect; rejects with why not.
+   * Not abandoned on abort: the rollback needs it settled before it can see and delete the result.
+   */
+  inEffect: Promise<void>;
+}
+
 export interface InstanceRequest {
   role: MemberRole;
   /** One name per instance; a batch shares one user-data. */
@@ -151,15 +160,11 @@ export interface CloudAdapter {
   preflight(ctx: AdapterContext, plan: NetworkPlan, report: PreflightReport): Promise<void>;
   /**
    * Create the per-cluster firewall / security group. It may resolve once the cloud accepted the
-   * requests, before they took effect, when VMs can be created meanwhile; `networkReady` then
-   * waits for them.
+   * requests, before they took effect, where VMs can be created meanwhile: it then hands back
+   * that work (`NetworkSetup.inEffect`), and the core awaits it before it dials the scheduler and
+   * before it deletes the network.
    */
-  ensureNetwork(ctx: AdapterContext, plan: NetworkPlan): Promise<void>;
-  /**
-   * Resolves once what `ensureNetwork` asked for is in effect (rejects with why not). The core
-   * awaits it before it dials the scheduler; the VMs are created meanwhile.
-   */
-  networkReady?(): Promise<void>;
+  ensureNetwork(ctx: AdapterContext, plan: NetworkPlan): Promise<NetworkSetup | void>;
   /** Create instances; resolve once ids exist. `onCreated` is called as soon as ids are known, before any wait. */
   createInstances(ctx: AdapterContext, request: InstanceRequest, onCreated: (ids: string[]) => void): Promise<Instance[]>;
   /** Wait until the instance has its private (and, if wanted, public) address. */
@@ -470,6 +475,8 @@ export class VMBackend implements ClusterBackend {
   /** The image chosen by `resolve()` (undefined before, and with the native runtime). */
   #image: string | undefined;
   #networkCreated = false;
+  /** What `ensureNetwork` left taking effect (its rejection is observed where it is awaited). */
+  #networkInEffect: Promise<void> | undefined;
   /** Members whose VMs should be running, by instance id; `seen` once a list has shown it. */
   readonly #watched = new Map<string, { member: Member; seen: boolean }>();
   /** Stops the member watch (teardown). */
@@ -620,7 +627,11 @@ export class VMBackend implements ClusterBackend {
       });
     }
     this.#networkCreated = true; // from here on teardown must try to delete it, even if ensureNetwork fails half way
-    await this.#adapter.ensureNetwork(this.#actx(ctx), plan);
+    const setup = await this.#adapter.ensureNetwork(this.#actx(ctx), plan);
+    if (setup) {
+      setup.inEffect.catch(() => undefined); // awaited before the scheduler is dialled and before the network is deleted
+      this.#networkInEffect = setup.inEffect;
+    }
   }
 
   #render(ctx: BackendContext, spec: MemberSpec, schedulerAddress?: string): RenderedUserData {
@@ -760,7 +771,7 @@ export class VMBackend implements ClusterBackend {
     const wantPublic = !(this.#options.privateNetworking ?? false);
     const clientAddress = (async () => {
       // Nothing can reach the scheduler before its firewall rules are in effect.
-      await this.#adapter.networkReady?.();
+      await this.#networkInEffect;
       const full = wantPublic && !withPrivate.publicIp ? await this.#adapter.waitForAddresses(this.#actx(ctx), withPrivate, true) : withPrivate;
       member.publicHost = full.publicIp;
       const host = wantPublic ? full.publicIp : full.privateIp;
@@ -917,6 +928,9 @@ export class VMBackend implements ClusterBackend {
     };
     const deleteNetwork = async (): Promise<void> => {
       if (this.#networkCreated) {
+        // A rule still being created is neither listed nor deletable yet, and an authorisation
+        // still on its way would land on a group being deleted.
+        await this.#networkInEffect?.catch(() => undefined);
         try {
           await retry(() => this.#adapter.deleteNetwork(actx), {
             retryable: (err) => this.#adapter.isDependencyError?.(err) ?? false,
@@ -925,6 +939,7 @@ export class VMBackend implements ClusterBackend {
             what: `${this.kind}: deleting the cluster network resources`,
           });
           this.#networkCreated = false;
+          this.#networkInEffect = undefined;
         } catch (err) {
           errors.push(err);
           leftovers.push('the cluster firewall / security group (and tags)');
