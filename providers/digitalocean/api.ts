@@ -19,6 +19,7 @@ import { inspect, type InspectOptions } from 'node:util';
 import { Limiter, type LimiterRate } from '../../src/cluster/limiter';
 import type * as DotsModule from 'dots-wrapper';
 import { CloudApiError, DaskCloudError } from '../../src/errors';
+import { loadCloudSdk } from '../../src/peer';
 import { realClock, retry, type RetryClock } from '../../src/cluster/retry';
 
 /** A dots-wrapper client (`createApiClient(...)`). */
@@ -232,8 +233,8 @@ export class DoApi {
   /** The dots-wrapper client, loaded on first use so `import 'dask-cloud'` never pays for it. */
   async client(): Promise<DotsClient> {
     if (this.#client) return this.#client;
-    this.#loading ??= import('dots-wrapper').then((mod) => {
-      const dots = ('modules' in mod ? mod : (mod as unknown as { default: typeof DotsModule }).default) as typeof DotsModule;
+    this.#loading ??= Promise.resolve().then(() => {
+      const dots = loadCloudSdk<typeof DotsModule>('digitalocean');
       const { common } = dots.modules;
       // The client dots-wrapper would make, except for its transport: axios sends through
       // follow-redirects unless redirects are off, and follow-redirects logs every request's

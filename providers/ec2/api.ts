@@ -13,6 +13,7 @@ import type { EC2Client, EC2ClientConfig } from '@aws-sdk/client-ec2';
 import { retry, type RetryClock } from '../../src/cluster/retry';
 import type { AdapterContext } from '../../src/cluster/vm';
 import { CloudApiError, CredentialsError, DaskCloudError } from '../../src/errors';
+import { loadCloudSdk } from '../../src/peer';
 
 type Sdk = typeof Ec2Sdk;
 
@@ -146,7 +147,7 @@ export class Ec2Api {
   /** The SDK module and the client, loaded on first use (`import 'dask-cloud'` never loads the SDK). */
   load(): Promise<{ sdk: Sdk; client: EC2Client }> {
     this.#loaded ??= (async () => {
-      const sdk = await import('@aws-sdk/client-ec2');
+      const sdk = loadCloudSdk<Sdk>('ec2');
       if (this.#config.client) return { sdk, client: this.#config.client };
       this.#ownsClient = true;
       const client = new sdk.EC2Client({

@@ -15,6 +15,7 @@ import { Limiter } from '../../src/cluster/limiter';
 import { randomUUID } from 'node:crypto';
 import type { Log } from '../../src/log';
 import { CloudApiError, CredentialsError, DaskCloudError } from '../../src/errors';
+import { loadCloudSdk } from '../../src/peer';
 import { CREDENTIALS_FIX, findCredentials, type CredentialSource } from './credentials';
 import { retry, type RetryClock } from '../../src/cluster/retry';
 import type { GcpClientOptions, ResolvedConnection } from './options';
@@ -373,7 +374,7 @@ export class GcpApi {
  * which nobody should pay for constructing a cluster or validating its options.
  */
 async function googleAuthClient(o: GcpClientOptions): Promise<RequestAuth> {
-  const { GoogleAuth } = await import('google-auth-library');
+  const { GoogleAuth } = loadCloudSdk<typeof import('google-auth-library')>('gcp');
   const auth = new GoogleAuth({
     scopes: o.scopes === undefined ? [...COMPUTE_SCOPES] : o.scopes,
     ...(o.keyFilename !== undefined ? { keyFilename: o.keyFilename } : {}),
