@@ -684,23 +684,36 @@ export class Cluster implements AsyncDisposable {
       const { validate, preflight } = this.backend;
       if (validate) await this.#phase('validate', async () => validate.call(this.backend, ctx, { scheduler: schedulerSpec, worker: this.#workerSpecs(1, false)[0]! }));
       throwIfAborted(abort.signal);
-      this.#local = await probe;
-      if (this.options.strictVersions && this.#local === undefined) {
-        throw new ValidationError(
-          `strictVersions compares the cluster with the local client, but no Python that imports distributed was found${this.options.python ? ` at ${this.options.python}` : ''}: install Dask locally, set the python option or DASK_CLOUD_PYTHON, or drop strictVersions`,
-          { option: 'strictVersions' },
-        );
-      }
-      await this.backend.resolve?.(ctx, this.#local);
+      const resolved = (async () => {
+        this.#local = await probe;
+        if (this.options.strictVersions && this.#local === undefined) {
+          throw new ValidationError(
+            `strictVersions compares the cluster with the local client, but no Python that imports distributed was found${this.options.python ? ` at ${this.options.python}` : ''}: install Dask locally, set the python option or DASK_CLOUD_PYTHON, or drop strictVersions`,
+            { option: 'strictVersions' },
+          );
+        }
+        await this.backend.resolve?.(ctx, this.#local);
+      })();
+      resolved.catch(() => undefined); // awaited below; this only keeps a rejection from counting as unhandled meanwhile
+      // The probe (a Python importing distributed) takes longer than the credentials: preflight's
+      // reads go out meanwhile, since only the creates need the image it picks. strictVersions
+      // can refuse the start for want of a local Dask, and that refusal comes before any request.
+      if (this.options.strictVersions) await resolved;
       throwIfAborted(abort.signal);
       phase = 'preflight';
-      if (preflight) {
-        await this.#phase('preflight', async () => {
-          const report = new PreflightReport(this.backend.kind);
-          await preflight.call(this.backend, ctx, report);
-          report.throwIfFailed();
-        });
+      try {
+        if (preflight) {
+          await this.#phase('preflight', async () => {
+            const report = new PreflightReport(this.backend.kind);
+            await preflight.call(this.backend, ctx, report);
+            report.throwIfFailed();
+          });
+        }
+      } finally {
+        // Nothing of the start runs on after it failed (the image event included).
+        await resolved.catch(() => undefined);
       }
+      await resolved;
       throwIfAborted(abort.signal);
       creating = true;
       phase = 'network';

@@ -354,6 +354,32 @@ describe.runIf(enabled)('EC2Cluster: the image follows the client, and versions 
     await cluster.close();
   });
 
+  it('the version probe runs beside preflight: the reads go out while the client interpreter is still answering, and the image it picks is the one the VMs get', async () => {
+    // An interpreter that answers once the fake has seen a request, and fails if none comes
+    // within 20 s: a start that waited for the probe before its first request gets no versions.
+    const dir = await tempDir();
+    const go = path.join(dir, 'go');
+    const python = path.join(dir, 'python');
+    const answer = JSON.stringify({ python: '3.12.7', packages: { dask: '2025.11.0', distributed: '2025.11.0', msgpack: '1.1.0', cloudpickle: '3.1.1', toolz: '1.0.0', tornado: '6.4.2', lz4: null } });
+    await writeFile(python, `#!/bin/sh\ni=0\nwhile [ ! -e '${go}' ]; do i=$((i+1)); [ $i -gt 200 ] && exit 1; sleep 0.1; done\nprintf '%s\\n' '${answer}'\n`, { mode: 0o755 });
+    const { f, cluster, events } = await setup({ nWorkers: 0, python });
+    const watcher = (async () => {
+      while (cluster.state === 'new' || cluster.state === 'starting') {
+        if (f.server.operations().length > 0) return writeFile(go, '');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    await cluster.start();
+    await watcher;
+    const image = events.find((e): e is Extract<ClusterEvent, { type: 'image' }> => e.type === 'image')!;
+    expect(image).toMatchObject({ image: 'ghcr.io/dask/dask:2025.11.0-py3.12', basis: 'client' });
+    // Still decided before anything was created.
+    const order = events.map((e) => (e.type === 'phase-start' ? `start:${e.phase}` : e.type));
+    expect(order.indexOf('image')).toBeLessThan(order.indexOf('start:network'));
+    expect(userDataText(f)).toContain('ghcr.io/dask/dask:2025.11.0-py3.12');
+    await cluster.close();
+  });
+
   it('no local Python with Dask: the pinned image, and a warning saying how to match it; strictVersions then refuses before any request', async () => {
     const { f, cluster, events } = await setup({ nWorkers: 0, python: '/nonexistent/python3' });
     await cluster.start();
