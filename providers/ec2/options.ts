@@ -83,8 +83,12 @@ export const EC2_DEFAULTS = Object.freeze({
   requestTimeoutMs: 60_000,
   /** Debian's AWS account: the official Debian cloud images. */
   debianOwner: '136693071363',
-  /** RunInstances count per call. */
-  maxBatch: 100,
+  /**
+   * RunInstances count per call. EC2 sets no per-call maximum (MaxCount: "between 1 and the quota
+   * for the instance type"); 250 lets the batches of 1,000 workers all be in flight at once
+   * within the pipeline's 8 concurrent requests.
+   */
+  maxBatch: 250,
   /**
    * RunInstances' resource token bucket (EC2 API reference, "Request throttling": 1,000
    * instances, refilled at 2 a second, per account and region).

@@ -936,6 +936,10 @@ export class VMBackend implements ClusterBackend {
             retryable: (err) => this.#adapter.isDependencyError?.(err) ?? false,
             // Instances that could not be deleted keep the network in use: one attempt, no waiting.
             timeoutMs: instancesGone ? 5 * 60_000 : 0,
+            // The network goes the moment its last VM is gone: a pause grown past a couple of
+            // seconds would be close() waiting on nothing. One cheap call every second or two
+            // stays far inside every cloud's rate limit.
+            maxDelayMs: 2_000,
             what: `${this.kind}: deleting the cluster network resources`,
           });
           this.#networkCreated = false;
