@@ -18,7 +18,8 @@ import { cloudDate, LABELS, type AdapterContext, type CloudAdapter, type Cluster
 import { USER_DATA_LIMITS } from '../../src/cloud-init';
 import type { MemberRole } from '../../src/cluster/backend';
 import { retry } from '../../src/cluster/retry';
-import { credentialsRefused, isNotFound, gcpErrorInfo, operationOf, raceAbort, type GaxCallOptions, type GcpApi, type GcpClients, type OperationScope } from './api';
+import { credentialsRefused, isNotFound, gcpErrorInfo, operationOf, raceAbort, type GcpApi, type OperationScope, type RequestOptions } from './api';
+import type { ComputeRest } from './rest';
 import { CREDENTIALS_FIX } from './credentials';
 import type { ResolvedGcpConfig } from './options';
 import type { ComputeOperation, Firewall as IFirewall, Instance as IInstance, InstanceProperties as IInstanceProperties, Region as IRegion, RouterNat as IRouterNat } from './types';
@@ -157,16 +158,16 @@ export class GcpAdapter implements CloudAdapter {
     let projectError: unknown;
     // The zone is read while the credentials are checked: the two reads are independent, and a
     // zone read with refused credentials is simply not looked at.
-    const zoneRead = this.#api.clients().then(() => this.#read(ctx, `reading zone ${c.zone}`, (api, gax) => api.zones.get({ project: c.projectId, zone: c.zone }, gax)));
+    const zoneRead = this.#api.rest().then(() => this.#read(ctx, `reading zone ${c.zone}`, (api, req) => api.zones.get({ project: c.projectId, zone: c.zone }, req)));
     zoneRead.catch(() => undefined);
     const credentialsOk = await report.check(
       'credentials',
       async () => {
         const source = this.#api.credentialSource();
-        await this.#api.clients();
+        await this.#api.rest();
         // The first read: it is also the location check's project look-up.
         try {
-          project = await this.#read(ctx, `reading project ${c.projectId}`, (api, gax) => api.projects.get({ project: c.projectId }, gax));
+          project = await this.#read(ctx, `reading project ${c.projectId}`, (api, req) => api.projects.get({ project: c.projectId }, req));
         } catch (err) {
           if (isAuthFailure(err)) throw credentialsRefused(this.#api.credentialSource(), DaskCloudError.isInstance(err) && err.cause !== undefined ? err.cause : err);
           projectError = err;
@@ -209,7 +210,7 @@ export class GcpAdapter implements CloudAdapter {
 
     // The rest are independent reads, made together; only the quota needs the machine types' vCPUs.
     const imageChecked = report.check('image', () => this.#resolveImage(ctx), undefined, signal);
-    const regionRead = this.#read(ctx, `reading region ${c.region}`, (api, gax) => api.regions.get({ project: c.projectId, region: c.region }, gax));
+    const regionRead = this.#read(ctx, `reading region ${c.region}`, (api, req) => api.regions.get({ project: c.projectId, region: c.region }, req));
     regionRead.catch(() => undefined);
 
     let subnetName: string | undefined;
@@ -251,11 +252,11 @@ export class GcpAdapter implements CloudAdapter {
   }
 
   /** One read-only call, its first result. */
-  #read<T>(ctx: AdapterContext, what: string, fn: (api: GcpClients, gax: GaxCallOptions) => Promise<[T, ...unknown[]]>): Promise<T> {
+  #read<T>(ctx: AdapterContext, what: string, fn: (api: ComputeRest, req: RequestOptions) => Promise<[T, ...unknown[]]>): Promise<T> {
     return this.#api.call(
       what,
-      async (api, _id, gax) => {
-        const [res] = await fn(api, gax);
+      async (api, _id, req) => {
+        const [res] = await fn(api, req);
         return res;
       },
       { signal: ctx.signal },
@@ -294,7 +295,7 @@ export class GcpAdapter implements CloudAdapter {
     const family = /^(?:projects\/([^/]+)\/)?global\/images\/family\/([^/]+)$/.exec(c.sourceImage);
     if (!family) return `${c.sourceImage} (an image name: created as given)`;
     const project = family[1] ?? c.projectId;
-    const image = await this.#read(ctx, `looking up image family ${family[2]} in ${project}`, (api, gax) => api.images.getFromFamily({ project, family: family[2] }, gax)).catch(
+    const image = await this.#read(ctx, `looking up image family ${family[2]} in ${project}`, (api, req) => api.images.getFromFamily({ project, family: family[2] }, req)).catch(
       (err: unknown) => {
         if (!isNotFound(err)) throw err;
         throw new ValidationError(`gcp: image family ${family[2]} does not exist in project ${project} (sourceImage ${c.sourceImage})`, {
@@ -313,7 +314,7 @@ export class GcpAdapter implements CloudAdapter {
   /** The network, and the subnetwork the VMs use (the network's only one in the region, unless given). */
   async #resolveNetwork(ctx: AdapterContext): Promise<{ text: string; subnet: string }> {
     const c = this.#cfg;
-    const network = await this.#read(ctx, `looking up network ${c.network} in ${c.networkProjectId}`, (api, gax) => api.networks.get({ project: c.networkProjectId, network: c.network }, gax)).catch(
+    const network = await this.#read(ctx, `looking up network ${c.network} in ${c.networkProjectId}`, (api, req) => api.networks.get({ project: c.networkProjectId, network: c.network }, req)).catch(
       (err: unknown) => {
         if (!isNotFound(err)) throw err;
         throw new ValidationError(`gcp: network ${c.network} does not exist in project ${c.networkProjectId}`, {
@@ -347,7 +348,7 @@ export class GcpAdapter implements CloudAdapter {
       subnet = { region: c.region, name: inRegion[0]!.split('/').pop()! };
     }
     const { region, name } = subnet;
-    const sub = await this.#read(ctx, `looking up subnetwork ${name} in ${region}`, (api, gax) => api.subnetworks.get({ project: c.networkProjectId, region, subnetwork: name }, gax)).catch(
+    const sub = await this.#read(ctx, `looking up subnetwork ${name} in ${region}`, (api, req) => api.subnetworks.get({ project: c.networkProjectId, region, subnetwork: name }, req)).catch(
       (err: unknown) => {
         if (!isNotFound(err)) throw err;
         throw new ValidationError(`gcp: subnetwork ${name} does not exist in region ${region} of project ${c.networkProjectId}`, {
@@ -377,7 +378,7 @@ export class GcpAdapter implements CloudAdapter {
     ];
     const lookUp = async ([option, type]: [string, string]): Promise<void> => {
       if (this.#vcpus.has(type)) return;
-      const mt = await this.#read(ctx, `looking up machine type ${type} in ${c.zone}`, (api, gax) => api.machineTypes.get({ project: c.projectId, zone: c.zone, machineType: type }, gax)).catch(
+      const mt = await this.#read(ctx, `looking up machine type ${type} in ${c.zone}`, (api, req) => api.machineTypes.get({ project: c.projectId, zone: c.zone, machineType: type }, req)).catch(
         (err: unknown) => {
           if (!isNotFound(err)) throw err;
           throw new ValidationError(`gcp: machine type ${type} is not offered in zone ${c.zone}`, {
@@ -399,8 +400,8 @@ export class GcpAdapter implements CloudAdapter {
     const c = this.#cfg;
     const routers = await this.#api.call(
       `listing Cloud Routers in ${c.region}`,
-      async (api, _id, gax) => {
-        const [items] = await api.routers.list({ project: c.networkProjectId, region: c.region }, { ...gax, autoPaginate: true });
+      async (api, _id, req) => {
+        const [items] = await api.routers.list({ project: c.networkProjectId, region: c.region }, { ...req, autoPaginate: true });
         return items;
       },
       { signal: ctx.signal },
@@ -515,7 +516,7 @@ export class GcpAdapter implements CloudAdapter {
       await Promise.allSettled(
         rules.map((rule) =>
           this.#api
-            .call(`creating firewall rule ${rule.name}`, (c, requestId, gax) => c.firewalls.insert({ project, requestId, firewallResource: rule }, gax), {
+            .call(`creating firewall rule ${rule.name}`, (c, requestId, req) => c.firewalls.insert({ project, requestId, firewallResource: rule }, req), {
               signal: ctx.signal,
               mutating: true,
             })
@@ -611,7 +612,7 @@ export class GcpAdapter implements CloudAdapter {
   async #insertOne(ctx: AdapterContext, request: InstanceRequest, name: string, onCreated: (ids: string[]) => void): Promise<Instance> {
     const { projectId: project, zone } = this.#cfg;
     const props = this.#properties(ctx, request, false);
-    const call = this.#api.call(`creating ${request.role} ${name}`, (c, requestId, gax) => c.instances.insert({ project, zone, requestId, instanceResource: { ...props, name } as IInstance }, gax), {
+    const call = this.#api.call(`creating ${request.role} ${name}`, (c, requestId, req) => c.instances.insert({ project, zone, requestId, instanceResource: { ...props, name } as IInstance }, req), {
       signal: ctx.signal,
       mutating: true,
     });
@@ -643,7 +644,7 @@ export class GcpAdapter implements CloudAdapter {
     const what = `creating ${names.length} ${request.role}s`;
     const call = this.#api.call(
       what,
-      (c, requestId, gax) =>
+      (c, requestId, req) =>
         c.instances.bulkInsert(
           {
             project,
@@ -657,7 +658,7 @@ export class GcpAdapter implements CloudAdapter {
               instanceProperties,
             },
           },
-          gax,
+          req,
         ),
       { signal: ctx.signal, mutating: true },
     );
@@ -681,8 +682,8 @@ export class GcpAdapter implements CloudAdapter {
     const { projectId: project, zone } = this.#cfg;
     return this.#api.call(
       `looking up instance ${name}`,
-      async (c, _id, gax) => {
-        const [inst] = await c.instances.get({ project, zone, instance: name }, gax);
+      async (c, _id, req) => {
+        const [inst] = await c.instances.get({ project, zone, instance: name }, req);
         return inst;
       },
       // Right after an insert, a read may not see the instance yet.
@@ -695,9 +696,9 @@ export class GcpAdapter implements CloudAdapter {
     if (this.#allZones) {
       return this.#api.call(
         `listing instances in every zone (${filter})`,
-        async (c, _id, gax) => {
+        async (c, _id, req) => {
           const found: IInstance[] = [];
-          for await (const [scope, list] of c.instances.aggregatedListAsync({ project, filter }, { ...gax, autoPaginate: false, otherArgs: { headers: { [FIELD_MASK]: AGGREGATED_LIST_FIELDS } } })) {
+          for await (const [scope, list] of c.instances.aggregatedListAsync({ project, filter }, { ...req, autoPaginate: false, otherArgs: { headers: { [FIELD_MASK]: AGGREGATED_LIST_FIELDS } } })) {
             for (const inst of list.instances ?? []) {
               this.#zoneOf.set(inst.name ?? '', scope.replace(/^zones\//, ''));
               found.push(inst);
@@ -710,8 +711,8 @@ export class GcpAdapter implements CloudAdapter {
     }
     return this.#api.call(
       `listing instances (${filter})`,
-      async (c, _id, gax) => {
-        const [items] = await c.instances.list({ project, zone, filter }, { ...gax, autoPaginate: true, otherArgs: { headers: { [FIELD_MASK]: LIST_FIELDS } } });
+      async (c, _id, req) => {
+        const [items] = await c.instances.list({ project, zone, filter }, { ...req, autoPaginate: true, otherArgs: { headers: { [FIELD_MASK]: LIST_FIELDS } } });
         return items;
       },
       { signal: ctx.signal },
@@ -766,7 +767,7 @@ export class GcpAdapter implements CloudAdapter {
   async #startDelete(ctx: AdapterContext, name: string): Promise<StartedDelete> {
     const zone = this.#zoneFor(name);
     try {
-      const res = await this.#api.call(`deleting instance ${name}`, (c, requestId, gax) => c.instances.delete({ project: this.#cfg.projectId, zone, instance: name, requestId }, gax), {
+      const res = await this.#api.call(`deleting instance ${name}`, (c, requestId, req) => c.instances.delete({ project: this.#cfg.projectId, zone, instance: name, requestId }, req), {
         signal: ctx.signal,
         mutating: true,
         // Already being deleted (e.g. by maxRunDuration): ask again until it is gone.
@@ -879,8 +880,8 @@ export class GcpAdapter implements CloudAdapter {
     const project = this.#cfg.networkProjectId;
     return this.#api.call(
       `listing firewall rules (${filter})`,
-      async (c, _id, gax) => {
-        const [items] = await c.firewalls.list({ project, filter }, { ...gax, autoPaginate: true });
+      async (c, _id, req) => {
+        const [items] = await c.firewalls.list({ project, filter }, { ...req, autoPaginate: true });
         return items;
       },
       { signal: ctx.signal },
@@ -894,7 +895,7 @@ export class GcpAdapter implements CloudAdapter {
     const deletions = await Promise.allSettled(
       rules.map(async (rule) => {
         try {
-          const res = await this.#api.call(`deleting firewall rule ${rule.name}`, (c, requestId, gax) => c.firewalls.delete({ project, firewall: rule.name!, requestId }, gax), {
+          const res = await this.#api.call(`deleting firewall rule ${rule.name}`, (c, requestId, req) => c.firewalls.delete({ project, firewall: rule.name!, requestId }, req), {
             signal: ctx.signal,
             mutating: true,
             retryAlso: (err) => gcpErrorInfo(err).reason === NOT_READY,
@@ -919,9 +920,9 @@ export class GcpAdapter implements CloudAdapter {
     const { projectId: project, zone } = this.#cfg;
     return this.#api.call(
       `reading the serial console of ${id}`,
-      async (c, _id, gax) => {
+      async (c, _id, req) => {
         // A negative start reads the most recent bytes.
-        const [out] = await c.instances.getSerialPortOutput({ project, zone, instance: id, port: 1, start: -65_536 }, { ...gax, timeout: 15_000 });
+        const [out] = await c.instances.getSerialPortOutput({ project, zone, instance: id, port: 1, start: -65_536 }, { ...req, timeout: 15_000 });
         return out.contents ?? '';
       },
       { signal: ctx.signal },

@@ -20,14 +20,11 @@ import { CREDENTIALS_FIX, findCredentials, type CredentialSource } from './crede
 import { retry, type RetryClock } from '../../src/cluster/retry';
 import type { GcpClientOptions, ResolvedConnection } from './options';
 import type { BatchAnswer, BatchCall } from './batch';
-import { ComputeRest, computeOrigin, RequestTimeoutError, type RequestAuth } from './rest';
+import { ComputeRest, computeOrigin, RequestTimeoutError, type RequestAuth, type RestCallOptions } from './rest';
 import type { ComputeOperation } from './types';
 
 export type { ComputeOperation };
 export { HttpError, RequestTimeoutError } from './rest';
-
-/** The REST client every call gets. */
-export type GcpClients = ComputeRest;
 
 /** What google-auth-library asks for: Compute's own scopes, as Google's client libraries request them. */
 export const COMPUTE_SCOPES: readonly string[] = Object.freeze(['https://www.googleapis.com/auth/compute', 'https://www.googleapis.com/auth/cloud-platform']);
@@ -186,12 +183,12 @@ export interface GcpApiOptions extends Pick<ResolvedConnection, 'clientOptions' 
  * What each call's requests get: the deadline, which aborts a request that outlives it, and for
  * reads the caller's signal (a mutating request is never cut off: see `CallOptions.mutating`).
  */
-export type GaxCallOptions = { timeout: number; signal?: AbortSignal };
+export type RequestOptions = Required<Pick<RestCallOptions, 'timeout'>> & Pick<RestCallOptions, 'signal'>;
 
 export class GcpApi {
   readonly #options: GcpApiOptions;
   readonly #limiter: Limiter;
-  #clients: Promise<GcpClients> | undefined;
+  #rest: Promise<ComputeRest> | undefined;
   #closed = false;
   #credentials: CredentialSource | undefined;
 
@@ -226,10 +223,10 @@ export class GcpApi {
   }
 
   /** The REST client, with credentials resolved on first use. */
-  clients(): Promise<GcpClients> {
-    if (this.#closed) return Promise.reject(new CloudApiError('gcp: the API clients are closed'));
-    this.#clients ??= this.#load();
-    return this.#clients;
+  rest(): Promise<ComputeRest> {
+    if (this.#closed) return Promise.reject(new CloudApiError('gcp: the API client is closed'));
+    this.#rest ??= this.#load();
+    return this.#rest;
   }
 
   /**
@@ -237,7 +234,7 @@ export class GcpApi {
    * makes from the key options or Application Default Credentials. Credentials are found locally
    * first (credentialSource()): with none, nothing is imported and nothing is dialled.
    */
-  async #load(): Promise<GcpClients> {
+  async #load(): Promise<ComputeRest> {
     const source = this.credentialSource();
     const o = this.#options.clientOptions;
     let auth: RequestAuth | undefined = o.authClient;
@@ -255,23 +252,23 @@ export class GcpApi {
   }
 
   /**
-   * One logical API call. `fn` gets the clients, a requestId (a UUID fixed for this call, the same
-   * on every retry: pass it to every mutating method) and gax call options.
+   * One logical API call. `fn` gets the REST client, a requestId (a UUID fixed for this call, the
+   * same on every retry: pass it to every mutating method) and the options for its requests.
    */
-  async call<T>(what: string, fn: (c: GcpClients, requestId: string, gax: GaxCallOptions) => Promise<T>, options: CallOptions = {}): Promise<T> {
+  async call<T>(what: string, fn: (c: ComputeRest, requestId: string, req: RequestOptions) => Promise<T>, options: CallOptions = {}): Promise<T> {
     const { signal } = options;
     if (signal?.aborted) throw abortReason(signal);
-    const clients = await raceAbort(this.clients(), signal).catch((err: unknown) => {
+    const rest = await raceAbort(this.rest(), signal).catch((err: unknown) => {
       // Outside preflight (cleanup, a call after a failed start) nobody adds the fix: say it here.
       if (CredentialsError.isInstance(err) && !err.message.includes(CREDENTIALS_FIX)) err.message = `${err.message}\n  fix: ${CREDENTIALS_FIX}`;
       throw err;
     });
     const requestId = randomUUID();
     const timeoutMs = options.timeoutMs ?? this.#options.requestTimeoutMs;
-    const gax: GaxCallOptions = { timeout: timeoutMs, ...(signal !== undefined && !options.mutating ? { signal } : {}) };
+    const req: RequestOptions = { timeout: timeoutMs, ...(signal !== undefined && !options.mutating ? { signal } : {}) };
     const attempt = async () => {
       if (signal?.aborted) throw abortReason(signal);
-      const request = this.#limiter.run(() => withDeadline(fn(clients, requestId, gax), timeoutMs, what));
+      const request = this.#limiter.run(() => withDeadline(fn(rest, requestId, req), timeoutMs, what));
       return options.mutating ? request : raceAbort(request, signal);
     };
     try {
@@ -313,7 +310,7 @@ export class GcpApi {
    * with its status, for the caller to redo on its own.
    */
   async batch(what: string, calls: readonly BatchCall[], options: CallOptions = {}): Promise<BatchAnswer[]> {
-    return this.call(what, (c, _id, gax) => c.batch(calls, gax), options);
+    return this.call(what, (c, _id, req) => c.batch(calls, req), options);
   }
 
   /**
@@ -337,11 +334,11 @@ export class GcpApi {
       try {
         current = await this.call(
           `waiting for ${what}`,
-          async (c, _id, gax) => {
+          async (c, _id, req) => {
             const [res] =
               'zone' in scope
-                ? await c.zoneOperations.wait({ project: scope.project, zone: scope.zone, operation: name }, gax)
-                : await c.globalOperations.wait({ project: scope.project, operation: name }, gax);
+                ? await c.zoneOperations.wait({ project: scope.project, zone: scope.zone, operation: name }, req)
+                : await c.globalOperations.wait({ project: scope.project, operation: name }, req);
             return res;
           },
           // Compute answers a wait within ~2 minutes; allow for that plus the network.

@@ -47,7 +47,7 @@ async function setup(
 }
 
 const getZone = (a: GcpApi, fake: FakeGcp, signal?: AbortSignal) =>
-  a.call('reading the zone', async (c, _id, gax) => (await c.networks.get({ project: fake.project, network: 'default' }, gax))[0], { signal });
+  a.call('reading the zone', async (c, _id, req) => (await c.networks.get({ project: fake.project, network: 'default' }, req))[0], { signal });
 
 describe('GcpApi request pipeline', () => {
   it('retries 403 rateLimitExceeded, 429 and 503, then succeeds', async () => {
@@ -83,7 +83,7 @@ describe('GcpApi request pipeline', () => {
   it('does not retry what a retry cannot fix; the CloudApiError names the call and keeps the reason', async () => {
     const { fake, api, retries } = await setup();
     const err = await api
-      .call('looking up network nope', async (c, _id, gax) => (await c.networks.get({ project: fake.project, network: 'nope' }, gax))[0])
+      .call('looking up network nope', async (c, _id, req) => (await c.networks.get({ project: fake.project, network: 'nope' }, req))[0])
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CloudApiError);
     const e = err as CloudApiError;
@@ -112,9 +112,9 @@ describe('GcpApi request pipeline', () => {
     // The first insert is processed, but its answer comes too late: the client retries.
     fake.faults.latency('compute.instances.insert', () => (n++ === 0 ? 700 : 0));
     const [first, second] = await Promise.all([
-      api.call('creating vm-a', (c, requestId, gax) => c.instances.insert({ project: fake.project, zone: ZONE, requestId, instanceResource: instanceBody('vm-a') }, gax), { mutating: true }),
+      api.call('creating vm-a', (c, requestId, req) => c.instances.insert({ project: fake.project, zone: ZONE, requestId, instanceResource: instanceBody('vm-a') }, req), { mutating: true }),
       new Promise((r) => setTimeout(r, 50)).then(() =>
-        api!.call('creating vm-b', (c, requestId, gax) => c.instances.insert({ project: fake.project, zone: ZONE, requestId, instanceResource: instanceBody('vm-b') }, gax), { mutating: true }),
+        api!.call('creating vm-b', (c, requestId, req) => c.instances.insert({ project: fake.project, zone: ZONE, requestId, instanceResource: instanceBody('vm-b') }, req), { mutating: true }),
       ),
     ]);
     const inserts = fake.server.calls('compute.instances.insert');
@@ -132,7 +132,7 @@ describe('GcpApi request pipeline', () => {
     expect(operationOf(second).name).not.toBe(op.name);
     await api.waitOperation('creating vm-a', op, { project: fake.project, zone: ZONE });
     for (const name of ['vm-a', 'vm-b']) {
-      const del = operationOf(await api.call(`deleting ${name}`, (c, requestId, gax) => c.instances.delete({ project: fake.project, zone: ZONE, instance: name, requestId }, gax), { mutating: true }));
+      const del = operationOf(await api.call(`deleting ${name}`, (c, requestId, req) => c.instances.delete({ project: fake.project, zone: ZONE, instance: name, requestId }, req), { mutating: true }));
       await api.waitOperation(`deleting ${name}`, del, { project: fake.project, zone: ZONE });
     }
     expect(fake.leaked()).toEqual({});
@@ -142,7 +142,7 @@ describe('GcpApi request pipeline', () => {
     const { fake, api } = await setup();
     fake.failOperations({ operationType: 'insert' });
     const op = operationOf(
-      await api.call('creating vm-x', (c, requestId, gax) => c.instances.insert({ project: fake.project, zone: ZONE, requestId, instanceResource: instanceBody('vm-x') }, gax), { mutating: true }),
+      await api.call('creating vm-x', (c, requestId, req) => c.instances.insert({ project: fake.project, zone: ZONE, requestId, instanceResource: instanceBody('vm-x') }, req), { mutating: true }),
     );
     const err = (await api.waitOperation('creating vm-x', op, { project: fake.project, zone: ZONE }).catch((e: unknown) => e)) as CloudApiError;
     expect(err).toBeInstanceOf(CloudApiError);
@@ -154,12 +154,12 @@ describe('GcpApi request pipeline', () => {
   it('operation waits are bounded', async () => {
     // Staging takes longer than the operation deadline: the wait gives up, saying what it saw.
     const { fake, api } = await setup({ operationTimeoutMs: 400 }, { lifecycleMs: { provisioningMs: 100, stagingMs: 5_000 } });
-    const op = operationOf(await api.call('creating slow', (c, requestId, gax) => c.instances.insert({ project: fake.project, zone: ZONE, requestId, instanceResource: instanceBody('slow') }, gax), { mutating: true }));
+    const op = operationOf(await api.call('creating slow', (c, requestId, req) => c.instances.insert({ project: fake.project, zone: ZONE, requestId, instanceResource: instanceBody('slow') }, req), { mutating: true }));
     const t = Date.now();
     const err = (await api.waitOperation('creating slow', op, { project: fake.project, zone: ZONE }).catch((e: unknown) => e)) as CloudApiError;
     expect(err.message).toMatch(/operation operation-\S+ not done after 400 ms \(last status (PENDING|RUNNING)\)/);
     expect(Date.now() - t).toBeLessThan(3_000);
-    const del = operationOf(await api.call('deleting slow', (c, requestId, gax) => c.instances.delete({ project: fake.project, zone: ZONE, instance: 'slow', requestId }, gax), { mutating: true }));
+    const del = operationOf(await api.call('deleting slow', (c, requestId, req) => c.instances.delete({ project: fake.project, zone: ZONE, instance: 'slow', requestId }, req), { mutating: true }));
     await api.waitOperation('deleting slow', del, { project: fake.project, zone: ZONE });
   });
 
@@ -170,11 +170,11 @@ describe('GcpApi request pipeline', () => {
     let peak = 0;
     await Promise.all(
       Array.from({ length: 10 }, () =>
-        api.call('reading', async (c, _id, gax) => {
+        api.call('reading', async (c, _id, req) => {
           inFlight++;
           peak = Math.max(peak, inFlight);
           try {
-            return await c.networks.get({ project: fake.project, network: 'default' }, gax);
+            return await c.networks.get({ project: fake.project, network: 'default' }, req);
           } finally {
             inFlight--;
           }

@@ -219,7 +219,7 @@ describe('through the pipeline (GcpApi)', () => {
     fake = await startFake();
     const api = pipeline(fake);
     const err = await api
-      .call('looking up network nope', async (c, _id, gax) => (await c.networks.get({ project: fake!.project, network: 'nope' }, gax))[0])
+      .call('looking up network nope', async (c, _id, req) => (await c.networks.get({ project: fake!.project, network: 'nope' }, req))[0])
       .catch((e: unknown) => e);
     expect(CloudApiError.isInstance(err)).toBe(true);
     expect((err as CloudApiError).details).toMatchObject({ status: 404, reason: 'notFound', call: 'looking up network nope' });
@@ -231,13 +231,13 @@ describe('through the pipeline (GcpApi)', () => {
     fake = await startFake();
     const api = pipeline(fake);
     fake.faults.fail('compute.instances.insert', { status: 503, code: 'backendError' }, { times: 1 });
-    const res = await api.call('creating r-1', (c, requestId, gax) => c.instances.insert({ project: fake!.project, zone: ZONE, requestId, instanceResource: instanceBody('r-1') }, gax), { mutating: true });
+    const res = await api.call('creating r-1', (c, requestId, req) => c.instances.insert({ project: fake!.project, zone: ZONE, requestId, instanceResource: instanceBody('r-1') }, req), { mutating: true });
     const calls = fake.server.calls('compute.instances.insert');
     expect(calls.map((c) => c.status)).toEqual([503, 200]);
     expect(calls[0]!.params.requestId).toMatch(/^[0-9a-f-]{36}$/);
     expect(calls[1]!.params.requestId).toBe(calls[0]!.params.requestId);
     await api.waitOperation('creating r-1', operationOf(res), { project: fake.project, zone: ZONE });
-    const del = await api.call('deleting r-1', (c, requestId, gax) => c.instances.delete({ project: fake!.project, zone: ZONE, instance: 'r-1', requestId }, gax), { mutating: true });
+    const del = await api.call('deleting r-1', (c, requestId, req) => c.instances.delete({ project: fake!.project, zone: ZONE, instance: 'r-1', requestId }, req), { mutating: true });
     await api.waitOperation('deleting r-1', operationOf(del), { project: fake.project, zone: ZONE });
     expect(fake.leaked()).toEqual({});
     await api.close();
@@ -261,7 +261,7 @@ describe('through the pipeline (GcpApi)', () => {
     expect(JSON.stringify(api)).toBe(`{"endpoint":"http://127.0.0.1:${fake.clientOptions().port}","closed":false}`);
     await api.close();
     await api.close();
-    await expect(api.clients()).rejects.toThrow(/closed/);
+    await expect(api.rest()).rejects.toThrow(/closed/);
   });
 });
 
