@@ -200,7 +200,6 @@ export class DoApi {
   readonly #clock: RetryClock | undefined;
   readonly #random: (() => number) | undefined;
   #client: DotsClient | undefined;
-  #loading: Promise<DotsClient> | undefined;
   readonly #limiter: Limiter;
 
   constructor(options: DoApiOptions) {
@@ -232,27 +231,27 @@ export class DoApi {
 
   /** The dots-wrapper client, loaded on first use so `import 'dask-cloud'` never pays for it. */
   async client(): Promise<DotsClient> {
-    if (this.#client) return this.#client;
-    this.#loading ??= Promise.resolve().then(() => {
-      const dots = loadCloudSdk<typeof DotsModule>('digitalocean');
-      const { common } = dots.modules;
-      // The client dots-wrapper would make, except for its transport: axios sends through
-      // follow-redirects unless redirects are off, and follow-redirects logs every request's
-      // options (the Authorization header with the token) to its `debug` namespace, so `DEBUG=*`
-      // would print the token. With `maxRedirects: 0` axios uses Node's own http(s) module, which
-      // logs nothing; the DigitalOcean API answers our calls without redirects.
-      const create = common.createApiClient({
-        modules: dots.modules,
-        createContext: (input) => {
-          const context = common.createContext(input);
-          context.httpClient.defaults.maxRedirects = 0;
-          return context;
-        },
-      });
-      this.#client = create({ token: this.#token as string, endpoint: this.endpoint, requestTimeoutInMs: this.#requestTimeoutMs });
-      return this.#client;
+    this.#client ??= this.#createClient();
+    return this.#client;
+  }
+
+  #createClient(): DotsClient {
+    const dots = loadCloudSdk<typeof DotsModule>('digitalocean');
+    const { common } = dots.modules;
+    // The client dots-wrapper would make, except for its transport: axios sends through
+    // follow-redirects unless redirects are off, and follow-redirects logs every request's
+    // options (the Authorization header with the token) to its `debug` namespace, so `DEBUG=*`
+    // would print the token. With `maxRedirects: 0` axios uses Node's own http(s) module, which
+    // logs nothing; the DigitalOcean API answers our calls without redirects.
+    const create = common.createApiClient({
+      modules: dots.modules,
+      createContext: (input) => {
+        const context = common.createContext(input);
+        context.httpClient.defaults.maxRedirects = 0;
+        return context;
+      },
     });
-    return this.#loading;
+    return create({ token: this.#token as string, endpoint: this.endpoint, requestTimeoutInMs: this.#requestTimeoutMs });
   }
 
   /** One dots-wrapper call through the pipeline; resolves to the answer's body. */
