@@ -135,6 +135,31 @@ describe('FakeEc2 boot hook', () => {
     await expect(s.client.send(new DeleteSecurityGroupCommand({ GroupId: s.sg }))).rejects.toMatchObject({ name: 'DependencyViolation' });
   });
 
+  it('GetConsoleOutput with Latest shows the last console of a VM on its way down, not the buffer still being posted', async () => {
+    const t = await cluster({ behaviour: 'terminate' });
+    const id = (await t.run('w', '#cloud-config\n')).Instances?.[0].InstanceId as string;
+    await t.clock.advance(1_000);
+    await settle();
+    const vm = t.booter.vms.get(id)!;
+    vm.console += 'dask-cloud: bootstrap failed (exit 1)\ndask-cloud: powering off (autoShutdown)\n';
+    // The guest powers off while reading its console is slow: the post of shutting-down waits.
+    let release!: () => void;
+    vm.consoleGate = new Promise((r) => (release = r));
+    vm.powerOff();
+    await settle();
+    expect(t.fake.instance(id)?.state).toBe('shutting-down');
+    const latest = t.client.send(new GetConsoleOutputCommand({ InstanceId: id, Latest: true }));
+    await settle();
+    release();
+    expect(Buffer.from(((await latest).Output ?? '') as string, 'base64').toString('utf8')).toBe(vm.console);
+    // Terminated, its VM stopped: still the last console.
+    await t.clock.advance(500);
+    await settle();
+    expect(t.fake.instance(id)?.state).toBe('terminated');
+    const after = await t.client.send(new GetConsoleOutputCommand({ InstanceId: id, Latest: true }));
+    expect(Buffer.from(after.Output as string, 'base64').toString('utf8')).toBe(vm.console);
+  });
+
   it('leaves nothing behind after a full teardown, and stop() stops every VM', async () => {
     const { clock, booter, fake, client, sg, run } = await cluster();
     const ids = [(await run('a', 'x')).Instances?.[0].InstanceId as string, (await run('b', 'y')).Instances?.[0].InstanceId as string];

@@ -1167,7 +1167,9 @@ export class FakeEc2 implements AsyncDisposable {
   /**
    * Without `Latest`: the buffer posted at the last state transition (API reference,
    * GetConsoleOutput: "buffered information that was posted shortly after an instance transition
-   * state"). With `Latest`: the live console, on Nitro types only; other types are refused.
+   * state"). With `Latest`: the live console, on Nitro types only; other types are refused. "At
+   * any time during the instance lifecycle": a VM on its way down (shutting-down, stopping) or
+   * gone still shows what it printed last, not the buffer being posted.
    */
   private async getConsoleOutput(n: { InstanceId: string; Latest?: boolean }): Promise<XmlChild> {
     const [inst] = this.instancesById([n.InstanceId]);
@@ -1177,7 +1179,7 @@ export class FakeEc2 implements AsyncDisposable {
       if (INSTANCE_TYPES[inst.instanceType]?.hypervisor !== 'nitro') {
         throw new FakeApiError(400, 'UnsupportedOperation', `The instance type ${inst.instanceType} does not support retrieving the latest console output.`);
       }
-      if (rt?.vm && !rt.stopRequested) output = await rt.vm.consoleOutput();
+      if (rt?.vm) output = await rt.vm.consoleOutput();
       else if (!this.booter && inst.runningSince !== undefined && inst.state === 'running') output = this.cannedConsole(inst);
     }
     return [fields({ instanceId: inst.instanceId, timestamp: isoTime(this.clock.now()) }), output ? el('output', Buffer.from(output, 'utf8').toString('base64')) : undefined];

@@ -60,7 +60,11 @@ export class RecordedVm implements BootedVm {
     this.console = `[    0.000000] booting ${request.id}\ncloud-init: user-data ${request.userData.length} bytes\n`;
   }
 
+  /** While set, console reads wait for it (a slow read of the guest's console). */
+  consoleGate: Promise<void> | undefined;
+
   async consoleOutput(): Promise<string> {
+    await this.consoleGate;
     return this.console;
   }
 
