@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto';
 import type * as Ec2Sdk from '@aws-sdk/client-ec2';
 import { realClock, retry } from '../../src/cluster/retry';
 import { Budget } from '../../src/cluster/limiter';
-import { cloudDate, LABELS, type AdapterContext, type CloudAdapter, type ClusterListing, type Instance, type InstanceRequest, type NetworkPlan, type NetworkSetup } from '../../src/cluster/vm';
+import { cleanupCommand, cloudDate, LABELS, type AdapterContext, type CloudAdapter, type ClusterListing, type Instance, type InstanceRequest, type NetworkPlan, type NetworkSetup } from '../../src/cluster/vm';
 import type { MemberRole } from '../../src/cluster/backend';
 import { USER_DATA_LIMITS } from '../../src/cloud-init';
 import type { PreflightReport } from '../../src/cluster/preflight';
@@ -622,16 +622,17 @@ export class Ec2Adapter implements CloudAdapter {
    * TerminateInstances, AuthorizeSecurityGroupIngress and DeleteSecurityGroup act on resources
    * that exist only later, so they cannot be tried ahead: the README lists them. The actions
    * refused go to `denied`. All at once: each is one round trip, and none needs another's answer.
-   * (An endpoint that ignored DryRun would carry them out; what it made carries the cluster's
-   * tags, so `dask-cloud cleanup` finds it.)
+   * An endpoint that ignores DryRun (some EC2-compatible ones) carries them out: what they made
+   * is deleted here, before the check fails, since a failed preflight has nothing to roll back.
    */
   async #dryRuns(ctx: AdapterContext, plan: NetworkPlan, denied: Set<string>): Promise<string[]> {
     const tried = new Map<string, boolean>();
+    const made = { instances: [] as string[], groups: [] as string[] };
     const dryRun = async <K extends Ec2Operation>(operation: K, input: Ec2Operations[K][0], what: string): Promise<void> => {
       tried.set(what, false);
+      let out: Ec2Operations[K][1];
       try {
-        await this.api.call(ctx, operation, { ...input, DryRun: true } as Ec2Operations[K][0]);
-        throw new PreflightError(`ec2: a DryRun ${operation} was carried out: the endpoint ignores DryRun`);
+        out = await this.api.call(ctx, operation, { ...input, DryRun: true } as Ec2Operations[K][0]);
       } catch (err) {
         const code = ec2ErrorCode(err);
         if (code === 'DryRunOperation') {
@@ -642,7 +643,11 @@ export class Ec2Adapter implements CloudAdapter {
         // The refusal names the action that is missing (ec2:RunInstances, ec2:CreateTags, iam:PassRole).
         const action = /perform: ([a-z0-9-]+:[A-Za-z0-9]+)/.exec((err as Error).message)?.[1] ?? `ec2:${operation}`;
         denied.add(action);
+        return;
       }
+      const result = out as { Instances?: { InstanceId?: string }[]; GroupId?: string };
+      for (const i of result.Instances ?? []) if (i.InstanceId) made.instances.push(i.InstanceId);
+      if (result.GroupId) made.groups.push(result.GroupId);
     };
     const net = this.#network;
     if (net) {
@@ -665,11 +670,42 @@ export class Ec2Adapter implements CloudAdapter {
       }
       // Every one settles before the first failure is thrown: none is left in flight.
       const settled = await Promise.allSettled(runs);
+      if (made.instances.length + made.groups.length > 0) await this.#undoDryRuns(ctx, plan.clusterId, made);
       const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed) throw failed.reason;
     }
     // In the order they were asked for, whatever order they were answered in.
     return [...tried].filter(([, allowed]) => allowed).map(([what]) => what);
+  }
+
+  /**
+   * DryRuns that were carried out: their instances are terminated and their group deleted (it
+   * holds no instance: a DryRun launch names no group of ours), then the check fails. What could
+   * not be deleted is named, with the cleanup command (it carries the cluster's tags).
+   */
+  async #undoDryRuns(ctx: AdapterContext, clusterId: string, made: { instances: string[]; groups: string[] }): Promise<never> {
+    const now = Date.now();
+    for (const id of made.instances) this.#createdAt.set(id, now); // just made: "not found" means not visible yet
+    const what = [...made.instances, ...made.groups];
+    const undo = await Promise.allSettled([
+      made.instances.length > 0 ? this.deleteInstances(ctx, made.instances) : undefined,
+      ...made.groups.map((id) => this.api.call(ctx, 'DeleteSecurityGroup', { GroupId: id })),
+    ]);
+    const left = undo.flatMap((r, i) => (r.status === 'fulfilled' ? [] : i === 0 ? made.instances : [made.groups[i - 1] as string]));
+    const failure = undo.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    const cleanup = cleanupCommand(this.kind, this.cleanupFlags(), clusterId);
+    throw new PreflightError(
+      `ec2: the endpoint ignores DryRun: the permission checks launched or created ${what.join(', ')}` +
+        (left.length === 0 ? '; they have been deleted' : `; ${left.join(', ')} could not be deleted (${(failure?.reason as Error | undefined)?.message ?? String(failure?.reason)}): delete them with ${cleanup}`),
+      {
+        details: {
+          provider: 'ec2',
+          made: what,
+          ...(left.length > 0 ? { leftovers: left, cleanupCommand: cleanup } : {}),
+          fix: 'use an EC2 endpoint that answers DryRun requests without carrying them out (EC2 itself does): dask-cloud checks permissions with them before it creates anything',
+        },
+      },
+    );
   }
 
   /** The DryRuns' verdict, with the reads refused before it (NAT and quota included). */

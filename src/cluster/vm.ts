@@ -438,6 +438,11 @@ function chunks<T>(items: T[], size: number): T[][] {
 
 const TAIL_LINES = 40;
 
+/** The CLI command that deletes what is left of a cluster (`flags`: the adapter's `cleanupFlags`). */
+export function cleanupCommand(kind: string, flags: string[], clusterId: string): string {
+  return ['dask-cloud cleanup --provider', kind, ...flags, '--cluster', clusterId].join(' ');
+}
+
 /**
  * The last {@link TAIL_LINES} lines of a console, and before them a failed bootstrap's report
  * when the tail no longer holds it: a VM that powers off prints its shutdown messages after it.
@@ -965,7 +970,7 @@ export class VMBackend implements ClusterBackend {
   }
 
   cleanupCommand(clusterId: string): string {
-    return ['dask-cloud cleanup --provider', this.kind, ...(this.#adapter.cleanupFlags?.() ?? []), '--cluster', clusterId].join(' ');
+    return cleanupCommand(this.kind, this.#adapter.cleanupFlags?.() ?? [], clusterId);
   }
 
   async diagnostics(member: Member): Promise<string> {

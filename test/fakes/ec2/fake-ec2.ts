@@ -188,6 +188,7 @@ export class FakeEc2 implements AsyncDisposable {
   private readonly denied = new Set<string>();
   /** Every request fails with AuthFailure (unknown or revoked access key). */
   private credentialsRefused = false;
+  private dryRunIgnored = false;
   /** Instances launched from now on that fail instead of running, oldest first. */
   private readonly launchFailures: LaunchFailure[] = [];
   readonly defaultVpc: Ec2Vpc;
@@ -412,6 +413,19 @@ export class FakeEc2 implements AsyncDisposable {
     for (const op of operations) this.denied.add(op);
   }
 
+  /** Undoes {@link deny} for these operations. */
+  allow(...operations: string[]): void {
+    for (const op of operations) this.denied.delete(op);
+  }
+
+  /**
+   * A fault, not EC2's rule: from now on DryRun requests are carried out like any other, as an
+   * EC2-compatible endpoint that does not implement DryRun would (`false` undoes it).
+   */
+  ignoreDryRun(ignored = true): void {
+    this.dryRunIgnored = ignored;
+  }
+
   /** Every request answers AuthFailure from now on (`false` undoes it). */
   refuseCredentials(refused = true): void {
     this.credentialsRefused = refused;
@@ -488,7 +502,7 @@ export class FakeEc2 implements AsyncDisposable {
         if (this.denied.has(action)) {
           throw new FakeApiError(403, 'UnauthorizedOperation', `You are not authorized to perform this operation. User: arn:aws:iam::${this.accountId}:user/dask is not authorized to perform: ec2:${action}`);
         }
-        if (input.DryRun === true) throw new FakeApiError(412, 'DryRunOperation', 'Request would have succeeded, but DryRun flag is set.');
+        if (input.DryRun === true && !this.dryRunIgnored) throw new FakeApiError(412, 'DryRunOperation', 'Request would have succeeded, but DryRun flag is set.');
         return xmlResponse(action, req.id, await fn(input, req));
       });
     };

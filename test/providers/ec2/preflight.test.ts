@@ -10,7 +10,7 @@ import { DaskCloudError } from '../../../src/errors';
 import type { CheckId } from '../../../src/cluster/preflight';
 import { checkFakesAndClose } from '../../helpers/fakes';
 import { imageIdFor, type FakeEc2 } from '../../fakes/ec2';
-import { fakeOptions, startFake } from './helpers';
+import { eventually, fakeOptions, startFake } from './helpers';
 
 /** Loopback slot of this file: see helpers.ts. */
 const SLOT = 5;
@@ -149,6 +149,53 @@ describe('EC2 preflight', () => {
     expect(creds.message).toBe('from the environment (AWS_ACCESS_KEY_ID), accepted by EC2');
     expect(JSON.stringify(report.toJSON())).not.toContain('env-secret-value');
     expect(JSON.stringify(report.toJSON())).not.toContain('AKIDFROMENV');
+  });
+
+  it('an endpoint that ignores DryRun: the checks’ launches and group are deleted, the permissions check fails, start() leaves nothing', async () => {
+    const f = await fake();
+    f.ignoreDryRun();
+    const report = await cluster(f, { nWorkers: 2 }).preflight();
+    const permissions = report.checks.find((x) => x.id === 'permissions')!;
+    expect(permissions.status, report.format()).toBe('fail');
+    // What the DryRuns made, named and deleted: two launches (one per role) and one group.
+    const made = f.instances().map((i) => i.instanceId);
+    const groups = f.server.calls('CreateSecurityGroup').length;
+    expect(made).toHaveLength(2);
+    expect(groups).toBe(1);
+    expect(permissions.message).toMatch(/^ec2: the endpoint ignores DryRun: the permission checks launched or created (i-[0-9a-f]+, ){2}sg-[0-9a-f]+; they have been deleted$/);
+    for (const id of made) expect(permissions.message).toContain(id);
+    expect(permissions.fix).toMatch(/answers DryRun requests without carrying them out/);
+    expect(f.instances().every((i) => i.state === 'shutting-down' || i.state === 'terminated')).toBe(true);
+    expect(f.securityGroups().map((g) => g.groupName)).toEqual(['default']);
+
+    // start(): the same failure, and once the launches are terminated nothing is left.
+    const c = cluster(f, { nWorkers: 2 });
+    const err = (await c.start().catch((e: unknown) => e)) as DaskCloudError;
+    expect(DaskCloudError.isInstance(err), String(err)).toBe(true);
+    expect(err.code).toBe('E_PREFLIGHT');
+    expect(err.message).toContain('the endpoint ignores DryRun');
+    await eventually(() => f.instances().every((i) => i.state === 'terminated'), 'the launches to terminate', 10_000);
+    expect(Object.values(f.leaked()).flat()).toEqual([]);
+  });
+
+  it('an endpoint that ignores DryRun, and the launches cannot be terminated: they are named with the cleanup command that deletes them', async () => {
+    const f = await fake();
+    f.ignoreDryRun();
+    f.deny('TerminateInstances');
+    const report = await cluster(f, { nWorkers: 1 }).preflight();
+    const permissions = report.checks.find((x) => x.id === 'permissions')!;
+    expect(permissions.status, report.format()).toBe('fail');
+    const made = f.instances().map((i) => i.instanceId).sort();
+    expect(made).toHaveLength(2);
+    expect(permissions.error!.details.leftovers).toEqual(expect.arrayContaining(made));
+    expect((permissions.error!.details.leftovers as string[]).some((x) => x.startsWith('sg-'))).toBe(false); // the group was deleted
+    expect(permissions.message).toMatch(/; i-[0-9a-f]+, i-[0-9a-f]+ could not be deleted \(ec2 TerminateInstances failed: UnauthorizedOperation: .*\): delete them with dask-cloud cleanup --provider ec2 --region eu-west-1 --cluster dask-[0-9a-f]+$/);
+    // The launches carry the cluster's tags: the cleanup the message names finds and deletes them.
+    f.allow('TerminateInstances');
+    const clusterId = /--cluster (dask-[0-9a-f]+)$/.exec(permissions.message)![1]!;
+    await EC2Cluster.cleanup({ ...fakeOptions(f), clusterIds: [clusterId] });
+    await eventually(() => f.instances().every((i) => i.state === 'terminated'), 'the launches to terminate', 10_000);
+    expect(Object.values(f.leaked()).flat()).toEqual([]);
   });
 });
 
