@@ -26,24 +26,33 @@ export interface Owner {
   startTime: string;
 }
 
-export function processStartTime(pid: number): string | null {
+/** Fields of /proc/PID/stat after the command: `[0]` the state (field 3), `[19]` the start time (field 22). */
+function procStat(pid: number): string[] | null {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     // comm (field 2) may contain spaces: fields after the last ')' are fixed.
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return rest[19] ?? null; // field 22 overall = index 19 after state (field 3)
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   } catch {
     return null;
   }
+}
+
+export function processStartTime(pid: number): string | null {
+  return procStat(pid)?.[19] ?? null;
 }
 
 export function currentOwner(): Owner {
   return { pid: process.pid, startTime: processStartTime(process.pid) ?? '' };
 }
 
+/**
+ * The owner still runs: its PID has the recorded start time (not reused) and is not a zombie or
+ * dead task (state Z or X: exited, only its parent has not reaped it yet).
+ */
 export function ownerAlive(owner: Owner | null): boolean {
   if (!owner) return false;
-  return processStartTime(owner.pid) === owner.startTime;
+  const stat = procStat(owner.pid);
+  return stat !== null && stat[19] === owner.startTime && stat[0] !== 'Z' && stat[0] !== 'X';
 }
 
 export function readOwner(file: string): Owner | null {
