@@ -188,7 +188,8 @@ export function minimumCalls(cloud: CloudName, n: number): { start: Record<strin
         close: { TerminateInstances: Math.ceil((n + 1) / 1000), DescribeInstances: 1, DeleteSecurityGroup: 1 },
         notes:
           'EC2: AMI, default VPC and subnet look-ups; one security group with all its rules in one Authorize call; RunInstances for the scheduler and ' +
-          'one per 999 workers (MinCount/MaxCount; the launch bucket holds 1,000 instances); one DescribeInstances for the scheduler\'s public IP ' +
+          'one per 999 workers (MinCount/MaxCount; the launch bucket holds 1,000 instances; dask-cloud sends 250 a call, all in flight at once, ' +
+          'so 1,000 workers take 4 calls instead of 2, made at once); one DescribeInstances for the scheduler\'s public IP ' +
           '(the private one is in the RunInstances answer). Scale: one TerminateInstances / one RunInstances (after a drained launch bucket it must wait for 2/s). ' +
           'Close: TerminateInstances per 1,000 ids, one DescribeInstances to see them gone, DeleteSecurityGroup.',
       };
