@@ -55,7 +55,7 @@ class StartState {
     if (e.type === 'phase-start') this.started.set(e.phase, e.at);
     if (e.type === 'phase-end') this.ended.set(e.phase, e.durationMs);
     if (e.type === 'member-launched' && e.role === 'worker') this.launched++;
-    if (e.type === 'workers-ready') this.registered = e.count;
+    if (e.type === 'workers-ready' || e.type === 'workers-registered') this.registered = e.count;
   }
 
   /** `2 / 3 workers registered (3 launched)`. */
@@ -75,6 +75,7 @@ export function plainLine(e: ClusterEvent, state: { workers(): string }): string
     case 'member-launched':
       return `  launched ${e.role} ${e.name}`;
     case 'workers-ready':
+    case 'workers-registered':
       return `  workers: ${state.workers()}`;
     case 'pacing':
       return `  pacing ${e.operation}: ${e.message}`;
@@ -92,15 +93,51 @@ export function plainLine(e: ClusterEvent, state: { workers(): string }): string
   }
 }
 
-/** Plain lines on `out`. */
+/** At most one plain line of workers registered so far per this many ms (`workers-ready` gives the final count). */
+export const REGISTERED_LINE_MS = 5_000;
+
+/**
+ * One line for workers launched together: `launched worker a`, `launched 3 workers: a, b, c`,
+ * `launched 250 workers: a … z` (the core reports a create call's members one after another).
+ */
+export function launchedLine(names: string[]): string {
+  if (names.length === 1) return `  launched worker ${names[0]}`;
+  const shown = names.length <= 3 ? names.join(', ') : `${names[0]} … ${names[names.length - 1]}`;
+  return `  launched ${names.length} workers: ${shown}`;
+}
+
+/**
+ * Plain lines on `out`. Workers launched by one create come as one line; workers registered so
+ * far, at most once every {@link REGISTERED_LINE_MS}: a log of a thousand workers stays readable.
+ */
 class PlainProgress implements Progress {
   readonly #state = new StartState();
+  /** Workers launched whose line is not written yet: written with the next event, or after this tick. */
+  #launched: string[] = [];
+  #registeredLineAt = -Infinity;
   constructor(private readonly out: NodeJS.WritableStream) {}
 
   event(e: ClusterEvent): void {
     this.#state.take(e);
+    if (e.type === 'member-launched' && e.role === 'worker') {
+      if (this.#launched.push(e.name) === 1) queueMicrotask(() => this.#flushLaunched());
+      return;
+    }
+    this.#flushLaunched();
+    if (e.type === 'workers-registered') {
+      // All of them: the `workers-ready` line that follows says so.
+      if (e.count >= e.wanted || e.at - this.#registeredLineAt < REGISTERED_LINE_MS) return;
+      this.#registeredLineAt = e.at;
+    }
     const line = plainLine(e, this.#state);
     if (line !== undefined) this.out.write(`${line}\n`);
+  }
+
+  #flushLaunched(): void {
+    if (this.#launched.length === 0) return;
+    const names = this.#launched;
+    this.#launched = [];
+    this.out.write(`${launchedLine(names)}\n`);
   }
 
   asked(n: number | undefined): void {

@@ -974,6 +974,7 @@ export class Cluster implements AsyncDisposable {
         intervalMs: this.backend.readinessPollMs,
         // A dropped connection is not a dead scheduler: a new one tells which it is.
         reconnect: () => this.connect({ signal: options.signal }),
+        onCount: (count) => this.emit({ type: 'workers-registered', clusterId: this.id, count, wanted: n, at: Date.now() }),
       });
       this.#registered = workers.length;
       this.emit({ type: 'workers-ready', clusterId: this.id, count: workers.length, at: Date.now() });

@@ -11,6 +11,11 @@ export type ClusterEvent =
   /** A member died on its own after start (a process exited, a VM was preempted). */
   | { type: 'member-failed'; clusterId: string; role: 'scheduler' | 'worker'; memberId: string; name: string; message: string; at: number }
   | { type: 'scheduler-ready'; clusterId: string; address: string; at: number }
+  /**
+   * While `start()` or `waitForWorkers(wanted)` waits: the workers registered with the scheduler
+   * so far, at the first look and whenever the count changes (at most once a poll).
+   */
+  | { type: 'workers-registered'; clusterId: string; count: number; wanted: number; at: number }
   | { type: 'workers-ready'; clusterId: string; count: number; at: number }
   | { type: 'workers-retired'; clusterId: string; retired: string[]; notRetired: string[]; at: number }
   /**

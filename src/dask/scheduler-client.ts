@@ -426,6 +426,8 @@ export interface WaitForWorkersOptions {
    * it opens are closed before the wait returns; the one passed in stays the caller's.
    */
   reconnect?: () => Promise<SchedulerClient>;
+  /** Called with the number of workers counted, at the first poll and whenever it changes. */
+  onCount?: (count: number) => void;
 }
 
 /** Reconnections in a row (no successful poll between them) before a dropped connection ends the wait. */
@@ -451,6 +453,7 @@ export async function waitForWorkers(
   let seen: WorkerIdentity[] = [];
   let current = client;
   let drops = 0;
+  let reported: number | undefined;
   try {
     for (;;) {
       if (signal?.aborted) throw abortedError(client.address, 'waiting for workers of', signal);
@@ -474,6 +477,10 @@ export async function waitForWorkers(
       }
       seen = all;
       const counted = options.requireRunning ? all.filter((w) => w.status === 'running') : all;
+      if (counted.length !== reported) {
+        reported = counted.length;
+        options.onCount?.(reported);
+      }
       if (counted.length >= n) return counted;
       const pause = Math.min(interval, deadline - Date.now());
       if (pause <= 0) break;

@@ -15,7 +15,7 @@ import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { ClusterEvent } from '../../src/cluster/events';
-import { createProgress, isLiveTerminal, LiveProgress, plainLine, START_PHASES } from '../../src/cli/progress';
+import { createProgress, isLiveTerminal, launchedLine, LiveProgress, plainLine, REGISTERED_LINE_MS, START_PHASES } from '../../src/cli/progress';
 import { eventually } from '../helpers/eventually';
 import { have, realDask } from '../helpers/prereq';
 import { spawnTsx, type SpawnedScript } from '../helpers/spawn';
@@ -78,6 +78,43 @@ describe('the progress display', () => {
     expect(plainLine(launched('worker', 1), state)).toBe(`  launched worker ${id}-worker-1`);
   });
 
+  it('plain lines of a thousand workers: one line per create of workers, workers registered at most once every 5 s', async () => {
+    const out = new FakeTerminal();
+    const progress = createProgress({ json: false, stderr: Object.assign(out, { isTTY: false }) as never, stdout: new FakeTerminal() as never, env: {} });
+    progress.asked(1000);
+    progress.event(launched('scheduler'));
+    for (let i = 0; i < 250; i++) progress.event(launched('worker', i));
+    await Promise.resolve(); // the core reports a create's members one after another, in one go
+    for (let i = 250; i < 1000; i++) progress.event(launched('worker', i));
+    progress.event(phase('phase-start', 'ready'));
+    const t0 = Date.now();
+    const registered = (count: number, after: number): ClusterEvent => ({ type: 'workers-registered', clusterId: id, count, wanted: 1000, at: t0 + after });
+    progress.event(registered(0, 0));
+    progress.event(registered(100, 500));
+    progress.event(registered(400, REGISTERED_LINE_MS - 1));
+    progress.event(registered(700, REGISTERED_LINE_MS));
+    progress.event(registered(1000, REGISTERED_LINE_MS + 500)); // all: the workers-ready line says it
+    progress.event({ type: 'workers-ready', clusterId: id, count: 1000, at: t0 + REGISTERED_LINE_MS + 500 });
+    expect(out.text.split('\n')).toEqual([
+      `  launched scheduler ${id}-scheduler`,
+      `  launched 250 workers: ${id}-worker-0 … ${id}-worker-249`,
+      `  launched 750 workers: ${id}-worker-250 … ${id}-worker-999`,
+      '  ready ...',
+      '  workers: 0 / 1000 workers registered',
+      '  workers: 700 / 1000 workers registered',
+      '  workers: 1000 / 1000 workers registered',
+      '',
+    ]);
+    expect(launchedLine([`${id}-worker-0`])).toBe(`  launched worker ${id}-worker-0`);
+    expect(launchedLine(['a', 'b', 'c'])).toBe('  launched 3 workers: a, b, c');
+    // A launch line is not held back past the tick it came in.
+    const late = new FakeTerminal();
+    const alone = createProgress({ json: true, stderr: late as never, stdout: new FakeTerminal() as never, env: {} });
+    alone.event(launched('worker', 7));
+    await Promise.resolve();
+    expect(late.text).toBe(`  launched worker ${id}-worker-7\n`);
+  });
+
   it('chooses the live list only for a terminal with a width, outside CI, without --json', async () => {
     const tty = { isTTY: true, columns: 80 };
     expect(isLiveTerminal(tty, {})).toBe(true);
@@ -116,6 +153,8 @@ describe('the progress display', () => {
     progress.event(launched('worker', 1));
     progress.event(phase('phase-start', 'ready'));
     await eventually(() => term.plain().includes('0 / 2 workers registered'), 'workers registered / asked while they register');
+    progress.event({ type: 'workers-registered', clusterId: id, count: 1, wanted: 2, at: at() });
+    await eventually(() => term.plain().includes('1 / 2 workers registered'), 'the count so far, redrawn');
     progress.event({ type: 'workers-ready', clusterId: id, count: 2, at: at() });
     progress.event(phase('phase-end', 'ready', 4200));
     progress.event(phase('phase-start', 'versions'));

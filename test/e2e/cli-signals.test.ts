@@ -57,7 +57,8 @@ afterAll(stopTargets);
 
 /** Progress lines of a local start: each is a step. */
 const LOCAL_STEPS = /^ {2}(\w+ done \(|launched )/;
-const WORKER_1_LAUNCHED = /launched worker \S+-worker-1/;
+/** `launched worker x-worker-1`, or `launched 2 workers: x-worker-0, x-worker-1` (one create). */
+const WORKER_1_LAUNCHED = /launched (worker|\d+ workers:) .*\S+-worker-1\b/;
 const RUNNING = /Ctrl-C stops the cluster/;
 
 function spawnCli(t: Target, dir: string): SpawnedScript {
