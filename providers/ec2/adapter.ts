@@ -756,9 +756,10 @@ export class Ec2Adapter implements CloudAdapter {
     if (!groupId) throw new CloudApiError('ec2 CreateSecurityGroup returned no GroupId', { details: { provider: 'ec2', operation: 'CreateSecurityGroup' } });
     this.#groupId = groupId;
     ctx.log('ec2: security group %s (%s) in %s', groupId, name, net.vpcId);
-    // Rules added to a group apply to the instances already in it, so the instances are launched
-    // while the rules are authorised: the core waits for them only before it dials the
-    // scheduler, and a failure then still rolls everything back.
+    // Rules added to a group apply to the instances already in it, so the scheduler is launched
+    // while the rules are authorised. The workers wait for the answer (beforeWorkers), which
+    // comes about when the scheduler's does: no preflight can try an authorisation ahead, and a
+    // refused one must not first launch (and drain the launch budget with) a thousand workers.
     // Not abandoned on abort either: the rollback deletes the group once it was answered.
     const inEffect = this.api.call(ctx, 'AuthorizeSecurityGroupIngress', { GroupId: groupId, IpPermissions: this.#permissions(groupId, plan, net) }, { abortable: false }).then(
       () => undefined,
@@ -767,7 +768,7 @@ export class Ec2Adapter implements CloudAdapter {
         if (ec2ErrorCode(err) !== 'InvalidPermission.Duplicate') throw err;
       },
     );
-    return { inEffect };
+    return { inEffect, beforeWorkers: true };
   }
 
   /** Members reach each other on every TCP port (workers and nannies listen on random ports); plan rules by CIDR. */

@@ -106,6 +106,13 @@ export interface NetworkSetup {
    * Not abandoned on abort: the rollback needs it settled before it can see and delete the result.
    */
   inEffect: Promise<void>;
+  /**
+   * The work is short (one request, sent beside the scheduler's create and answered about when
+   * it is): the core waits for it before it launches the workers, so a refusal (of a call the
+   * preflight could not try ahead) costs no worker's create. Left unset where it takes seconds
+   * (GCP's firewall operations): the workers then launch meanwhile.
+   */
+  beforeWorkers?: boolean;
 }
 
 export interface InstanceRequest {
@@ -482,6 +489,8 @@ export class VMBackend implements ClusterBackend {
   #networkCreated = false;
   /** What `ensureNetwork` left taking effect (its rejection is observed where it is awaited). */
   #networkInEffect: Promise<void> | undefined;
+  /** Whether the workers wait for it ({@link NetworkSetup.beforeWorkers}). */
+  #networkBeforeWorkers = false;
   /** Members whose VMs should be running, by instance id; `seen` once a list has shown it. */
   readonly #watched = new Map<string, { member: Member; seen: boolean }>();
   /** Stops the member watch (teardown). */
@@ -636,6 +645,7 @@ export class VMBackend implements ClusterBackend {
     if (setup) {
       setup.inEffect.catch(() => undefined); // awaited before the scheduler is dialled and before the network is deleted
       this.#networkInEffect = setup.inEffect;
+      this.#networkBeforeWorkers = setup.beforeWorkers ?? false;
     }
   }
 
@@ -769,6 +779,9 @@ export class VMBackend implements ClusterBackend {
     // One member object from here on: the watch reports it, the core holds it, addresses fill in.
     const member = toMember(created);
     this.#watchMembers(ctx, [member]);
+    // The core launches the workers once this returns: a short network setup is answered first
+    // (a refusal then fails the start here, with the scheduler the only VM to delete).
+    if (this.#networkBeforeWorkers) await this.#networkInEffect;
     const proto = protocolFor(ctx.security);
     const port = this.#plan?.schedulerPort ?? DEFAULT_SCHEDULER_PORT;
     const withPrivate = created.privateIp ? created : await this.#adapter.waitForAddresses(this.#actx(ctx), created, false);

@@ -371,12 +371,12 @@ describe('EC2Cluster start() failing at each step leaves nothing behind', () => 
     });
   }
 
-  it('the instances launch while the rules are authorised; a refused authorisation still rolls everything back, the group last', async () => {
+  it('the scheduler launches while the rules are authorised, the workers once they are: a refused authorisation launches no worker, and rolls back the group last', async () => {
     const f = await fake();
     const DELAY_MS = 3_000;
     f.faults.latency('AuthorizeSecurityGroupIngress', DELAY_MS);
     f.faults.fail('AuthorizeSecurityGroupIngress', UNAUTHORIZED);
-    const c = cluster(f, { nWorkers: 2, schedulerTimeoutMs: 60_000 });
+    const c = cluster(f, { nWorkers: 200, schedulerTimeoutMs: 60_000 });
     const err = await failedStart(c);
     expect(err.details.phase).toBe('scheduler');
     expect(err.message).toContain('ec2 AuthorizeSecurityGroupIngress failed: UnauthorizedOperation');
@@ -384,13 +384,30 @@ describe('EC2Cluster start() failing at each step leaves nothing behind', () => 
     const at = (op: string) => real.filter((r) => r.operation === op).map((r) => r.at);
     const [authorizeAt] = at('AuthorizeSecurityGroupIngress');
     const answeredAt = authorizeAt! + DELAY_MS;
-    // Both RunInstances (scheduler, then the workers) went out before the authorisation was answered ...
-    expect(at('RunInstances')).toHaveLength(2);
-    for (const t of at('RunInstances')) expect(t).toBeLessThan(answeredAt);
+    // The scheduler's RunInstances went out before the authorisation was answered; the 200
+    // workers were never launched (no preflight can try an authorisation ahead) ...
+    expect(real.filter((r) => r.operation === 'RunInstances').map((r) => r.params.MaxCount)).toEqual(['1']);
+    expect(at('RunInstances')[0]).toBeLessThan(answeredAt);
     // ... and the group was deleted only after it was.
     expect(at('DeleteSecurityGroup').length).toBeGreaterThan(0);
     for (const t of at('DeleteSecurityGroup')) expect(t).toBeGreaterThanOrEqual(answeredAt);
     expect(c.state).toBe('failed');
+    expect(leakedCount(f)).toBe(0);
+  });
+
+  it('an authorisation answered after the scheduler’s launch: the workers launch once it is, and the start completes its launches', async () => {
+    const f = await fake();
+    const DELAY_MS = 1_500;
+    f.faults.latency('AuthorizeSecurityGroupIngress', DELAY_MS);
+    // Nothing listens on the loopback addresses: the start ends in the scheduler timeout, after both launches.
+    const c = cluster(f, { nWorkers: 2, schedulerTimeoutMs: 500 });
+    await failedStart(c);
+    const real = f.server.received.filter((r) => String(r.params.DryRun) !== 'true');
+    const at = (op: string) => real.filter((r) => r.operation === op).map((r) => r.at);
+    const [authorizeAt] = at('AuthorizeSecurityGroupIngress');
+    const [schedulerAt, workersAt] = at('RunInstances');
+    expect(schedulerAt).toBeLessThan(authorizeAt! + DELAY_MS);
+    expect(workersAt).toBeGreaterThanOrEqual(authorizeAt! + DELAY_MS);
     expect(leakedCount(f)).toBe(0);
   });
 
