@@ -29,7 +29,7 @@ const CONSISTENCY_WINDOW_MS = 2 * 60_000;
 /** How long an instance may take from RunInstances to having the addresses we need. */
 const ADDRESS_TIMEOUT_MS = 10 * 60_000;
 const TERMINATE_CHUNK = 100;
-/** Most instance ids the watch looks up by an `instance-id` filter; beyond, it lists by the cluster tag. */
+/** Instance ids per DescribeInstances filter (the watch's by-id look-up). */
 const DESCRIBE_CHUNK = 100;
 
 /** Codes with which EC2 refuses the credentials themselves (EC2 API reference, error codes). */
@@ -1086,19 +1086,18 @@ export class Ec2Adapter implements CloudAdapter {
   }
 
   async listInstances(ctx: AdapterContext): Promise<Instance[]> {
-    // Terminated (and shutting-down) instances are not listed at all (LIVE_STATES).
-    return this.#describe(ctx, [
-      { Name: `tag:${LABELS.cluster}`, Values: [ctx.clusterId] },
-      { Name: 'instance-state-name', Values: LIVE_STATES },
-    ]);
-  }
-
-  /** Every instance the filters match, page by page (a thousand a page, EC2's maximum). */
-  async #describe(ctx: AdapterContext, filters: Ec2Sdk.Filter[]): Promise<Instance[]> {
     const found: Instance[] = [];
     let token: string | undefined;
     do {
-      const out = await this.api.call(ctx, 'DescribeInstances', { Filters: filters, MaxResults: 1000, ...(token !== undefined ? { NextToken: token } : {}) });
+      const out = await this.api.call(ctx, 'DescribeInstances', {
+        Filters: [
+          { Name: `tag:${LABELS.cluster}`, Values: [ctx.clusterId] },
+          { Name: 'instance-state-name', Values: LIVE_STATES },
+        ],
+        MaxResults: 1000,
+        ...(token !== undefined ? { NextToken: token } : {}),
+      });
+      // Terminated (and shutting-down) instances are not listed at all (LIVE_STATES).
       for (const i of out.Reservations?.flatMap((r) => r.Instances ?? []) ?? []) if (i.InstanceId) found.push(toInstance(i));
       token = out.NextToken || undefined;
     } while (token !== undefined);
@@ -1170,17 +1169,27 @@ export class Ec2Adapter implements CloudAdapter {
   }
 
   /**
-   * The given instances in any state, for the member watch, without a state filter, so a VM that
-   * already terminated is reported (with `stoppedState`), and an id EC2 does not show yet is
-   * simply absent (a filter, unlike InstanceIds, never answers NotFound). Up to
-   * {@link DESCRIBE_CHUNK} ids by an `instance-id` filter; more by the cluster's tag, which every
-   * instance carries from its launch (TagSpecifications): a page per thousand instances instead
-   * of a call per hundred ids.
+   * The given instances in any state, for the member watch: by an `instance-id` filter without
+   * a state filter, so a VM that already terminated is reported (with `stoppedState`) and an id
+   * EC2 does not show yet is simply absent (a filter, unlike InstanceIds, never answers NotFound).
    */
   async describeInstances(ctx: AdapterContext, ids: string[]): Promise<Instance[]> {
-    if (ids.length <= DESCRIBE_CHUNK) return ids.length === 0 ? [] : this.#describe(ctx, [{ Name: 'instance-id', Values: ids }]);
-    const wanted = new Set(ids);
-    return (await this.#describe(ctx, [{ Name: `tag:${LABELS.cluster}`, Values: [ctx.clusterId] }])).filter((i) => wanted.has(i.id));
+    const found: Instance[] = [];
+    for (let i = 0; i < ids.length; i += DESCRIBE_CHUNK) {
+      let token: string | undefined;
+      do {
+        const out = await this.api.call(ctx, 'DescribeInstances', {
+          Filters: [{ Name: 'instance-id', Values: ids.slice(i, i + DESCRIBE_CHUNK) }],
+          MaxResults: 1000,
+          ...(token !== undefined ? { NextToken: token } : {}),
+        });
+        for (const inst of out.Reservations?.flatMap((r) => r.Instances ?? []) ?? []) {
+          if (inst.InstanceId) found.push(toInstance(inst));
+        }
+        token = out.NextToken || undefined;
+      } while (token !== undefined);
+    }
+    return found;
   }
 
   /** `dask-cloud cleanup` needs the region to find the cluster. */
