@@ -73,7 +73,7 @@ export function plainLine(e: ClusterEvent, state: { workers(): string }): string
     case 'phase-end':
       return `  ${e.phase} done (${Math.round(e.durationMs)} ms)${e.phase === 'ready' ? `: ${state.workers()}` : ''}`;
     case 'member-launched':
-      return `  launched ${e.role} ${e.name}`;
+      return e.role === 'worker' ? launchedLine([e.name]) : `  launched scheduler ${e.name}`;
     case 'workers-ready':
     case 'workers-registered':
       return `  workers: ${state.workers()}`;
