@@ -12,6 +12,7 @@
  */
 import { createHash } from 'node:crypto';
 import type * as Ec2Sdk from '@aws-sdk/client-ec2';
+import { onAbort } from '../../src/cluster/abort';
 import { realClock, retry } from '../../src/cluster/retry';
 import { Budget } from '../../src/cluster/limiter';
 import { cleanupCommand, cloudDate, LABELS, type AdapterContext, type CloudAdapter, type ClusterListing, type Instance, type InstanceRequest, type NetworkPlan, type NetworkSetup } from '../../src/cluster/vm';
@@ -835,53 +836,89 @@ export class Ec2Adapter implements CloudAdapter {
   /**
    * Launches within the account's instance-launch budget (`launchRate`): a batch the budget
    * covers goes in one RunInstances; beyond it, the rest goes in steps of `PACED_LAUNCH` as the
-   * budget refills, with a `pacing` event, instead of being refused. When EC2 still answers
-   * RequestLimitExceeded (another process or cluster spent the budget), the budget is taken as
-   * empty and the launch carries on paced.
+   * budget refills, with a `pacing` event, instead of being refused. A step is sent as soon as
+   * the budget holds it, not after the previous step's answer: launches keep the budget's rate.
+   * When EC2 still answers RequestLimitExceeded (another process or cluster spent the budget),
+   * the budget is taken as empty and that step is sent again once it refills. After a step fails
+   * otherwise, no further step is sent, and the failure is thrown once the steps in flight are
+   * answered (whatever they launched is reported through `onCreated` first).
    */
   async createInstances(ctx: AdapterContext, request: InstanceRequest, onCreated: (ids: string[]) => void): Promise<Instance[]> {
-    const launched: Instance[] = [];
+    // Ends the pacing waits of this call once a step failed or the caller aborted: nothing more is sent.
+    const stop = new AbortController();
+    const signal = stop.signal;
+    if (ctx.signal.aborted) stop.abort(ctx.signal.reason);
+    const unlisten = onAbort(ctx.signal, () => stop.abort(ctx.signal.reason));
+    const steps: Promise<Instance[]>[] = [];
     let next = 0;
-    let throttled = 0;
     this.#launchesLeft += request.names.length;
     try {
-      while (next < request.names.length) {
+      while (next < request.names.length && !signal.aborted) {
         const left = request.names.length - next;
         const available = Math.floor(this.#launches.available());
-        const n = left <= available ? left : Math.min(left, Math.max(PACED_LAUNCH, available));
-        const wait = this.#launches.waitMs(n);
-        if (wait > 0) {
-          const { perSecond } = this.#settings.launchRate;
-          ctx.pacing?.({
-            operation: 'RunInstances',
-            message: `EC2 is launching ${perSecond}/s: ${this.#launchesLeft} instances left (the account's RunInstances launch budget)`,
-            remaining: this.#launchesLeft,
-            perSecond,
-          });
-          await realClock.sleep(wait, ctx.signal);
-          // Other batches waited too: look at the budget again rather than take what they took.
-          continue;
-        }
-        // Taken in the same turn as the look: no other batch can take it meanwhile.
-        this.#launches.take(n);
+        // A step never exceeds the bucket: one larger than the burst would wait forever.
+        const n = left <= available ? left : Math.min(left, Math.max(Math.min(PACED_LAUNCH, this.#settings.launchRate.burst), available));
+        if (!(await this.#launchBudget(ctx, n, signal))) break;
         const names = request.names.slice(next, next + n);
-        try {
-          launched.push(...(await this.#launch(ctx, { ...request, names }, onCreated, throttled)));
-        } catch (err) {
-          // RunInstances launches all of a request or none: nothing of this step exists.
-          if (ec2ErrorCode(err) !== 'RequestLimitExceeded' || ctx.signal.aborted || ++throttled > MAX_THROTTLED_LAUNCHES) throw err;
-          ctx.log('ec2: RunInstances of %d throttled after its retries: pacing launches from an empty budget', n);
-          this.#launches.empty();
-          continue;
-        }
         next += n;
         this.#launchesLeft -= n;
-        throttled = 0;
+        const step = this.#launchStep(ctx, { ...request, names }, onCreated, signal);
+        step.catch((err: unknown) => stop.abort(err));
+        steps.push(step);
       }
     } finally {
       this.#launchesLeft -= request.names.length - next;
     }
-    return launched;
+    const results = await Promise.allSettled(steps);
+    unlisten();
+    // What stopped the launch comes first: a step's failure or the caller's abort (a throttled
+    // step then refused its budget fails with a later error of its own).
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw signal.aborted ? signal.reason : failed.reason;
+    if (next < request.names.length) throw signal.reason; // aborted before all was sent
+    return results.flatMap((r) => (r.status === 'fulfilled' ? r.value : []));
+  }
+
+  /**
+   * Waits until the launch budget holds `n` instances (with a `pacing` event when it does not
+   * yet), then takes them, in the same turn as the look: no other step can take them meanwhile.
+   * False when `signal` ended the wait.
+   */
+  async #launchBudget(ctx: AdapterContext, n: number, signal: AbortSignal): Promise<boolean> {
+    for (;;) {
+      if (signal.aborted) return false;
+      const wait = this.#launches.waitMs(n);
+      if (wait <= 0) {
+        this.#launches.take(n);
+        return true;
+      }
+      const { perSecond } = this.#settings.launchRate;
+      ctx.pacing?.({
+        operation: 'RunInstances',
+        message: `EC2 is launching ${perSecond}/s: ${this.#launchesLeft} instances left (the account's RunInstances launch budget)`,
+        remaining: this.#launchesLeft,
+        perSecond,
+      });
+      // Other steps may take what refills meanwhile: the budget is looked at again.
+      await realClock.sleep(wait, signal).catch(() => undefined);
+    }
+  }
+
+  /** One step of a launch: sent again, paced, after RequestLimitExceeded (RunInstances launches all of a request or none). */
+  async #launchStep(ctx: AdapterContext, request: InstanceRequest, onCreated: (ids: string[]) => void, signal: AbortSignal): Promise<Instance[]> {
+    for (let throttled = 0; ; ) {
+      try {
+        return await this.#launch(ctx, request, onCreated, throttled);
+      } catch (err) {
+        if (ec2ErrorCode(err) !== 'RequestLimitExceeded' || ctx.signal.aborted || ++throttled > MAX_THROTTLED_LAUNCHES) throw err;
+        ctx.log('ec2: RunInstances of %d throttled after its retries: pacing launches from an empty budget', request.names.length);
+        this.#launches.empty();
+        this.#launchesLeft += request.names.length;
+        const taken = await this.#launchBudget(ctx, request.names.length, signal);
+        this.#launchesLeft -= request.names.length;
+        if (!taken) throw err;
+      }
+    }
   }
 
   /** One RunInstances for `request.names`; `attempt` > 0 after throttling (a new ClientToken: nothing was launched). */

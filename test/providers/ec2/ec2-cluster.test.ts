@@ -411,6 +411,30 @@ describe('EC2Cluster start() failing at each step leaves nothing behind', () => 
     expect(leakedCount(f)).toBe(0);
   });
 
+  it('a paced launch sends each step once the launch budget holds it, not after the previous step is answered, in steps no larger than the burst', async () => {
+    // A bucket of 6 (smaller than a paced step of 10, which used to wait forever) refilled at
+    // 20/s: the scheduler, then steps of 6 about every 300 ms. Every RunInstances takes
+    // LATENCY_MS, five times a step's refill.
+    const launchRate = { burst: 6, perSecond: 20 };
+    const LATENCY_MS = 1_500;
+    const f = await fake({ runInstancesRate: launchRate });
+    f.faults.latency('RunInstances', LATENCY_MS);
+    const events: ClusterEvent[] = [];
+    // Nothing listens on the loopback addresses: the start ends in the scheduler timeout, after every launch.
+    const c = cluster(f, { nWorkers: 35, launchRate, schedulerTimeoutMs: 8_000, onEvent: (e) => events.push(e) });
+    await failedStart(c);
+    const runs = f.server.calls('RunInstances').filter((r) => String(r.params.DryRun) !== 'true');
+    expect(runs.map((r) => `${String(r.params.MaxCount)} ${r.status}`)).toEqual(['1 200', '6 200', '6 200', '6 200', '6 200', '6 200', '5 200']);
+    expect(events.some((e) => e.type === 'pacing')).toBe(true);
+    // Each step used to wait for the previous one's answer, which comes LATENCY_MS after its
+    // request at the earliest: no step was ever sent while another was in flight.
+    const paced = runs.slice(1).map((r) => r.at);
+    const sentInFlight = paced.slice(1).filter((at, k) => at < paced[k]! + LATENCY_MS);
+    expect(sentInFlight.length, paced.map((at) => at - paced[0]!).join(' ')).toBeGreaterThan(0);
+    expect(f.instances()).toHaveLength(36);
+    expect(leakedCount(f)).toBe(0);
+  });
+
   it('a launch refused while the rules are being authorised: the group is deleted only once the authorisation is answered', async () => {
     const f = await fake();
     const DELAY_MS = 3_000;
