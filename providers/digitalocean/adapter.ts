@@ -321,228 +321,266 @@ export class DropletAdapter implements CloudAdapter {
     );
     if (!credentialsOk) return;
 
-    // network (the VPC first: without a region option a given VPC's region is the region) -----
-    await report.check(
-      'network',
-      async () => {
-        if (this.#o.vpc !== undefined) {
-          const vpcId = this.#o.vpc;
-          let vpc: modules.vpc.IVpc | undefined;
-          try {
-            vpc = await read('vpc:read', async () => (await this.#call(ctx, 'vpcs_get', (c) => c.vpc.getVpc({ vpc_id: vpcId }), true)).vpc);
-          } catch (err) {
-            if (statusOf(err) === 404) throw new ValidationError(`vpc ${vpcId} does not exist in this account`, { option: 'vpc', details: { fix: 'pass the id of one of your VPCs (doctl vpcs list), or leave vpc out for the region\'s default VPC' } });
-            throw err;
-          }
-          if (!vpc) return notReadable('network', 'vpc:read', 'the VPC');
-          if (this.#o.regionExplicit && vpc.region !== this.#region) {
-            throw new ValidationError(`vpc ${vpcId} is in region ${vpc.region}, not ${this.#region}`, { option: 'vpc', details: { fix: `pass region '${vpc.region}' or leave region out` } });
-          }
-          this.#region = vpc.region;
-          this.#vpcRange = [vpc.ip_range];
-          this.#vpcName = vpc.name;
-          return `VPC ${vpc.name} (${vpc.ip_range}) in ${vpc.region}`;
-        }
-        const vpcs = await read('vpc:read', () => this.#all<modules.vpc.IVpc>(ctx, 'vpcs_list', 'vpcs', (c, page) => c.vpc.listVpcs({ page, per_page: PER_PAGE })));
-        if (!vpcs) return notReadable('network', 'vpc:read', 'the VPC');
-        const own = vpcs.find((v) => v.default && v.region === this.#region);
-        if (own) {
-          this.#vpcRange = [own.ip_range];
-          this.#vpcId = own.id;
-          this.#vpcName = own.name;
-          return `default VPC ${own.name} (${own.ip_range})`;
-        }
-        // DigitalOcean creates a region's default VPC with its first Droplet; until then only
-        // "some private range" is known. Private addresses are reachable only inside the VPC anyway.
-        ctx.log('no default VPC in %s yet: members and VPC clients are admitted from %s', this.#region, PRIVATE_RANGES.join(', '));
-        return `no default VPC in ${this.#region} yet (DigitalOcean creates it with the first Droplet)`;
-      },
-      undefined,
-      signal,
-    );
+    // Every read below needs only the token: they go out together, and each check judges its
+    // own once what it depends on is known (a given VPC's region, the region's sizes). All are
+    // awaited before preflight returns: it leaves no read in flight.
+    const reads: Promise<unknown>[] = [];
+    const early = <T>(scope: string, fn: () => Promise<T>): Promise<T | undefined> => {
+      const p = read(scope, fn);
+      p.catch(() => undefined); // judged (and rethrown) by its check
+      reads.push(p);
+      return p;
+    };
+    const vpcId = this.#o.vpc;
+    const vpcRead =
+      vpcId !== undefined
+        ? early('vpc:read', async () => (await this.#call(ctx, 'vpcs_get', (c) => c.vpc.getVpc({ vpc_id: vpcId }), true)).vpc)
+        : early('vpc:read', () => this.#all<modules.vpc.IVpc>(ctx, 'vpcs_list', 'vpcs', (c, page) => c.vpc.listVpcs({ page, per_page: PER_PAGE })));
+    const regionsRead = early('regions:read', () => this.#all<modules.region.IRegion>(ctx, 'regions_list', 'regions', (c, page) => c.region.listRegions({ page, per_page: PER_PAGE })));
+    const ref = this.#o.image;
+    const imageRead = early('image:read', async () => (await this.#call(ctx, 'images_get', (c) => c.image.getImage(typeof ref === 'number' ? { image_id: ref } : { slug: ref }), true)).image);
+    const sizesRead = early('sizes:read', () => this.#all<modules.size.ISize>(ctx, 'sizes_list', 'sizes', (c, page) => c.size.listSizes({ page, per_page: PER_PAGE })));
+    const keysRead = this.#o.sshKeys.length > 0 ? early(SSH_KEY_SCOPE, () => this.#all<modules.sshKey.ISshKey>(ctx, 'sshKeys_list', 'ssh_keys', (c, page) => c.sshKey.listSshKeys({ page, per_page: PER_PAGE }))) : undefined;
+    const dropletsRead = early('droplet:read', async () => {
+      const r = await this.#call(ctx, 'droplets_list', (c) => c.droplet.listDroplets({ page: 1, per_page: 1 }), true);
+      return (r as { meta?: { total?: number } }).meta?.total ?? r.droplets.length;
+    });
+    const permissionReads = [
+      early('firewall:read', () => this.#call(ctx, 'firewalls_list', (c) => c.firewall.listFirewalls({ page: 1, per_page: 1 }), true)),
+      early('tag:read', () => this.#call(ctx, 'tags_list', (c) => c.tag.listTags({ page: 1, per_page: 1 }), true)),
+    ];
 
-    // location --------------------------------------------------------------------------------
-    let region: modules.region.IRegion | undefined;
-    await report.check(
-      'location',
-      async () => {
-        const regions = await read('regions:read', () => this.#all<modules.region.IRegion>(ctx, 'regions_list', 'regions', (c, page) => c.region.listRegions({ page, per_page: PER_PAGE })));
-        if (!regions) return notReadable('location', 'regions:read', 'the region');
-        region = regions.find((r) => r.slug === this.#region);
-        const open = regions.filter((r) => r.available).map((r) => r.slug);
-        if (!region) throw new ValidationError(`region ${this.#region} does not exist`, { option: 'region', details: { fix: `pass one of: ${open.join(', ')}` } });
-        if (!region.available) throw new ValidationError(`region ${this.#region} (${region.name}) does not take new Droplets`, { option: 'region', details: { fix: `pass one of: ${open.join(', ')}` } });
-        return `${region.slug} (${region.name}) takes new Droplets`;
-      },
-      undefined,
-      signal,
-    );
-
-    // image -----------------------------------------------------------------------------------
-    await report.check(
-      'image',
-      async () => {
-        const ref = this.#o.image;
-        let image: modules.image.IImage | undefined;
-        try {
-          image = await read('image:read', async () =>
-            (await this.#call(ctx, 'images_get', (c) => c.image.getImage(typeof ref === 'number' ? { image_id: ref } : { slug: ref }), true)).image,
-          );
-        } catch (err) {
-          if (statusOf(err) === 404) {
-            throw new ValidationError(`image ${JSON.stringify(ref)} does not exist`, {
-              option: 'image',
-              details: { fix: "pass a public image slug (doctl compute image list-distribution --public), e.g. 'ubuntu-24-04-x64', or the id of one of your snapshots" },
-            });
+    try {
+      // network (the VPC first: without a region option a given VPC's region is the region) ----
+      const vpcChecked = report.check(
+        'network',
+        async () => {
+          if (vpcId !== undefined) {
+            let vpc: modules.vpc.IVpc | undefined;
+            try {
+              vpc = (await vpcRead) as modules.vpc.IVpc | undefined;
+            } catch (err) {
+              if (statusOf(err) === 404) throw new ValidationError(`vpc ${vpcId} does not exist in this account`, { option: 'vpc', details: { fix: 'pass the id of one of your VPCs (doctl vpcs list), or leave vpc out for the region\'s default VPC' } });
+              throw err;
+            }
+            if (!vpc) return notReadable('network', 'vpc:read', 'the VPC');
+            if (this.#o.regionExplicit && vpc.region !== this.#region) {
+              throw new ValidationError(`vpc ${vpcId} is in region ${vpc.region}, not ${this.#region}`, { option: 'vpc', details: { fix: `pass region '${vpc.region}' or leave region out` } });
+            }
+            this.#region = vpc.region;
+            this.#vpcRange = [vpc.ip_range];
+            this.#vpcName = vpc.name;
+            return `VPC ${vpc.name} (${vpc.ip_range}) in ${vpc.region}`;
           }
-          throw err;
-        }
-        if (!image) return notReadable('image', 'image:read', 'the image');
-        const name = `${image.slug ?? image.id} (${image.distribution} ${image.name})`;
-        if (image.status !== undefined && image.status !== 'available') {
-          throw new ValidationError(`image ${name} is ${image.status}, not available`, { option: 'image', details: { fix: 'wait until the image is available, or pass another image' } });
-        }
-        if (image.regions && image.regions.length > 0 && !image.regions.includes(this.#region)) {
-          throw new ValidationError(`image ${name} is not offered in ${this.#region} (only ${image.regions.join(', ')})`, {
-            option: 'image',
-            details: { fix: `transfer the image to ${this.#region} (doctl compute image-action transfer), or pass one of these regions` },
-          });
-        }
-        return name;
-      },
-      undefined,
-      signal,
-    );
-
-    // network: sizes and SSH keys ----------------------------------------------------------------
-    await report.check(
-      'network',
-      async () => {
-        const sizes = await read('sizes:read', () => this.#all<modules.size.ISize>(ctx, 'sizes_list', 'sizes', (c, page) => c.size.listSizes({ page, per_page: PER_PAGE })));
-        if (!sizes) return notReadable('network', 'sizes:read', 'the Droplet sizes');
-        const wanted = [
-          { slug: this.#o.schedulerSize, option: this.#o.sizeOptions?.scheduler ?? 'schedulerSize' },
-          { slug: this.#o.workerSize, option: this.#o.sizeOptions?.worker ?? 'workerSize' },
-        ];
-        const offered = sizes.filter((z) => z.available && z.regions.includes(this.#region) && (!region || region.sizes.includes(z.slug))).map((z) => z.slug);
-        const hint = offered.slice(0, 12).join(', ');
-        for (const w of wanted) {
-          const size = sizes.find((z) => z.slug === w.slug);
-          if (!size) throw new ValidationError(`size ${w.slug} does not exist`, { option: w.option, details: { fix: `pass a size offered in ${this.#region}, e.g. ${hint}` } });
-          if (!offered.includes(size.slug)) {
-            throw new ValidationError(`size ${w.slug} is not offered in ${this.#region}`, { option: w.option, details: { fix: `pass a size offered in ${this.#region}, e.g. ${hint}; or another region` } });
+          const vpcs = (await vpcRead) as modules.vpc.IVpc[] | undefined;
+          if (!vpcs) return notReadable('network', 'vpc:read', 'the VPC');
+          const own = vpcs.find((v) => v.default && v.region === this.#region);
+          if (own) {
+            this.#vpcRange = [own.ip_range];
+            this.#vpcId = own.id;
+            this.#vpcName = own.name;
+            return `default VPC ${own.name} (${own.ip_range})`;
           }
-        }
-        let keys = '';
-        if (this.#o.sshKeys.length > 0) {
-          const onAccount = await read(SSH_KEY_SCOPE, () => this.#all<modules.sshKey.ISshKey>(ctx, 'sshKeys_list', 'ssh_keys', (c, page) => c.sshKey.listSshKeys({ page, per_page: PER_PAGE })));
-          if (!onAccount) notReadable('network', SSH_KEY_SCOPE, 'the SSH keys');
-          else {
-            const unknown = this.#o.sshKeys.filter((k) => !onAccount.some((a) => String(a.id) === String(k) || a.fingerprint === k));
-            if (unknown.length > 0) {
-              throw new ValidationError(`sshKeys: ${unknown.map((k) => JSON.stringify(k)).join(', ')} are not keys of this account`, {
-                option: 'sshKeys',
-                details: { fix: 'add the keys to the account (doctl compute ssh-key import) or pass the ids / fingerprints doctl compute ssh-key list shows' },
+          // DigitalOcean creates a region's default VPC with its first Droplet; until then only
+          // "some private range" is known. Private addresses are reachable only inside the VPC anyway.
+          ctx.log('no default VPC in %s yet: members and VPC clients are admitted from %s', this.#region, PRIVATE_RANGES.join(', '));
+          return `no default VPC in ${this.#region} yet (DigitalOcean creates it with the first Droplet)`;
+        },
+        undefined,
+        signal,
+      );
+      // The region is known once the VPC check has run (a given VPC may name it).
+      const regionKnown = vpcId !== undefined && !this.#o.regionExplicit ? vpcChecked : Promise.resolve(true);
+
+      // location --------------------------------------------------------------------------------
+      let region: modules.region.IRegion | undefined;
+      const locationChecked = regionKnown.then(() =>
+        report.check(
+          'location',
+          async () => {
+            const regions = await regionsRead;
+            if (!regions) return notReadable('location', 'regions:read', 'the region');
+            region = regions.find((r) => r.slug === this.#region);
+            const open = regions.filter((r) => r.available).map((r) => r.slug);
+            if (!region) throw new ValidationError(`region ${this.#region} does not exist`, { option: 'region', details: { fix: `pass one of: ${open.join(', ')}` } });
+            if (!region.available) throw new ValidationError(`region ${this.#region} (${region.name}) does not take new Droplets`, { option: 'region', details: { fix: `pass one of: ${open.join(', ')}` } });
+            return `${region.slug} (${region.name}) takes new Droplets`;
+          },
+          undefined,
+          signal,
+        ),
+      );
+
+      // image -----------------------------------------------------------------------------------
+      const imageChecked = regionKnown.then(() =>
+        report.check(
+          'image',
+          async () => {
+            let image: modules.image.IImage | undefined;
+            try {
+              image = await imageRead;
+            } catch (err) {
+              if (statusOf(err) === 404) {
+                throw new ValidationError(`image ${JSON.stringify(ref)} does not exist`, {
+                  option: 'image',
+                  details: { fix: "pass a public image slug (doctl compute image list-distribution --public), e.g. 'ubuntu-24-04-x64', or the id of one of your snapshots" },
+                });
+              }
+              throw err;
+            }
+            if (!image) return notReadable('image', 'image:read', 'the image');
+            const name = `${image.slug ?? image.id} (${image.distribution} ${image.name})`;
+            if (image.status !== undefined && image.status !== 'available') {
+              throw new ValidationError(`image ${name} is ${image.status}, not available`, { option: 'image', details: { fix: 'wait until the image is available, or pass another image' } });
+            }
+            if (image.regions && image.regions.length > 0 && !image.regions.includes(this.#region)) {
+              throw new ValidationError(`image ${name} is not offered in ${this.#region} (only ${image.regions.join(', ')})`, {
+                option: 'image',
+                details: { fix: `transfer the image to ${this.#region} (doctl compute image-action transfer), or pass one of these regions` },
               });
             }
-            keys = `; ${this.#o.sshKeys.length} SSH key(s) found`;
+            return name;
+          },
+          undefined,
+          signal,
+        ),
+      );
+
+      // network: sizes and SSH keys (after the VPC part, so the check's message reads in order;
+      // and after the location, whose region lists the sizes it offers) -------------------------
+      const sizesChecked = Promise.all([vpcChecked, locationChecked]).then(() =>
+        report.check(
+          'network',
+          async () => {
+            const sizes = await sizesRead;
+            if (!sizes) return notReadable('network', 'sizes:read', 'the Droplet sizes');
+            const wanted = [
+              { slug: this.#o.schedulerSize, option: this.#o.sizeOptions?.scheduler ?? 'schedulerSize' },
+              { slug: this.#o.workerSize, option: this.#o.sizeOptions?.worker ?? 'workerSize' },
+            ];
+            const offered = sizes.filter((z) => z.available && z.regions.includes(this.#region) && (!region || region.sizes.includes(z.slug))).map((z) => z.slug);
+            const hint = offered.slice(0, 12).join(', ');
+            for (const w of wanted) {
+              const size = sizes.find((z) => z.slug === w.slug);
+              if (!size) throw new ValidationError(`size ${w.slug} does not exist`, { option: w.option, details: { fix: `pass a size offered in ${this.#region}, e.g. ${hint}` } });
+              if (!offered.includes(size.slug)) {
+                throw new ValidationError(`size ${w.slug} is not offered in ${this.#region}`, { option: w.option, details: { fix: `pass a size offered in ${this.#region}, e.g. ${hint}; or another region` } });
+              }
+            }
+            let keys = '';
+            if (keysRead) {
+              const onAccount = await keysRead;
+              if (!onAccount) notReadable('network', SSH_KEY_SCOPE, 'the SSH keys');
+              else {
+                const unknown = this.#o.sshKeys.filter((k) => !onAccount.some((a) => String(a.id) === String(k) || a.fingerprint === k));
+                if (unknown.length > 0) {
+                  throw new ValidationError(`sshKeys: ${unknown.map((k) => JSON.stringify(k)).join(', ')} are not keys of this account`, {
+                    option: 'sshKeys',
+                    details: { fix: 'add the keys to the account (doctl compute ssh-key import) or pass the ids / fingerprints doctl compute ssh-key list shows' },
+                  });
+                }
+                keys = `; ${this.#o.sshKeys.length} SSH key(s) found`;
+              }
+            }
+            const sizesText = [...new Set(wanted.map((w) => w.slug))].join(' and ');
+            return `${sizesText} offered in ${this.#region}${keys}`;
+          },
+          undefined,
+          signal,
+        ),
+      );
+
+      // nat (its VPC is known once the VPC part has run) ----------------------------------------
+      const natChecked = vpcChecked.then(() =>
+        report.check(
+          'nat',
+          async () => {
+            if (!plan.privateNetworking) return 'not needed: public mode (Droplets reach the internet through their public addresses)';
+            if (!plan.needsEgress) return "not needed: the native runtime installs nothing at boot";
+            const fix =
+              `add a VPC NAT gateway to ${this.#vpcName ?? `the default VPC of ${this.#region}`} as its default route (control panel: Networking → VPC → NAT gateways; ` +
+              "API: POST /v2/vpc_nat_gateways with vpcs: [{ vpc_uuid, default_gateway: true }]); or use privateNetworking: false; or runtime: 'native' with an image that has Python and distributed";
+            const image = this.#o.dockerImage ?? 'the Dask image';
+            if (this.#vpcId === undefined) {
+              throw new PreflightError(`private mode: ${this.#region} has no default VPC yet, so no VPC NAT gateway: Private Droplets could not install Docker or pull ${image}`, {
+                details: { provider: 'digitalocean', fix: `create a VPC in ${this.#region} with a VPC NAT gateway as its default route and pass it as vpc; or use privateNetworking: false; or runtime: 'native' with an image that has Python and distributed` },
+              });
+            }
+            const natVpc = this.#vpcId;
+            const gateways = await read(NAT_SCOPE, () =>
+              this.#allRaw<NatGateway>(ctx, 'vpcnatgateways_list', 'vpc_nat_gateways', `/vpc_nat_gateways?region=${encodeURIComponent(this.#region)}`),
+            );
+            if (!gateways) return notReadable('nat', NAT_SCOPE, 'the VPC NAT gateway');
+            const attached = gateways.filter((g) => (g.vpcs ?? []).some((v) => v.vpc_uuid === natVpc));
+            const vpcText = `VPC ${this.#vpcName ?? natVpc}`;
+            if (attached.length === 0) {
+              throw new PreflightError(`private mode: ${vpcText} has no VPC NAT gateway: Private Droplets could not install Docker or pull ${image}, and the start would time out after minutes`, {
+                details: { provider: 'digitalocean', fix },
+              });
+            }
+            const usable = attached.find((g) => g.state === 'ACTIVE' && g.vpcs!.some((v) => v.vpc_uuid === natVpc && v.default_gateway !== false));
+            if (!usable) {
+              const seen = attached.map((g) => `${g.name} (${g.state}${g.vpcs!.some((v) => v.vpc_uuid === natVpc && v.default_gateway === false) ? ', not the default route' : ''})`).join(', ');
+              throw new PreflightError(`private mode: the VPC NAT gateway of ${vpcText} is not usable: ${seen}`, {
+                details: { provider: 'digitalocean', fix: `wait until it is ACTIVE and make it the VPC's default route (default_gateway: true); or ${fix.slice(fix.indexOf('or use') + 3)}` },
+              });
+            }
+            return `VPC NAT gateway ${usable.name} is the default route of ${vpcText}`;
+          },
+          undefined,
+          signal,
+        ),
+      );
+
+      // quota -----------------------------------------------------------------------------------
+      const quotaChecked = report.check(
+        'quota',
+        async () => {
+          const need = 1 + plan.nWorkers;
+          const total = await dropletsRead;
+          if (total === undefined) return notReadable('quota', 'droplet:read', 'the Droplet count');
+          if (!account) return notReadable('quota', 'account:read', 'the Droplet limit');
+          const free = account.droplet_limit - total;
+          if (free < need) {
+            throw new PreflightError(`the account's Droplet limit is ${account.droplet_limit} and ${total} Droplets exist: ${free} left, this cluster needs ${need} (scheduler + ${plan.nWorkers} workers)`, {
+              details: {
+                provider: 'digitalocean',
+                fix: `delete ${need - free} Droplet(s) you no longer need, start with nWorkers ≤ ${Math.max(0, free - 1)}, or ask DigitalOcean for a higher Droplet limit (control panel: Settings → Team, or a support ticket)`,
+              },
+            });
           }
-        }
-        const sizesText = [...new Set(wanted.map((w) => w.slug))].join(' and ');
-        return `${sizesText} offered in ${this.#region}${keys}`;
-      },
-      undefined,
-      signal,
-    );
+          return `${total} of ${account.droplet_limit} Droplets in use; this cluster needs ${need}`;
+        },
+        undefined,
+        signal,
+      );
 
-    // nat -------------------------------------------------------------------------------------
-    await report.check(
-      'nat',
-      async () => {
-        if (!plan.privateNetworking) return 'not needed: public mode (Droplets reach the internet through their public addresses)';
-        if (!plan.needsEgress) return "not needed: the native runtime installs nothing at boot";
-        const fix =
-          `add a VPC NAT gateway to ${this.#vpcName ?? `the default VPC of ${this.#region}`} as its default route (control panel: Networking → VPC → NAT gateways; ` +
-          "API: POST /v2/vpc_nat_gateways with vpcs: [{ vpc_uuid, default_gateway: true }]); or use privateNetworking: false; or runtime: 'native' with an image that has Python and distributed";
-        const image = this.#o.dockerImage ?? 'the Dask image';
-        if (this.#vpcId === undefined) {
-          throw new PreflightError(`private mode: ${this.#region} has no default VPC yet, so no VPC NAT gateway: Private Droplets could not install Docker or pull ${image}`, {
-            details: { provider: 'digitalocean', fix: `create a VPC in ${this.#region} with a VPC NAT gateway as its default route and pass it as vpc; or use privateNetworking: false; or runtime: 'native' with an image that has Python and distributed` },
-          });
-        }
-        const vpcId = this.#vpcId;
-        const gateways = await read(NAT_SCOPE, () =>
-          this.#allRaw<NatGateway>(ctx, 'vpcnatgateways_list', 'vpc_nat_gateways', `/vpc_nat_gateways?region=${encodeURIComponent(this.#region)}`),
-        );
-        if (!gateways) return notReadable('nat', NAT_SCOPE, 'the VPC NAT gateway');
-        const attached = gateways.filter((g) => (g.vpcs ?? []).some((v) => v.vpc_uuid === vpcId));
-        const vpcText = `VPC ${this.#vpcName ?? vpcId}`;
-        if (attached.length === 0) {
-          throw new PreflightError(`private mode: ${vpcText} has no VPC NAT gateway: Private Droplets could not install Docker or pull ${image}, and the start would time out after minutes`, {
-            details: { provider: 'digitalocean', fix },
-          });
-        }
-        const usable = attached.find((g) => g.state === 'ACTIVE' && g.vpcs!.some((v) => v.vpc_uuid === vpcId && v.default_gateway !== false));
-        if (!usable) {
-          const seen = attached.map((g) => `${g.name} (${g.state}${g.vpcs!.some((v) => v.vpc_uuid === vpcId && v.default_gateway === false) ? ', not the default route' : ''})`).join(', ');
-          throw new PreflightError(`private mode: the VPC NAT gateway of ${vpcText} is not usable: ${seen}`, {
-            details: { provider: 'digitalocean', fix: `wait until it is ACTIVE and make it the VPC's default route (default_gateway: true); or ${fix.slice(fix.indexOf('or use') + 3)}` },
-          });
-        }
-        return `VPC NAT gateway ${usable.name} is the default route of ${vpcText}`;
-      },
-      undefined,
-      signal,
-    );
+      await Promise.all([vpcChecked, locationChecked, imageChecked, sizesChecked, natChecked, quotaChecked]);
 
-    // quota -----------------------------------------------------------------------------------
-    await report.check(
-      'quota',
-      async () => {
-        const need = 1 + plan.nWorkers;
-        const total = await read('droplet:read', async () => {
-          const r = await this.#call(ctx, 'droplets_list', (c) => c.droplet.listDroplets({ page: 1, per_page: 1 }), true);
-          return (r as { meta?: { total?: number } }).meta?.total ?? r.droplets.length;
-        });
-        if (total === undefined) return notReadable('quota', 'droplet:read', 'the Droplet count');
-        if (!account) return notReadable('quota', 'account:read', 'the Droplet limit');
-        const free = account.droplet_limit - total;
-        if (free < need) {
-          throw new PreflightError(`the account's Droplet limit is ${account.droplet_limit} and ${total} Droplets exist: ${free} left, this cluster needs ${need} (scheduler + ${plan.nWorkers} workers)`, {
-            details: {
-              provider: 'digitalocean',
-              fix: `delete ${need - free} Droplet(s) you no longer need, start with nWorkers ≤ ${Math.max(0, free - 1)}, or ask DigitalOcean for a higher Droplet limit (control panel: Settings → Team, or a support ticket)`,
-            },
-          });
-        }
-        return `${total} of ${account.droplet_limit} Droplets in use; this cluster needs ${need}`;
-      },
-      undefined,
-      signal,
-    );
-
-    // permissions -----------------------------------------------------------------------------
-    await report.check(
-      'permissions',
-      async () => {
-        await read('firewall:read', () => this.#call(ctx, 'firewalls_list', (c) => c.firewall.listFirewalls({ page: 1, per_page: 1 }), true));
-        await read('tag:read', () => this.#call(ctx, 'tags_list', (c) => c.tag.listTags({ page: 1, per_page: 1 }), true));
-        const needed = [...REQUIRED_SCOPES, ...(plan.privateNetworking && plan.needsEgress ? [NAT_SCOPE] : []), ...(this.#o.sshKeys.length > 0 ? [SSH_KEY_SCOPE] : [])];
-        if (missing.size > 0) {
-          throw new PreflightError(`the token lacks these scopes: ${[...missing].sort().join(', ')}`, {
-            details: { provider: 'digitalocean', missingScopes: [...missing].sort(), fix: `give the token full access, or custom scopes including ${needed.join(', ')} (${TOKEN_PAGE}: tokens cannot be changed, create a new one)` },
-          });
-        }
-        const writes = needed.filter((sc) => !/:read$/.test(sc));
-        report.warn(
-          'permissions',
-          `read scopes verified; ${writes.join(', ')} can only be proven by creating something, which preflight never does`,
-          `use a token with full access, or custom scopes including ${needed.join(', ')} (${TOKEN_PAGE})`,
-        );
-      },
-      undefined,
-      signal,
-    );
+      // permissions (judged last: every read above may have shown a missing scope) ----------------
+      await report.check(
+        'permissions',
+        async () => {
+          await Promise.all(permissionReads);
+          const needed = [...REQUIRED_SCOPES, ...(plan.privateNetworking && plan.needsEgress ? [NAT_SCOPE] : []), ...(this.#o.sshKeys.length > 0 ? [SSH_KEY_SCOPE] : [])];
+          if (missing.size > 0) {
+            throw new PreflightError(`the token lacks these scopes: ${[...missing].sort().join(', ')}`, {
+              details: { provider: 'digitalocean', missingScopes: [...missing].sort(), fix: `give the token full access, or custom scopes including ${needed.join(', ')} (${TOKEN_PAGE}: tokens cannot be changed, create a new one)` },
+            });
+          }
+          const writes = needed.filter((sc) => !/:read$/.test(sc));
+          report.warn(
+            'permissions',
+            `read scopes verified; ${writes.join(', ')} can only be proven by creating something, which preflight never does`,
+            `use a token with full access, or custom scopes including ${needed.join(', ')} (${TOKEN_PAGE})`,
+          );
+        },
+        undefined,
+        signal,
+      );
+    } finally {
+      await Promise.allSettled(reads);
+    }
   }
 
   /** Every page of a list dots-wrapper lacks (raw GET through the pipeline). */

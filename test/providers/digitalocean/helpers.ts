@@ -10,6 +10,7 @@
  * hand out the same scheduler address and port.
  */
 import { createServer, connect, type Server, type Socket } from 'node:net';
+import { expect } from 'vitest';
 import { FakeDigitalOcean, type FakeDigitalOceanOptions } from '../../fakes/digitalocean';
 import type { BootRequest, BootedVm, FirewallRule, VmBooter } from '../../fakes/core';
 import { ProcessBooter } from '../../sim/process-booter';
@@ -75,11 +76,12 @@ export function newCluster(fake: FakeDigitalOcean, extra: DropletClusterOptions 
 
 /**
  * The read-only calls preflight makes before anything is created (public mode, default VPC,
- * no ssh keys): account, VPC, region, image, sizes, Droplet count, and the firewall / tag read probes.
+ * no ssh keys): account, VPC, region, image, sizes, Droplet count, and the firewall / tag read
+ * probes. After the account, they go out together: the fake sees them in any order.
  */
 export const PREFLIGHT = ['account_get', 'vpcs_list', 'regions_list', 'images_get', 'sizes_list', 'droplets_list', 'firewalls_list', 'tags_list'];
 
-/** PREFLIGHT in private mode with the docker runtime: the VPC NAT gateway look-up after the sizes. */
+/** PREFLIGHT in private mode with the docker runtime: also the VPC NAT gateway look-up, once the VPC is known. */
 export const PREFLIGHT_PRIVATE = [...PREFLIGHT.slice(0, 5), 'vpcnatgateways_list', ...PREFLIGHT.slice(5)];
 
 /** What a teardown does after the Droplets: the firewall, then the cluster tag and the expiry tag (looked at, then deleted). */
@@ -95,6 +97,17 @@ export function collapse(ops: (string | undefined)[]): string[] {
 /** Operations the fake received since `mark` (= `fake.server.received.length` taken earlier). */
 export function opsSince(fake: FakeDigitalOcean, mark: number): string[] {
   return fake.server.operations().slice(mark).map((o) => o ?? '?');
+}
+
+/**
+ * The collapsed call sequence after preflight, once its first calls were checked to be
+ * `preflight`'s reads: the account first, then the others in any order.
+ */
+export function sequenceAfterPreflight(fake: FakeDigitalOcean, preflight: string[] = PREFLIGHT): string[] {
+  const seq = sequenceSince(fake, 0);
+  expect(seq[0]).toBe(preflight[0]);
+  expect(seq.slice(0, preflight.length).sort()).toEqual([...preflight].sort());
+  return seq.slice(preflight.length);
 }
 
 /** Like opsSince, collapsed: the call sequence a test states exactly. */

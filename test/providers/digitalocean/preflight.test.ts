@@ -53,6 +53,26 @@ function failure(report: PreflightReport, id: CheckId) {
 const SSH = { name: 'laptop', public_key: 'ssh-ed25519 AAAA laptop', fingerprint: '3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa', id: 512189 };
 
 describe('a passing account', () => {
+  it('after the account, every read goes out at once: none waits for another to be answered', async () => {
+    const f = await fake({ sshKeys: [SSH] });
+    f.addVpcNatGateway({ vpcUuid: f.defaultVpc('nyc3').id, name: 'egress' });
+    const LATENCY_MS = 1_000;
+    f.faults.latency(/_(get|list)$/, LATENCY_MS);
+    const report = await cluster(f, { privateNetworking: true, sshKeys: [SSH.id] }).preflight();
+    expect(report.ok, report.format()).toBe(true);
+    onlyReads(f);
+    const calls = f.server.calls();
+    expect(calls[0]!.operation).toBe('account_get');
+    // The NAT gateways are looked up in the VPC the VPC read found: one read after another.
+    const rest = calls.slice(1).filter((c) => c.operation !== 'vpcnatgateways_list');
+    expect(rest.map((c) => c.operation).sort()).toEqual(['droplets_list', 'firewalls_list', 'images_get', 'regions_list', 'sizes_list', 'sshKeys_list', 'tags_list', 'vpcs_list']);
+    // One after another, each read was sent once the previous one was answered, LATENCY_MS later.
+    const spread = rest.at(-1)!.at - rest[0]!.at;
+    expect(spread, rest.map((c) => `${c.operation} +${c.at - rest[0]!.at}`).join(', ')).toBeLessThan(LATENCY_MS);
+    const nat = calls.find((c) => c.operation === 'vpcnatgateways_list')!;
+    expect(nat.at).toBeGreaterThanOrEqual(calls.find((c) => c.operation === 'vpcs_list')!.at + LATENCY_MS);
+  });
+
   it('private mode with a NAT gateway, ssh keys: every check passes (write scopes a warning) and only GET requests are made', async () => {
     const f = await fake({ sshKeys: [SSH] });
     f.addVpcNatGateway({ vpcUuid: f.defaultVpc('nyc3').id, name: 'egress' });
