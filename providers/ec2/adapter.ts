@@ -107,6 +107,11 @@ interface EarlyNetworkReads {
   offerings: Ahead<Map<string, Set<string>>>;
   /** Unless the VPC must come from the subnet. */
   vpcs: Ahead<Ec2Sdk.DescribeVpcsCommandOutput> | undefined;
+  /**
+   * Without a subnetId: the available subnets (of `vpc`, if given; else of every VPC, the
+   * default VPC's picked once it is known), listed beside the VPC rather than after it.
+   */
+  subnets: Ahead<Ec2Sdk.Subnet[]> | undefined;
 }
 
 /** The given security groups exist and are in the VPC the instances go into. */
@@ -421,9 +426,13 @@ export class Ec2Adapter implements CloudAdapter {
     const ids = s.securityGroups;
     // With subnetId and vpc both given, the VPC to read is vpc (or the subnet check fails first).
     const vpcKnown = s.subnetId === undefined || s.vpc !== undefined;
+    const subnetFilters: Ec2Sdk.Filter[] = [{ Name: 'state', Values: ['available'] }];
+    if (s.vpc !== undefined) subnetFilters.push({ Name: 'vpc-id', Values: [s.vpc] });
+    if (s.availabilityZone !== undefined) subnetFilters.push({ Name: 'availability-zone', Values: [s.availabilityZone] });
     const early: EarlyNetworkReads = {
       offerings: ahead((d) => this.#offerings(ctx, d)),
       vpcs: vpcKnown ? ahead((d) => this.#describeVpcs(ctx, s.vpc, d)) : undefined,
+      subnets: s.subnetId === undefined ? ahead(async (d) => (await this.#read(ctx, 'DescribeSubnets', { Filters: subnetFilters }, d)).Subnets ?? []) : undefined,
     };
     const groups = ids ? ahead((d) => this.#describeGroups(ctx, ids, d)) : undefined;
     try {
@@ -431,7 +440,7 @@ export class Ec2Adapter implements CloudAdapter {
       if (ids && groups) checkGroups(ids, await groups.take(denied), net.vpcId);
       return net;
     } finally {
-      await Promise.all([early.offerings.settled, early.vpcs?.settled, groups?.settled]);
+      await Promise.all([early.offerings.settled, early.vpcs?.settled, early.subnets?.settled, groups?.settled]);
     }
   }
 
@@ -489,9 +498,8 @@ export class Ec2Adapter implements CloudAdapter {
     if (subnet) {
       return { vpcId: vpc.VpcId, vpcCidrs, subnetId: subnet.SubnetId as string, availabilityZone: subnet.AvailabilityZone, freeAddresses: subnet.AvailableIpAddressCount, alternatives: [] };
     }
-    const filters: Ec2Sdk.Filter[] = [{ Name: 'vpc-id', Values: [vpc.VpcId] }, { Name: 'state', Values: ['available'] }];
-    if (s.availabilityZone !== undefined) filters.push({ Name: 'availability-zone', Values: [s.availabilityZone] });
-    const subnets = (await this.#read(ctx, 'DescribeSubnets', { Filters: filters }, denied)).Subnets ?? [];
+    const inVpc = vpc.VpcId;
+    const subnets = ((await early.subnets?.take(denied)) ?? []).filter((x) => x.VpcId === inVpc);
     // Only zones offering both types; then default subnets first (they route to the internet
     // gateway), the roomiest, ties by id so the choice is stable.
     const candidates = [...subnets]

@@ -347,6 +347,29 @@ export class FakeEc2 implements AsyncDisposable {
     return this.registry.list<Ec2Subnet>('subnets');
   }
 
+  /**
+   * A VPC of the user's beside the default one, with one (non-default) subnet of `cidr` in
+   * `zone` (default: the region's first). Not a leak: like the seeded VPC, it is the account's.
+   */
+  addVpc(cidr: string, zone = `${this.region}a`): { vpcId: string; subnetId: string } {
+    const vpcId = stableId('vpc-', `${this.region}${cidr}user`);
+    this.registry.put<Ec2Vpc>('vpcs', vpcId, { vpcId, cidrBlock: cidr, cidrAssociationId: stableId('vpc-cidr-assoc-', vpcId), dhcpOptionsId: stableId('dopt-', this.region), isDefault: false, tags: [] });
+    const zoneId = this.subnets().find((x) => x.availabilityZone === zone)?.availabilityZoneId ?? `${zoneIdPrefix(this.region)}-az9`;
+    const subnetId = stableId('subnet-', `${vpcId}${cidr}`);
+    this.registry.put<Ec2Subnet>('subnets', subnetId, {
+      subnetId,
+      vpcId,
+      cidrBlock: cidr,
+      availabilityZone: zone,
+      availabilityZoneId: zoneId,
+      defaultForAz: false,
+      mapPublicIpOnLaunch: false,
+      tags: [],
+      addresses: reservedAllocator(cidr),
+    });
+    return { vpcId, subnetId };
+  }
+
   images(): Ec2Image[] {
     return this.registry.list<Ec2Image>('images');
   }

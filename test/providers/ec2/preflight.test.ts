@@ -203,17 +203,18 @@ describe('EC2 preflight: independent reads are made together', () => {
   /** The fake's delay before it answers each of these: a request received within it of another overlapped it. */
   const DELAY_MS = 300;
 
-  it('zones, image, VPC and offerings in one round; the subnets after the VPC; the DryRuns together, beside the quota', async () => {
+  it('zones, image, VPC, subnets and offerings in one round; the DryRuns together, beside the quota', async () => {
     const f = await fake();
-    f.faults.latency(/^(DescribeAvailabilityZones|DescribeImages|DescribeVpcs|DescribeInstanceTypeOfferings|DescribeInstanceTypes|RunInstances)$/, DELAY_MS);
+    f.faults.latency(/^(DescribeAvailabilityZones|DescribeImages|DescribeVpcs|DescribeSubnets|DescribeInstanceTypeOfferings|DescribeInstanceTypes|RunInstances)$/, DELAY_MS);
     const report = await cluster(f, { nWorkers: 1 }).preflight();
     expect(report.failures, report.format()).toEqual([]);
     const at = (op: string) => f.server.calls(op)[0]!.at;
     /** Received within DELAY_MS of each other: each came before the answer to any other could have. */
     const overlap = (...ops: string[]) => Math.max(...ops.map(at)) - Math.min(...ops.map(at));
-    expect(overlap('DescribeAvailabilityZones', 'DescribeImages', 'DescribeVpcs', 'DescribeInstanceTypeOfferings')).toBeLessThan(DELAY_MS);
-    // The subnets are filtered by the VPC: asked once its answer is in.
-    expect(at('DescribeSubnets')).toBeGreaterThan(Math.max(at('DescribeVpcs'), at('DescribeInstanceTypeOfferings')));
+    // The subnets are listed beside the default VPC (and picked from it once it is known), where
+    // they used to be asked for its subnets only after its answer.
+    expect(overlap('DescribeAvailabilityZones', 'DescribeImages', 'DescribeVpcs', 'DescribeSubnets', 'DescribeInstanceTypeOfferings')).toBeLessThan(DELAY_MS);
+    expect(f.server.calls('DescribeSubnets')).toHaveLength(1);
     // The DryRuns need the network and the image, not the quota: the first went out beside it.
     expect(overlap('DescribeInstanceTypes', 'RunInstances')).toBeLessThan(DELAY_MS);
     // And all together among themselves.
@@ -221,6 +222,25 @@ describe('EC2 preflight: independent reads are made together', () => {
     expect(dryRuns.map((r) => r.operation).sort()).toEqual(['CreateSecurityGroup', 'RunInstances', 'RunInstances']);
     expect(Math.max(...dryRuns.map((r) => r.at)) - Math.min(...dryRuns.map((r) => r.at))).toBeLessThan(DELAY_MS);
     expect(f.mutatingCalls()).toEqual([]);
+  });
+
+  it('the subnets listed beside the VPC read: the subnet is one of the VPC the instances go into', async () => {
+    const f = await fake();
+    // Another VPC of the account (preflight launches nothing: its addresses are never dialled).
+    const other = f.addVpc('127.77.250.0/24');
+    const network = async (options: EC2ClusterOptions) => {
+      f.server.clearLog();
+      const report = await cluster(f, { nWorkers: 1, ...options }).preflight();
+      expect(report.failures, report.format()).toEqual([]);
+      expect(f.server.calls('DescribeSubnets')).toHaveLength(1);
+      return report.checks.find((c) => c.id === 'network')!.message;
+    };
+    // A given VPC: its own (non-default) subnet, though the default VPC's default subnets sort first.
+    expect(await network({ vpc: other.vpcId })).toMatch(new RegExp(`^subnet ${other.subnetId} in \\S+ of ${other.vpcId}`));
+    // The default VPC: one of its subnets, though the listing holds the other VPC's too.
+    const defaults = f.subnets().filter((x) => x.vpcId !== other.vpcId);
+    const chosen = /^subnet (\S+) in/.exec(await network({}))?.[1];
+    expect(defaults.map((x) => x.subnetId)).toContain(chosen);
   });
 
   it('a subnetId: its VPC is read after it, the offerings beside it', async () => {
