@@ -8,7 +8,7 @@ import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { freePort } from '../../src/net';
 import { Security } from '../../src/security/security';
 import { DaskCommError, DaskCloudError } from '../../src/errors';
@@ -285,8 +285,16 @@ describe.skipIf(!enabled)('SchedulerClient against a real TLS scheduler', () => 
   it('waits for 2 workers, lists them, retires one (it exits) and keeps the other', async () => {
     const w1 = await startWorker(sec, address, 'w1');
     const w2 = await startWorker(sec, address, 'w2');
+    const sent = vi.spyOn(client, 'request');
     const workers = await waitForWorkers(client, 2, { timeoutMs: 45_000, intervalMs: 200 });
     expect(workers.map((w) => w.name).sort()).toEqual(['w1', 'w2']);
+    // The polls ask for the count (Dask's ncores: a number per worker); the whole records once, at the end.
+    const ops = sent.mock.calls.map((c) => c[0]);
+    sent.mockRestore();
+    expect(ops.at(-1)).toBe('identity');
+    expect(ops.slice(0, -1).length).toBeGreaterThan(0);
+    expect(new Set(ops.slice(0, -1))).toEqual(new Set(['ncores']));
+    expect(await client.workerCount()).toBe(2);
     const id = await client.identity();
     expect(Object.keys(id.workers)).toHaveLength(2);
     for (const [addr, w] of Object.entries(id.workers)) {
@@ -299,6 +307,7 @@ describe.skipIf(!enabled)('SchedulerClient against a real TLS scheduler', () => 
     }
     const running = await waitForWorkers(client, 2, { timeoutMs: 20_000, intervalMs: 200, requireRunning: true });
     expect(running.every((w) => w.status === 'running')).toBe(true);
+    expect(await client.workerCount({ running: true })).toBe(2);
 
     const target = workers.find((w) => w.name === 'w1')!;
     const retired = await client.retireWorkers({ workers: [target.address] });

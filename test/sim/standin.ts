@@ -8,8 +8,9 @@
  *   and requiring a client certificate signed by the cluster's CA, as `dask scheduler
  *   --tls-ca-file ... --tls-cert ... --tls-key ...` does. It speaks Dask's wire protocol (framing,
  *   handshake written first, msgpack frame 0) and answers the handlers the library uses:
- *   `identity`, `versions`, `broadcast` of `versions`, `retire_workers`, `adaptive_target`,
- *   `terminate`, `close`; any other op is answered with nil, as Dask answers an unknown op.
+ *   `identity`, `ncores` and `ncores_running` (every stand-in worker runs), `versions`,
+ *   `broadcast` of `versions`, `retire_workers`, `adaptive_target`, `terminate`, `close`; any
+ *   other op is answered with nil, as Dask answers an unknown op.
  *   Without TLS in the launch spec it listens in plain TCP.
  * - A **worker VM**, after the same kind of delay, "registers": it appears in its scheduler's
  *   worker map as `tls://<privateIp>:<port>` with `host` = its private address and the name its
@@ -517,6 +518,13 @@ export class StandInBooter implements VmBooter {
           started: s.started,
           workers,
         };
+      }
+      // Dask's get_ncores / get_ncores_running: {worker address: nthreads}.
+      case 'ncores':
+      case 'ncores_running': {
+        const out: Record<string, number> = {};
+        for (const w of s.workers.values()) out[w.address] = w.nthreads;
+        return out;
       }
       case 'versions':
         return this.#versions;
