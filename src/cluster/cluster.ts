@@ -751,11 +751,11 @@ export class Cluster implements AsyncDisposable {
           timeoutMs: this.options.schedulerTimeoutMs ?? this.#defaults.schedulerTimeoutMs,
           signal: abort.signal,
           intervalMs: this.backend.readinessPollMs,
-          // The backoff stays within a few polls: every pause is time the user waits once the
-          // scheduler is up. A local scheduler is up in about a second, where a pause grown to
-          // 500 ms would cost half of that again; a VM's comes up with its workers, which are
-          // counted only after it answers. One attempt a second costs the scheduler nothing.
-          maxIntervalMs: 4 * (this.backend.readinessPollMs ?? 250),
+          // The pause does not grow: every pause is time the user waits once the scheduler is
+          // up, and the workers are counted only after it answers. A local scheduler is up in
+          // about a second, a VM's after a boot nothing predicts; a look before then is one
+          // refused connection.
+          maxIntervalMs: this.backend.readinessPollMs ?? 500,
         });
         this.emit({ type: 'scheduler-ready', clusterId: this.id, address: this.#clientAddress, at: Date.now() });
         phase = 'workers';

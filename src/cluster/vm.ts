@@ -445,6 +445,9 @@ function chunks<T>(items: T[], size: number): T[][] {
 
 const TAIL_LINES = 40;
 
+/** Pause between readiness looks at a VM cluster's scheduler and at its workers' count. */
+const VM_READINESS_POLL_MS = 250;
+
 /** The CLI command that deletes what is left of a cluster (`flags`: the adapter's `cleanupFlags`). */
 export function cleanupCommand(kind: string, flags: string[], clusterId: string): string {
   return ['dask-cloud cleanup --provider', kind, ...flags, '--cluster', clusterId].join(' ');
@@ -479,6 +482,13 @@ export class VMBackend implements ClusterBackend {
   readonly #pacingNoted = new Map<string, number>();
   /** Teardown deletes every instance it created or finds by label: close() needs no round of its own. */
   readonly teardownDeletesMembers = true;
+  /**
+   * A VM's scheduler comes up at a moment nothing predicts, a boot of 30 s to minutes after its
+   * create, and its workers are counted only once it answers: a look every 250 ms finds it a
+   * quarter of a second after, where a look grown to every second cost half a second on average.
+   * A look before Dask listens is one refused (or unanswered) connection.
+   */
+  readonly readinessPollMs = VM_READINESS_POLL_MS;
   readonly #adapter: CloudAdapter;
   readonly #options: VMClusterOptions;
   /** Every instance id ever created, so rollback never depends on a create call having returned. */
