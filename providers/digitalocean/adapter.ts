@@ -332,10 +332,9 @@ export class DropletAdapter implements CloudAdapter {
       return p;
     };
     const vpcId = this.#o.vpc;
-    const vpcRead =
-      vpcId !== undefined
-        ? early('vpc:read', async () => (await this.#call(ctx, 'vpcs_get', (c) => c.vpc.getVpc({ vpc_id: vpcId }), true)).vpc)
-        : early('vpc:read', () => this.#all<modules.vpc.IVpc>(ctx, 'vpcs_list', 'vpcs', (c, page) => c.vpc.listVpcs({ page, per_page: PER_PAGE })));
+    // A given VPC is read by its id; else the region's default VPC is found in the list.
+    const vpcGet = vpcId !== undefined ? early('vpc:read', async () => (await this.#call(ctx, 'vpcs_get', (c) => c.vpc.getVpc({ vpc_id: vpcId }), true)).vpc) : undefined;
+    const vpcList = vpcId === undefined ? early('vpc:read', () => this.#all<modules.vpc.IVpc>(ctx, 'vpcs_list', 'vpcs', (c, page) => c.vpc.listVpcs({ page, per_page: PER_PAGE }))) : undefined;
     const regionsRead = early('regions:read', () => this.#all<modules.region.IRegion>(ctx, 'regions_list', 'regions', (c, page) => c.region.listRegions({ page, per_page: PER_PAGE })));
     const ref = this.#o.image;
     const imageRead = early('image:read', async () => (await this.#call(ctx, 'images_get', (c) => c.image.getImage(typeof ref === 'number' ? { image_id: ref } : { slug: ref }), true)).image);
@@ -358,7 +357,7 @@ export class DropletAdapter implements CloudAdapter {
           if (vpcId !== undefined) {
             let vpc: modules.vpc.IVpc | undefined;
             try {
-              vpc = (await vpcRead) as modules.vpc.IVpc | undefined;
+              vpc = await vpcGet;
             } catch (err) {
               if (statusOf(err) === 404) throw new ValidationError(`vpc ${vpcId} does not exist in this account`, { option: 'vpc', details: { fix: 'pass the id of one of your VPCs (doctl vpcs list), or leave vpc out for the region\'s default VPC' } });
               throw err;
@@ -372,7 +371,7 @@ export class DropletAdapter implements CloudAdapter {
             this.#vpcName = vpc.name;
             return `VPC ${vpc.name} (${vpc.ip_range}) in ${vpc.region}`;
           }
-          const vpcs = (await vpcRead) as modules.vpc.IVpc[] | undefined;
+          const vpcs = await vpcList;
           if (!vpcs) return notReadable('network', 'vpc:read', 'the VPC');
           const own = vpcs.find((v) => v.default && v.region === this.#region);
           if (own) {
