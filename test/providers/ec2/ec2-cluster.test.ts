@@ -15,7 +15,7 @@ import { architectureOf, resolveEc2Settings } from '../../../providers/ec2/optio
 import { clientToken } from '../../../providers/ec2/adapter';
 import { LABELS } from '../../../src/cluster/vm';
 import type { ClusterEvent } from '../../../src/cluster/events';
-import { CloudApiError, DaskCloudError, ValidationError } from '../../../src/errors';
+import { CloudApiError, DaskCloudError, DaskCommError, ValidationError } from '../../../src/errors';
 import { checkFakesAndClose, failedStart } from '../../helpers/fakes';
 import { imageIdFor, OWNERS, type FakeEc2 } from '../../fakes/ec2';
 import { authorizeFirst, collapsed, fakeOptions, nonDryRun, PREFLIGHT_OPS, startFake, tagMap, takePreflight } from './helpers';
@@ -408,6 +408,18 @@ describe('EC2Cluster start() failing at each step leaves nothing behind', () => 
     const [schedulerAt, workersAt] = at('RunInstances');
     expect(schedulerAt).toBeLessThan(authorizeAt! + DELAY_MS);
     expect(workersAt).toBeGreaterThanOrEqual(authorizeAt! + DELAY_MS);
+    expect(leakedCount(f)).toBe(0);
+  });
+
+  it('the scheduler is looked for every 250 ms until the deadline: the pause does not grow', async () => {
+    const f = await fake();
+    // Nothing listens on the loopback addresses: every look is refused until the deadline.
+    const TIMEOUT_MS = 4_000;
+    const err = await failedStart(cluster(f, { nWorkers: 0, schedulerTimeoutMs: TIMEOUT_MS }));
+    const timeout = err.cause as DaskCommError;
+    expect(timeout.code, String(timeout)).toBe('E_TIMEOUT');
+    // Pauses of 250 ms (with jitter) give about 16 looks; a pause grown to a second gave 5.
+    expect(timeout.details.attempts).toBeGreaterThanOrEqual(TIMEOUT_MS / 500);
     expect(leakedCount(f)).toBe(0);
   });
 
