@@ -1131,18 +1131,19 @@ export class Ec2Adapter implements CloudAdapter {
   }
 
   async listInstances(ctx: AdapterContext): Promise<Instance[]> {
+    // Terminated (and shutting-down) instances are not listed at all (LIVE_STATES).
+    return this.#describe(ctx, [
+      { Name: `tag:${LABELS.cluster}`, Values: [ctx.clusterId] },
+      { Name: 'instance-state-name', Values: LIVE_STATES },
+    ]);
+  }
+
+  /** Every instance the filters match, page by page (a thousand a page, EC2's maximum). */
+  async #describe(ctx: AdapterContext, filters: Ec2Sdk.Filter[]): Promise<Instance[]> {
     const found: Instance[] = [];
     let token: string | undefined;
     do {
-      const out = await this.api.call(ctx, 'DescribeInstances', {
-        Filters: [
-          { Name: `tag:${LABELS.cluster}`, Values: [ctx.clusterId] },
-          { Name: 'instance-state-name', Values: LIVE_STATES },
-        ],
-        MaxResults: 1000,
-        ...(token !== undefined ? { NextToken: token } : {}),
-      });
-      // Terminated (and shutting-down) instances are not listed at all (LIVE_STATES).
+      const out = await this.api.call(ctx, 'DescribeInstances', { Filters: filters, MaxResults: 1000, ...(token !== undefined ? { NextToken: token } : {}) });
       for (const i of out.Reservations?.flatMap((r) => r.Instances ?? []) ?? []) if (i.InstanceId) found.push(toInstance(i));
       token = out.NextToken || undefined;
     } while (token !== undefined);
@@ -1220,20 +1221,7 @@ export class Ec2Adapter implements CloudAdapter {
    */
   async describeInstances(ctx: AdapterContext, ids: string[]): Promise<Instance[]> {
     const found: Instance[] = [];
-    for (let i = 0; i < ids.length; i += DESCRIBE_CHUNK) {
-      let token: string | undefined;
-      do {
-        const out = await this.api.call(ctx, 'DescribeInstances', {
-          Filters: [{ Name: 'instance-id', Values: ids.slice(i, i + DESCRIBE_CHUNK) }],
-          MaxResults: 1000,
-          ...(token !== undefined ? { NextToken: token } : {}),
-        });
-        for (const inst of out.Reservations?.flatMap((r) => r.Instances ?? []) ?? []) {
-          if (inst.InstanceId) found.push(toInstance(inst));
-        }
-        token = out.NextToken || undefined;
-      } while (token !== undefined);
-    }
+    for (let i = 0; i < ids.length; i += DESCRIBE_CHUNK) found.push(...(await this.#describe(ctx, [{ Name: 'instance-id', Values: ids.slice(i, i + DESCRIBE_CHUNK) }])));
     return found;
   }
 
