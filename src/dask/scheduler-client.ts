@@ -245,8 +245,7 @@ export class SchedulerClient implements AsyncDisposable {
     const { running, ...request } = options;
     const reply = await this.request(running ? 'ncores_running' : 'ncores', {}, request);
     if (reply !== null && typeof reply === 'object' && !Array.isArray(reply)) return Object.keys(reply).length;
-    const all = await this.workers(request);
-    return (running ? all.filter((w) => w.status === 'running') : all).length;
+    return countedWorkers(await this.workers(request), running ?? false).length;
   }
 
   /**
@@ -448,6 +447,11 @@ export interface WaitForWorkersOptions {
 /** Reconnections in a row (no successful poll between them) before a dropped connection ends the wait. */
 export const MAX_RECONNECTS = 3;
 
+/** The workers that count: all of them, or with `running` only those whose status is `running`. */
+function countedWorkers(all: WorkerIdentity[], running: boolean): WorkerIdentity[] {
+  return running ? all.filter((w) => w.status === 'running') : all;
+}
+
 /** After a wait for workers timed out: how long the look at their statuses (for the message) may take. */
 const TIMEOUT_LOOK_MS = 2_000;
 
@@ -469,7 +473,6 @@ export async function waitForWorkers(
   const interval = options.intervalMs ?? 500;
   const deadline = Date.now() + timeoutMs;
   const running = options.requireRunning ?? false;
-  const counted = (all: WorkerIdentity[]) => (running ? all.filter((w) => w.status === 'running') : all);
   let seen: WorkerIdentity[] | undefined;
   let current = client;
   let drops = 0;
@@ -500,12 +503,12 @@ export async function waitForWorkers(
       }
       if (all !== undefined) seen = all;
       // A worker may have left between the count and the records: the records decide.
-      const now = all !== undefined ? counted(all).length : count;
+      const now = all !== undefined ? countedWorkers(all, running).length : count;
       if (now !== reported) {
         reported = now;
         options.onCount?.(reported);
       }
-      if (all !== undefined && now >= n) return counted(all);
+      if (all !== undefined && now >= n) return countedWorkers(all, running);
       const pause = Math.min(interval, deadline - Date.now());
       if (pause <= 0) break;
       await sleep(pause, signal, client.address);
