@@ -55,9 +55,11 @@ async function warningsDuring<T>(fn: () => Promise<T>): Promise<{ value: T; warn
 
 describe('a thousand workers within the clouds\' rate limits', () => {
   it('EC2: scaling back up by 500 after the start spent the launch budget is paced, and no refusal reaches the caller', { timeout: 600_000 }, async () => {
-    // AWS's bucket is 1,000 instances refilled at 2/s; 100/s here keeps the test short, and the
-    // cluster is told the same rate, as a user whose limit AWS raised would.
-    const launchRate = { burst: N, perSecond: 100 };
+    // AWS's bucket is 1,000 instances refilled at 2/s; 20/s here keeps the test short, and the
+    // cluster is told the same rate, as a user whose limit AWS raised would. The start and the
+    // scale-down must not give the bucket time to refill the 500 (at 100/s, 5 s did on a loaded
+    // machine, and the scale-up needed no pacing): at 20/s that takes 25 s.
+    const launchRate = { burst: N, perSecond: 20 };
     const booter = new StandInBooter({ bootMs: BOOT_MS });
     cleanups.push(() => booter.stopAll());
     const fake = await FakeEc2.start({ privateCidr: '127.220.0.0/18', publicCidr: '127.220.64.0/18', booter, runInstancesRate: launchRate });
@@ -87,8 +89,8 @@ describe('a thousand workers within the clouds\' rate limits', () => {
       await cluster.waitForWorkers(N, { timeoutMs: 120_000 });
       const pacing = events.slice(before).filter((e): e is Extract<ClusterEvent, { type: 'pacing' }> => e.type === 'pacing');
       expect(pacing.length).toBeGreaterThan(0);
-      expect(pacing[0]).toMatchObject({ provider: 'ec2', operation: 'RunInstances', perSecond: 100 });
-      expect(pacing[0]!.message).toMatch(/^EC2 is launching 100\/s: \d+ instances left/);
+      expect(pacing[0]).toMatchObject({ provider: 'ec2', operation: 'RunInstances', perSecond: 20 });
+      expect(pacing[0]!.message).toMatch(/^EC2 is launching 20\/s: \d+ instances left/);
     });
     expect(warnings).toEqual([]);
     const runs = fake.server.calls('RunInstances').filter((c) => String(c.params.DryRun) !== 'true');
