@@ -26,7 +26,7 @@
 import { randomBytes } from 'node:crypto';
 import { inspect, type InspectOptions } from 'node:util';
 import type { modules } from 'dots-wrapper';
-import { cloudDate, LABELS, type AdapterContext, type CloudAdapter, type ClusterListing, type Instance, type InstanceRequest, type NetworkPlan } from '../../src/cluster/vm';
+import { cloudDate, LABELS, type AdapterContext, type CloudAdapter, type ClusterListing, type Instance, type InstanceRequest, type NetworkPlan, type NetworkSetup } from '../../src/cluster/vm';
 import type { MemberRole } from '../../src/cluster/backend';
 import { retry } from '../../src/cluster/retry';
 import { CloudApiError, CredentialsError, DaskCloudError, PreflightError, ValidationError } from '../../src/errors';
@@ -145,6 +145,9 @@ const ANYWHERE = ['0.0.0.0/0', '::/0'];
 const ALL_PORTS = '0';
 const PER_PAGE = 200;
 
+/** What this process knows of its cluster's firewall: 'none' until a create is tried, 'unknown' while one may have landed. */
+type FirewallState = { clusterId: string; firewallId?: string; firewall: 'none' | 'created' | 'unknown' };
+
 /** A VPC NAT gateway as GET /v2/vpc_nat_gateways lists it (dots-wrapper has no type for it). */
 interface NatGateway {
   id: string;
@@ -193,7 +196,7 @@ export class DropletAdapter implements CloudAdapter {
    * `none` (its create failed cleanly, or it was deleted), `unknown` (an answer was lost). For any
    * other cluster (cleanup sweeps) deleteNetwork finds the firewall by name.
    */
-  #own: { clusterId: string; firewallId?: string; firewall: 'none' | 'created' | 'unknown' } | undefined;
+  #own: FirewallState | undefined;
   /** Expiry tags seen on each cluster's Droplets (they are shared by name, so only these are candidates for deletion). */
   readonly #expiryTags = new Map<string, Set<string>>();
   /** The list the waiting worker batches share (see #pollTagged). */
@@ -627,13 +630,24 @@ export class DropletAdapter implements CloudAdapter {
     return { inbound_rules: inbound, outbound_rules: outbound };
   }
 
-  async ensureNetwork(ctx: AdapterContext, plan: NetworkPlan): Promise<void> {
-    const name = firewallName(plan.clusterId);
-    const tag = clusterTag(plan.clusterId);
+  /**
+   * Starts the cluster's tag and firewall and returns at once: the scheduler's create goes out
+   * beside them. A firewall names Droplets by tag, so it covers the scheduler whenever it lands,
+   * and it is in effect long before the Droplet is active (the core dials nothing before then).
+   * The workers wait for it ({@link NetworkSetup.beforeWorkers}): a refused firewall costs the
+   * scheduler's create and delete, never a worker's.
+   */
+  async ensureNetwork(ctx: AdapterContext, plan: NetworkPlan): Promise<NetworkSetup> {
     const rules = this.firewallRules(plan);
     // 'none' until the firewall create is tried: a failed tag create leaves no firewall to look for.
-    const own = (this.#own = { clusterId: plan.clusterId, firewall: 'none' as 'none' | 'created' | 'unknown', firewallId: undefined as string | undefined });
-    // The firewall may only name an existing tag; the Droplets that will carry it come later.
+    const own: FirewallState = (this.#own = { clusterId: plan.clusterId, firewall: 'none' });
+    return { inEffect: this.#createFirewall(ctx, plan.clusterId, rules, own), beforeWorkers: true };
+  }
+
+  async #createFirewall(ctx: AdapterContext, clusterId: string, rules: ReturnType<DropletAdapter['firewallRules']>, own: FirewallState): Promise<void> {
+    const name = firewallName(clusterId);
+    const tag = clusterTag(clusterId);
+    // The firewall may only name an existing tag: a Droplet's create makes its tags, a firewall's does not.
     await this.#ensureTag(ctx, tag);
     let ambiguous = false;
     await this.#reconciled(ctx, `creating firewall ${name}`, async () => {

@@ -13,7 +13,7 @@ import { createApiClient } from 'dots-wrapper';
 import { DropletCluster } from '../../../providers/digitalocean';
 import { ClusterStartError, ValidationError } from '../../../src/errors';
 import type { ClusterEvent } from '../../../src/cluster/events';
-import { LocalVmBooter, NETWORK_TEARDOWN, newCluster, opsSince, PREFLIGHT, sequenceAfterPreflight, sequenceSince, startFake } from './helpers';
+import { LocalVmBooter, NETWORK_TEARDOWN, networkThenScheduler, newCluster, opsSince, PREFLIGHT, sequenceAfterPreflight, sequenceSince, startFake } from './helpers';
 
 const SLOT = 1;
 const enabled = have(realDask());
@@ -52,8 +52,10 @@ describe.runIf(enabled)('DropletCluster start failures roll back everything', ()
   // Every API call start() makes after the read-only preflight (whose failures preflight.test.ts
   // covers: they are typed errors before anything exists), in order, with the phase the error must name.
   const steps: { op: string; nth: number; phase: string; what: string }[] = [
-    { op: 'tags_create', nth: 1, phase: 'network', what: 'creating the cluster tag' },
-    { op: 'firewalls_create', nth: 1, phase: 'network', what: 'creating the firewall' },
+    // The tag and the firewall go out beside the scheduler's create, and the scheduler phase waits
+    // for them before it looks for the scheduler's address: a refusal fails that phase.
+    { op: 'tags_create', nth: 1, phase: 'scheduler', what: 'creating the cluster tag' },
+    { op: 'firewalls_create', nth: 1, phase: 'scheduler', what: 'creating the firewall' },
     { op: 'droplets_create', nth: 1, phase: 'scheduler', what: 'creating the scheduler Droplet' },
     { op: 'droplets_get', nth: 1, phase: 'scheduler', what: "polling the scheduler's address" },
     { op: 'droplets_create', nth: 2, phase: 'workers', what: 'creating the worker Droplets' },
@@ -73,6 +75,8 @@ describe.runIf(enabled)('DropletCluster start failures roll back everything', ()
       expect(err.message).toContain('Everything created for this cluster has been deleted');
       expect(err.message).not.toContain(f.token);
       expect(f.server.calls(step.op)[step.nth - 1]!.rejectedBy).toBe('fault');
+      // The workers are created only once the scheduler and the network are: a refusal before costs no worker.
+      expect(f.server.calls('droplets_create')).toHaveLength(step.phase === 'workers' ? 2 : 1);
       await expectNothingLeft(f);
     });
   }
@@ -195,7 +199,7 @@ describe.runIf(enabled)('DropletCluster start failures roll back everything', ()
     f.failAfterEffect('firewalls_create');
     const cluster = track(newCluster(f, { nWorkers: 0 }));
     await cluster.start();
-    expect(sequenceSince(f, PREFLIGHT.length).slice(0, 4)).toEqual(['tags_create', 'firewalls_create', 'firewalls_list', 'droplets_create']);
+    expect(networkThenScheduler(sequenceSince(f, PREFLIGHT.length)).slice(0, 4)).toEqual(['tags_create', 'firewalls_create', 'firewalls_list', 'droplets_create']);
     expect(f.resources().firewalls).toHaveLength(1);
     await cluster.close();
     await expectNothingLeft(f);

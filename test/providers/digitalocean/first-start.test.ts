@@ -14,7 +14,7 @@ import { checkFakesAndClose, failedStart } from '../../helpers/fakes';
 import type { FakeDigitalOcean } from '../../fakes/digitalocean';
 import { DropletCluster, clusterTag, firewallName, type DropletClusterOptions } from '../../../providers/digitalocean';
 import { ClusterStartError, DaskCloudError } from '../../../src/errors';
-import { clusterOptions, newCluster, sequenceSince, startFake } from './helpers';
+import { clusterOptions, networkThenScheduler, newCluster, sequenceSince, startFake } from './helpers';
 
 const SLOT = 7;
 const fakes: FakeDigitalOcean[] = [];
@@ -209,7 +209,7 @@ describe('the cluster tag in the whole call sequence', () => {
     const cluster = track(newCluster(f, { nWorkers: 1 }));
     const mark = f.server.received.length;
     await failedStart(cluster);
-    const seq = sequenceSince(f, mark);
+    const seq = networkThenScheduler(sequenceSince(f, mark));
     const preflight = seq.slice(0, seq.indexOf('tags_create'));
     expect(preflight.every((op) => /_(get|list)$/.test(op))).toBe(true);
     expect(seq.slice(seq.indexOf('tags_create'))).toEqual([

@@ -107,7 +107,28 @@ export function sequenceAfterPreflight(fake: FakeDigitalOcean, preflight: string
   const seq = sequenceSince(fake, 0);
   expect(seq[0]).toBe(preflight[0]);
   expect(seq.slice(0, preflight.length).sort()).toEqual([...preflight].sort());
-  return seq.slice(preflight.length);
+  return networkThenScheduler(seq.slice(preflight.length));
+}
+
+/** The calls of the network phase: the cluster tag, then the firewall (with its reconciling look-ups). */
+const NETWORK_CALLS = new Set(['tags_create', 'tags_get', 'firewalls_create', 'firewalls_list']);
+
+/**
+ * The scheduler's create goes out beside the network's calls, so it arrives anywhere among them.
+ * It is moved to just after them, where a test states it; a sequence without a tag create is
+ * returned as it is. Only the scheduler's address poll must wait for the firewall, and that order
+ * is kept: a `droplets_get` among the network's calls stays there and fails the test.
+ */
+export function networkThenScheduler(seq: string[]): string[] {
+  const start = seq.indexOf('tags_create');
+  if (start < 0) return seq;
+  let end = start;
+  while (end < seq.length && (NETWORK_CALLS.has(seq[end]!) || seq[end] === 'droplets_create')) end++;
+  const window = seq.slice(start, end);
+  const create = window.indexOf('droplets_create');
+  if (create < 0) return seq;
+  window.splice(create, 1);
+  return collapse([...seq.slice(0, start), ...window, 'droplets_create', ...seq.slice(end)]);
 }
 
 /** Like opsSince, collapsed: the call sequence a test states exactly. */

@@ -16,7 +16,7 @@ import { checkFakesAndClose, failedStart } from '../../helpers/fakes';
 import type { FakeDigitalOcean } from '../../fakes/digitalocean';
 import { DropletCluster, DROPLET_DEFAULTS, clusterTag, labelTag, type DropletClusterOptions } from '../../../providers/digitalocean';
 import { CredentialsError, ValidationError } from '../../../src/errors';
-import { clusterOptions, newCluster, sequenceAfterPreflight, sequenceSince, startFake } from './helpers';
+import { clusterOptions, networkThenScheduler, newCluster, sequenceAfterPreflight, sequenceSince, startFake } from './helpers';
 
 const SLOT = 3;
 const fakes: FakeDigitalOcean[] = [];
@@ -157,7 +157,7 @@ describe('DropletCluster against the fake (no Dask)', () => {
     const seq = sequenceSince(f, mark);
     expect(seq).toContain('vpcs_get');
     expect(seq).not.toContain('vpcs_list');
-    expect(seq.slice(seq.indexOf('tags_create'), seq.indexOf('tags_create') + 3)).toEqual(['tags_create', 'firewalls_create', 'droplets_create']);
+    expect(networkThenScheduler(seq).slice(seq.indexOf('tags_create'), seq.indexOf('tags_create') + 3)).toEqual(['tags_create', 'firewalls_create', 'droplets_create']);
     expect(cluster.region).toBe('ams3');
     expect(f.server.calls('droplets_create')[0]!.json).toMatchObject({ region: 'ams3', vpc_uuid: vpc.id });
     const fw = f.server.calls('firewalls_create')[0]!.json as { inbound_rules: { ports: string; sources: { addresses?: string[] } }[] };
@@ -229,6 +229,31 @@ describe('DropletCluster against the fake (no Dask)', () => {
     expect(sequenceAfterPreflight(f).slice(0, 5)).toEqual(['tags_create', 'firewalls_create', 'firewalls_list', 'firewalls_create', 'droplets_create']);
     expect(f.server.calls('firewalls_create').map((c) => c.status)).toEqual([500, 202]);
     expect(f.server.calls('firewalls_delete')).toHaveLength(1);
+    expect(f.leaked()).toEqual({});
+  });
+
+  it("the scheduler's create goes out beside the tag and the firewall; the workers' waits for the firewall", async () => {
+    const f = await fake();
+    // Each network call takes longer than the scheduler takes to become active (lifecycleMs 200).
+    const LATENCY_MS = 1_500;
+    f.faults.latency(/^(tags|firewalls)_create$/, LATENCY_MS);
+    f.faults.fail('droplets_list', FORBIDDEN, { nth: 2 }); // the workers' first poll: stop there
+    const cluster = track(newCluster(f, { nWorkers: 1 }));
+    await failedStart(cluster);
+    const tag = f.server.calls('tags_create')[0]!;
+    const firewall = f.server.calls('firewalls_create')[0]!;
+    const [scheduler, workers] = f.server.calls('droplets_create');
+    const timeline = f.server
+      .calls()
+      .filter((c) => c.at >= tag.at)
+      .map((c) => `${c.operation} +${c.at - tag.at}`)
+      .join(', ');
+    // Before the tag was even answered: waiting for the network would put it 2 × LATENCY_MS later.
+    expect(scheduler!.at - tag.at, timeline).toBeLessThan(LATENCY_MS);
+    // The firewall still waits for the tag it names.
+    expect(firewall.at - tag.at, timeline).toBeGreaterThanOrEqual(LATENCY_MS);
+    // No worker is created before the firewall is in place.
+    expect(workers!.at - firewall.at, timeline).toBeGreaterThanOrEqual(LATENCY_MS);
     expect(f.leaked()).toEqual({});
   });
 
