@@ -634,14 +634,15 @@ export class DropletAdapter implements CloudAdapter {
    * Starts the cluster's tag and firewall and returns at once: the scheduler's create goes out
    * beside them. A firewall names Droplets by tag, so it covers the scheduler whenever it lands,
    * and it is in effect long before the Droplet is active (the core dials nothing before then).
-   * The workers wait for it ({@link NetworkSetup.beforeWorkers}): a refused firewall costs the
+   * The workers wait for it ({@link NetworkSetup.accepted}): a refused firewall costs the
    * scheduler's create and delete, never a worker's.
    */
   async ensureNetwork(ctx: AdapterContext, plan: NetworkPlan): Promise<NetworkSetup> {
     const rules = this.firewallRules(plan);
     // 'none' until the firewall create is tried: a failed tag create leaves no firewall to look for.
     const own: FirewallState = (this.#own = { clusterId: plan.clusterId, firewall: 'none' });
-    return { inEffect: this.#createFirewall(ctx, plan.clusterId, rules, own), beforeWorkers: true };
+    const inEffect = this.#createFirewall(ctx, plan.clusterId, rules, own);
+    return { inEffect, accepted: inEffect };
   }
 
   async #createFirewall(ctx: AdapterContext, clusterId: string, rules: ReturnType<DropletAdapter['firewallRules']>, own: FirewallState): Promise<void> {

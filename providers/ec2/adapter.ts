@@ -766,7 +766,7 @@ export class Ec2Adapter implements CloudAdapter {
     this.#groupId = groupId;
     ctx.log('ec2: security group %s (%s) in %s', groupId, name, net.vpcId);
     // Rules added to a group apply to the instances already in it, so the scheduler is launched
-    // while the rules are authorised. The workers wait for the answer (beforeWorkers), which
+    // while the rules are authorised. The workers wait for the answer (accepted), which
     // comes about when the scheduler's does: no preflight can try an authorisation ahead, and a
     // refused one must not first launch (and drain the launch budget with) a thousand workers.
     // Not abandoned on abort either: the rollback deletes the group once it was answered.
@@ -777,7 +777,7 @@ export class Ec2Adapter implements CloudAdapter {
         if (ec2ErrorCode(err) !== 'InvalidPermission.Duplicate') throw err;
       },
     );
-    return { inEffect, beforeWorkers: true };
+    return { inEffect, accepted: inEffect };
   }
 
   /** Members reach each other on every TCP port (workers and nannies listen on random ports); plan rules by CIDR. */

@@ -507,29 +507,32 @@ export class GcpAdapter implements CloudAdapter {
     return rules;
   }
 
+  /**
+   * Sends the cluster's firewall rules and returns at once: an instance names its tags, not a
+   * rule, so the VMs are created while the rules are inserted and take effect (the core dials
+   * the scheduler only once they have). The workers wait for the inserts' answers (`accepted`),
+   * which come long before the scheduler's address: a refused insert costs the scheduler's
+   * create, never a worker's.
+   */
   async ensureNetwork(ctx: AdapterContext, plan: NetworkPlan): Promise<NetworkSetup> {
     const project = this.#cfg.networkProjectId;
     const rules = this.#firewallRules(plan);
     // All inserts first, then all waits: the rules are created in parallel. Every insert settles
     // before an error is thrown, so the rollback's sweep sees everything that was created.
-    const ops = settled(
-      await Promise.allSettled(
-        rules.map((rule) =>
-          this.#api
-            .call(`creating firewall rule ${rule.name}`, (c, requestId, req) => c.firewalls.insert({ project, requestId, firewallResource: rule }, req), {
-              signal: ctx.signal,
-              mutating: true,
-            })
-            .then(operationOf),
-        ),
+    const ops = Promise.allSettled(
+      rules.map((rule) =>
+        this.#api
+          .call(`creating firewall rule ${rule.name}`, (c, requestId, req) => c.firewalls.insert({ project, requestId, firewallResource: rule }, req), {
+            signal: ctx.signal,
+            mutating: true,
+          })
+          .then(operationOf),
       ),
-    );
-    // The rules take effect while the VMs are created: an instance names its tags, not a rule,
-    // so nothing about a VM depends on them until it is dialled.
-    const inEffect = Promise.allSettled(ops.map((op, i) => this.#api.waitOperation(`creating firewall rule ${rules[i]!.name}`, op, { project, global: true }, ctx.signal))).then((r) => {
-      settled(r);
+    ).then(settled);
+    const inEffect = ops.then(async (started) => {
+      settled(await Promise.allSettled(started.map((op, i) => this.#api.waitOperation(`creating firewall rule ${rules[i]!.name}`, op, { project, global: true }, ctx.signal))));
     });
-    return { inEffect };
+    return { inEffect, accepted: ops.then(() => undefined) };
   }
 
   #userDataItems(request: InstanceRequest): { key: string; value: string }[] {

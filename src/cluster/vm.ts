@@ -107,12 +107,14 @@ export interface NetworkSetup {
    */
   inEffect: Promise<void>;
   /**
-   * The work is short (one request, sent beside the scheduler's create and answered about when
-   * it is): the core waits for it before it launches the workers, so a refusal (of a call the
-   * preflight could not try ahead) costs no worker's create. Left unset where it takes seconds
-   * (GCP's firewall operations): the workers then launch meanwhile.
+   * Resolves once the cloud has answered the requests (accepted them: a request or two, sent
+   * beside the scheduler's create and answered long before its address is known); rejects with a
+   * refusal. The core waits for it before it launches the workers, so a refusal (of a call the
+   * preflight could not try ahead) costs no worker's create. Where taking effect is quick, it is
+   * `inEffect` itself; where it takes seconds (GCP's firewall operations), the workers launch
+   * while it does. Unset: the workers wait for nothing.
    */
-  beforeWorkers?: boolean;
+  accepted?: Promise<void>;
 }
 
 export interface InstanceRequest {
@@ -499,8 +501,8 @@ export class VMBackend implements ClusterBackend {
   #networkCreated = false;
   /** What `ensureNetwork` left taking effect (its rejection is observed where it is awaited). */
   #networkInEffect: Promise<void> | undefined;
-  /** Whether the workers wait for it ({@link NetworkSetup.beforeWorkers}). */
-  #networkBeforeWorkers = false;
+  /** What the workers wait for ({@link NetworkSetup.accepted}). */
+  #networkAccepted: Promise<void> | undefined;
   /** Members whose VMs should be running, by instance id; `seen` once a list has shown it. */
   readonly #watched = new Map<string, { member: Member; seen: boolean }>();
   /** Stops the member watch (teardown). */
@@ -655,7 +657,8 @@ export class VMBackend implements ClusterBackend {
     if (setup) {
       setup.inEffect.catch(() => undefined); // awaited before the scheduler is dialled and before the network is deleted
       this.#networkInEffect = setup.inEffect;
-      this.#networkBeforeWorkers = setup.beforeWorkers ?? false;
+      setup.accepted?.catch(() => undefined); // awaited before the workers launch
+      this.#networkAccepted = setup.accepted;
     }
   }
 
@@ -791,7 +794,7 @@ export class VMBackend implements ClusterBackend {
     this.#watchMembers(ctx, [member]);
     // The core launches the workers once this returns: a short network setup is answered first
     // (a refusal then fails the start here, with the scheduler the only VM to delete).
-    if (this.#networkBeforeWorkers) await this.#networkInEffect;
+    await this.#networkAccepted;
     const proto = protocolFor(ctx.security);
     const port = this.#plan?.schedulerPort ?? DEFAULT_SCHEDULER_PORT;
     const withPrivate = created.privateIp ? created : await this.#adapter.waitForAddresses(this.#actx(ctx), created, false);
@@ -972,6 +975,7 @@ export class VMBackend implements ClusterBackend {
           });
           this.#networkCreated = false;
           this.#networkInEffect = undefined;
+          this.#networkAccepted = undefined;
         } catch (err) {
           errors.push(err);
           leftovers.push('the cluster firewall / security group (and tags)');

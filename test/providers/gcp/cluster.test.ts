@@ -344,6 +344,8 @@ interface FailureCase {
   phase: string;
   message: RegExp;
   console?: RegExp;
+  /** The step fails before the workers' create: none is sent. */
+  noWorkers?: boolean;
   options?: Partial<ConstructorParameters<typeof GCPCluster>[0]>;
 }
 
@@ -351,7 +353,9 @@ const FAILURES: FailureCase[] = [
   {
     step: 'firewall insert',
     inject: (f) => f.faults.fail('compute.firewalls.insert', { status: 403, code: 'forbidden', message: "Required 'compute.firewalls.create' permission" }, { nth: 2 }),
-    phase: 'network',
+    // The rules go out beside the scheduler's insert; the scheduler phase waits for their answers.
+    phase: 'scheduler',
+    noWorkers: true,
     message: /creating firewall rule \S+ failed: HTTP 403 forbidden: Required 'compute.firewalls.create' permission/,
   },
   {
@@ -422,9 +426,38 @@ describe('a failure at each API step of start() rolls back everything', () => {
       const ops = operations(fake);
       expect(ops).toContain('instances.list');
       if (ops.includes('firewalls.insert')) expect(ops).toContain('firewalls.list');
+      if (c.noWorkers) expect(ops).not.toContain('instances.bulkInsert');
       await cluster.close(); // nothing left to do, and no error
     });
   }
+});
+
+describe("the firewall rules go out beside the scheduler's insert", () => {
+  it("the scheduler's insert does not wait for the rules' answers; the workers' bulkInsert does", async () => {
+    const fake = await fakeGcp();
+    const LATENCY_MS = 1_500;
+    fake.faults.latency('compute.firewalls.insert', LATENCY_MS);
+    // The workers' address list, right after their bulkInsert: stop there, before anything is dialled.
+    fake.faults.fail('compute.instances.list', { status: 403, code: 'forbidden', message: "Required 'compute.instances.list' permission" }, { times: 1 });
+    const cluster = new GCPCluster({ ...fakeOptions(fake), nWorkers: 2, schedulerTimeoutMs: 30_000 });
+    const err = (await cluster.start().catch((e: unknown) => e)) as ClusterStartError;
+    expect(ClusterStartError.isInstance(err), String(err)).toBe(true);
+    const calls = fake.server.received;
+    const rules = calls.filter((r) => r.operation === 'compute.firewalls.insert');
+    const insert = calls.find((r) => r.operation === 'compute.instances.insert')!;
+    const bulk = calls.find((r) => r.operation === 'compute.instances.bulkInsert')!;
+    const t0 = rules[0]!.at;
+    const timeline = calls
+      .filter((r) => r.at >= t0)
+      .map((r) => `${r.operation} +${r.at - t0}`)
+      .join(', ');
+    expect(rules, timeline).toHaveLength(3);
+    // Waiting for the rules' answers would put the scheduler's insert LATENCY_MS later.
+    expect(insert.at - t0, timeline).toBeLessThan(LATENCY_MS);
+    expect(bulk.at - rules.at(-1)!.at, timeline).toBeGreaterThanOrEqual(LATENCY_MS);
+    expect(fake.leaked()).toEqual({});
+    await cluster.close();
+  });
 });
 
 describe('abort', () => {

@@ -102,12 +102,14 @@ describe.runIf(enabled)('GCPCluster with real Dask on simulated instances', () =
     const start = operations(fake);
     // preflight: reads only, made together (the credentials' projects.get beside the zone's get)
     expect([...start.slice(0, 8)].sort()).toEqual(['images.getFromFamily', 'machineTypes.get', 'machineTypes.get', 'networks.get', 'projects.get', 'regions.get', 'subnetworks.get', 'zones.get']);
-    expect(start.slice(8, 11)).toEqual(['firewalls.insert', 'firewalls.insert', 'firewalls.insert']);
-    // Then, concurrently: the rules' operations (awaited only before the scheduler is dialled),
-    // the scheduler's insert, its private address (get), its operation (wait) and, once RUNNING,
-    // its external address (get); the workers' bulkInsert, its operation, their addresses.
-    expect(start[11] === 'instances.insert' || start[11] === 'globalOperations.wait').toBe(true);
-    expect([...start.slice(11)].sort()).toEqual([
+    // Then, concurrently: the rules' inserts beside the scheduler's insert (a rule names tags, not
+    // VMs), the rules' operations (awaited only before the scheduler is dialled), the scheduler's
+    // private address (get), its operation (wait) and, once RUNNING, its external address (get);
+    // once the rules' inserts are answered, the workers' bulkInsert, its operation, their addresses.
+    expect([...start.slice(8)].sort()).toEqual([
+      'firewalls.insert',
+      'firewalls.insert',
+      'firewalls.insert',
       'globalOperations.wait',
       'globalOperations.wait',
       'globalOperations.wait',
@@ -120,6 +122,7 @@ describe.runIf(enabled)('GCPCluster with real Dask on simulated instances', () =
       'zoneOperations.wait',
     ]);
     expect(start.indexOf('instances.bulkInsert')).toBeGreaterThan(start.indexOf('instances.get'));
+    expect(start.indexOf('instances.bulkInsert')).toBeGreaterThan(start.lastIndexOf('firewalls.insert'));
     const received = fake.server.received;
     const insertAt = received.find((r) => r.operation === 'compute.instances.insert')!.at;
     const bulkAt = received.find((r) => r.operation === 'compute.instances.bulkInsert')!.at;
