@@ -631,16 +631,20 @@ export class DropletAdapter implements CloudAdapter {
   }
 
   /**
-   * Starts the cluster's tag and firewall and returns at once: the scheduler's create goes out
-   * beside them. A firewall names Droplets by tag, so it covers the scheduler whenever it lands,
-   * and it is in effect long before the Droplet is active (the core dials nothing before then).
-   * The workers wait for it ({@link NetworkSetup.accepted}): a refused firewall costs the
-   * scheduler's create and delete, never a worker's.
+   * Creates the cluster tag, then sends the firewall's create and returns without its answer:
+   * the scheduler's create goes out right behind it. A firewall names Droplets by tag, so it
+   * covers the scheduler whenever each lands. Without a firewall a Droplet accepts everything, so
+   * the firewall's request is sent first: a process killed after the Droplet's create has sent
+   * the firewall's too. The core waits for the answer ({@link NetworkSetup.accepted}) before it
+   * looks for the scheduler's address and before it creates any worker: a refused firewall
+   * costs the scheduler's create and delete, never a worker's.
    */
   async ensureNetwork(ctx: AdapterContext, plan: NetworkPlan): Promise<NetworkSetup> {
     const rules = this.firewallRules(plan);
     // 'none' until the firewall create is tried: a failed tag create leaves no firewall to look for.
     const own: FirewallState = (this.#own = { clusterId: plan.clusterId, firewall: 'none' });
+    // The firewall may only name an existing tag: a Droplet's create makes its tags, a firewall's does not.
+    await this.#ensureTag(ctx, clusterTag(plan.clusterId));
     const inEffect = this.#createFirewall(ctx, plan.clusterId, rules, own);
     return { inEffect, accepted: inEffect };
   }
@@ -648,8 +652,6 @@ export class DropletAdapter implements CloudAdapter {
   async #createFirewall(ctx: AdapterContext, clusterId: string, rules: ReturnType<DropletAdapter['firewallRules']>, own: FirewallState): Promise<void> {
     const name = firewallName(clusterId);
     const tag = clusterTag(clusterId);
-    // The firewall may only name an existing tag: a Droplet's create makes its tags, a firewall's does not.
-    await this.#ensureTag(ctx, tag);
     let ambiguous = false;
     await this.#reconciled(ctx, `creating firewall ${name}`, async () => {
       own.firewall = 'unknown';

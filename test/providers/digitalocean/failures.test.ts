@@ -51,16 +51,18 @@ const FORBIDDEN: FailureSpec = { status: 403, code: 'forbidden', message: 'You d
 describe.runIf(enabled)('DropletCluster start failures roll back everything', () => {
   // Every API call start() makes after the read-only preflight (whose failures preflight.test.ts
   // covers: they are typed errors before anything exists), in order, with the phase the error must name.
-  const steps: { op: string; nth: number; phase: string; what: string }[] = [
-    // The tag and the firewall go out beside the scheduler's create, and the scheduler phase waits
-    // for them before it looks for the scheduler's address: a refusal fails that phase.
-    { op: 'tags_create', nth: 1, phase: 'scheduler', what: 'creating the cluster tag' },
-    { op: 'firewalls_create', nth: 1, phase: 'scheduler', what: 'creating the firewall' },
-    { op: 'droplets_create', nth: 1, phase: 'scheduler', what: 'creating the scheduler Droplet' },
-    { op: 'droplets_get', nth: 1, phase: 'scheduler', what: "polling the scheduler's address" },
-    { op: 'droplets_create', nth: 2, phase: 'workers', what: 'creating the worker Droplets' },
+  // `creates`: the Droplet creates sent by then. No worker's is sent before the scheduler's
+  // address and the firewall's answer are known, so a refusal before costs no worker.
+  const steps: { op: string; nth: number; phase: string; what: string; creates: number }[] = [
+    { op: 'tags_create', nth: 1, phase: 'network', what: 'creating the cluster tag', creates: 0 },
+    // The scheduler's create goes out right behind the firewall's, and the scheduler phase waits
+    // for the firewall's answer before it looks for the scheduler's address.
+    { op: 'firewalls_create', nth: 1, phase: 'scheduler', what: 'creating the firewall', creates: 1 },
+    { op: 'droplets_create', nth: 1, phase: 'scheduler', what: 'creating the scheduler Droplet', creates: 1 },
+    { op: 'droplets_get', nth: 1, phase: 'scheduler', what: "polling the scheduler's address", creates: 1 },
+    { op: 'droplets_create', nth: 2, phase: 'workers', what: 'creating the worker Droplets', creates: 2 },
     // #1 is preflight's Droplet count.
-    { op: 'droplets_list', nth: 2, phase: 'workers', what: 'polling the workers' },
+    { op: 'droplets_list', nth: 2, phase: 'workers', what: 'polling the workers', creates: 2 },
   ];
 
   for (const step of steps) {
@@ -75,8 +77,7 @@ describe.runIf(enabled)('DropletCluster start failures roll back everything', ()
       expect(err.message).toContain('Everything created for this cluster has been deleted');
       expect(err.message).not.toContain(f.token);
       expect(f.server.calls(step.op)[step.nth - 1]!.rejectedBy).toBe('fault');
-      // The workers are created only once the scheduler and the network are: a refusal before costs no worker.
-      expect(f.server.calls('droplets_create')).toHaveLength(step.phase === 'workers' ? 2 : 1);
+      expect(f.server.calls('droplets_create')).toHaveLength(step.creates);
       await expectNothingLeft(f);
     });
   }

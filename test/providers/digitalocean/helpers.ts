@@ -114,10 +114,11 @@ export function sequenceAfterPreflight(fake: FakeDigitalOcean, preflight: string
 const NETWORK_CALLS = new Set(['tags_create', 'tags_get', 'firewalls_create', 'firewalls_list']);
 
 /**
- * The scheduler's create goes out beside the network's calls, so it arrives anywhere among them.
- * It is moved to just after them, where a test states it; a sequence without a tag create is
- * returned as it is. Only the scheduler's address poll must wait for the firewall, and that order
- * is kept: a `droplets_get` among the network's calls stays there and fails the test.
+ * The scheduler's create goes out right behind the firewall's, without waiting for its answer, so
+ * it may arrive among the firewall's calls (a lost answer's look-up and retry). It is moved to
+ * just after them, where a test states it; a sequence without a tag create is returned as it is.
+ * The scheduler's address poll must wait for the firewall, and that order is kept: a
+ * `droplets_get` among the network's calls stays there and fails the test.
  */
 export function networkThenScheduler(seq: string[]): string[] {
   const start = seq.indexOf('tags_create');

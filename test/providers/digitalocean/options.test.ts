@@ -232,7 +232,7 @@ describe('DropletCluster against the fake (no Dask)', () => {
     expect(f.leaked()).toEqual({});
   });
 
-  it("the scheduler's create goes out beside the tag and the firewall; the workers' waits for the firewall", async () => {
+  it("the scheduler's create goes out right behind the firewall's, not after its answer; the workers' waits for the answer", async () => {
     const f = await fake();
     // Each network call takes longer than the scheduler takes to become active (lifecycleMs 200).
     const LATENCY_MS = 1_500;
@@ -248,10 +248,13 @@ describe('DropletCluster against the fake (no Dask)', () => {
       .filter((c) => c.at >= tag.at)
       .map((c) => `${c.operation} +${c.at - tag.at}`)
       .join(', ');
-    // Before the tag was even answered: waiting for the network would put it 2 × LATENCY_MS later.
-    expect(scheduler!.at - tag.at, timeline).toBeLessThan(LATENCY_MS);
-    // The firewall still waits for the tag it names.
+    // The firewall waits for the tag it names.
     expect(firewall.at - tag.at, timeline).toBeGreaterThanOrEqual(LATENCY_MS);
+    // Without a firewall a Droplet accepts everything: the firewall's request goes first...
+    const arrived = f.server.calls().map((c) => c.requestId);
+    expect(arrived.indexOf(firewall.requestId), timeline).toBeLessThan(arrived.indexOf(scheduler!.requestId));
+    // ...and the scheduler's right behind it, before its answer (waiting would put it LATENCY_MS later).
+    expect(scheduler!.at - firewall.at, timeline).toBeLessThan(LATENCY_MS);
     // No worker is created before the firewall is in place.
     expect(workers!.at - firewall.at, timeline).toBeGreaterThanOrEqual(LATENCY_MS);
     expect(f.leaked()).toEqual({});
