@@ -792,7 +792,7 @@ export class VMBackend implements ClusterBackend {
     // One member object from here on: the watch reports it, the core holds it, addresses fill in.
     const member = toMember(created);
     this.#watchMembers(ctx, [member]);
-    // The core launches the workers once this returns: a short network setup is answered first
+    // The core launches the workers once this returns: the network's requests are answered first
     // (a refusal then fails the start here, with the scheduler the only VM to delete).
     await this.#networkAccepted;
     const proto = protocolFor(ctx.security);
