@@ -503,12 +503,13 @@ export async function waitForWorkers(
       }
       if (all !== undefined) seen = all;
       // A worker may have left between the count and the records: the records decide.
-      const now = all !== undefined ? countedWorkers(all, running).length : count;
+      const records = all !== undefined ? countedWorkers(all, running) : undefined;
+      const now = records?.length ?? count;
       if (now !== reported) {
         reported = now;
         options.onCount?.(reported);
       }
-      if (all !== undefined && now >= n) return countedWorkers(all, running);
+      if (records !== undefined && now >= n) return records;
       const pause = Math.min(interval, deadline - Date.now());
       if (pause <= 0) break;
       await sleep(pause, signal, client.address);
