@@ -3,6 +3,7 @@ import { expect } from 'vitest';
 import { ClusterStartError } from '../../src/errors';
 import type { ClusterSummary } from '../../src/cluster/vm';
 import { assertNoContractViolations, type HasContractViolations } from '../fakes/core';
+import type { ReceivedCall } from '../fakes/core/server';
 
 export interface CheckedFake extends HasContractViolations {
   server: { handlerErrors: unknown[] };
@@ -63,4 +64,12 @@ export async function expectListed(
   expect(c.created!.getTime()).toBeGreaterThanOrEqual(Math.floor(expected.startedAt / 1000) * 1000 - 1000);
   expect(c.created!.getTime()).toBeLessThanOrEqual(Date.now());
   expect(c.expires!.getTime()).toBeGreaterThan(Date.now());
+}
+
+/** Calls as `operation +ms` from the first one (or from `t0`), for a failing timing assertion's message. */
+export function callTimeline(calls: ReceivedCall[], t0 = calls[0]?.at ?? 0): string {
+  return calls
+    .filter((c) => c.at >= t0)
+    .map((c) => `${c.operation} +${c.at - t0}`)
+    .join(', ');
 }

@@ -12,7 +12,7 @@ import { inspect } from 'node:util';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createApiClient } from 'dots-wrapper';
 import type { FailureSpec } from '../../fakes/core';
-import { checkFakesAndClose, failedStart } from '../../helpers/fakes';
+import { callTimeline, checkFakesAndClose, failedStart } from '../../helpers/fakes';
 import type { FakeDigitalOcean } from '../../fakes/digitalocean';
 import { DropletCluster, DROPLET_DEFAULTS, clusterTag, labelTag, type DropletClusterOptions } from '../../../providers/digitalocean';
 import { CredentialsError, ValidationError } from '../../../src/errors';
@@ -157,7 +157,8 @@ describe('DropletCluster against the fake (no Dask)', () => {
     const seq = sequenceSince(f, mark);
     expect(seq).toContain('vpcs_get');
     expect(seq).not.toContain('vpcs_list');
-    expect(networkThenScheduler(seq).slice(seq.indexOf('tags_create'), seq.indexOf('tags_create') + 3)).toEqual(['tags_create', 'firewalls_create', 'droplets_create']);
+    const ordered = networkThenScheduler(seq);
+    expect(ordered.slice(ordered.indexOf('tags_create'), ordered.indexOf('tags_create') + 3)).toEqual(['tags_create', 'firewalls_create', 'droplets_create']);
     expect(cluster.region).toBe('ams3');
     expect(f.server.calls('droplets_create')[0]!.json).toMatchObject({ region: 'ams3', vpc_uuid: vpc.id });
     const fw = f.server.calls('firewalls_create')[0]!.json as { inbound_rules: { ports: string; sources: { addresses?: string[] } }[] };
@@ -243,11 +244,7 @@ describe('DropletCluster against the fake (no Dask)', () => {
     const tag = f.server.calls('tags_create')[0]!;
     const firewall = f.server.calls('firewalls_create')[0]!;
     const [scheduler, workers] = f.server.calls('droplets_create');
-    const timeline = f.server
-      .calls()
-      .filter((c) => c.at >= tag.at)
-      .map((c) => `${c.operation} +${c.at - tag.at}`)
-      .join(', ');
+    const timeline = callTimeline(f.server.calls(), tag.at);
     // The firewall waits for the tag it names.
     expect(firewall.at - tag.at, timeline).toBeGreaterThanOrEqual(LATENCY_MS);
     // Without a firewall a Droplet accepts everything: the firewall's request goes first...

@@ -5,7 +5,7 @@
  * before any mutating call. Items 5 (VPC NAT gateway for private mode) and 12 (credentials).
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { checkFakesAndClose } from '../../helpers/fakes';
+import { callTimeline, checkFakesAndClose } from '../../helpers/fakes';
 import type { FakeDigitalOcean } from '../../fakes/digitalocean';
 import type { CheckId, CheckStatus, PreflightReport } from '../../../src/cluster/preflight';
 import { DropletCluster, REQUIRED_SCOPES, type DropletClusterOptions } from '../../../providers/digitalocean';
@@ -68,7 +68,7 @@ describe('a passing account', () => {
     expect(rest.map((c) => c.operation).sort()).toEqual(['droplets_list', 'firewalls_list', 'images_get', 'regions_list', 'sizes_list', 'sshKeys_list', 'tags_list', 'vpcs_list']);
     // One after another, each read was sent once the previous one was answered, LATENCY_MS later.
     const spread = rest.at(-1)!.at - rest[0]!.at;
-    expect(spread, rest.map((c) => `${c.operation} +${c.at - rest[0]!.at}`).join(', ')).toBeLessThan(LATENCY_MS);
+    expect(spread, callTimeline(rest)).toBeLessThan(LATENCY_MS);
     const nat = calls.find((c) => c.operation === 'vpcnatgateways_list')!;
     expect(nat.at).toBeGreaterThanOrEqual(calls.find((c) => c.operation === 'vpcs_list')!.at + LATENCY_MS);
   });

@@ -16,6 +16,7 @@ import { ClusterStartError, DaskCloudError, UserDataError, ValidationError } fro
 import { assertNoContractViolations, type ReceivedCall, type ResourceSnapshot } from '../../fakes/core';
 import { METADATA_VALUE_MAX, type FakeGcp } from '../../fakes/gcp';
 import { eventually } from '../../helpers/eventually';
+import { callTimeline } from '../../helpers/fakes';
 import { fakeOptions, operations, startFake, ZONE } from './helpers';
 
 let fakes: FakeGcp[] = [];
@@ -447,10 +448,7 @@ describe("the firewall rules go out beside the scheduler's insert", () => {
     const insert = calls.find((r) => r.operation === 'compute.instances.insert')!;
     const bulk = calls.find((r) => r.operation === 'compute.instances.bulkInsert')!;
     const t0 = rules[0]!.at;
-    const timeline = calls
-      .filter((r) => r.at >= t0)
-      .map((r) => `${r.operation} +${r.at - t0}`)
-      .join(', ');
+    const timeline = callTimeline(calls, t0);
     expect(rules, timeline).toHaveLength(3);
     // Waiting for the rules' answers would put the scheduler's insert LATENCY_MS later.
     expect(insert.at - t0, timeline).toBeLessThan(LATENCY_MS);
